@@ -1,0 +1,22 @@
+# consent-gateway: slim image, non-root, health-checked.
+FROM python:3.12-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.12-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY --from=build /install /usr/local
+RUN useradd --system --uid 10001 --home-dir /app gateway \
+    && mkdir -p /app/data && chown gateway /app/data
+WORKDIR /app
+COPY rules ./rules
+COPY config.example.yaml ./config.yaml
+USER gateway
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"
+# Listen on all interfaces inside the container; the signing key comes from
+# CONSENT_GATEWAY_COOKIE_KEY (see config.yaml).
+CMD ["consent-gateway", "serve", "--config", "config.yaml", "--host", "0.0.0.0"]

@@ -1,0 +1,45 @@
+# The README's two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config.example.yaml
+
+.PHONY: run test lint typecheck unit check bench clean
+
+$(BIN)/consent-gateway: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.dev: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+## run: set up and serve the gateway on the example config (SQLite under ./data)
+run: $(BIN)/consent-gateway
+	$(BIN)/consent-gateway serve --config $(CONFIG)
+
+## test: set up with the dev extras; ruff, mypy strict, pytest
+test: $(VENV)/.dev lint typecheck unit
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+unit: $(VENV)/.dev
+	$(BIN)/pytest
+
+check: $(BIN)/consent-gateway
+	$(BIN)/consent-gateway check --config $(CONFIG)
+
+bench: $(VENV)/.dev
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache .hypothesis

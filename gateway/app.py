@@ -1,0 +1,313 @@
+"""Builds the aiohttp application: state, cleanup contexts, routes (DESIGN §4).
+
+| route                         | handler                                           |
+|-------------------------------|---------------------------------------------------|
+| ANY /t/{vendor-host}/{path…}  | the pipeline, for hosts a rule lists              |
+| ANY {route-prefix}/{path…}    | the pipeline, for a rule's first-party prefix     |
+| POST/GET/DELETE /consent      | record / show / withdraw the visitor's consent    |
+| GET /healthz, /readyz         | liveness, readiness                               |
+| GET /metrics                  | Prometheus text format                            |
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+import orjson
+from aiohttp import hdrs, web
+from prometheus_client import CONTENT_TYPE_LATEST
+from yarl import URL
+
+from gateway import edges, pipeline
+from gateway.config import GatewayConfig
+from gateway.consent.cookie import ConsentCookie, new_subject_id, sign_cookie
+from gateway.consent.regimes import country_from
+from gateway.consent.resolve import CookieOutcome, resolve_request
+from gateway.decision_log import DecisionLog
+from gateway.errors import RequestError
+from gateway.metrics import Metrics
+from gateway.model import NECESSARY, ConsentState, ConsentValue, Facts, Headers
+from gateway.ruleset.load import load_rules
+from gateway.ruleset.match import RuleSet, normalize_host
+from gateway.state import Gateway, RulesHolder
+from gateway.upstream import Upstream
+
+__all__ = ["GATEWAY", "build_app"]
+
+log = logging.getLogger(__name__)
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+#: the consent API reads small JSON documents only
+_CONSENT_BODY_LIMIT = 16 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Application:
+    """The gateway as an aiohttp app. Rules are loaded from config unless given.
+
+    Raises RuleError if the rules do not load (the gateway refuses to start).
+    """
+    if rules is None:
+        rules = load_rules(config.rules.paths, frozenset(config.consent.purposes))
+    metrics = Metrics()
+    app = web.Application(middlewares=[_errors_middleware], client_max_size=_CONSENT_BODY_LIMIT)
+    gw = Gateway(
+        config=config,
+        rules=RulesHolder(rules),
+        metrics=metrics,
+        upstream=Upstream(config.upstream, metrics),
+        decision_log=DecisionLog(config.decision_log, metrics),
+        own_cookies=frozenset({config.cookie.name}),
+    )
+    app[GATEWAY] = gw
+    app.cleanup_ctx.append(_lifecycle)
+
+    r = app.router
+    r.add_get("/healthz", _healthz)
+    r.add_get("/readyz", _readyz)
+    r.add_get("/metrics", _metrics)
+    if config.server.consent_api:
+        r.add_get("/consent", _consent_get)
+        r.add_post("/consent", _consent_post)
+        r.add_delete("/consent", _consent_delete)
+    r.add_route("*", "/t/{tail:.*}", _tag_route)
+    r.add_route("*", "/{tail:.*}", _prefix_route)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    gw = app[GATEWAY]
+    await gw.decision_log.start()
+    await gw.upstream.start()
+    log.info(
+        "gateway ready: %d vendor rules, report_only=%s",
+        len(gw.rules.current.rules),
+        gw.config.rules.report_only,
+    )
+    yield
+    # Forwards first (they may still be answered), then the log drains every record.
+    await gw.upstream.close()
+    await gw.decision_log.close()
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error is a short JSON answer; nothing the visitor sent is reflected."""
+    try:
+        resp = await handler(request)
+    except web.HTTPException as e:
+        if e.status >= 400:
+            return edges.error_response(e.status, e.reason)
+        raise
+    except RequestError as e:
+        return edges.error_response(e.status, e.message)
+    except Exception:
+        log.exception("unhandled error on %s", request.method)
+        return edges.error_response(500, "internal error")
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return resp
+
+
+# -- tag routes ----------------------------------------------------------------
+
+
+async def _tag_route(request: web.Request) -> web.StreamResponse:
+    """`/t/{vendor-host}/{path…}`, parsed from the raw path so encoded separators stay
+    encoded and cannot move the boundary between host and path."""
+    raw = request.raw_path.partition("?")[0]
+    host_raw, _, tail = raw[len("/t/") :].partition("/")
+    # SECURITY: the host must be a plain DNS name (no userinfo, port, IP literal or
+    # percent-encoding); a rule must list it, or the pipeline REJECTs.
+    host = normalize_host(host_raw)
+    return await pipeline.run(request.app[GATEWAY], request, host, "/" + tail)
+
+
+async def _prefix_route(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    raw = request.raw_path.partition("?")[0]
+    found = gw.rules.current.route_for(raw)
+    if found is None:
+        return edges.error_response(404, "not found")
+    rule, rest = found
+    return await pipeline.run(gw, request, rule.route_host or rule.hosts[0], rest)
+
+
+# -- health and metrics ----------------------------------------------------------
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"}, dumps=_dumps)
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    checks = {
+        "rules": bool(gw.rules.current.rules),
+        "decision_log": gw.decision_log.running,
+    }
+    ok = all(checks.values())
+    return web.json_response(
+        {"status": "ready" if ok else "not ready", "checks": checks},
+        status=200 if ok else 503,
+        dumps=_dumps,
+    )
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    gw.metrics.queue_depth.set(gw.upstream.depth)
+    resp = web.Response(body=gw.metrics.render())
+    resp.headers[hdrs.CONTENT_TYPE] = CONTENT_TYPE_LATEST
+    return resp
+
+
+# -- the consent API -------------------------------------------------------------
+
+
+def _consent_facts(request: web.Request, gw: Gateway, cookies: Mapping[str, str]) -> Facts:
+    headers = Headers(tuple(request.headers.items()))
+    return Facts(
+        request_id=edges.request_id(request),
+        method=request.method,
+        host="-",
+        path="/consent",
+        query="",
+        headers=headers,
+        cookies=cookies,
+        country=country_from(headers, gw.config.server.country_header),
+        now=time.time(),
+    )
+
+
+def _state_json(state: ConsentState, cookie: CookieOutcome) -> dict[str, object]:
+    return {
+        "regime": state.regime,
+        "gpc": state.gpc,
+        "subject": state.subject,
+        "cookie": "valid" if cookie.answer is not None else (cookie.problem or "absent"),
+        "purposes": {
+            p: {"state": pc.state.value, "source": pc.source}
+            for p, pc in sorted(state.purposes.items())
+        },
+    }
+
+
+async def _consent_get(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    facts = _consent_facts(request, gw, dict(request.cookies))
+    state, cookie = resolve_request(facts, gw.config.consent, gw.config.cookie)
+    return _json(_state_json(state, cookie))
+
+
+async def _consent_post(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    _check_same_origin(request)
+    if request.content_type != "application/json":
+        return edges.error_response(415, "send application/json")
+    try:
+        doc = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return edges.error_response(400, "body is not JSON")
+    purposes_in = doc.get("purposes") if isinstance(doc, dict) else None
+    if not isinstance(purposes_in, dict) or not all(
+        isinstance(v, bool) for v in purposes_in.values()
+    ):
+        return edges.error_response(400, 'expected {"purposes": {"<purpose>": true|false}}')
+    known = set(gw.config.consent.purposes)
+    if not set(purposes_in) <= known:
+        # SECURITY: the unknown names are not echoed back.
+        return edges.error_response(400, f"unknown purpose; known: {', '.join(sorted(known))}")
+    return _issue(request, gw, {k: bool(v) for k, v in purposes_in.items()}, "banner")
+
+
+async def _consent_delete(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    _check_same_origin(request)
+    withdrawn = {p: False for p in gw.config.consent.purposes if p != NECESSARY}
+    return _issue(request, gw, withdrawn, "withdrawal", merge=False)
+
+
+def _issue(
+    request: web.Request,
+    gw: Gateway,
+    purposes: dict[str, bool],
+    source: str,
+    *,
+    merge: bool = True,
+) -> web.Response:
+    """Sign a new consent cookie (purposes given win over the current cookie's), set it,
+    and answer with the consent now in force."""
+    cfg = gw.config
+    facts = _consent_facts(request, gw, dict(request.cookies))
+    _, current = resolve_request(facts, cfg.consent, cfg.cookie)
+    merged: dict[str, bool] = {}
+    subject = None
+    if current.answer is not None:
+        subject = current.answer.subject
+        if merge:
+            merged = {
+                p: v is ConsentValue.GRANTED
+                for p, v in current.answer.purposes.items()
+                if v is not ConsentValue.UNKNOWN
+            }
+    merged.update(purposes)
+    merged.pop(NECESSARY, None)
+    cookie = ConsentCookie(
+        subject=subject or new_subject_id(),
+        purposes=merged,
+        issued_at=int(facts.now),
+        policy_version=cfg.consent.policy_version,
+        source=source,
+    )
+    value = sign_cookie(cookie, cfg.cookie.keys)
+    state, outcome = resolve_request(
+        _consent_facts(request, gw, {**request.cookies, cfg.cookie.name: value}),
+        cfg.consent,
+        cfg.cookie,
+    )
+    resp = _json(_state_json(state, outcome))
+    resp.set_cookie(
+        cfg.cookie.name,
+        value,
+        max_age=int(cfg.consent.max_age),
+        path=cfg.cookie.path,
+        domain=cfg.cookie.domain,
+        secure=cfg.cookie.secure,
+        httponly=cfg.cookie.http_only,
+        samesite=cfg.cookie.same_site,
+    )
+    return resp
+
+
+def _check_same_origin(request: web.Request) -> None:
+    """CSRF: another site must not record consent on the visitor's behalf.
+
+    Browsers send Origin on cross-site POST/DELETE; a JSON body (required) cannot be
+    sent cross-site without a CORS preflight, which this gateway never approves.
+    """
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is None:
+        return
+    try:
+        o = URL(origin)
+    except ValueError:
+        o = URL()
+    if o.host is None or o.authority != request.host:
+        raise web.HTTPForbidden(reason="cross-origin consent change refused")
+
+
+def _json(doc: Mapping[str, object], status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(doc),
+        content_type="application/json",
+        headers={hdrs.CACHE_CONTROL: "no-store"},
+    )
+
+
+def _dumps(doc: object) -> str:
+    return orjson.dumps(doc).decode()

@@ -1,0 +1,286 @@
+"""`consent-gateway`: serve | check | logs | sign | keygen.
+
+Exit codes: 0 success, 1 a check found problems or a command failed, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import GatewayConfig, load_config
+from gateway.errors import ConfigError, Problem
+
+__all__ = ["main"]
+
+log = logging.getLogger("gateway")
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return 2
+    code: int = args.func(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="consent-gateway",
+        description="Enforce visitor consent on third-party tracking requests.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    def config_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--config",
+            default=os.environ.get("CONSENT_GATEWAY_CONFIG", DEFAULT_CONFIG),
+            help="config file (default: $CONSENT_GATEWAY_CONFIG or ./config.yaml)",
+        )
+
+    s = sub.add_parser("serve", help="run the gateway")
+    config_arg(s)
+    s.add_argument("--host", help="listen address (overrides server.host)")
+    s.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    s.add_argument("--workers", type=int, help="processes sharing the port (server.workers)")
+    s.set_defaults(func=_cmd_serve)
+
+    c = sub.add_parser("check", help="validate the config and every rule file")
+    config_arg(c)
+    c.add_argument("rules", nargs="*", help="rule files or directories (default: from config)")
+    c.set_defaults(func=_cmd_check)
+
+    lg = sub.add_parser("logs", help="show the decision log (blocked and altered requests)")
+    config_arg(lg)
+    lg.add_argument("--since", help="e.g. 15m, 1h, 2d or an ISO-8601 time")
+    lg.add_argument("--vendor")
+    lg.add_argument("--action", choices=["forward", "strip", "drop", "reject"])
+    lg.add_argument("--purpose", help="records missing this purpose")
+    lg.add_argument("--limit", type=int, default=100)
+    lg.add_argument("--json", action="store_true", help="one JSON object per line")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing new records")
+    lg.set_defaults(func=_cmd_logs)
+
+    sg = sub.add_parser("sign", help="mint a consent cookie value (testing, back ends)")
+    config_arg(sg)
+    sg.add_argument(
+        "purposes",
+        nargs="*",
+        metavar="PURPOSE=granted|denied",
+        help="e.g. analytics=granted advertising=denied",
+    )
+    sg.add_argument("--subject", help="subject id (default: a new random one)")
+    sg.add_argument("--source", default="cli")
+    sg.set_defaults(func=_cmd_sign)
+
+    k = sub.add_parser("keygen", help="print a new cookie signing key")
+    k.set_defaults(func=_cmd_keygen)
+    return p
+
+
+def _load(path: str) -> GatewayConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# -- serve -------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    overrides = {
+        k: v
+        for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers))
+        if v is not None
+    }
+    if args.workers is not None and args.workers < 1:
+        print("--workers must be >= 1", file=sys.stderr)
+        return 2
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, **overrides))
+    _setup_logging(cfg.server.log_level)
+    if cfg.server.workers == 1:
+        return _serve_one(cfg, reuse_port=False)
+    # One process per core, sharing the port through SO_REUSEPORT; the parent supervises.
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker_main, args=(args.config, overrides), name=f"gateway-{i}")
+        for i in range(cfg.server.workers)
+    ]
+    for proc in procs:
+        proc.start()
+
+    def stop(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for proc in procs:
+        proc.join()
+    return max((proc.exitcode or 0) for proc in procs)
+
+
+def _worker_main(config_path: str, overrides: dict[str, object]) -> None:
+    cfg = load_config(config_path)
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, **overrides))  # type: ignore[arg-type]
+    _setup_logging(cfg.server.log_level)
+    sys.exit(_serve_one(cfg, reuse_port=True))
+
+
+def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
+    from aiohttp import web
+
+    from gateway.app import build_app
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS
+        pass
+    try:
+        app = build_app(cfg)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    log.info("listening on http://%s:%d (pid %d)", cfg.server.host, cfg.server.port, os.getpid())
+    web.run_app(
+        app,
+        host=cfg.server.host,
+        port=cfg.server.port,
+        reuse_port=reuse_port or None,
+        access_log=None,
+        print=None,
+        shutdown_timeout=10.0,
+    )
+    return 0
+
+
+# -- check -------------------------------------------------------------------------
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from gateway.config import DEFAULT_PURPOSES
+    from gateway.ruleset.load import load_rules
+
+    problems: list[Problem] = []
+    cfg: GatewayConfig | None = None
+    config_given = args.config != DEFAULT_CONFIG or Path(args.config).exists()
+    if config_given:
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as e:
+            problems += e.problems
+    purposes = frozenset(cfg.consent.purposes if cfg else DEFAULT_PURPOSES)
+    paths = [Path(p) for p in args.rules] or (list(cfg.rules.paths) if cfg else [Path("rules")])
+    count = 0
+    try:
+        ruleset = load_rules(paths, purposes)
+        count = len(ruleset.rules)
+    except ConfigError as e:
+        problems += e.problems
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"ok: config {'valid' if cfg else 'not checked'}, {count} vendor rule(s)")
+    return 0
+
+
+# -- logs ---------------------------------------------------------------------------
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from gateway.decision_log import run_logs
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    if cfg.decision_log.sqlite_path is None:
+        print("decision_log.sqlite_path is not set: nothing to read", file=sys.stderr)
+        return 1
+    try:
+        return run_logs(
+            cfg.decision_log.sqlite_path,
+            since=args.since,
+            vendor=args.vendor,
+            action=args.action,
+            purpose=args.purpose,
+            as_json=args.json,
+            follow=args.follow,
+            limit=args.limit,
+            out=sys.stdout,
+        )
+    except KeyboardInterrupt:
+        return 0
+
+
+# -- sign / keygen --------------------------------------------------------------------
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    from gateway.consent.cookie import ConsentCookie, new_subject_id, sign_cookie
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    purposes: dict[str, bool] = {}
+    for item in args.purposes:
+        name, sep, value = item.partition("=")
+        if not sep or value not in ("granted", "denied"):
+            print(f"expected PURPOSE=granted|denied, got {item!r}", file=sys.stderr)
+            return 2
+        if name not in cfg.consent.purposes:
+            print(f"unknown purpose {name!r}; known: {', '.join(cfg.consent.purposes)}")
+            return 2
+        purposes[name] = value == "granted"
+    cookie = ConsentCookie(
+        subject=args.subject or new_subject_id(),
+        purposes=purposes,
+        issued_at=int(time.time()),
+        policy_version=cfg.consent.policy_version,
+        source=args.source,
+    )
+    print(sign_cookie(cookie, cfg.cookie.keys))
+    return 0
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from gateway.consent.cookie import keygen
+
+    print(keygen())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,509 @@
+"""One frozen, validated config object, read from YAML.
+
+`load_config(path)` returns a `GatewayConfig` or raises `ConfigError` listing
+every problem (`file:line: key.path: message`). Unknown keys are errors. Secrets
+(cookie signing keys) are never in the file: the file names an environment
+variable (`secret_env`) and the value is read at load time.
+`config.example.yaml` mirrors these dataclasses field by field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import yarl
+
+from gateway.errors import ConfigError, Problem
+from gateway.model import NECESSARY, ConsentValue
+from gateway.yamlsrc import Node, YamlSource
+
+__all__ = [
+    "ConflictPolicy",
+    "ConsentConfig",
+    "CookieConfig",
+    "CookieKey",
+    "DecisionLogConfig",
+    "GatewayConfig",
+    "RegimeConfig",
+    "RulesConfig",
+    "ServerConfig",
+    "UpstreamConfig",
+    "load_config",
+    "parse_config",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PURPOSES = (NECESSARY, "functional", "analytics", "advertising", "personalization")
+
+#: EU/EEA member states, the UK, Switzerland and Brazil: consent before tracking.
+OPT_IN_COUNTRIES = frozenset(
+    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE "
+    "IS LI NO GB CH BR".split()
+)
+
+
+class ConflictPolicy:
+    RESTRICTIVE = "restrictive"
+    NEWEST = "newest"
+    ALL = (RESTRICTIVE, NEWEST)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: processes sharing the port (SO_REUSEPORT); 1 = this process only
+    workers: int = 1
+    #: peers whose X-Forwarded-For is believed (CIDRs); the visitor's own is never trusted
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    #: requests with a larger body are answered 413 and never read further
+    max_body_bytes: int = 64 * 1024
+    #: a trusted header carrying the visitor's country (ISO 3166-1 alpha-2), e.g. CF-IPCountry
+    country_header: str | None = None
+    #: serve GET /consent, POST /consent, DELETE /consent
+    consent_api: bool = True
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True, slots=True)
+class RulesConfig:
+    #: rule files or directories of `*.yaml`
+    paths: tuple[Path, ...] = (Path("rules"),)
+    #: log what would be enforced, forward everything with only `always` strips
+    report_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeConfig:
+    """A jurisdiction's defaults: what an unanswered purpose means there."""
+
+    name: str
+    #: `opt-in`: unknown means denied; `opt-out`: unknown means granted (unless GPC)
+    mode: str
+    countries: frozenset[str] = frozenset()
+    #: does `Sec-GPC: 1` deny `consent.gpc_purposes` in this regime
+    gpc_binds: bool = True
+
+    @property
+    def default(self) -> ConsentValue:
+        return ConsentValue.DENIED if self.mode == "opt-in" else ConsentValue.GRANTED
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentConfig:
+    purposes: tuple[str, ...] = DEFAULT_PURPOSES
+    #: consent recorded under an older policy version counts as unknown
+    policy_version: int = 1
+    #: consent older than this (seconds) counts as unknown
+    max_age: float = 180 * 86400.0
+    regimes: tuple[RegimeConfig, ...] = (
+        RegimeConfig("opt-in", "opt-in", OPT_IN_COUNTRIES),
+        RegimeConfig("us", "opt-out", frozenset({"US"})),
+    )
+    #: the regime for a visitor whose country is unknown or listed nowhere
+    default_regime: str = "opt-in"
+    #: purposes that `Sec-GPC: 1` denies where the regime says GPC binds
+    gpc_purposes: frozenset[str] = frozenset({"advertising"})
+    #: how disagreeing explicit sources combine: `restrictive` or `newest`
+    conflict: str = ConflictPolicy.RESTRICTIVE
+
+    def regime_for(self, country: str | None) -> RegimeConfig:
+        """The regime of `country` (upper-case alpha-2), else the default regime."""
+        if country:
+            for r in self.regimes:
+                if country in r.countries:
+                    return r
+        for r in self.regimes:
+            if r.name == self.default_regime:
+                return r
+        raise AssertionError("default_regime is validated to exist")
+
+
+@dataclass(frozen=True, slots=True)
+class CookieKey:
+    id: str
+    #: the key bytes (>= 16), read from the environment or the dev key file, never logged
+    secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CookieConfig:
+    name: str = "cg_consent"
+    #: signing keys, newest first: the first signs, all verify (rotation)
+    keys: tuple[CookieKey, ...] = ()
+    secure: bool = True
+    http_only: bool = True
+    same_site: str = "Lax"
+    domain: str | None = None
+    path: str = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    connect_timeout: float = 2.0
+    total_timeout: float = 10.0
+    #: bounded queue for beacons and pixels forwarded after the visitor has its answer
+    queue_size: int = 10_000
+    queue_workers: int = 8
+    max_connections: int = 200
+    #: vendor origin -> base URL to send to instead (staging, tests); only config can do this
+    overrides: Mapping[str, yarl.URL] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionLogConfig:
+    #: SQLite file the records go to (queried by `consent-gateway logs`); None = off
+    sqlite_path: Path | None = Path("data/decisions.db")
+    #: JSON lines for log shippers: a file path, `-` for stdout, or None
+    jsonl: str | None = None
+    queue_size: int = 10_000
+    batch_size: int = 500
+    flush_interval: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    server: ServerConfig = ServerConfig()
+    rules: RulesConfig = RulesConfig()
+    consent: ConsentConfig = ConsentConfig()
+    cookie: CookieConfig = CookieConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    decision_log: DecisionLogConfig = DecisionLogConfig()
+    #: the file this came from; relative paths inside it are resolved against its folder
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        names = {r.name for r in self.consent.regimes}
+        if self.consent.default_regime not in names:
+            raise ValueError(f"default_regime {self.consent.default_regime!r} is not a regime")
+        if not self.cookie.keys:
+            raise ValueError("cookie.keys: at least one signing key is required")
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate the config file at `path`; raise ConfigError listing every problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([Problem(str(p), None, "", f"cannot read: {e.strerror}")]) from e
+    return parse_config(text, str(p), env=os.environ if env is None else env)
+
+
+def parse_config(
+    text: str, file: str = "<config>", env: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Validate YAML `text` into a GatewayConfig; raise ConfigError listing every problem."""
+    src = YamlSource.parse(text, file)
+    env = os.environ if env is None else env
+    base = Path(file).resolve().parent if not file.startswith("<") else Path.cwd()
+    root = src.root()
+    top = root.mapping(
+        ["data_dir", "server", "rules", "consent", "cookie", "upstream", "decision_log"]
+    )
+    data_dir = _path(top.get("data_dir"), base, Path("data"))
+    server = _server(top.get("server"), root)
+    rules = _rules(top.get("rules"), root, base)
+    consent = _consent(top.get("consent"), root)
+    cookie = _cookie(top.get("cookie"), root, env, data_dir)
+    upstream = _upstream(top.get("upstream"), root)
+    dlog = _decision_log(top.get("decision_log"), root, base, data_dir)
+    if src.problems:
+        raise ConfigError(src.problems)
+    try:
+        return GatewayConfig(server, rules, consent, cookie, upstream, dlog, Path(file))
+    except ValueError as e:
+        raise ConfigError([Problem(file, None, "", str(e))]) from e
+
+
+def _or_empty(node: Node | None, root: Node, key: str) -> Node:
+    return node if node is not None else root.child(key, None)
+
+
+def _path(node: Node | None, base: Path, default: Path) -> Path:
+    if node is None or node.missing:
+        return base / default
+    p = Path(node.str(str(default)))
+    return p if p.is_absolute() else base / p
+
+
+def _server(node: Node | None, root: Node) -> ServerConfig:
+    n = _or_empty(node, root, "server")
+    m = n.mapping(
+        [
+            "host",
+            "port",
+            "workers",
+            "trusted_proxies",
+            "max_body_bytes",
+            "country_header",
+            "consent_api",
+            "log_level",
+        ]
+    )
+    d = ServerConfig()
+    proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    if "trusted_proxies" in m:
+        for item in m["trusted_proxies"].list():
+            try:
+                proxies.append(ipaddress.ip_network(item.str(), strict=False))
+            except ValueError:
+                item.problem("not an IP network (e.g. 10.0.0.0/8)")
+    level = m["log_level"].str(d.log_level).upper() if "log_level" in m else d.log_level
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        m["log_level"].problem("must be one of DEBUG, INFO, WARNING, ERROR")
+        level = d.log_level
+    header = m["country_header"].opt_str()
+    return ServerConfig(
+        host=m["host"].str(d.host),
+        port=m["port"].int(d.port, min=0, max=65535),
+        workers=m["workers"].int(d.workers, min=1, max=256),
+        trusted_proxies=tuple(proxies),
+        max_body_bytes=m["max_body_bytes"].int(d.max_body_bytes, min=0, max=64 * 1024 * 1024),
+        country_header=header or None,
+        consent_api=m["consent_api"].bool(True),
+        log_level=level,
+    )
+
+
+def _rules(node: Node | None, root: Node, base: Path) -> RulesConfig:
+    m = _or_empty(node, root, "rules").mapping(["paths", "report_only"])
+    paths = tuple(
+        (p if p.is_absolute() else base / p)
+        for p in (Path(s) for s in (m["paths"].str_list() if "paths" in m else ["rules"]))
+    )
+    if "paths" in m and not paths:
+        m["paths"].problem("at least one rule file or directory is required")
+    return RulesConfig(paths=paths, report_only=m["report_only"].bool())
+
+
+def _consent(node: Node | None, root: Node) -> ConsentConfig:
+    n = _or_empty(node, root, "consent")
+    m = n.mapping(
+        [
+            "purposes",
+            "policy_version",
+            "max_age",
+            "regimes",
+            "default_regime",
+            "gpc_purposes",
+            "conflict",
+        ]
+    )
+    d = ConsentConfig()
+    purposes = tuple(m["purposes"].str_list()) if "purposes" in m else d.purposes
+    if NECESSARY not in purposes:
+        purposes = (NECESSARY, *purposes)
+    known = set(purposes)
+    regimes = d.regimes
+    if "regimes" in m:
+        out: list[RegimeConfig] = []
+        for name, rn in m["regimes"].items():
+            r = rn.mapping(["mode", "countries", "gpc_binds"], required=["mode"])
+            mode = r["mode"].str() if "mode" in r else "opt-in"
+            if mode not in ("opt-in", "opt-out"):
+                r["mode"].problem("must be opt-in or opt-out")
+            codes: set[str] = set()
+            for cn in r["countries"].list():
+                if isinstance(cn.value, bool):
+                    # YAML 1.1 reads an unquoted NO (Norway) as false.
+                    cn.problem('a country code must be a string: quote it, e.g. "NO"')
+                else:
+                    codes.add(cn.str().upper())
+            countries = frozenset(codes)
+            for c in countries:
+                if len(c) != 2 or not c.isalpha():
+                    r["countries"].problem(f"{c!r} is not an ISO 3166-1 alpha-2 code")
+            out.append(
+                RegimeConfig(
+                    name,
+                    mode,
+                    countries,
+                    r["gpc_binds"].bool(True) if "gpc_binds" in r else True,
+                )
+            )
+        if not out:
+            m["regimes"].problem("at least one regime is required")
+        else:
+            regimes = tuple(out)
+    default_regime = m["default_regime"].str(d.default_regime)
+    if default_regime not in {r.name for r in regimes}:
+        where = m.get("default_regime", n)
+        where.problem(f"{default_regime!r} is not one of the regimes")
+    gpc = frozenset(m["gpc_purposes"].str_list()) if "gpc_purposes" in m else d.gpc_purposes
+    for p in gpc - known:
+        m["gpc_purposes"].problem(f"{p!r} is not one of consent.purposes")
+    conflict = m["conflict"].str(d.conflict)
+    if conflict not in ConflictPolicy.ALL:
+        m["conflict"].problem("must be restrictive or newest")
+    return ConsentConfig(
+        purposes=purposes,
+        policy_version=m["policy_version"].int(1, min=1),
+        max_age=m["max_age"].duration(d.max_age),
+        regimes=regimes,
+        default_regime=default_regime,
+        gpc_purposes=gpc,
+        conflict=conflict,
+    )
+
+
+def _decode_key(text: str) -> bytes | None:
+    try:
+        raw = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) >= 16 else None
+
+
+def _cookie(node: Node | None, root: Node, env: Mapping[str, str], data_dir: Path) -> CookieConfig:
+    n = _or_empty(node, root, "cookie")
+    m = n.mapping(
+        ["name", "keys", "dev_key_file", "secure", "http_only", "same_site", "domain", "path"]
+    )
+    d = CookieConfig()
+    keys: list[CookieKey] = []
+    for kn in m["keys"].list() if "keys" in m else []:
+        k = kn.mapping(["id", "secret_env"], required=["id", "secret_env"])
+        kid = k["id"].str() if "id" in k else ""
+        if kid and (not kid.isalnum() or len(kid) > 16):
+            k["id"].problem("key id must be 1-16 letters or digits")
+        var = k["secret_env"].str() if "secret_env" in k else ""
+        if not var:
+            continue
+        value = env.get(var)
+        if value is None:
+            continue  # a key that is not provisioned here: only the dev key file can stand in
+        secret = _decode_key(value)
+        if secret is None:
+            # SECURITY: name the variable, never its value.
+            k["secret_env"].problem(
+                f"environment variable {var} must hold >= 16 bytes, base64url "
+                "(make one with `consent-gateway keygen`)"
+            )
+            continue
+        keys.append(CookieKey(kid, secret))
+    if not keys and "dev_key_file" in m and not m["dev_key_file"].missing:
+        keys.append(_dev_key(m["dev_key_file"], data_dir))
+    if not keys:
+        n.problem(
+            "no signing key: set the environment variable named by cookie.keys[].secret_env "
+            "(see `consent-gateway keygen`), or set cookie.dev_key_file for a single machine"
+        )
+    same_site = m["same_site"].str(d.same_site)
+    if same_site not in ("Strict", "Lax", "None"):
+        m["same_site"].problem("must be Strict, Lax or None")
+    secure = m["secure"].bool(True)
+    if same_site == "None" and not secure:
+        m["same_site"].problem("SameSite=None requires secure: true")
+    name = m["name"].str(d.name)
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        m["name"].problem("cookie name must be letters, digits, _ or -")
+    return CookieConfig(
+        name=name,
+        keys=tuple(keys),
+        secure=secure,
+        http_only=m["http_only"].bool(True),
+        same_site=same_site,
+        domain=m["domain"].opt_str() or None,
+        path=m["path"].str("/") if "path" in m else "/",
+    )
+
+
+def _dev_key(node: Node, data_dir: Path) -> CookieKey:
+    """A signing key kept in a file beside the data, created on first use.
+
+    For one machine only: with several machines every instance needs the same
+    key, which is what `secret_env` is for.
+    """
+    p = Path(node.str())
+    if not p.is_absolute():
+        p = data_dir / p if p.parent == Path(".") else data_dir.parent / p
+    try:
+        if p.exists():
+            secret = _decode_key(p.read_text(encoding="ascii"))
+            if secret is None:
+                node.problem("dev key file does not hold a valid key")
+                return CookieKey("dev", b"\0" * 32)
+            return CookieKey("dev", secret)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        raw = secrets.token_bytes(32)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(base64.urlsafe_b64encode(raw).decode().rstrip("="))
+        log.warning("created a development cookie signing key in %s", p)
+        return CookieKey("dev", raw)
+    except OSError as e:
+        node.problem(f"cannot use dev key file: {e.strerror}")
+        return CookieKey("dev", b"\0" * 32)
+
+
+def _upstream(node: Node | None, root: Node) -> UpstreamConfig:
+    m = _or_empty(node, root, "upstream").mapping(
+        [
+            "connect_timeout",
+            "total_timeout",
+            "queue_size",
+            "queue_workers",
+            "max_connections",
+            "overrides",
+        ]
+    )
+    d = UpstreamConfig()
+    overrides: dict[str, yarl.URL] = {}
+    for origin, on in m["overrides"].items() if "overrides" in m else []:
+        o = yarl.URL(origin)
+        target = yarl.URL(on.str())
+        if o.scheme not in ("http", "https") or not o.host or o.path not in ("", "/"):
+            on.problem("key must be an origin such as https://www.google-analytics.com")
+            continue
+        if target.scheme not in ("http", "https") or not target.host:
+            on.problem("must be an http(s) base URL")
+            continue
+        overrides[f"{o.scheme}://{o.host.lower()}"] = target
+    connect = m["connect_timeout"].duration(d.connect_timeout)
+    total = m["total_timeout"].duration(d.total_timeout)
+    if connect > total:
+        m["connect_timeout"].problem("must not exceed total_timeout")
+    return UpstreamConfig(
+        connect_timeout=connect,
+        total_timeout=total,
+        queue_size=m["queue_size"].int(d.queue_size, min=1),
+        queue_workers=m["queue_workers"].int(d.queue_workers, min=1, max=1024),
+        max_connections=m["max_connections"].int(d.max_connections, min=1),
+        overrides=MappingProxyType(overrides),
+    )
+
+
+def _decision_log(node: Node | None, root: Node, base: Path, data_dir: Path) -> DecisionLogConfig:
+    m = _or_empty(node, root, "decision_log").mapping(
+        ["sqlite_path", "jsonl", "queue_size", "batch_size", "flush_interval"]
+    )
+    d = DecisionLogConfig()
+    sqlite_path: Path | None = data_dir / "decisions.db"
+    if "sqlite_path" in m:
+        raw: str | None = m["sqlite_path"].opt_str()
+        sqlite_path = None if not raw else (Path(raw) if Path(raw).is_absolute() else base / raw)
+    jsonl = m["jsonl"].opt_str()
+    if jsonl and jsonl != "-" and not Path(jsonl).is_absolute():
+        jsonl = str(base / jsonl)
+    return DecisionLogConfig(
+        sqlite_path=sqlite_path,
+        jsonl=jsonl or None,
+        queue_size=m["queue_size"].int(d.queue_size, min=1),
+        batch_size=m["batch_size"].int(d.batch_size, min=1),
+        flush_interval=m["flush_interval"].duration(d.flush_interval),
+    )

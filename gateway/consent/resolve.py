@@ -1,0 +1,212 @@
+"""Consent resolution (DESIGN §2): from a request's facts and explicit answers to a ConsentState.
+
+For each configured purpose, in this order:
+
+1. `necessary` is always granted (source `necessary`).
+2. Explicit answers (`granted`/`denied`) from the sources combine by `consent.conflict`:
+   `restrictive` (default): any denial wins, else the grant stands; `newest`: the answer
+   with the latest timestamp wins (no timestamp counts as oldest), ties restrictively.
+   The gateway's own record is one record however it arrives: of the `cookie` and the
+   `store` answers only the newer stands, so a withdrawal or re-consent made elsewhere
+   takes effect at once.
+3. No explicit answer: the regime's default (`opt-in` denies, `opt-out` grants), source
+   `default:<regime>`.
+4. `Sec-GPC: 1`, where the regime says GPC binds, denies every `consent.gpc_purposes`
+   purpose (source `gpc`), whatever the other sources say.
+
+Everything here is pure: the app supplies the facts (with `facts.country` already read
+from the trusted header by `regimes.country_from`) and any answers it looked up.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from gateway.config import ConflictPolicy, ConsentConfig, CookieConfig
+from gateway.consent.cookie import verify_cookie
+from gateway.consent.gpc import gpc_signal
+from gateway.consent.regimes import regime_for
+from gateway.errors import ConsentCookieError
+from gateway.model import NECESSARY, ConsentState, ConsentValue, Facts, PurposeConsent
+
+__all__ = [
+    "FUTURE_SKEW",
+    "OWN_RECORD_SOURCES",
+    "CookieOutcome",
+    "SourceAnswer",
+    "read_cookie",
+    "resolve",
+    "resolve_request",
+]
+
+#: seconds a cookie's issued-at may lie ahead of the gateway's clock (clock skew between
+#: instances); further ahead, the payload is not one this gateway could have issued
+FUTURE_SKEW = 300.0
+
+#: sources that carry the gateway's own record of the visitor's choice (DESIGN §2)
+OWN_RECORD_SOURCES = frozenset({"cookie", "store"})
+
+_EXPLICIT = (ConsentValue.GRANTED, ConsentValue.DENIED)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceAnswer:
+    """One explicit source's answers for one request.
+
+    Only `granted` and `denied` entries are answers; `unknown` entries and purposes
+    the gateway is not configured with are ignored.
+    """
+
+    #: "cookie", "store", "tcf", "onetrust", ...: shown as the purpose's source
+    source: str
+    purposes: Mapping[str, ConsentValue]
+    #: when the source recorded the answers (epoch seconds), if it says
+    at: float | None
+    policy_version: int | None = None
+    #: the gateway's subject id, for sources that know it (cookie, store)
+    subject: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CookieOutcome:
+    """What the consent cookie contributed to a request.
+
+    `answer` is None unless the cookie is present, authentic, well formed and fresh.
+    `problem` is None when the cookie was fine or absent, else a reason code to log
+    (never the value): `malformed`, `unknown-key`, `bad-signature`, `bad-payload`
+    (see `cookie.verify_cookie`), `expired` (older than `consent.max_age`) or
+    `old-policy` (given under an older `consent.policy_version`).
+    """
+
+    answer: SourceAnswer | None
+    problem: str | None
+    #: the subject of an authentic cookie, even a stale one: re-consent keeps the same id
+    subject: str | None = None
+
+
+def read_cookie(facts: Facts, consent: ConsentConfig, cookie: CookieConfig) -> CookieOutcome:
+    """The consent cookie of this request (`facts.cookies[cookie.name]`) as a SourceAnswer.
+
+    Absent (or empty, as a cleared cookie is): no answer and no problem. Stale consent
+    (`expired`, `old-policy`) is verified but yields no answer: it counts as unknown,
+    so the visitor is asked again. Only `consent.purposes` are carried into the answer,
+    `necessary` excepted (it is never the cookie's to deny).
+    """
+    value = facts.cookies.get(cookie.name)
+    if not value:
+        return CookieOutcome(None, None)
+    try:
+        record = verify_cookie(value, cookie.keys)
+    except ConsentCookieError as e:
+        return CookieOutcome(None, e.reason)
+    if record.issued_at - facts.now > FUTURE_SKEW:
+        # SECURITY: a future issued-at would outlive max_age; we never sign one.
+        return CookieOutcome(None, "bad-payload")
+    if facts.now - record.issued_at > consent.max_age:
+        return CookieOutcome(None, "expired", record.subject)
+    if record.policy_version < consent.policy_version:
+        return CookieOutcome(None, "old-policy", record.subject)
+    known = set(consent.purposes) - {NECESSARY}
+    purposes = {
+        p: ConsentValue.GRANTED if granted else ConsentValue.DENIED
+        for p, granted in record.purposes.items()
+        if p in known
+    }
+    answer = SourceAnswer(
+        source="cookie",
+        purposes=MappingProxyType(purposes),
+        at=float(record.issued_at),
+        policy_version=record.policy_version,
+        subject=record.subject,
+    )
+    return CookieOutcome(answer, None, record.subject)
+
+
+def resolve(facts: Facts, consent: ConsentConfig, answers: Sequence[SourceAnswer]) -> ConsentState:
+    """The consent state for a request, by the rules in this module's docstring.
+
+    Every purpose in `consent.purposes` (and `necessary`) gets an answer; none is left
+    unknown. The regime comes from `facts.country` (an unknown or invalid country gets
+    the default regime). An unrecognised `consent.conflict` combines restrictively.
+    `subject` is that of the first answer carrying one; `gpc` is True when `Sec-GPC: 1`
+    was sent and binds in the visitor's regime.
+    """
+    regime = regime_for(consent, facts.country)
+    gpc = regime.gpc_binds and gpc_signal(facts.headers)
+    explicit = _own_record_once(answers)
+    newest = consent.conflict == ConflictPolicy.NEWEST
+    default = PurposeConsent(regime.default, f"default:{regime.name}")
+
+    purposes: dict[str, PurposeConsent] = {
+        NECESSARY: PurposeConsent(ConsentValue.GRANTED, NECESSARY)
+    }
+    for purpose in consent.purposes:
+        if purpose != NECESSARY:
+            purposes[purpose] = _combine(purpose, explicit, newest) or default
+    if gpc:
+        # The signal overrides every other source (DESIGN §2). A GPC purpose missing
+        # from consent.purposes is denied too rather than left unknown.
+        for purpose in sorted(consent.gpc_purposes - {NECESSARY}):
+            purposes[purpose] = PurposeConsent(ConsentValue.DENIED, "gpc")
+
+    return ConsentState(
+        purposes=MappingProxyType(purposes),
+        regime=regime.name,
+        subject=next((a.subject for a in answers if a.subject), None),
+        gpc=gpc,
+    )
+
+
+def resolve_request(
+    facts: Facts,
+    consent: ConsentConfig,
+    cookie: CookieConfig,
+    extra: Sequence[SourceAnswer] = (),
+) -> tuple[ConsentState, CookieOutcome]:
+    """Read the consent cookie and resolve it with `extra` answers (store, TCF, ...).
+
+    The app calls this once per request, with `facts.country` filled from the trusted
+    header. The outcome is returned too, so the app can log a cookie's problem and
+    keep its subject.
+    """
+    outcome = read_cookie(facts, consent, cookie)
+    answers = tuple(extra) if outcome.answer is None else (outcome.answer, *extra)
+    return resolve(facts, consent, answers), outcome
+
+
+def _when(answer: SourceAnswer) -> float:
+    """The answer's timestamp for ordering; none (or NaN) sorts as oldest."""
+    at = answer.at
+    return -math.inf if at is None or math.isnan(at) else at
+
+
+def _own_record_once(answers: Sequence[SourceAnswer]) -> Sequence[SourceAnswer]:
+    """`answers` with only the newest of the gateway's own records (cookie, store) kept.
+
+    Both carry the same record, one possibly out of date: a store record newer than
+    the cookie wins (DESIGN §2), and a cookie newer than the store (a store write not
+    yet seen) wins too. Records of equal age are both kept and combine as usual.
+    """
+    own = [a for a in answers if a.source in OWN_RECORD_SOURCES]
+    if len(own) < 2:
+        return answers
+    newest = max(_when(a) for a in own)
+    return [a for a in answers if a.source not in OWN_RECORD_SOURCES or _when(a) == newest]
+
+
+def _combine(purpose: str, answers: Sequence[SourceAnswer], newest: bool) -> PurposeConsent | None:
+    """The explicit answer for `purpose`, or None when no source gives one."""
+    explicit = [
+        (a, ConsentValue(v)) for a in answers if (v := a.purposes.get(purpose)) in _EXPLICIT
+    ]
+    if not explicit:
+        return None
+    if newest:
+        latest = max(_when(a) for a, _ in explicit)
+        explicit = [(a, v) for a, v in explicit if _when(a) == latest]
+    # Restrictive: the first denial, else (all grants) the first grant.
+    answer, value = next(((a, v) for a, v in explicit if v is ConsentValue.DENIED), explicit[0])
+    return PurposeConsent(value, answer.source, answer.at, answer.policy_version)

@@ -1,0 +1,74 @@
+"""decide(match, consent) -> Decision: the rule of DESIGN §5, and nothing else.
+
+- no matching rule: REJECT (the gateway is not an open proxy);
+- every required purpose granted: FORWARD with the rule's `always` strips;
+- some missing, each with a `when_denied` strip: STRIP (always + those strips);
+- otherwise: DROP.
+
+`report_only` (global or per vendor) keeps the action for the log but tells
+the pipeline to forward with only the `always` strips.
+"""
+
+from __future__ import annotations
+
+from gateway.model import NECESSARY, Action, ConsentState, Decision, StripSpec
+from gateway.ruleset.match import Match
+
+__all__ = ["decide", "reject"]
+
+_EMPTY = StripSpec()
+
+
+def reject(reason: str, vendor: str | None = None) -> Decision:
+    """A REJECT decision: never forwarded, answered with a 4xx."""
+    return Decision(Action.REJECT, vendor, None, frozenset(), frozenset(), _EMPTY, reason)
+
+
+def decide(match: Match | None, consent: ConsentState, *, report_only: bool = False) -> Decision:
+    """The action for a request, with the complete strip spec to apply.
+
+    A purpose counts as missing unless it is explicitly granted: `unknown`
+    means no consent (fail closed).
+    """
+    if match is None:
+        return reject("no rule lists this destination")
+    vendor, endpoint = match.vendor, match.endpoint
+    required = frozenset(endpoint.purposes) - {NECESSARY}
+    missing = frozenset(p for p in required if not consent.granted(p))
+    ro = report_only or vendor.report_only
+    if not missing:
+        return Decision(
+            Action.FORWARD,
+            vendor.vendor,
+            endpoint.id,
+            required,
+            missing,
+            endpoint.always,
+            "all required purposes granted" if required else "needs no consent",
+            ro,
+        )
+    unstrippable = sorted(p for p in missing if p not in endpoint.when_denied)
+    if unstrippable:
+        return Decision(
+            Action.DROP,
+            vendor.vendor,
+            endpoint.id,
+            required,
+            missing,
+            _EMPTY,
+            f"no consent for {', '.join(unstrippable)} and no strip that makes it safe",
+            ro,
+        )
+    strips = endpoint.always
+    for p in sorted(missing):
+        strips = strips.merge(endpoint.when_denied[p])
+    return Decision(
+        Action.STRIP,
+        vendor.vendor,
+        endpoint.id,
+        required,
+        missing,
+        strips,
+        f"no consent for {', '.join(sorted(missing))}: identifiers stripped",
+        ro,
+    )

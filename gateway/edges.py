@@ -1,0 +1,212 @@
+"""The pipeline's I/O edges: reading a request into Facts, answering the visitor.
+
+Everything that touches aiohttp's request or response objects for tag traffic
+is here, so the core never does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import time
+from typing import Final
+
+import orjson
+from aiohttp import hdrs, web
+
+from gateway.consent.regimes import country_from
+from gateway.errors import BadDestination, BodyTooLarge, UpstreamError
+from gateway.model import Action, Decision, EndpointKind, Facts, Headers, Outgoing
+from gateway.ruleset.match import Match
+from gateway.ruleset.schema import ForwardMode
+from gateway.state import Gateway
+
+__all__ = [
+    "TRANSPARENT_GIF",
+    "client_ip",
+    "deliver",
+    "error_response",
+    "local_answer",
+    "raw_host_hint",
+    "read_facts",
+    "request_id",
+]
+
+log = logging.getLogger(__name__)
+
+#: the classic 1x1 transparent GIF, 43 bytes
+TRANSPARENT_GIF: Final = bytes.fromhex(
+    "47494638396101000100800000000000ffffff21f90401000000002c000000000100010000020144003b"
+)
+_NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
+
+#: vendor response headers passed back to the visitor; anything else stays behind
+_RESPONSE_HEADERS: Final = frozenset(
+    {
+        "content-type",
+        "content-encoding",
+        "content-language",
+        "cache-control",
+        "expires",
+        "last-modified",
+        "etag",
+        "vary",
+        "timing-allow-origin",
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-expose-headers",
+        "x-content-type-options",
+    }
+)
+
+
+def request_id(request: web.Request) -> str:
+    """A fresh id per request (never taken from the visitor: it goes into logs)."""
+    rid = request.get("request_id")
+    if not isinstance(rid, str):
+        rid = secrets.token_hex(8)
+        request["request_id"] = rid
+    return rid
+
+
+def raw_host_hint(request: web.Request) -> str:
+    """For the log of a refused `/t/` request: the host segment as sent (sanitised later)."""
+    parts = request.raw_path.split("?", 1)[0].split("/", 3)
+    return parts[2] if len(parts) > 2 and parts[1] == "t" else "-"
+
+
+def client_ip(
+    request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> str | None:
+    """The visitor's address: the peer, or, when the peer is a trusted proxy, the
+    right-most X-Forwarded-For entry that is not itself a trusted proxy."""
+    peer = request.remote
+    try:
+        addr = ipaddress.ip_address(peer) if peer else None
+    except ValueError:
+        return None
+    if addr is None or not trusted or not any(addr in n for n in trusted):
+        return str(addr) if addr is not None else None
+    # SECURITY: entries left of a trusted hop are the visitor's own claims; we walk from
+    # the right and stop at the first address no trusted proxy vouches for.
+    chain = [
+        p.strip() for v in request.headers.getall(hdrs.X_FORWARDED_FOR, []) for p in v.split(",")
+    ]
+    for hop in reversed(chain):
+        try:
+            hop_addr = ipaddress.ip_address(hop)
+        except ValueError:
+            return None
+        if not any(hop_addr in n for n in trusted):
+            return str(hop_addr)
+    return str(addr)
+
+
+async def read_facts(gw: Gateway, request: web.Request, host: str | None, path: str) -> Facts:
+    """Facts for a tag request. Raises RequestError subclasses for refused requests."""
+    if host is None:
+        raise BadDestination("not a valid destination host")
+    limit = gw.config.server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge("request body too large")
+    body = b""
+    if request.body_exists:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge("request body too large")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    server = gw.config.server
+    trusted = server.trusted_proxies
+    peer_trusted = not trusted or _peer_in(request, trusted)
+    headers = Headers(tuple(request.headers.items()))
+    return Facts(
+        request_id=request_id(request),
+        method=request.method,
+        host=host,
+        path=path,
+        query=request.raw_path.partition("?")[2],
+        headers=headers,
+        cookies=dict(request.cookies),
+        body=body,
+        client_ip=client_ip(request, trusted),
+        # SECURITY: the geo header is believed only from a trusted proxy when proxies are
+        # configured; otherwise it is the operator's word that only the CDN reaches us.
+        country=country_from(headers, server.country_header) if peer_trusted else None,
+        now=time.time(),
+    )
+
+
+def _peer_in(
+    request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    try:
+        addr = ipaddress.ip_address(request.remote or "")
+    except ValueError:
+        return False
+    return any(addr in n for n in trusted)
+
+
+def error_response(status: int, message: str) -> web.Response:
+    """A short JSON error. `message` is the gateway's own text, never the visitor's input."""
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": message}),
+        content_type="application/json",
+        headers=_NO_STORE,
+    )
+
+
+def local_answer(kind: EndpointKind | None) -> web.Response:
+    """The harmless answer for a dropped request (DESIGN §4), by endpoint kind."""
+    match kind:
+        case EndpointKind.PIXEL:
+            return web.Response(body=TRANSPARENT_GIF, content_type="image/gif", headers=_NO_STORE)
+        case EndpointKind.SCRIPT:
+            return web.Response(
+                body=b"", content_type="text/javascript", charset="utf-8", headers=_NO_STORE
+            )
+        case EndpointKind.BEACON | EndpointKind.API | None:
+            return web.Response(status=204, headers=_NO_STORE)
+
+
+async def deliver(
+    gw: Gateway, request: web.Request, match: Match, decision: Decision, out: Outgoing
+) -> web.StreamResponse:
+    """Send `out` to the vendor and answer the visitor.
+
+    Beacons and pixels in async mode are answered at once and forwarded in the
+    background. Otherwise the vendor's answer is streamed back; a failure to
+    reach the vendor is a 502 (never a hang: the session has a total timeout).
+    """
+    endpoint = match.endpoint
+    if endpoint.forward_mode is ForwardMode.ASYNC:
+        gw.upstream.enqueue(out, decision.vendor or "-")
+        return local_answer(endpoint.kind)
+    resp: web.StreamResponse | None = None
+    try:
+        async with gw.upstream.open(out, decision.vendor or "-") as upstream:
+            if 300 <= upstream.status < 400 and decision.action is Action.STRIP:
+                # SECURITY: following a vendor redirect, the browser would reach the vendor
+                # directly with its own cookies: exactly what was just stripped.
+                return local_answer(endpoint.kind)
+            headers = {k: v for k, v in upstream.headers.items() if k.lower() in _RESPONSE_HEADERS}
+            if 300 <= upstream.status < 400 and hdrs.LOCATION in upstream.headers:
+                headers[hdrs.LOCATION] = upstream.headers[hdrs.LOCATION]
+            resp = web.StreamResponse(status=upstream.status, headers=headers)
+            if upstream.content_length is not None:
+                resp.content_length = upstream.content_length
+            await resp.prepare(request)
+            async for chunk in upstream.content.iter_chunked(65536):
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+    except UpstreamError as e:
+        log.info("forward failed: %s (%s/%s)", e.kind, decision.vendor, decision.endpoint)
+        if resp is not None and resp.prepared:
+            return resp  # headers already sent: the visitor sees a truncated body
+        return error_response(504 if e.kind == "timeout" else 502, "vendor unavailable")

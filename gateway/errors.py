@@ -1,0 +1,121 @@
+"""The gateway's exceptions, as one tree.
+
+```
+GatewayError                  base of everything the gateway raises on purpose
+├── ConfigError               config or rule files are invalid; carries .problems
+│   └── RuleError             a rule file is invalid (same shape, raised by ruleset)
+├── ConsentCookieError        a consent cookie is malformed, forged, stale or signed by an
+│                             unknown key; the resolver treats it as absent
+├── RequestError              the incoming request cannot be handled; answered 4xx, never
+│   │                         forwarded. Carries .status and a short public .message
+│   ├── UnknownDestination    no rule lists the host (or no endpoint the path): 404
+│   ├── BadDestination        the host segment is not a plain DNS name (userinfo, port,
+│   │                         IP literal, encoded separators...): 400
+│   └── BodyTooLarge          the body exceeds server.max_body_bytes: 413
+├── TransformError            a body the rule says to strip could not be read safely;
+│                             the pipeline drops the request instead of forwarding it
+└── UpstreamError             the vendor could not be reached or answered badly; the one
+    │                         place aiohttp.ClientError / TimeoutError are mapped (upstream.py)
+    └── UpstreamTimeout
+```
+
+Messages never contain query values, cookie values, consent strings, bodies or
+full IP addresses: they may be logged and shown to the visitor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "BadDestination",
+    "BodyTooLarge",
+    "ConfigError",
+    "ConsentCookieError",
+    "GatewayError",
+    "Problem",
+    "RequestError",
+    "RuleError",
+    "TransformError",
+    "UnknownDestination",
+    "UpstreamError",
+    "UpstreamTimeout",
+]
+
+
+class GatewayError(Exception):
+    """Base class of the gateway's own exceptions."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong in a config or rule file: `file:line: where: message`."""
+
+    file: str
+    line: int | None
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        line = "" if self.line is None else f"{self.line}"
+        where = f" {self.where}:" if self.where else ""
+        return f"{self.file}:{line}:{where} {self.message}"
+
+
+class ConfigError(GatewayError):
+    """Config (or rules) failed validation; `problems` lists every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems) or "invalid configuration")
+
+
+class RuleError(ConfigError):
+    """A rule file failed validation."""
+
+
+class ConsentCookieError(GatewayError):
+    """A consent cookie that must be treated as absent; `reason` is a short code."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class RequestError(GatewayError):
+    """A request the gateway refuses; `message` is safe to send to the visitor."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class UnknownDestination(RequestError):
+    status = 404
+
+
+class BadDestination(RequestError):
+    status = 400
+
+
+class BodyTooLarge(RequestError):
+    status = 413
+
+
+class TransformError(GatewayError):
+    """A body could not be read safely to strip it; the request must be dropped."""
+
+
+class UpstreamError(GatewayError):
+    """Forwarding failed; `kind` names the failure for metrics (connect, timeout, ...)."""
+
+    def __init__(self, kind: str, message: str = "") -> None:
+        self.kind = kind
+        super().__init__(message or kind)
+
+
+class UpstreamTimeout(UpstreamError):
+    def __init__(self, message: str = "") -> None:
+        super().__init__("timeout", message)

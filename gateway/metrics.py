@@ -1,0 +1,75 @@
+"""The gateway's counters, in one registry per app (tests run many apps per process).
+
+Label values are bounded: vendors and endpoints come from the rule set, actions
+and error kinds from closed sets. Unknown hosts are never a label (any visitor
+could mint unbounded label values); they are counted by `decision_log` instead.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """Every metric the gateway exports, registered in its own `registry`."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests handled, by vendor, endpoint and action",
+            ["vendor", "endpoint", "action"],
+            registry=r,
+        )
+        self.gateway_seconds = Histogram(
+            "gateway_decision_seconds",
+            "Time spent in the gateway's own work (facts to transformed request)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "gateway_upstream_seconds",
+            "Time until the vendor answered",
+            ["vendor"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors",
+            "Forwarding failures by kind (connect, timeout, status, other)",
+            ["kind"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "gateway_forward_queue_depth", "Requests waiting in the background queue", registry=r
+        )
+        self.queue_dropped = Counter(
+            "gateway_forward_queue_dropped",
+            "Requests not forwarded because the background queue was full",
+            registry=r,
+        )
+        self.log_written = Counter(
+            "gateway_decision_log_written", "Decision-log records written", registry=r
+        )
+        self.log_lost = Counter(
+            "gateway_decision_log_lost",
+            "Decision-log records lost (queue full or sink failure)",
+            ["reason"],
+            registry=r,
+        )
+        self.consent_cookie_invalid = Counter(
+            "gateway_consent_cookie_invalid",
+            "Consent cookies treated as absent, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.rule_reloads = Counter(
+            "gateway_rule_reloads", "Rule reloads by result", ["result"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,302 @@
+"""The values that flow through the pipeline (DESIGN §1).
+
+Everything here is an immutable value: the pipeline's stages are functions from
+these to these, so any stage can be tested without a server.
+
+- `Facts`: what the gateway knows about one incoming request.
+- `ConsentState`: per purpose, `granted | denied | unknown` with the source of
+  each answer and the regime that supplied defaults.
+- `StripSpec`: the identifiers a rule says to remove (compiled from YAML).
+- `Decision`: what to do with the request, and why.
+- `Outgoing`: the request as it would leave for the vendor.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+__all__ = [
+    "NECESSARY",
+    "Action",
+    "BodyKind",
+    "ConsentState",
+    "ConsentValue",
+    "Decision",
+    "EndpointKind",
+    "Facts",
+    "Headers",
+    "IpPolicy",
+    "Outgoing",
+    "PurposeConsent",
+    "ReferrerPolicy",
+    "StripSpec",
+    "UserAgentPolicy",
+]
+
+#: The purpose that is always granted: a rule that needs only it always forwards.
+NECESSARY = "necessary"
+
+
+class Action(enum.StrEnum):
+    """The closed set of things the gateway does with a request."""
+
+    #: all required purposes granted: forward, applying only the rule's `always` strips
+    FORWARD = "forward"
+    #: some purposes denied, each with a `when_denied` strip: forward without those identifiers
+    STRIP = "strip"
+    #: some purpose denied without a strip: answer locally, send nothing to the vendor
+    DROP = "drop"
+    #: unknown destination or malformed request: a 4xx, never forwarded
+    REJECT = "reject"
+
+
+class ConsentValue(enum.StrEnum):
+    GRANTED = "granted"
+    DENIED = "denied"
+    UNKNOWN = "unknown"
+
+
+class EndpointKind(enum.StrEnum):
+    """How a vendor endpoint is used; decides the local answer when dropped."""
+
+    BEACON = "beacon"  # answered 204
+    PIXEL = "pixel"  # answered with a 43-byte transparent GIF
+    SCRIPT = "script"  # answered with an empty text/javascript
+    API = "api"  # answered 204; its response matters, so forwarded synchronously
+
+
+class BodyKind(enum.StrEnum):
+    """How to read a request body so its fields can be stripped."""
+
+    NONE = "none"  # no body expected; one present is forwarded only when nothing is stripped
+    FORM = "form"  # application/x-www-form-urlencoded; `query` strips apply to it
+    JSON = "json"  # a JSON document; `json` strips apply to it
+    TEXT = "text"  # a JSON document sent as text/plain (sendBeacon); `json` strips apply
+    GA4_BATCH = "ga4-batch"  # newline-separated form-encoded hits; `query` strips apply per line
+
+
+class IpPolicy(enum.StrEnum):
+    KEEP = "keep"  # the vendor learns the visitor's address (X-Forwarded-For)
+    TRUNCATE = "truncate"  # IPv4 to /24, IPv6 to /48
+    DROP = "drop"  # the vendor sees only the gateway's address
+
+
+class UserAgentPolicy(enum.StrEnum):
+    KEEP = "keep"
+    DROP = "drop"  # also removes the Sec-CH-UA-* client hints
+
+
+class ReferrerPolicy(enum.StrEnum):
+    KEEP = "keep"
+    ORIGIN = "origin"  # scheme://host[:port]/ only
+    DROP = "drop"
+
+
+_IP_ORDER = (IpPolicy.KEEP, IpPolicy.TRUNCATE, IpPolicy.DROP)
+_UA_ORDER = (UserAgentPolicy.KEEP, UserAgentPolicy.DROP)
+_REF_ORDER = (ReferrerPolicy.KEEP, ReferrerPolicy.ORIGIN, ReferrerPolicy.DROP)
+
+
+@dataclass(frozen=True, slots=True)
+class StripSpec:
+    """Identifiers to remove from a request; the unit rules are written in.
+
+    Names are exact and case-sensitive, except that a name ending in `*` is a
+    prefix (`up.*` removes every GA4 user property). `query` names apply to the
+    URL query string and to form-encoded bodies (both carry the same fields in
+    practice: a tag switches between GET and POST by payload size). `json`
+    entries are dotted paths with `[]` for "every element of this array", e.g.
+    `data[].user_data.em`. `cookies` names cookies to remove from the `Cookie`
+    header; `all_cookies` removes the header. `headers` names other request
+    headers to remove (lower case).
+    """
+
+    query: frozenset[str] = frozenset()
+    json: frozenset[str] = frozenset()
+    cookies: frozenset[str] = frozenset()
+    all_cookies: bool = False
+    headers: frozenset[str] = frozenset()
+    ip: IpPolicy = IpPolicy.KEEP
+    user_agent: UserAgentPolicy = UserAgentPolicy.KEEP
+    referrer: ReferrerPolicy = ReferrerPolicy.KEEP
+
+    def merge(self, other: StripSpec) -> StripSpec:
+        """The union of two specs: every field of either is removed, the stricter policy wins."""
+        return StripSpec(
+            query=self.query | other.query,
+            json=self.json | other.json,
+            cookies=self.cookies | other.cookies,
+            all_cookies=self.all_cookies or other.all_cookies,
+            headers=self.headers | other.headers,
+            ip=max(self.ip, other.ip, key=_IP_ORDER.index),
+            user_agent=max(self.user_agent, other.user_agent, key=_UA_ORDER.index),
+            referrer=max(self.referrer, other.referrer, key=_REF_ORDER.index),
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        return self == _EMPTY
+
+    @property
+    def touches_body(self) -> bool:
+        return bool(self.query or self.json)
+
+    def field_names(self) -> list[str]:
+        """Names of what this spec removes, for the decision log (never values)."""
+        names = [f"query:{n}" for n in sorted(self.query)]
+        names += [f"json:{n}" for n in sorted(self.json)]
+        names += ["cookie:*"] if self.all_cookies else [f"cookie:{n}" for n in sorted(self.cookies)]
+        names += [f"header:{n}" for n in sorted(self.headers)]
+        if self.ip is not IpPolicy.KEEP:
+            names.append(f"ip:{self.ip}")
+        if self.user_agent is not UserAgentPolicy.KEEP:
+            names.append(f"user_agent:{self.user_agent}")
+        if self.referrer is not ReferrerPolicy.KEEP:
+            names.append(f"referrer:{self.referrer}")
+        return names
+
+
+_EMPTY = StripSpec()
+
+
+class Headers(Mapping[str, str]):
+    """A read-only, case-insensitive view of request headers (first value wins).
+
+    The core cannot import aiohttp's CIMultiDict, and needs nothing more than this.
+    """
+
+    __slots__ = ("_items", "_index")
+
+    def __init__(self, items: tuple[tuple[str, str], ...] = ()) -> None:
+        self._items = items
+        index: dict[str, str] = {}
+        for k, v in items:
+            index.setdefault(k.lower(), v)
+        self._index = index
+
+    @classmethod
+    def of(cls, mapping: Mapping[str, str]) -> Headers:
+        return cls(tuple(mapping.items()))
+
+    def __getitem__(self, key: str) -> str:
+        return self._index[key.lower()]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def items_all(self) -> tuple[tuple[str, str], ...]:
+        """Every header as received, repeated names included."""
+        return self._items
+
+    def __repr__(self) -> str:
+        # SECURITY: header values carry cookies and identifiers; never show them.
+        return f"Headers(names={sorted(self._index)!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """An immutable view of one incoming request (DESIGN §1 "facts").
+
+    `host` is the vendor host the request is for, already normalised (lower
+    case, validated); `path` and `query` are raw (percent-encoding preserved) so
+    what is matched is exactly what is forwarded.
+    """
+
+    request_id: str
+    method: str
+    host: str
+    path: str
+    query: str
+    headers: Headers = field(default_factory=Headers)
+    cookies: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    client_ip: str | None = None
+    country: str | None = None
+    #: seconds since the epoch when the request arrived (consent ages are measured against it)
+    now: float = 0.0
+
+    def __repr__(self) -> str:
+        # SECURITY: never render query, cookies, body or the client address.
+        return f"Facts(id={self.request_id!r}, {self.method} {self.host}{self.path})"
+
+
+@dataclass(frozen=True, slots=True)
+class PurposeConsent:
+    """One purpose's answer and where it came from."""
+
+    state: ConsentValue
+    #: e.g. "cookie", "store", "gpc", "regime:eu", "tcf", "onetrust"
+    source: str
+    #: when the source recorded the answer (epoch seconds), when it says
+    at: float | None = None
+    policy_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentState:
+    """The visitor's consent, per purpose, with the regime that supplied defaults."""
+
+    purposes: Mapping[str, PurposeConsent]
+    regime: str
+    subject: str | None = None
+    gpc: bool = False
+
+    def state(self, purpose: str) -> ConsentValue:
+        """`granted`, `denied` or `unknown`; a purpose never mentioned is unknown."""
+        if purpose == NECESSARY:
+            return ConsentValue.GRANTED
+        pc = self.purposes.get(purpose)
+        return pc.state if pc is not None else ConsentValue.UNKNOWN
+
+    def granted(self, purpose: str) -> bool:
+        return self.state(purpose) is ConsentValue.GRANTED
+
+    def sources(self) -> dict[str, str]:
+        """purpose -> source name, for logs and explanations."""
+        return {p: pc.source for p, pc in sorted(self.purposes.items())}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with a request, and why (DESIGN §1 "decision").
+
+    `strips` is the complete spec to apply for FORWARD and STRIP (the rule's
+    `always` strips included); it is empty for DROP and REJECT. `report_only`
+    means: log `action`, but forward with only the `always` strips applied.
+    """
+
+    action: Action
+    vendor: str | None
+    endpoint: str | None
+    required: frozenset[str]
+    missing: frozenset[str]
+    strips: StripSpec
+    reason: str
+    report_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """The request as it would leave for the vendor: the output of `transform`.
+
+    `headers` holds only what the gateway chose to send (an allow-list applied
+    by transform), never hop-by-hop headers.
+    """
+
+    method: str
+    host: str
+    path: str
+    query: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def __repr__(self) -> str:
+        return f"Outgoing({self.method} {self.host}{self.path})"

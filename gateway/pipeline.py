@@ -1,0 +1,122 @@
+"""The pipeline of DESIGN §1, in order, and nothing else.
+
+    request in ─▶ facts ─▶ consent ─▶ rule match ─▶ decision ─▶ transform
+              ─▶ upstream / local answer ─▶ decision log
+
+`run()` is the whole flow for one tag request. Each stage is a function of the
+previous stages' values; the pure ones (consent, match, decide, transform) live
+in the core, the I/O ones (reading the request, answering, forwarding,
+logging) at the edges, in `edges.py`.
+
+Fail closed: an exception inside the core becomes a DROP with a logged
+traceback, never a forward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from aiohttp import web
+
+from gateway import edges
+from gateway.consent.resolve import resolve_request
+from gateway.decide import decide, reject
+from gateway.decision_log import record_for
+from gateway.errors import RequestError, TransformError
+from gateway.model import Action, ConsentState, Decision, Facts, StripSpec
+from gateway.ruleset.match import Match
+from gateway.state import Gateway
+from gateway.transform import transform
+
+__all__ = ["run"]
+
+log = logging.getLogger(__name__)
+
+
+async def run(gw: Gateway, request: web.Request, host: str | None, path: str) -> web.StreamResponse:
+    """Handle one tag request for `host` (None: not a valid host) and raw `path`."""
+    started = time.perf_counter()
+    # 1. facts: an immutable view of the request (reads the body, bounded)
+    try:
+        facts = await edges.read_facts(gw, request, host, path)
+    except RequestError as e:
+        return _refuse(gw, request, host, path, e)
+
+    rules = gw.rules.current
+    consent: ConsentState | None = None
+    match: Match | None = None
+    try:
+        # 2. consent: per purpose, with its source
+        consent, cookie = resolve_request(facts, gw.config.consent, gw.config.cookie)
+        if cookie.problem is not None:
+            gw.metrics.consent_cookie_invalid.labels(cookie.problem).inc()
+        # 3. rule match: host index, then the vendor's ordered endpoints
+        match = rules.match(facts.host, facts.path, facts.method)
+        # 4. decision
+        decision = decide(match, consent, report_only=gw.config.rules.report_only)
+        # 5. transform: the request as it would leave (None when nothing leaves)
+        outgoing = None
+        if match is not None and (decision.report_only or decision.action in _SENDS):
+            strips = match.endpoint.always if decision.report_only else decision.strips
+            try:
+                outgoing = transform(
+                    facts,
+                    dataclasses.replace(decision, strips=strips),
+                    match.endpoint.body,
+                    own_cookies=gw.own_cookies,
+                )
+            except TransformError as e:
+                decision = _drop(decision, f"body could not be read safely: {e}")
+    except Exception:
+        # Fail closed: a bug in the core must never turn into a forward.
+        log.exception("pipeline error; dropping request %s", facts.request_id)
+        decision = _drop(
+            decide(match, _NO_CONSENT) if match else reject("internal error"),
+            "internal error (see gateway log)",
+        )
+        outgoing = None
+    gw.metrics.gateway_seconds.observe(time.perf_counter() - started)
+
+    # 6. decision log: every non-FORWARD, and everything in report-only mode
+    if decision.action is not Action.FORWARD or decision.report_only:
+        gw.decision_log.submit(record_for(facts, decision, consent))
+    gw.metrics.requests.labels(
+        decision.vendor or "-", decision.endpoint or "-", decision.action.value
+    ).inc()
+
+    # 7. upstream or local answer
+    if decision.action is Action.REJECT:
+        return edges.error_response(404, "unknown destination")
+    if outgoing is None or match is None:
+        return edges.local_answer(match.endpoint.kind if match else None)
+    return await edges.deliver(gw, request, match, decision, outgoing)
+
+
+_SENDS = frozenset({Action.FORWARD, Action.STRIP})
+_NO_CONSENT = ConsentState(purposes={}, regime="none")
+
+
+def _drop(decision: Decision, reason: str) -> Decision:
+    return dataclasses.replace(
+        decision, action=Action.DROP, strips=StripSpec(), reason=reason, report_only=False
+    )
+
+
+def _refuse(
+    gw: Gateway, request: web.Request, host: str | None, path: str, e: RequestError
+) -> web.Response:
+    """A request refused before it had facts (bad host, too large): logged, answered 4xx."""
+    facts = Facts(
+        request_id=edges.request_id(request),
+        method=request.method,
+        host=host or edges.raw_host_hint(request),
+        path=path,
+        query="",
+        now=time.time(),
+    )
+    decision = reject(e.message)
+    gw.decision_log.submit(record_for(facts, decision, None))
+    gw.metrics.requests.labels("-", "-", Action.REJECT.value).inc()
+    return edges.error_response(e.status, e.message)

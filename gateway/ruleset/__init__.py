@@ -1,0 +1,36 @@
+"""The vendor rule set (DESIGN §5): rule files compiled once into typed, indexed specs.
+
+- `schema`: the specs (`VendorRule`, `EndpointSpec`, `ExampleSpec`) and their grammars.
+- `load`: YAML rule files -> a validated `RuleSet`, or `RuleError` listing every problem.
+- `match`: the index: (host, path, method) -> `Match`; routes; the host and path gates.
+
+Pure: no I/O beyond reading the rule files, no aiohttp.
+"""
+
+from gateway.ruleset.load import load_rules, parse_rule
+from gateway.ruleset.match import (
+    Match,
+    RuleConflict,
+    RuleConflictError,
+    RuleSet,
+    is_safe_path,
+    match_endpoint,
+    normalize_host,
+)
+from gateway.ruleset.schema import EndpointSpec, ExampleSpec, ForwardMode, VendorRule
+
+__all__ = [
+    "EndpointSpec",
+    "ExampleSpec",
+    "ForwardMode",
+    "Match",
+    "RuleConflict",
+    "RuleConflictError",
+    "RuleSet",
+    "VendorRule",
+    "is_safe_path",
+    "load_rules",
+    "match_endpoint",
+    "normalize_host",
+    "parse_rule",
+]

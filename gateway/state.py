@@ -1,0 +1,38 @@
+"""The running gateway's state, shared by every handler through one `web.AppKey`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.config import GatewayConfig
+from gateway.decision_log import DecisionLog
+from gateway.metrics import Metrics
+from gateway.ruleset.match import RuleSet
+from gateway.upstream import Upstream
+
+__all__ = ["Gateway", "RulesHolder"]
+
+
+class RulesHolder:
+    """The rule set in force. Swapped whole on reload, so a request in flight keeps the
+    set it started with (it reads `current` once)."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.current = rules
+        #: problems of the last failed reload, shown to operators; empty when it succeeded
+        self.last_error: list[str] = []
+
+    def swap(self, rules: RuleSet) -> None:
+        self.current = rules
+        self.last_error = []
+
+
+@dataclass
+class Gateway:
+    config: GatewayConfig
+    rules: RulesHolder
+    metrics: Metrics
+    upstream: Upstream
+    decision_log: DecisionLog
+    #: cookies of the gateway's own that never reach a vendor
+    own_cookies: frozenset[str] = field(default_factory=frozenset)

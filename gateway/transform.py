@@ -1,0 +1,470 @@
+"""Apply a decision's strips to a request: the `transform` stage (DESIGN §1).
+
+`transform(facts, decision, body_kind)` builds the `Outgoing` request that
+leaves for the vendor. It is pure (no aiohttp, no I/O) and only ever removes:
+
+- query pairs and form-body pairs whose decoded name is in `strips.query`
+  (the rest are kept byte-for-byte, in order: the vendor gets exactly what the
+  tag sent minus the stripped fields);
+- JSON paths in `strips.json` from JSON / text bodies;
+- cookies, and headers: the outgoing headers are an allow-list, never a copy;
+- the visitor's address, user agent and referrer, per the spec's policies.
+
+Name sets follow `StripSpec`: exact and case-sensitive, and a name ending in
+`*` is a prefix (`up.*`). A body the strips apply to but that cannot be read
+safely raises `TransformError`; the pipeline then drops the request (fail
+closed) rather than forwarding an identifier it could not remove.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
+from typing import Final
+from urllib.parse import unquote, urlsplit
+
+import orjson
+
+from gateway.errors import TransformError
+from gateway.model import (
+    BodyKind,
+    Decision,
+    Facts,
+    IpPolicy,
+    Outgoing,
+    ReferrerPolicy,
+    StripSpec,
+    UserAgentPolicy,
+)
+
+__all__ = ["strip_json", "strip_query", "transform", "truncate_ip"]
+
+#: request headers that may reach a vendor (lower case); everything else stays behind
+_ALLOWED_HEADERS: Final = frozenset(
+    {
+        "accept",
+        "accept-language",
+        "content-type",
+        # The body is forwarded as received unless it was rewritten, and a rewritten
+        # body was first checked to be `identity`-encoded: the header stays true.
+        "content-encoding",
+        "user-agent",
+        "referer",
+        "origin",
+        "cookie",
+        "dnt",
+        "sec-gpc",
+    }
+)
+#: allowed by prefix: User-Agent client hints (`sec-ch-ua`, `sec-ch-ua-platform`, ...)
+_CLIENT_HINTS: Final = "sec-ch-ua"
+#: a header value that could split or smuggle a header in the outgoing request
+_UNSAFE_VALUE: Final = re.compile(r"[\r\n\x00]")
+_XFF: Final = "X-Forwarded-For"
+
+#: bytes kept by truncation: IPv4 /24, IPv6 /48 (what Google Analytics' own IP anonymisation keeps)
+_V4_KEEP_BYTES: Final = 3
+_V6_KEEP_BYTES: Final = 6
+_V4_MAPPED: Final = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96
+_SIX_TO_FOUR: Final = b"\x20\x02"  # 2002::/16
+
+
+@dataclass(frozen=True, slots=True)
+class _NameSet:
+    """A `StripSpec` name set split once into exact names and `*` prefixes."""
+
+    exact: frozenset[str]
+    prefixes: tuple[str, ...]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.exact or name.startswith(self.prefixes)
+
+
+@lru_cache(maxsize=1024)
+def _names(names: frozenset[str]) -> _NameSet:
+    """The compiled form of a name set; rules reuse the same frozensets, so this is cached."""
+    prefixes = tuple(sorted(n[:-1] for n in names if n.endswith("*")))
+    return _NameSet(frozenset(n for n in names if not n.endswith("*")), prefixes)
+
+
+# --- query strings and form bodies -------------------------------------------------------
+
+
+def _decode(name: str) -> str:
+    """A pair's name as the vendor reads it: '+' is a space, then percent-decoding."""
+    # SECURITY: match what the vendor decodes (`%67clid` is `gclid`), not what was sent.
+    return unquote(name.replace("+", " "))
+
+
+def _strip_pairs(raw: str, names: _NameSet) -> str:
+    # Hot path (every query and form body): one loop, no call per pair unless it is encoded.
+    exact, prefixes = names.exact, names.prefixes
+    kept: list[str] = []
+    removed = False
+    for pair in raw.split("&"):
+        if pair:
+            name = pair.partition("=")[0]
+            if "%" in name or "+" in name:
+                name = _decode(name)
+            if name in exact or name.startswith(prefixes):
+                removed = True
+                continue
+            kept.append(pair)
+    # nothing removed: `raw` itself, not even an empty piece normalised away
+    return "&".join(kept) if removed else raw
+
+
+def strip_query(raw: str, names: frozenset[str]) -> str:
+    """`raw` (a query string without '?', or a form body) without the named pairs.
+
+    A pair is removed when its name, percent-decoded with '+' as a space, is in
+    `names` (a name ending in `*` is a prefix); every occurrence is removed.
+    Every other pair is kept exactly as received, in order, blank values and
+    pairs without '=' included; empty pieces (from `&&`) may be dropped. When
+    nothing is removed, `raw` itself is returned.
+    """
+    if not names or not raw:
+        return raw
+    return _strip_pairs(raw, _names(names))
+
+
+def _strip_form(body: bytes, names: _NameSet) -> bytes:
+    # surrogateescape round-trips any bytes exactly, so undecodable bytes in values survive
+    text = body.decode("utf-8", "surrogateescape")
+    out = _strip_pairs(text, names)
+    return body if out is text else out.encode("utf-8", "surrogateescape")
+
+
+def _strip_ga4_batch(body: bytes, names: _NameSet) -> bytes:
+    text = body.decode("utf-8", "surrogateescape")
+    lines = text.split("\n")
+    changed = False
+    for i, line in enumerate(lines):
+        # keep `\r\n` line ends even when a line's last pair is removed
+        cr = "\r" if line.endswith("\r") else ""
+        hit = line[:-1] if cr else line
+        out = _strip_pairs(hit, names)
+        if out is not hit:
+            lines[i] = out + cr
+            changed = True
+    return "\n".join(lines).encode("utf-8", "surrogateescape") if changed else body
+
+
+# --- JSON bodies -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """One dotted path segment: `key` (`*`-suffixed = prefix), then `arrays` levels of `[]`."""
+
+    key: str
+    arrays: int
+
+    def matching_keys(self, obj: dict[str, object]) -> list[str]:
+        if self.key.endswith("*"):
+            prefix = self.key[:-1]
+            return [k for k in obj if k.startswith(prefix)]
+        return [self.key] if self.key in obj else []
+
+
+@lru_cache(maxsize=1024)
+def _parse_paths(paths: frozenset[str]) -> tuple[tuple[_Segment, ...], ...]:
+    parsed: list[tuple[_Segment, ...]] = []
+    for path in sorted(paths):
+        segments: list[_Segment] = []
+        for part in path.split("."):
+            arrays = 0
+            while part.endswith("[]"):
+                part = part[:-2]
+                arrays += 1
+            segments.append(_Segment(part, arrays))
+        parsed.append(tuple(segments))
+    return tuple(parsed)
+
+
+def _elements(value: object, arrays: int) -> Iterable[object]:
+    """The values `arrays` levels of `[]` below `value`; wrong types yield nothing."""
+    level = [value]
+    for _ in range(arrays):
+        level = [e for v in level if isinstance(v, list) for e in v]
+    return level
+
+
+def _remove(value: object, path: tuple[_Segment, ...]) -> bool:
+    seg, rest = path[0], path[1:]
+    if not seg.key:
+        # a bare `[]` segment: `value` itself is the array (e.g. a top-level batch)
+        return any([_remove(e, rest) for e in _elements(value, seg.arrays)]) if rest else False
+    if not isinstance(value, dict):
+        return False
+    keys = seg.matching_keys(value)
+    if not rest:
+        # The last segment names what goes; `em[]` (every element) removes the key whole.
+        for k in keys:
+            del value[k]
+        return bool(keys)
+    # a list, not a generator: every branch must be visited, not only up to the first hit
+    return any([_remove(e, rest) for k in keys for e in _elements(value[k], seg.arrays)])
+
+
+def strip_json(doc: object, paths: frozenset[str]) -> bool:
+    """Remove every path in `paths` from the parsed JSON `doc`, in place.
+
+    A path is dotted keys (`user_data.em`); `key[]` means every element of the
+    array under `key` (`data[].user_data.em`, `a[].b[].c`), a bare `[]` the
+    array `doc` itself (`[].user_id`), and a key ending in `*` every key with
+    that prefix. The last segment is the key removed (`em[]` removes `em`).
+    Missing keys and values of the wrong type along a path simply do not match.
+    Keys containing '.' cannot be named. Returns whether anything was removed.
+    """
+    removed = False
+    for path in _parse_paths(paths):
+        removed = _remove(doc, path) or removed
+    return removed
+
+
+def _strip_json_body(body: bytes, paths: frozenset[str]) -> bytes:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # SECURITY: a body we cannot parse may carry the identifiers: fail closed.
+        raise TransformError("body is not valid UTF-8 JSON") from None
+    if not strip_json(doc, paths):
+        return body
+    try:
+        return orjson.dumps(doc)
+    except orjson.JSONEncodeError:
+        raise TransformError("body could not be re-encoded as JSON") from None
+
+
+# --- bodies ------------------------------------------------------------------------------
+
+
+def _check_identity(facts: Facts) -> None:
+    for name, value in facts.headers.items_all():
+        if name.lower() == "content-encoding" and any(
+            t.strip().lower() not in ("", "identity") for t in value.split(",")
+        ):
+            # SECURITY: a compressed body cannot be searched; forwarding it would forward
+            # whatever identifiers it holds.
+            raise TransformError("cannot strip a body with a content encoding")
+
+
+def _body(facts: Facts, strips: StripSpec, body_kind: BodyKind) -> bytes:
+    body = facts.body
+    if not body:
+        return body
+    match body_kind:
+        case BodyKind.NONE:
+            if strips.touches_body:
+                # SECURITY: an unread body could carry the very identifiers being stripped.
+                raise TransformError("body of an endpoint declared without a body")
+            return body
+        case BodyKind.FORM | BodyKind.GA4_BATCH:
+            if not strips.query:
+                return body
+            _check_identity(facts)
+            ctype = facts.headers.get("content-type", "").lower()
+            if ctype.lstrip().startswith("multipart/"):
+                # SECURITY: multipart parts are not `name=value` pairs; stripping would miss them.
+                raise TransformError("cannot strip a multipart body")
+            names = _names(strips.query)
+            if body_kind is BodyKind.FORM:
+                return _strip_form(body, names)
+            return _strip_ga4_batch(body, names)
+        case BodyKind.JSON | BodyKind.TEXT:
+            if not strips.json:
+                return body
+            _check_identity(facts)
+            return _strip_json_body(body, strips.json)
+
+
+# --- headers -----------------------------------------------------------------------------
+
+
+def _strip_cookies(values: list[str], strips: StripSpec, own: frozenset[str]) -> str | None:
+    """One Cookie header value without the named cookies; None when none remain."""
+    names = _names(strips.cookies)
+    own_names = _names(own)
+    kept: list[str] = []
+    removed = False
+    for value in values:
+        for piece in value.split(";"):
+            crumb = piece.strip()
+            if not crumb:
+                continue
+            name = crumb.partition("=")[0].strip()
+            if name in names or name in own_names:
+                removed = True
+            else:
+                kept.append(crumb)
+    if not kept:
+        return None
+    if not removed and len(values) == 1:
+        return values[0]
+    # RFC 6265 §5.4: one Cookie header, crumbs joined with "; " (also how HTTP/2 crumbs merge)
+    return "; ".join(kept)
+
+
+def _referrer_origin(referer: str) -> str | None:
+    """`scheme://host[:port]/` of an http(s) URL, or None when it has none."""
+    try:
+        parts = urlsplit(referer.strip())
+        host, port = parts.hostname, parts.port  # `.port` raises on a malformed port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not host:
+        return None
+    # SECURITY: rebuilt from hostname and port, so userinfo (`user:pass@`) cannot survive.
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}/" if port is None else f"{scheme}://{host}:{port}/"
+
+
+def _referrer(value: str, policy: ReferrerPolicy) -> str | None:
+    match policy:
+        case ReferrerPolicy.KEEP:
+            return value
+        case ReferrerPolicy.ORIGIN:
+            return _referrer_origin(value)
+        case ReferrerPolicy.DROP:
+            return None
+
+
+def truncate_ip(ip: str) -> str | None:
+    """`ip` with its host part zeroed: IPv4 to /24, IPv6 to /48; None if not an address.
+
+    An IPv4-mapped (`::ffff:a.b.c.d`) or 6to4 (`2002:aabb:ccdd::/48`) IPv6
+    address is truncated as the IPv4 address it carries.
+    """
+    packed = _packed_ip(ip)
+    if packed is None:
+        return None
+    keep = _V4_KEEP_BYTES if len(packed) == 4 else _V6_KEEP_BYTES
+    return _format_ip(packed[:keep] + bytes(len(packed) - keep))
+
+
+def _packed_ip(ip: str) -> bytes | None:
+    """The address as 4 or 16 bytes, an embedded IPv4 address unwrapped; None if invalid.
+
+    inet_pton/inet_ntop are pure conversions (no I/O), strict (no leading zeros,
+    no short forms) and several times faster than `ipaddress` on this hot path.
+    """
+    ip = ip.strip()
+    try:
+        if ":" not in ip:
+            return inet_pton(AF_INET, ip)
+        # a zone id (`fe80::1%eth0`) only means something on the visitor's own link
+        packed = inet_pton(AF_INET6, ip.partition("%")[0])
+    except (OSError, ValueError):
+        return None
+    # SECURITY: a /48 of a 6to4 address is its whole IPv4 address (2002::/16 + 32 bits),
+    # and an IPv4-mapped address is an IPv4 address: reason about the IPv4 inside.
+    if packed.startswith(_V4_MAPPED):
+        return packed[12:]
+    if packed.startswith(_SIX_TO_FOUR):
+        return packed[2:6]
+    return packed
+
+
+def _format_ip(packed: bytes) -> str:
+    return inet_ntop(AF_INET if len(packed) == 4 else AF_INET6, packed)
+
+
+def _forwarded_for(client_ip: str | None, policy: IpPolicy) -> str | None:
+    if client_ip is None:
+        return None
+    match policy:
+        case IpPolicy.KEEP:
+            packed = _packed_ip(client_ip)
+            return None if packed is None else _format_ip(packed)
+        case IpPolicy.TRUNCATE:
+            return truncate_ip(client_ip)
+        case IpPolicy.DROP:
+            return None
+
+
+def _headers(facts: Facts, strips: StripSpec, own_cookies: frozenset[str]) -> list[tuple[str, str]]:
+    drop_ua = strips.user_agent is UserAgentPolicy.DROP
+    out: list[tuple[str, str]] = []
+    cookies: list[str] = []
+    cookie_name, cookie_at = "Cookie", 0
+    for name, value in facts.headers.items_all():
+        lname = name.lower()
+        # SECURITY: an allow-list, never a copy. Authorization (a browser may attach the
+        # site's own credentials to a first-party URL), the visitor's X-Forwarded-For /
+        # Forwarded / X-Real-IP, CDN and geo headers, Host and hop-by-hop headers all
+        # stay behind; content-length is recomputed by the client.
+        if lname.startswith(_CLIENT_HINTS):
+            if drop_ua:
+                continue
+        elif lname not in _ALLOWED_HEADERS:
+            continue
+        # SECURITY: re-validate before reflecting a value into a sub-request.
+        if _UNSAFE_VALUE.search(value):
+            continue
+        if lname == "cookie":
+            if not cookies:
+                cookie_name, cookie_at = name, len(out)
+            cookies.append(value)
+        elif lname == "user-agent" and drop_ua:
+            continue
+        elif lname == "referer":
+            ref = _referrer(value, strips.referrer)
+            if ref is not None:
+                out.append((name, ref))
+        else:
+            out.append((name, value))
+    if cookies and not strips.all_cookies:
+        # SECURITY: own_cookies (the consent cookie) never reach a vendor.
+        jar = _strip_cookies(cookies, strips, own_cookies)
+        if jar is not None:
+            out.insert(cookie_at, (cookie_name, jar))  # where the first one was
+    # SECURITY: a fresh X-Forwarded-For from the address seen through trusted proxies only.
+    xff = _forwarded_for(facts.client_ip, strips.ip)
+    if xff is not None:
+        out.append((_XFF, xff))
+    if strips.headers:
+        # last, so a rule can remove any header, including the ones built here
+        drop = _names(strips.headers)
+        out = [(n, v) for n, v in out if n.lower() not in drop]
+    return out
+
+
+# --- the stage ---------------------------------------------------------------------------
+
+
+def transform(
+    facts: Facts,
+    decision: Decision,
+    body_kind: BodyKind,
+    *,
+    own_cookies: frozenset[str] = frozenset(),
+) -> Outgoing:
+    """The request that leaves for the vendor, with `decision.strips` applied.
+
+    Called for FORWARD and STRIP decisions only. `own_cookies` names cookies
+    that are removed whatever the spec says (the gateway's consent cookie).
+
+    The body is read only when the strips that apply to its kind are non-empty
+    (`query` for FORM and GA4_BATCH, `json` for JSON and TEXT, either for NONE);
+    otherwise it passes through unchanged, as it does when nothing was removed.
+
+    Raises `TransformError` (a short message, never a value) when that body
+    cannot be read safely: a non-identity Content-Encoding, a multipart form,
+    invalid JSON or non-UTF-8 text, or a body on an endpoint declared without
+    one. The pipeline then drops the request instead of forwarding it.
+    """
+    strips = decision.strips
+    return Outgoing(
+        method=facts.method,
+        host=facts.host,
+        path=facts.path,
+        query=strip_query(facts.query, strips.query),
+        headers=tuple(_headers(facts, strips, own_cookies)),
+        body=_body(facts, strips, body_kind),
+    )

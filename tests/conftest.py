@@ -1,0 +1,159 @@
+"""Shared fixtures: a recording fake vendor and a gateway wired to it.
+
+The fake vendor stands in for every vendor host: `upstream.overrides` maps each
+vendor origin to `http://127.0.0.1:{port}/{host}`, so the fake sees which vendor
+a request was for in the first path segment. No test ever reaches a real vendor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.config import GatewayConfig, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES_DIR = ROOT / "rules"
+TEST_KEY = base64.urlsafe_b64encode(b"k" * 32).decode().rstrip("=")
+PG_DSN = os.environ.get("GATEWAY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@dataclass
+class Seen:
+    """One request as the fake vendor received it."""
+
+    method: str
+    host: str  # the vendor host the gateway meant (first path segment)
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class FakeVendor:
+    url: str
+    seen: list[Seen] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    #: path suffix -> (status, headers, body) to answer with
+    answers: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
+    delay: float = 0.0
+
+    async def wait_for(self, count: int, timeout: float = 5.0) -> list[Seen]:
+        """Wait until at least `count` requests arrived (background forwards are async)."""
+
+        async def _wait() -> None:
+            while len(self.seen) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+        await asyncio.wait_for(_wait(), timeout)
+        return self.seen
+
+    def base_for(self, host: str) -> str:
+        return f"{self.url}/{host}"
+
+
+@pytest.fixture
+async def fake_vendor(aiohttp_server: Callable[..., object]) -> AsyncIterator[FakeVendor]:
+    holder: list[FakeVendor] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        vendor = holder[0]
+        raw = request.raw_path.partition("?")[0]
+        _, host, rest = raw.split("/", 2) if raw.count("/") >= 2 else ("", raw.strip("/"), "")
+        vendor.seen.append(
+            Seen(
+                method=request.method,
+                host=host,
+                path="/" + rest,
+                query=request.raw_path.partition("?")[2],
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=await request.read(),
+            )
+        )
+        vendor.arrived.set()
+        if vendor.delay:
+            await asyncio.sleep(vendor.delay)
+        for suffix, (status, headers, body) in vendor.answers.items():
+            if raw.endswith(suffix):
+                return web.Response(status=status, headers=headers, body=body)
+        return web.Response(text="vendor-ok", headers={"Set-Cookie": "vendor_id=abc; Path=/"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    server = await aiohttp_server(app)  # type: ignore[operator]
+    assert isinstance(server, TestServer)
+    fv = FakeVendor(url=str(server.make_url("")).rstrip("/"))
+    holder.append(fv)
+    yield fv
+
+
+def config_text(
+    tmp_path: Path,
+    overrides: dict[str, str] | None = None,
+    extra: dict[str, object] | None = None,
+) -> str:
+    """YAML for a test gateway: shipped rules, SQLite log in tmp_path, fake upstreams."""
+    doc: dict[str, object] = {
+        "data_dir": str(tmp_path / "data"),
+        "rules": {"paths": [str(RULES_DIR)]},
+        "cookie": {"keys": [{"id": "k1", "secret_env": "CG_TEST_KEY"}], "secure": False},
+        "upstream": {"overrides": overrides or {}, "connect_timeout": 1, "total_timeout": 3},
+        "decision_log": {
+            "sqlite_path": str(tmp_path / "data" / "decisions.db"),
+            "flush_interval": "10ms",
+        },
+    }
+    for key, value in (extra or {}).items():
+        section = doc.setdefault(key, {})
+        if isinstance(section, dict) and isinstance(value, dict):
+            section.update(value)
+        else:
+            doc[key] = value
+    return yaml.safe_dump(doc)
+
+
+def make_config(
+    tmp_path: Path,
+    overrides: dict[str, str] | None = None,
+    extra: dict[str, object] | None = None,
+) -> GatewayConfig:
+    return parse_config(
+        config_text(tmp_path, overrides, extra),
+        str(tmp_path / "config.yaml"),
+        env={"CG_TEST_KEY": TEST_KEY},
+    )
+
+
+def overrides_for(fake: FakeVendor, hosts: Iterable[str]) -> dict[str, str]:
+    return {f"https://{h}": fake.base_for(h) for h in hosts}
+
+
+@pytest.fixture
+def gateway_factory(
+    tmp_path: Path, fake_vendor: FakeVendor, aiohttp_client: Callable[..., object]
+) -> Callable[..., object]:
+    """`await gateway_factory(hosts=[...], extra={...})` -> TestClient of a gateway whose
+    vendor origins for `hosts` go to the fake vendor."""
+
+    async def factory(
+        hosts: Iterable[str] = (), extra: dict[str, object] | None = None
+    ) -> TestClient[web.Request, web.Application]:
+        from gateway.app import build_app  # imported late: the fixtures serve pure tests too
+
+        cfg = make_config(tmp_path, overrides_for(fake_vendor, hosts), extra)
+        client = await aiohttp_client(build_app(cfg))  # type: ignore[operator]
+        assert isinstance(client, TestClient)
+        return client
+
+    return factory
