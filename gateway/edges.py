@@ -61,12 +61,14 @@ _RESPONSE_HEADERS: Final = frozenset(
 )
 
 
+_REQUEST_ID = web.RequestKey("request_id", str)
+
+
 def request_id(request: web.Request) -> str:
     """A fresh id per request (never taken from the visitor: it goes into logs)."""
-    rid = request.get("request_id")
-    if not isinstance(rid, str):
-        rid = secrets.token_hex(8)
-        request["request_id"] = rid
+    rid = request.get(_REQUEST_ID)
+    if rid is None:
+        rid = request[_REQUEST_ID] = secrets.token_hex(8)
     return rid
 
 

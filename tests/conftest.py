@@ -157,3 +157,70 @@ def gateway_factory(
         return client
 
     return factory
+
+
+def cookie_for(
+    consent: dict[str, str], subject: str = "test-subject", issued_at: int | None = None
+) -> str:
+    """A signed consent cookie value (TEST_KEY, id k1) expressing `consent`
+    (purpose -> granted|denied; `unknown` purposes are left out)."""
+    import time
+
+    from gateway.config import CookieKey
+    from gateway.consent.cookie import ConsentCookie, sign_cookie
+
+    purposes = {p: v == "granted" for p, v in consent.items() if v in ("granted", "denied")}
+    cookie = ConsentCookie(
+        subject=subject,
+        purposes=purposes,
+        issued_at=int(time.time()) if issued_at is None else issued_at,
+        policy_version=1,
+        source="test",
+    )
+    return sign_cookie(cookie, (CookieKey("k1", b"k" * 32),))
+
+
+def field_present(seen: Seen, name: str) -> bool:
+    """Whether field `name` reached the vendor: a query or form/batch-body parameter, or
+    `json:dotted.path` (with `[]` for every element) in a JSON body."""
+    from urllib.parse import parse_qsl
+
+    if name.startswith("json:"):
+        import orjson
+
+        try:
+            doc: object = orjson.loads(seen.body)
+        except orjson.JSONDecodeError:
+            return False
+        return _json_has(doc, name[5:].split("."))
+    prefix = name[:-1] if name.endswith("*") else None
+
+    def hit(key: str) -> bool:
+        return key.startswith(prefix) if prefix is not None else key == name
+
+    if any(hit(k) for k, _ in parse_qsl(seen.query, keep_blank_values=True)):
+        return True
+    try:
+        text = seen.body.decode()
+    except UnicodeDecodeError:
+        return False
+    return any(
+        hit(k) for line in text.splitlines() for k, _ in parse_qsl(line, keep_blank_values=True)
+    )
+
+
+def _json_has(doc: object, parts: list[str]) -> bool:
+    if not parts:
+        return True
+    head, rest = parts[0], parts[1:]
+    arrays = 0
+    while head.endswith("[]"):
+        head, arrays = head[:-2], arrays + 1
+    if head:
+        if not isinstance(doc, dict) or head not in doc:
+            return False
+        doc = doc[head]
+    values = [doc]
+    for _ in range(arrays):
+        values = [e for v in values if isinstance(v, list) for e in v]
+    return any(_json_has(v, rest) for v in values)
