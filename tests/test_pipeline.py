@@ -1,0 +1,345 @@
+"""gateway.pipeline end to end: route, decide, strip or drop, forward, log.
+
+The issue's acceptance points, each against a recording fake vendor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+import yaml
+import yarl
+from aiohttp.test_utils import TestClient
+
+from gateway.app import GATEWAY, build_app
+from gateway.config import parse_config
+from gateway.decision_log import LogQuery, query_records, run_logs
+from gateway.edges import TRANSPARENT_GIF
+from tests.conftest import ROOT, TEST_KEY, FakeVendor, cookie_for, overrides_for
+
+GA4 = "www.google-analytics.com"
+ADS = "www.googleadservices.com"
+GA4_QUERY = (
+    "v=2&tid=G-TEST1&cid=1180732581.1712345600&en=page_view&dl=https%3A%2F%2Fshop.example%2F"
+)
+GA4_HIT = f"/t/{GA4}/g/collect?{GA4_QUERY}"
+
+
+def example_config(tmp_path: Path, fake: FakeVendor) -> Path:
+    """config.example.yaml as shipped, with only data paths and vendor origins redirected."""
+    doc = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    doc["data_dir"] = str(tmp_path / "data")
+    doc["rules"]["paths"] = [str(ROOT / "rules")]
+    doc["decision_log"]["sqlite_path"] = str(tmp_path / "data" / "decisions.db")
+    doc["decision_log"]["flush_interval"] = "10ms"
+    doc["cookie"]["secure"] = False  # the test client speaks plain HTTP
+    doc["upstream"]["overrides"] = overrides_for(fake, [GA4, ADS, "www.google.com"])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture
+async def example_gateway(
+    tmp_path: Path, fake_vendor: FakeVendor, aiohttp_client: Callable[..., Any]
+) -> TestClient[Any, Any]:
+    path = example_config(tmp_path, fake_vendor)
+    cfg = parse_config(path.read_text(), str(path), env={"CONSENT_GATEWAY_COOKIE_KEY": TEST_KEY})
+    client: TestClient[Any, Any] = await aiohttp_client(build_app(cfg))
+    return client
+
+
+async def raw_get(
+    client: TestClient[Any, Any], target: str, headers: dict[str, str] | None = None
+) -> Any:
+    """GET `target` exactly as written (the test client would re-quote the query)."""
+    url = yarl.URL(str(client.make_url("")).rstrip("/") + target, encoded=True)
+    return await client.session.get(url, headers=headers or {}, allow_redirects=False)
+
+
+async def _drain_log(client: TestClient[Any, Any]) -> None:
+    """Wait until the decision log has written what it was given."""
+    log = client.app[GATEWAY].decision_log
+    for _ in range(200):
+        if log.depth == 0:
+            await asyncio.sleep(0.05)
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_no_consent_ga4_hit_is_answered_locally_and_logged_without_values(
+    example_gateway: TestClient[Any, Any], fake_vendor: FakeVendor, tmp_path: Path
+) -> None:
+    resp = await example_gateway.get(GA4_HIT)
+    assert resp.status == 204
+    assert resp.headers["Cache-Control"] == "no-store"
+    await _drain_log(example_gateway)
+    await asyncio.sleep(0.05)
+    assert fake_vendor.seen == []
+
+    out = io.StringIO()
+    code = run_logs(
+        tmp_path / "data" / "decisions.db",
+        since="1h",
+        vendor=None,
+        action=None,
+        purpose=None,
+        as_json=False,
+        follow=False,
+        limit=100,
+        out=out,
+    )
+    text = out.getvalue()
+    assert code == 0
+    assert "google-analytics-4" in text and "drop" in text and "analytics" in text
+    for value in ("G-TEST1", "1180732581", "shop.example", "page_view", "tid=", "cid="):
+        assert value not in text, value
+
+
+async def test_consent_granted_forwards_query_intact_except_always_strips(
+    example_gateway: TestClient[Any, Any], fake_vendor: FakeVendor
+) -> None:
+    resp = await example_gateway.post("/consent", json={"purposes": {"analytics": True}})
+    assert resp.status == 200
+    state = await resp.json()
+    assert state["purposes"]["analytics"] == {"state": "granted", "source": "cookie"}
+    assert state["purposes"]["advertising"]["state"] == "denied"
+
+    resp = await raw_get(example_gateway, GA4_HIT + "&_uip=203.0.113.7", _cookies(example_gateway))
+    assert resp.status == 204
+    [seen] = await fake_vendor.wait_for(1)
+    assert seen.path == "/g/collect"
+    assert seen.query == GA4_QUERY  # byte for byte; only the always-strip `_uip` is gone
+    assert "cookie" not in seen.headers  # the rule strips every cookie, ours included
+    assert seen.headers["x-forwarded-for"].endswith(".0")  # IP truncated, never the visitor's
+
+
+async def test_analytics_granted_advertising_denied_drops_google_ads(
+    example_gateway: TestClient[Any, Any], fake_vendor: FakeVendor
+) -> None:
+    await example_gateway.post(
+        "/consent", json={"purposes": {"analytics": True, "advertising": False}}
+    )
+    resp = await example_gateway.get(
+        f"/t/{ADS}/pagead/conversion/987654321/?label=AbC-D_efG&value=59.9&gclid=Cj0KCQjw8"
+    )
+    assert resp.status == 200 and await resp.read() == TRANSPARENT_GIF
+    # A GA4 hit with a click id is stripped of it (the GA4 rule's when_denied).
+    await example_gateway.get(GA4_HIT + "&gclid=Cj0KCQjw8")
+    [seen] = await fake_vendor.wait_for(1)
+    assert seen.path == "/g/collect" and "gclid" not in seen.query and "cid=" in seen.query
+    await asyncio.sleep(0.05)
+    assert len(fake_vendor.seen) == 1  # nothing reached Google Ads
+
+
+def _cookies(client: TestClient[Any, Any]) -> dict[str, str]:
+    """The cookie the client's jar holds for the gateway, as a header."""
+    jar = client.session.cookie_jar.filter_cookies(client.make_url("/"))
+    return {"Cookie": "; ".join(f"{k}={m.value}" for k, m in jar.items())}
+
+
+def _tamper(value: str) -> str:
+    kid, payload, sig = value.split(".")
+    flipped = "A" if sig[5] != "A" else "B"
+    return f"{kid}.{payload}.{sig[:5]}{flipped}{sig[6:]}"
+
+
+@pytest.mark.parametrize(
+    "make_cookie",
+    [
+        pytest.param(lambda v: _tamper(v), id="tampered-signature"),
+        pytest.param(lambda v: v[: len(v) // 2], id="truncated"),
+        pytest.param(lambda v: v.split(".", 1)[1], id="no-key-id"),
+        pytest.param(lambda v: "k9." + v.split(".", 1)[1], id="unknown-key"),
+        pytest.param(
+            lambda v: cookie_for(
+                {"analytics": "granted"}, issued_at=int(time.time()) - 400 * 86400
+            ),
+            id="expired",
+        ),
+        pytest.param(lambda v: "", id="empty"),
+        pytest.param(lambda v: "garbage<script>", id="garbage"),
+    ],
+)
+async def test_bad_cookie_counts_as_no_consent(
+    make_cookie: Callable[[str], str],
+    example_gateway: TestClient[Any, Any],
+    fake_vendor: FakeVendor,
+) -> None:
+    good = cookie_for({"analytics": "granted", "advertising": "granted"})
+    resp = await example_gateway.get(GA4_HIT, headers={"Cookie": f"cg_consent={make_cookie(good)}"})
+    assert resp.status == 204
+    await asyncio.sleep(0.1)
+    assert fake_vendor.seen == []
+    # ...whereas the untouched cookie forwards.
+    await example_gateway.get(GA4_HIT, headers={"Cookie": f"cg_consent={good}"})
+    await fake_vendor.wait_for(1)
+
+
+EVIL_TARGETS = [
+    "/t/evil.example/x",
+    "/t/EVIL.example/x",
+    "/t/evil.example./x",
+    "/t/evil.example:443/x",
+    "/t/www.google-analytics.com@evil.example/x",
+    "/t/user:pw@evil.example/x",
+    "/t/evil.example%2F@www.google-analytics.com/g/collect",
+    "/t/www.google-analytics.com%2F@evil.example/x",
+    "/t/www.google-analytics.com%2Fevil.example/x",
+    "/t/evil.example%2Fwww.google-analytics.com/g/collect",
+    "/t/127.0.0.1/x",
+    "/t/2130706433/x",
+    "/t/0x7f000001/x",
+    "/t/[::1]/x",
+    "/t/%65vil.example/x",
+    "/t/evil.example\\@www.google-analytics.com/x",
+    "/t//evil.example/x",
+    "/t/www.google-analytics.com.evil.example/g/collect",
+    "/t/google-analytics.com/g/collect",
+    "/t/www.google-analytics.com/../../evil.example/x",
+    "/t/www.google-analytics.com/g/../../evil",
+    "/t/www.google-analytics.com/g/collect/%2e%2e/%2e%2e/x",
+    "/t/",
+    "/t",
+]
+
+
+@pytest.mark.parametrize("target", EVIL_TARGETS)
+async def test_unknown_destinations_are_rejected_and_nothing_is_sent(
+    target: str, example_gateway: TestClient[Any, Any], fake_vendor: FakeVendor
+) -> None:
+    cookie = cookie_for({p: "granted" for p in ("analytics", "advertising", "functional")})
+    upstream = example_gateway.app[GATEWAY].upstream
+    with (
+        mock.patch.object(upstream, "open") as opened,
+        mock.patch.object(upstream, "enqueue") as queued,
+    ):
+        resp = await raw_get(example_gateway, target, {"Cookie": f"cg_consent={cookie}"})
+        body = await resp.json()
+        await asyncio.sleep(0.05)
+    assert 400 <= resp.status < 500
+    assert set(body) == {"error"} and "evil" not in body["error"]
+    assert not opened.called and not queued.called and fake_vendor.seen == []
+
+
+async def test_reject_is_logged_with_a_sanitised_host(
+    example_gateway: TestClient[Any, Any], tmp_path: Path
+) -> None:
+    await example_gateway.get("/t/evil.example/collect?email=a@b.example")
+    await _drain_log(example_gateway)
+    [record] = query_records(tmp_path / "data" / "decisions.db", LogQuery(action="reject"))
+    assert record.host == "evil.example" and record.vendor is None
+    assert "a@b.example" not in repr(record)
+
+
+async def test_body_over_the_limit_is_413(
+    tmp_path: Path, fake_vendor: FakeVendor, aiohttp_client: Callable[..., Any]
+) -> None:
+    from tests.conftest import make_config
+
+    cfg = make_config(
+        tmp_path, overrides_for(fake_vendor, [GA4]), {"server": {"max_body_bytes": 100}}
+    )
+    client = await aiohttp_client(build_app(cfg))
+    cookie = cookie_for({"analytics": "granted", "advertising": "granted"})
+    resp = await client.post(
+        f"/t/{GA4}/g/collect?v=2", data=b"en=x&" * 100, headers={"Cookie": f"cg_consent={cookie}"}
+    )
+    assert resp.status == 413
+    await asyncio.sleep(0.05)
+    assert fake_vendor.seen == []
+
+
+async def test_first_party_route_prefix(
+    example_gateway: TestClient[Any, Any], fake_vendor: FakeVendor
+) -> None:
+    cookie = cookie_for({"analytics": "granted", "advertising": "granted"})
+    resp = await raw_get(
+        example_gateway, f"/ga4/g/collect?{GA4_QUERY}", {"Cookie": f"cg_consent={cookie}"}
+    )
+    assert resp.status == 204
+    [seen] = await fake_vendor.wait_for(1)
+    assert seen.host == GA4 and seen.path == "/g/collect" and seen.query == GA4_QUERY
+    assert (await example_gateway.get("/nothing-here")).status == 404
+
+
+async def test_sec_gpc_denies_advertising_even_when_the_cookie_granted_it(
+    example_gateway: TestClient[Any, Any], fake_vendor: FakeVendor
+) -> None:
+    cookie = cookie_for({"analytics": "granted", "advertising": "granted"})
+    resp = await example_gateway.get(
+        f"/t/{ADS}/pagead/conversion/987654321/?label=x",
+        headers={"Cookie": f"cg_consent={cookie}", "Sec-GPC": "1"},
+    )
+    assert await resp.read() == TRANSPARENT_GIF
+    await asyncio.sleep(0.05)
+    assert fake_vendor.seen == []
+
+
+async def test_script_is_streamed_and_vendor_cookies_never_reach_the_visitor(
+    example_gateway: TestClient[Any, Any], fake_vendor: FakeVendor, tmp_path: Path
+) -> None:
+    fake_vendor.answers["/gtag/js"] = (
+        200,
+        {"Content-Type": "text/javascript", "Set-Cookie": "NID=1; Domain=.google.com"},
+        b"/* gtag */" * 1000,
+    )
+    # The gtag loader is the google-tag-manager rule; route its host to the fake too.
+    path = example_config(tmp_path, fake_vendor)
+    doc = yaml.safe_load(path.read_text())
+    doc["upstream"]["overrides"].update(overrides_for(fake_vendor, ["www.googletagmanager.com"]))
+    path.write_text(yaml.safe_dump(doc))
+    cfg = parse_config(path.read_text(), str(path), env={"CONSENT_GATEWAY_COOKIE_KEY": TEST_KEY})
+    async with TestClient(
+        __import__("aiohttp.test_utils").test_utils.TestServer(build_app(cfg))
+    ) as c:
+        resp = await c.get("/t/www.googletagmanager.com/gtag/js?id=G-TEST1")
+        assert resp.status == 200
+        assert await resp.read() == b"/* gtag */" * 1000
+        assert "Set-Cookie" not in resp.headers
+
+
+async def test_upstream_failure_never_hangs_the_visitor(
+    tmp_path: Path, aiohttp_client: Callable[..., Any]
+) -> None:
+    from tests.conftest import make_config
+
+    dead = {"https://www.googletagmanager.com": "http://127.0.0.1:1"}
+    client = await aiohttp_client(build_app(make_config(tmp_path, dead)))
+    resp = await client.get("/t/www.googletagmanager.com/gtag/js?id=G-TEST1")
+    assert resp.status == 502 and (await resp.json()) == {"error": "vendor unavailable"}
+    metrics = client.app[GATEWAY].metrics.registry
+    assert metrics.get_sample_value("gateway_upstream_errors_total", {"kind": "connect"}) == 1
+
+
+async def test_exception_in_the_core_drops_never_forwards(
+    example_gateway: TestClient[Any, Any], fake_vendor: FakeVendor
+) -> None:
+    cookie = cookie_for({"analytics": "granted", "advertising": "granted"})
+    with mock.patch("gateway.pipeline.transform", side_effect=RuntimeError("bug")):
+        resp = await example_gateway.get(GA4_HIT, headers={"Cookie": f"cg_consent={cookie}"})
+    assert resp.status == 204
+    await asyncio.sleep(0.05)
+    assert fake_vendor.seen == []
+
+
+async def test_report_only_forwards_and_logs(
+    tmp_path: Path, fake_vendor: FakeVendor, aiohttp_client: Callable[..., Any]
+) -> None:
+    from tests.conftest import make_config
+
+    cfg = make_config(tmp_path, overrides_for(fake_vendor, [GA4]), {"rules": {"report_only": True}})
+    client = await aiohttp_client(build_app(cfg))
+    await raw_get(client, GA4_HIT + "&_uip=1.2.3.4")
+    [seen] = await fake_vendor.wait_for(1)
+    assert seen.query == GA4_QUERY  # forwarded, always-strips still applied
+    await _drain_log(client)
+    [record] = query_records(cfg.decision_log.sqlite_path or Path(), LogQuery())
+    assert record.action == "drop" and record.report_only
