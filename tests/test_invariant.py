@@ -1,0 +1,262 @@
+"""The invariant: no consent for a purpose means no identifier for it leaves the gateway.
+
+Hypothesis picks a shipped rule's endpoint, a request carrying every field any
+of the rule's strips names (in the query, and in the body the endpoint reads),
+and a random consent state. The request goes through a real gateway to a
+recording fake vendor. Whatever the vendor receives must contain no field that
+a denied purpose's `when_denied` strip names; and when a denied purpose has no
+strip, the vendor must receive nothing at all.
+
+The gateway and the fake vendor run once, on their own event loop in a
+background thread, so each generated example costs one HTTP round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.app import build_app
+from gateway.config import DEFAULT_PURPOSES, GatewayConfig
+from gateway.model import NECESSARY, BodyKind
+from gateway.ruleset.load import load_rules
+from gateway.ruleset.match import is_safe_path
+from gateway.ruleset.schema import EndpointSpec, VendorRule
+from tests.conftest import RULES_DIR, Seen, cookie_for, field_present, make_config
+
+RULES = load_rules([RULES_DIR], frozenset(DEFAULT_PURPOSES))
+PURPOSES = [p for p in DEFAULT_PURPOSES if p != NECESSARY]
+PROBE = "zz_probe"
+
+
+def _concrete_host(rule: VendorRule) -> str:
+    for h in rule.hosts:
+        if not h.startswith("*."):
+            return h
+    return "probe" + rule.hosts[0][1:]
+
+
+def _example_paths(rule: VendorRule, ep: EndpointSpec) -> list[str]:
+    return [ex.path for ex in rule.examples if ep.matches(ex.path, ex.method)]
+
+
+def _paths(rule: VendorRule, ep: EndpointSpec) -> st.SearchStrategy[str]:
+    if ep.path is not None:
+        return st.just(ep.path)
+    if ep.path_prefix is not None:
+        return st.just(ep.path_prefix.rstrip("/") + "/probe")
+    examples = _example_paths(rule, ep)
+    assert ep.path_regex is not None
+    generated = st.from_regex(ep.path_regex, fullmatch=True).filter(
+        lambda p: p.isascii() and p.isprintable() and is_safe_path(p) and " " not in p
+    )
+    return st.sampled_from(examples) | generated if examples else generated
+
+
+ENDPOINTS = [(rule, ep) for rule in RULES.rules for ep in rule.endpoints]
+
+
+def _names(ep: EndpointSpec) -> tuple[set[str], set[str]]:
+    """Every query/form name and JSON path the endpoint's strips mention."""
+    query: set[str] = set(ep.always.query)
+    json: set[str] = set(ep.always.json)
+    for spec in ep.when_denied.values():
+        query |= spec.query
+        json |= spec.json
+    return query, json
+
+
+def _concrete(name: str) -> str:
+    return name[:-1] + "probe" if name.endswith("*") else name
+
+
+def _json_doc(paths: set[str]) -> object:
+    doc: dict[str, object] = {"keep": "me"}
+    for path in sorted(paths):
+        node: object = doc
+        parts = [_concrete(p) for p in path.split(".")]
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            key, is_array = (part[:-2], True) if part.endswith("[]") else (part, False)
+            assert isinstance(node, dict)
+            if is_array:
+                arr = node.setdefault(key, [{}])
+                assert isinstance(arr, list)
+                if last:
+                    break
+                node = arr[0]
+            elif last:
+                node[key] = "SECRET"
+            else:
+                node = node.setdefault(key, {})
+    return doc
+
+
+@dataclass(frozen=True)
+class Case:
+    rule: VendorRule
+    endpoint: EndpointSpec
+    path: str
+    method: str
+    consent: dict[str, str]
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> Case:
+    rule, ep = draw(st.sampled_from(ENDPOINTS))
+    path = draw(_paths(rule, ep))
+    methods = sorted(m for m in ep.methods if m in ("GET", "POST"))
+    method = draw(st.sampled_from(methods))
+    consent = {p: draw(st.sampled_from(["granted", "denied", "unknown"])) for p in PURPOSES}
+    return Case(rule, ep, path, method, consent)
+
+
+class LiveGateway:
+    """A gateway and a recording fake vendor on an event loop in a background thread."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.seen: list[Seen] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.runners: list[web.AppRunner] = []
+        self.port = 0
+
+    def start(self) -> None:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
+
+    async def _serve(self, app: web.Application) -> int:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.runners.append(runner)
+        server = site._server
+        assert server is not None
+        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    async def _start(self) -> None:
+        async def record(request: web.Request) -> web.Response:
+            raw = request.raw_path.partition("?")[0]
+            _, host, rest = raw.split("/", 2)
+            self.seen.append(
+                Seen(
+                    request.method,
+                    host,
+                    "/" + rest,
+                    request.raw_path.partition("?")[2],
+                    {k.lower(): v for k, v in request.headers.items()},
+                    await request.read(),
+                )
+            )
+            return web.Response(text="ok")
+
+        vendor = web.Application()
+        vendor.router.add_route("*", "/{tail:.*}", record)
+        vport = await self._serve(vendor)
+        hosts = {_concrete_host(r) for r in RULES.rules}
+        overrides = {f"https://{h}": f"http://127.0.0.1:{vport}/{h}" for h in hosts}
+        cfg: GatewayConfig = make_config(self.tmp, overrides)
+        self.port = await self._serve(build_app(cfg, RULES))
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            for runner in reversed(self.runners):
+                await runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def send(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, target, body=body or None, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        finally:
+            conn.close()
+
+    def arrived(self, marker: str, timeout: float) -> Seen | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for s in list(self.seen):
+                if f"{PROBE}={marker}" in s.query:
+                    return s
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.005)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
+    gw = LiveGateway(tmp_path_factory.mktemp("invariant"))
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+_counter = itertools.count()
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=cases())
+def test_no_consent_means_no_identifier_leaves(live: LiveGateway, case: Case) -> None:
+    rule, ep = case.rule, case.endpoint
+    marker = str(next(_counter))
+    query_names, json_paths = _names(ep)
+    pairs = [(_concrete(n), f"SECRET{i}") for i, n in enumerate(sorted(query_names))]
+    query = "&".join(f"{k}={v}" for k, v in pairs) + f"&{PROBE}={marker}"
+    body = b""
+    headers = {"Cookie": f"cg_consent={cookie_for(case.consent)}; _ga=GA1.1.99"}
+    if case.method == "POST":
+        if ep.body in (BodyKind.FORM, BodyKind.GA4_BATCH):
+            line = "&".join(f"{k}={v}" for k, v in pairs) or "keep=me"
+            body = (line + "\n" + line).encode() if ep.body is BodyKind.GA4_BATCH else line.encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        elif ep.body in (BodyKind.JSON, BodyKind.TEXT):
+            body = orjson.dumps(_json_doc(json_paths))
+            headers["Content-Type"] = "application/json"
+    host = _concrete_host(rule)
+    status = live.send(case.method, f"/t/{host}{case.path}?{query}", body, headers)
+    assert status < 500
+
+    denied = {p for p in ep.purposes - {NECESSARY} if case.consent.get(p) != "granted"}
+    must_not_leave = {
+        ("json:" + _concrete(j))
+        for p in denied
+        if p in ep.when_denied
+        for j in ep.when_denied[p].json
+    } | {_concrete(q) for p in denied if p in ep.when_denied for q in ep.when_denied[p].query}
+    unstrippable = {p for p in denied if p not in ep.when_denied}
+
+    seen = live.arrived(marker, timeout=0.15 if unstrippable else 5.0)
+    if unstrippable:
+        assert seen is None, f"{rule.vendor}/{ep.id} forwarded without {unstrippable}"
+        return
+    assert seen is not None, f"{rule.vendor}/{ep.id} was not forwarded"
+    for name in must_not_leave:
+        assert not field_present(seen, name), f"{name} left for {rule.vendor}/{ep.id}"
+    # `always` strips hold whatever the consent.
+    for name in ep.always.query:
+        assert not field_present(seen, _concrete(name))
+    assert "cg_consent" not in seen.headers.get("cookie", "")
