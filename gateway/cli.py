@@ -261,16 +261,21 @@ def _cmd_sign(args: argparse.Namespace) -> int:
             print(f"expected PURPOSE=granted|denied, got {item!r}", file=sys.stderr)
             return 2
         if name not in cfg.consent.purposes:
-            print(f"unknown purpose {name!r}; known: {', '.join(cfg.consent.purposes)}")
+            known = ", ".join(cfg.consent.purposes)
+            print(f"unknown purpose {name!r}; known: {known}", file=sys.stderr)
             return 2
         purposes[name] = value == "granted"
-    cookie = ConsentCookie(
-        subject=args.subject or new_subject_id(),
-        purposes=purposes,
-        issued_at=int(time.time()),
-        policy_version=cfg.consent.policy_version,
-        source=args.source,
-    )
+    try:
+        cookie = ConsentCookie(
+            subject=args.subject or new_subject_id(),
+            purposes=purposes,
+            issued_at=int(time.time()),
+            policy_version=cfg.consent.policy_version,
+            source=args.source,
+        )
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
     print(sign_cookie(cookie, cfg.cookie.keys))
     return 0
 

@@ -1,0 +1,130 @@
+"""gateway.decide: the decision rule of DESIGN §5, as a table."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.config import DEFAULT_PURPOSES
+from gateway.decide import decide, reject
+from gateway.model import (
+    Action,
+    ConsentState,
+    ConsentValue,
+    IpPolicy,
+    PurposeConsent,
+    StripSpec,
+)
+from gateway.ruleset.load import parse_rule
+from gateway.ruleset.match import Match, RuleSet
+
+RULE = """
+vendor: acme
+name: Acme
+hosts: [t.acme.example]
+purposes: [advertising]
+always: {ip: truncate, query: [_uip]}
+endpoints:
+  - id: hit
+    match: {path: /hit}
+    kind: beacon
+    purposes: [analytics, advertising]
+    when_denied:
+      advertising: {query: [gclid], ip: drop}
+  - id: pixel
+    match: {path: /px}
+    kind: pixel
+  - id: free
+    match: {path: /free}
+    kind: script
+    purposes: [necessary]
+examples:
+  - url: "https://t.acme.example/hit?a=1"
+    consent: {analytics: granted, advertising: granted}
+    expect: forward
+  - {url: "https://t.acme.example/px", consent: {advertising: denied}, expect: drop}
+  - {url: "https://t.acme.example/free", expect: forward}
+"""
+
+rule, problems = parse_rule(RULE, "acme.yaml", frozenset(DEFAULT_PURPOSES))
+assert rule is not None, problems
+RULES = RuleSet([rule])
+ALWAYS = StripSpec(query=frozenset({"_uip"}), ip=IpPolicy.TRUNCATE)
+
+
+def state(**purposes: str) -> ConsentState:
+    return ConsentState(
+        purposes={p: PurposeConsent(ConsentValue(v), "test") for p, v in purposes.items()},
+        regime="opt-in",
+    )
+
+
+def match(path: str) -> Match:
+    m = RULES.match("t.acme.example", path, "GET")
+    assert m is not None
+    return m
+
+
+@pytest.mark.parametrize(
+    ("path", "consent", "action", "missing", "strips"),
+    [
+        ("/hit", {"analytics": "granted", "advertising": "granted"}, Action.FORWARD, set(), ALWAYS),
+        (
+            "/hit",
+            {"analytics": "granted", "advertising": "denied"},
+            Action.STRIP,
+            {"advertising"},
+            StripSpec(query=frozenset({"_uip", "gclid"}), ip=IpPolicy.DROP),
+        ),
+        (
+            "/hit",
+            {"analytics": "granted", "advertising": "unknown"},
+            Action.STRIP,
+            {"advertising"},
+            StripSpec(query=frozenset({"_uip", "gclid"}), ip=IpPolicy.DROP),
+        ),
+        (
+            "/hit",
+            {"analytics": "denied", "advertising": "granted"},
+            Action.DROP,
+            {"analytics"},
+            StripSpec(),
+        ),
+        ("/hit", {}, Action.DROP, {"analytics", "advertising"}, StripSpec()),
+        ("/px", {"advertising": "granted"}, Action.FORWARD, set(), ALWAYS),
+        ("/px", {"advertising": "denied"}, Action.DROP, {"advertising"}, StripSpec()),
+        ("/free", {}, Action.FORWARD, set(), ALWAYS),
+    ],
+)
+def test_decision_table(
+    path: str, consent: dict[str, str], action: Action, missing: set[str], strips: StripSpec
+) -> None:
+    d = decide(match(path), state(**consent))
+    assert (d.action, set(d.missing), d.strips) == (action, missing, strips)
+    assert d.vendor == "acme" and not d.report_only
+
+
+def test_no_match_is_reject() -> None:
+    d = decide(None, state(analytics="granted"))
+    assert d.action is Action.REJECT and d.vendor is None and d.strips.is_empty
+    assert reject("x").action is Action.REJECT
+
+
+def test_report_only_keeps_the_action_and_flags_it() -> None:
+    d = decide(match("/px"), state(), report_only=True)
+    assert d.action is Action.DROP and d.report_only
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["analytics", "advertising"]), st.sampled_from(list(ConsentValue))
+    )
+)
+def test_never_forward_untouched_without_every_purpose(consent: dict[str, ConsentValue]) -> None:
+    s = ConsentState({p: PurposeConsent(v, "t") for p, v in consent.items()}, regime="x")
+    d = decide(match("/hit"), s)
+    if d.action is Action.FORWARD:
+        assert s.granted("analytics") and s.granted("advertising")
+    if not s.granted("analytics"):
+        assert d.action is Action.DROP

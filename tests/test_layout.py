@@ -1,0 +1,34 @@
+"""Tests mirror the package: every module in gateway/ has its test module.
+
+`gateway/x.py` -> `tests/test_x.py`; `gateway/pkg/x.py` -> `tests/pkg/test_x.py`.
+Also checks that every module declares `__all__` naming only what exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULES = sorted(
+    p for p in (ROOT / "gateway").rglob("*.py") if p.name not in ("__init__.py", "__main__.py")
+)
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_module_has_a_test_module(module: Path) -> None:
+    rel = module.relative_to(ROOT / "gateway")
+    expected = ROOT / "tests" / rel.parent / f"test_{rel.name}"
+    assert expected.exists(), f"missing {expected.relative_to(ROOT)}"
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_module_declares_all(module: Path) -> None:
+    rel = module.relative_to(ROOT).with_suffix("")
+    mod = importlib.import_module(".".join(rel.parts))
+    names = getattr(mod, "__all__", None)
+    assert names is not None, f"{rel} has no __all__"
+    for name in names:
+        assert hasattr(mod, name), f"{rel}.__all__ names missing {name}"
