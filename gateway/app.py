@@ -23,7 +23,6 @@ from yarl import URL
 from gateway import edges, pipeline
 from gateway.config import GatewayConfig
 from gateway.consent.cookie import ConsentCookie, new_subject_id, sign_cookie
-from gateway.consent.regimes import country_from
 from gateway.consent.resolve import CookieOutcome, resolve_request
 from gateway.decision_log import DecisionLog
 from gateway.errors import RequestError
@@ -178,7 +177,7 @@ def _consent_facts(request: web.Request, gw: Gateway, cookies: Mapping[str, str]
         query="",
         headers=headers,
         cookies=cookies,
-        country=country_from(headers, gw.config.server.country_header),
+        country=edges.country_of(gw, request, headers),
         now=time.time(),
     )
 
@@ -245,9 +244,9 @@ def _issue(
     facts = _consent_facts(request, gw, dict(request.cookies))
     _, current = resolve_request(facts, cfg.consent, cfg.cookie)
     merged: dict[str, bool] = {}
-    subject = None
+    # An authentic but stale cookie still names the visitor: re-consent keeps the subject.
+    subject = current.subject
     if current.answer is not None:
-        subject = current.answer.subject
         if merge:
             merged = {
                 p: v is ConsentValue.GRANTED

@@ -154,7 +154,9 @@ class UpstreamConfig:
     total_timeout: float = 10.0
     #: bounded queue for beacons and pixels forwarded after the visitor has its answer
     queue_size: int = 10_000
-    queue_workers: int = 8
+    #: concurrent background senders (coroutines, not threads): throughput is about
+    #: queue_workers / vendor latency, so keep it well above the beacon rate x latency
+    queue_workers: int = 64
     max_connections: int = 200
     #: vendor origin -> base URL to send to instead (staging, tests); only config can do this
     overrides: Mapping[str, yarl.URL] = field(default_factory=lambda: MappingProxyType({}))
@@ -306,6 +308,14 @@ def _consent(node: Node | None, root: Node) -> ConsentConfig:
     )
     d = ConsentConfig()
     purposes = tuple(m["purposes"].str_list()) if "purposes" in m else d.purposes
+    for p in purposes:
+        # Purpose names travel in every consent cookie: short, plain and few.
+        if not (p.isascii() and p.replace("_", "").replace("-", "").isalnum() and len(p) <= 32):
+            m["purposes"].problem(f"purpose {p!r} must be 1-32 ASCII letters, digits, _ or -")
+    if len(set(purposes)) != len(purposes):
+        m["purposes"].problem("a purpose is listed twice")
+    if len(purposes) > 32:
+        m["purposes"].problem("at most 32 purposes")
     if NECESSARY not in purposes:
         purposes = (NECESSARY, *purposes)
     known = set(purposes)
@@ -376,11 +386,15 @@ def _cookie(node: Node | None, root: Node, env: Mapping[str, str], data_dir: Pat
     )
     d = CookieConfig()
     keys: list[CookieKey] = []
+    seen_ids: set[str] = set()
     for kn in m["keys"].list() if "keys" in m else []:
         k = kn.mapping(["id", "secret_env"], required=["id", "secret_env"])
         kid = k["id"].str() if "id" in k else ""
-        if kid and (not kid.isalnum() or len(kid) > 16):
-            k["id"].problem("key id must be 1-16 letters or digits")
+        if kid and (not (kid.isascii() and kid.isalnum()) or len(kid) > 16):
+            k["id"].problem("key id must be 1-16 ASCII letters or digits")
+        elif kid in seen_ids:
+            k["id"].problem(f"key id {kid!r} is listed twice")
+        seen_ids.add(kid)
         var = k["secret_env"].str() if "secret_env" in k else ""
         if not var:
             continue

@@ -25,6 +25,7 @@ from gateway.state import Gateway
 __all__ = [
     "TRANSPARENT_GIF",
     "client_ip",
+    "country_of",
     "deliver",
     "error_response",
     "local_answer",
@@ -122,9 +123,6 @@ async def read_facts(gw: Gateway, request: web.Request, host: str | None, path: 
                 raise BodyTooLarge("request body too large")
             chunks.append(chunk)
         body = b"".join(chunks)
-    server = gw.config.server
-    trusted = server.trusted_proxies
-    peer_trusted = not trusted or _peer_in(request, trusted)
     headers = Headers(tuple(request.headers.items()))
     return Facts(
         request_id=request_id(request),
@@ -135,12 +133,21 @@ async def read_facts(gw: Gateway, request: web.Request, host: str | None, path: 
         headers=headers,
         cookies=dict(request.cookies),
         body=body,
-        client_ip=client_ip(request, trusted),
-        # SECURITY: the geo header is believed only from a trusted proxy when proxies are
-        # configured; otherwise it is the operator's word that only the CDN reaches us.
-        country=country_from(headers, server.country_header) if peer_trusted else None,
+        client_ip=client_ip(request, gw.config.server.trusted_proxies),
+        country=country_of(gw, request, headers),
         now=time.time(),
     )
+
+
+def country_of(gw: Gateway, request: web.Request, headers: Headers) -> str | None:
+    """The visitor's country from the configured geo header, if it can be believed."""
+    server = gw.config.server
+    trusted = server.trusted_proxies
+    # SECURITY: the geo header is believed only from a trusted proxy when proxies are
+    # configured; otherwise it is the operator's word that only the CDN reaches us.
+    if trusted and not _peer_in(request, trusted):
+        return None
+    return country_from(headers, server.country_header)
 
 
 def _peer_in(

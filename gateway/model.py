@@ -233,7 +233,7 @@ class PurposeConsent:
     """One purpose's answer and where it came from."""
 
     state: ConsentValue
-    #: e.g. "cookie", "store", "gpc", "regime:eu", "tcf", "onetrust"
+    #: e.g. "cookie", "store", "gpc", "default:opt-in" (a regime's default), "tcf", "onetrust"
     source: str
     #: when the source recorded the answer (epoch seconds), when it says
     at: float | None = None

@@ -232,8 +232,10 @@ def _strip_json_body(body: bytes, paths: frozenset[str]) -> bytes:
     except orjson.JSONDecodeError:
         # SECURITY: a body we cannot parse may carry the identifiers: fail closed.
         raise TransformError("body is not valid UTF-8 JSON") from None
-    if not strip_json(doc, paths):
-        return body
+    # SECURITY: re-encode even when nothing was removed. orjson keeps the last of duplicate
+    # keys, so `{"user_data": {"em": 1}, "user_data": {}}` looks clean to us; a vendor
+    # whose parser keeps the first would still read `em` from the original bytes.
+    strip_json(doc, paths)
     try:
         return orjson.dumps(doc)
     except orjson.JSONEncodeError:

@@ -20,6 +20,7 @@ from tests.conftest import ROOT, TEST_KEY
 
 ENV = {"CONSENT_GATEWAY_COOKIE_KEY": TEST_KEY, "CG_TEST_KEY": TEST_KEY}
 KEYS = "cookie:\n  keys: [{id: k1, secret_env: CG_TEST_KEY}]\n"
+TWO_K1 = "cookie:\n  keys: [{id: k1, secret_env: CG_TEST_KEY}, {id: k1, secret_env: CG_TEST_KEY}]\n"
 
 
 def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
@@ -160,3 +161,19 @@ def test_unquoted_norway_gets_a_hint() -> None:
     text = KEYS + "consent:\n  regimes:\n    eu: {mode: opt-in, countries: [FR, NO]}\n"
     text += "  default_regime: eu\n"
     assert any('quote it, e.g. "NO"' in p for p in problems(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            TWO_K1,
+            "key id 'k1' is listed twice",
+        ),
+        ("cookie:\n  keys: [{id: ké, secret_env: CG_TEST_KEY}]\n", "1-16 ASCII letters"),
+        (KEYS + "consent:\n  purposes: [ads tracking]\n", "must be 1-32 ASCII letters"),
+        (KEYS + "consent:\n  purposes: [ads, ads]\n", "a purpose is listed twice"),
+    ],
+)
+def test_cookie_keys_and_purposes_fit_the_cookie(text: str, expected: str) -> None:
+    assert any(expected in p for p in problems(text))

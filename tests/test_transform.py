@@ -271,10 +271,13 @@ def test_json_bodies(kind: BodyKind, doc: object, paths: set[str], expected: obj
 
 
 @pytest.mark.parametrize("kind", [BodyKind.JSON, BodyKind.TEXT])
-def test_json_body_unchanged_keeps_bytes(kind: BodyKind) -> None:
-    body = b'{ "a" : 1.50,\n "b": [ ] }'
-    out = run(StripSpec(json=frozenset({"c", "a.x"})), kind, body=body)
-    assert out.body == body
+def test_json_body_is_reencoded_even_when_nothing_matched(kind: BodyKind) -> None:
+    # A duplicate key hides a value from a last-key-wins parser (ours); a vendor whose
+    # parser keeps the first must not get the original bytes.
+    body = b'{"user_data": {"em": "secret@x"}, "user_data": {}}'
+    out = run(StripSpec(json=frozenset({"user_data.em"})), kind, body=body)
+    assert b"secret" not in out.body
+    assert orjson.loads(out.body) == {"user_data": {}}
 
 
 # --- bodies that cannot be read ----------------------------------------------------------
