@@ -6,6 +6,12 @@ GatewayError                  base of everything the gateway raises on purpose
 │   └── RuleError             a rule file is invalid (same shape, raised by ruleset)
 ├── ConsentCookieError        a consent cookie is malformed, forged, stale or signed by an
 │                             unknown key; the resolver treats it as absent
+├── SignalError               a standard consent signal cannot be decoded; carries .reason.
+│   │                         The resolver treats the signal as absent (never as consent)
+│   ├── TCFError              an IAB TCF TC string (v1 strings are refused with a reason)
+│   ├── GPPError              an IAB GPP string, one of its sections, or a us_privacy string
+│   ├── GCMError              a Google Consent Mode value (gcs, gcd, npa, dma, dma_cps)
+│   └── CMPError              a consent-management platform's cookie
 ├── RequestError              the incoming request cannot be handled; answered 4xx, never
 │   │                         forwarded. Carries .status and a short public .message
 │   ├── UnknownDestination    no rule lists the host (or no endpoint the path): 404
@@ -30,6 +36,11 @@ from dataclasses import dataclass
 __all__ = [
     "BadDestination",
     "BodyTooLarge",
+    "CMPError",
+    "GCMError",
+    "GPPError",
+    "SignalError",
+    "TCFError",
     "ConfigError",
     "ConsentCookieError",
     "GatewayError",
@@ -80,6 +91,30 @@ class ConsentCookieError(GatewayError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class SignalError(GatewayError):
+    """A consent signal that cannot be decoded; `reason` says why, never quoting the input."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class TCFError(SignalError):
+    """An IAB TCF TC string that cannot be decoded."""
+
+
+class GPPError(SignalError):
+    """An IAB GPP string, GPP section or us_privacy string that cannot be decoded."""
+
+
+class GCMError(SignalError):
+    """A Google Consent Mode value that cannot be decoded."""
+
+
+class CMPError(SignalError):
+    """A consent-management platform's cookie that cannot be decoded."""
 
 
 class RequestError(GatewayError):
