@@ -25,6 +25,12 @@ run: $(BIN)/consent-gateway
 ## test: set up with the dev extras; ruff, mypy strict, pytest
 test: $(VENV)/.dev lint typecheck unit
 
+# IAB's reference decoders (npm), for the differential tests of the consent-signal decoders
+INTEROP := tests/interop
+$(INTEROP)/node_modules/.installed: $(INTEROP)/package.json $(INTEROP)/package-lock.json
+	npm ci --prefix $(INTEROP) --no-audit --no-fund --loglevel=error
+	@touch $@
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -32,7 +38,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev
+unit: $(VENV)/.dev $(INTEROP)/node_modules/.installed
 	$(BIN)/pytest
 
 check: $(BIN)/consent-gateway
@@ -42,4 +48,4 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache .hypothesis $(INTEROP)/node_modules

@@ -24,6 +24,7 @@ from gateway import edges, pipeline
 from gateway.config import GatewayConfig
 from gateway.consent.cookie import ConsentCookie, new_subject_id, sign_cookie
 from gateway.consent.resolve import CookieOutcome, resolve_request
+from gateway.consent.signals import resolve_with_signals
 from gateway.decision_log import DecisionLog
 from gateway.errors import RequestError
 from gateway.metrics import Metrics
@@ -198,8 +199,11 @@ def _state_json(state: ConsentState, cookie: CookieOutcome) -> dict[str, object]
 async def _consent_get(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     facts = _consent_facts(request, gw, dict(request.cookies))
-    state, cookie = resolve_request(facts, gw.config.consent, gw.config.cookie)
-    return _json(_state_json(state, cookie))
+    state, cookie, signals = resolve_with_signals(facts, gw.config.consent, gw.config.cookie)
+    doc = _state_json(state, cookie)
+    # Which signals were unreadable (never their values), so a site can fix its CMP setup.
+    doc["signal_problems"] = [{"signal": s, "reason": r} for s, r in signals.problems]
+    return _json(doc)
 
 
 async def _consent_post(request: web.Request) -> web.Response:
@@ -263,7 +267,7 @@ def _issue(
         source=source,
     )
     value = sign_cookie(cookie, cfg.cookie.keys)
-    state, outcome = resolve_request(
+    state, outcome, _ = resolve_with_signals(
         _consent_facts(request, gw, {**request.cookies, cfg.cookie.name: value}),
         cfg.consent,
         cfg.cookie,

@@ -1,4 +1,4 @@
-"""`consent-gateway`: serve | check | logs | sign | keygen.
+"""`consent-gateway`: serve | check | logs | decode | sign | keygen.
 
 Exit codes: 0 success, 1 a check found problems or a command failed, 2 bad usage.
 """
@@ -86,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     sg.add_argument("--subject", help="subject id (default: a new random one)")
     sg.add_argument("--source", default="cli")
     sg.set_defaults(func=_cmd_sign)
+
+    d = sub.add_parser("decode", help="decode a TCF, GPP, us_privacy, gcs/gcd or CMP cookie value")
+    d.add_argument("value", metavar="STRING")
+    d.add_argument("--json", action="store_true", help="one JSON object")
+    d.set_defaults(func=_cmd_decode)
 
     k = sub.add_parser("keygen", help="print a new cookie signing key")
     k.set_defaults(func=_cmd_keygen)
@@ -277,6 +282,26 @@ def _cmd_sign(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 2
     print(sign_cookie(cookie, cfg.cookie.keys))
+    return 0
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    import orjson
+
+    from gateway.consent.detect import decode_any, render_table
+    from gateway.errors import SignalError
+
+    try:
+        kind, fields = decode_any(args.value)
+    except SignalError as e:
+        # The reason never quotes the input: it may be someone's consent string.
+        print(f"cannot decode: {e.reason}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(orjson.dumps(fields).decode())
+    else:
+        print(f"kind  {kind}")
+        print("\n".join(render_table(fields)))
     return 0
 
 

@@ -15,10 +15,11 @@ import ipaddress
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypeVar
 
 import yarl
 
@@ -36,6 +37,7 @@ __all__ = [
     "RegimeConfig",
     "RulesConfig",
     "ServerConfig",
+    "SignalsConfig",
     "UpstreamConfig",
     "load_config",
     "parse_config",
@@ -99,6 +101,116 @@ class RegimeConfig:
         return ConsentValue.DENIED if self.mode == "opt-in" else ConsentValue.GRANTED
 
 
+#: every signal the gateway can read (DESIGN §2)
+SIGNALS = (
+    "tcf",
+    "gpp",
+    "us_privacy",
+    "gcm",
+    "onetrust",
+    "cookiebot",
+    "didomi",
+    "klaro",
+    "cookieyes",
+    "complianz",
+    "commanders_act",
+)
+#: the CMPs whose categories config maps onto purposes
+CMPS = ("onetrust", "cookiebot", "didomi", "klaro", "cookieyes", "complianz", "commanders_act")
+GCM_TYPES = ("ad_storage", "analytics_storage", "ad_user_data", "ad_personalization")
+
+
+T = TypeVar("T")
+
+
+def _frozen(d: Mapping[str, tuple[T, ...]]) -> Mapping[str, tuple[T, ...]]:
+    return MappingProxyType(dict(d))
+
+
+@dataclass(frozen=True, slots=True)
+class SignalsConfig:
+    """How the standard signals a site already emits map onto the gateway's purposes.
+
+    For each mapping, a purpose is granted by a signal when everything it maps to is
+    granted there, denied when any of it is denied, and not answered otherwise.
+    """
+
+    #: the signals read from requests; a signal not listed is ignored
+    read: frozenset[str] = frozenset(SIGNALS)
+    #: purpose -> TCF purposes that all need consent. Default: Google's published
+    #: TCF -> Consent Mode mapping (P1 storage; P3/P4 personalised ads; P7 measurement).
+    tcf_purposes: Mapping[str, tuple[int, ...]] = field(
+        default_factory=lambda: MappingProxyType(
+            {
+                "functional": (1,),
+                "analytics": (1, 8),
+                "advertising": (1, 2, 3, 4, 7),
+                "personalization": (1, 5, 6),
+            }
+        )
+    )
+    #: purpose -> TCF special features that need the opt-in
+    tcf_special_features: Mapping[str, tuple[int, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    #: accept legitimate interest where TCF allows it (never purposes 1, 3-6)
+    tcf_legitimate_interest: bool = False
+    #: purpose -> Consent Mode types that all need to be granted
+    gcm: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType(
+            {
+                "analytics": ("analytics_storage",),
+                "advertising": ("ad_storage", "ad_user_data", "ad_personalization"),
+            }
+        )
+    )
+    #: purposes a US opt-out of sale / sharing / targeted advertising denies (GPP, us_privacy)
+    us_opt_out_purposes: frozenset[str] = frozenset({"advertising"})
+    #: cmp -> its category id -> purposes it stands for (tenant settings: check your CMP)
+    cmp: Mapping[str, Mapping[str, tuple[str, ...]]] = field(
+        default_factory=lambda: MappingProxyType(
+            {
+                "onetrust": MappingProxyType(
+                    {
+                        "C0002": ("analytics",),
+                        "C0003": ("functional",),
+                        "C0004": ("advertising", "personalization"),
+                        "C0005": ("advertising",),
+                    }
+                ),
+                "cookiebot": MappingProxyType(
+                    {
+                        "preferences": ("functional", "personalization"),
+                        "statistics": ("analytics",),
+                        "marketing": ("advertising",),
+                    }
+                ),
+                "didomi": MappingProxyType(
+                    {"analytics": ("analytics",), "advertising": ("advertising",)}
+                ),
+                "klaro": MappingProxyType({}),
+                "cookieyes": MappingProxyType(
+                    {
+                        "functional": ("functional",),
+                        "analytics": ("analytics",),
+                        "performance": ("analytics",),
+                        "advertisement": ("advertising",),
+                    }
+                ),
+                "complianz": MappingProxyType(
+                    {
+                        "functional": ("functional",),
+                        "preferences": ("personalization",),
+                        "statistics": ("analytics",),
+                        "marketing": ("advertising",),
+                    }
+                ),
+                "commanders_act": MappingProxyType({}),
+            }
+        )
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ConsentConfig:
     purposes: tuple[str, ...] = DEFAULT_PURPOSES
@@ -116,6 +228,8 @@ class ConsentConfig:
     gpc_purposes: frozenset[str] = frozenset({"advertising"})
     #: how disagreeing explicit sources combine: `restrictive` or `newest`
     conflict: str = ConflictPolicy.RESTRICTIVE
+    #: how the standard signals (TCF, GPP, Consent Mode, CMP cookies) map onto purposes
+    signals: SignalsConfig = SignalsConfig()
 
     def regime_for(self, country: str | None) -> RegimeConfig:
         """The regime of `country` (upper-case alpha-2), else the default regime."""
@@ -304,6 +418,7 @@ def _consent(node: Node | None, root: Node) -> ConsentConfig:
             "default_regime",
             "gpc_purposes",
             "conflict",
+            "signals",
         ]
     )
     d = ConsentConfig()
@@ -368,6 +483,95 @@ def _consent(node: Node | None, root: Node) -> ConsentConfig:
         default_regime=default_regime,
         gpc_purposes=gpc,
         conflict=conflict,
+        signals=_signals(m["signals"], frozenset(known)),
+    )
+
+
+def _purpose_map(
+    node: Node, known: frozenset[str], check: Callable[[Node], T | None]
+) -> dict[str, tuple[T, ...]]:
+    out: dict[str, tuple[T, ...]] = {}
+    for purpose, items in node.items():
+        if purpose not in known:
+            items.problem(f"{purpose!r} is not one of consent.purposes")
+            continue
+        values = [check(item) for item in items.list()]
+        out[purpose] = tuple(v for v in values if v is not None)
+    return out
+
+
+def _signals(node: Node, known: frozenset[str]) -> SignalsConfig:
+    d = SignalsConfig()
+    m = node.mapping(
+        [
+            "read",
+            "tcf_purposes",
+            "tcf_special_features",
+            "tcf_legitimate_interest",
+            "gcm",
+            "us_opt_out_purposes",
+            "cmp",
+        ]
+    )
+
+    def tcf_purpose(n: Node) -> int | None:
+        v = n.int(0, min=1, max=24)
+        return v or None
+
+    def special_feature(n: Node) -> int | None:
+        v = n.int(0, min=1, max=12)
+        return v or None
+
+    def gcm_type(n: Node) -> str | None:
+        v = n.str()
+        if v not in GCM_TYPES:
+            n.problem(f"must be one of: {', '.join(GCM_TYPES)}")
+            return None
+        return v
+
+    def purpose(n: Node) -> str | None:
+        v = n.str()
+        if v not in known:
+            n.problem(f"{v!r} is not one of consent.purposes")
+            return None
+        return v
+
+    read = d.read
+    if "read" in m:
+        names = m["read"].str_list()
+        for name in set(names) - set(SIGNALS):
+            m["read"].problem(f"unknown signal {name!r}; known: {', '.join(SIGNALS)}")
+        read = frozenset(names) & frozenset(SIGNALS)
+    cmp = dict(d.cmp)
+    for name, cn in m["cmp"].items():
+        if name not in CMPS:
+            cn.problem(f"unknown CMP; known: {', '.join(CMPS)}")
+            continue
+        cmp[name] = MappingProxyType(
+            {
+                category: tuple(p for p in (purpose(i) for i in items.list()) if p)
+                for category, items in cn.items()
+            }
+        )
+    us = d.us_opt_out_purposes
+    if "us_opt_out_purposes" in m:
+        us = frozenset(p for p in (purpose(i) for i in m["us_opt_out_purposes"].list()) if p)
+    return SignalsConfig(
+        read=read,
+        tcf_purposes=(
+            _frozen(_purpose_map(m["tcf_purposes"], known, tcf_purpose))
+            if "tcf_purposes" in m
+            else d.tcf_purposes
+        ),
+        tcf_special_features=(
+            _frozen(_purpose_map(m["tcf_special_features"], known, special_feature))
+            if "tcf_special_features" in m
+            else d.tcf_special_features
+        ),
+        tcf_legitimate_interest=m["tcf_legitimate_interest"].bool(False),
+        gcm=(_frozen(_purpose_map(m["gcm"], known, gcm_type)) if "gcm" in m else d.gcm),
+        us_opt_out_purposes=us,
+        cmp=MappingProxyType(cmp),
     )
 
 

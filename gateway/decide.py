@@ -35,6 +35,16 @@ def decide(match: Match | None, consent: ConsentState, *, report_only: bool = Fa
     vendor, endpoint = match.vendor, match.endpoint
     required = frozenset(endpoint.purposes) - {NECESSARY}
     missing = frozenset(p for p in required if not consent.granted(p))
+    vendor_denied: frozenset[str] = frozenset()
+    if vendor.tcf_vendor_id is not None and consent.vendors is not None:
+        # TCF: the purpose's consent is not enough; this vendor needs its own, and no
+        # publisher restriction may stand against it.
+        vendor_denied = consent.vendors.denied(vendor.tcf_vendor_id, required) - missing
+        missing |= vendor_denied
+    tcf_note = ""
+    if vendor_denied:
+        denied = ", ".join(sorted(vendor_denied))
+        tcf_note = f" (TCF: vendor {vendor.tcf_vendor_id} not permitted for {denied})"
     ro = report_only or vendor.report_only
     if not missing:
         return Decision(
@@ -56,7 +66,7 @@ def decide(match: Match | None, consent: ConsentState, *, report_only: bool = Fa
             required,
             missing,
             _EMPTY,
-            f"no consent for {', '.join(unstrippable)} and no strip that makes it safe",
+            f"no consent for {', '.join(unstrippable)} and no strip that makes it safe{tcf_note}",
             ro,
         )
     strips = endpoint.always
@@ -69,6 +79,6 @@ def decide(match: Match | None, consent: ConsentState, *, report_only: bool = Fa
         required,
         missing,
         strips,
-        f"no consent for {', '.join(sorted(missing))}: identifiers stripped",
+        f"no consent for {', '.join(sorted(missing))}: identifiers stripped{tcf_note}",
         ro,
     )

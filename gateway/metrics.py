@@ -67,6 +67,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.signal_invalid = Counter(
+            "gateway_consent_signal_invalid",
+            "Consent signals present but undecodable (treated as absent), by signal",
+            ["signal"],
+            registry=r,
+        )
         self.rule_reloads = Counter(
             "gateway_rule_reloads", "Rule reloads by result", ["result"], registry=r
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 __all__ = [
     "NECESSARY",
@@ -33,6 +34,7 @@ __all__ = [
     "ReferrerPolicy",
     "StripSpec",
     "UserAgentPolicy",
+    "VendorConsent",
 ]
 
 #: The purpose that is always granted: a rule that needs only it always forwards.
@@ -240,6 +242,14 @@ class PurposeConsent:
     policy_version: int | None = None
 
 
+class VendorConsent(Protocol):
+    """Per-vendor consent from a signal that knows vendors (the IAB TCF TC string)."""
+
+    def denied(self, vendor_id: int, purposes: frozenset[str]) -> frozenset[str]:
+        """The purposes among `purposes` for which this vendor lacks permission."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ConsentState:
     """The visitor's consent, per purpose, with the regime that supplied defaults."""
@@ -248,6 +258,8 @@ class ConsentState:
     regime: str
     subject: str | None = None
     gpc: bool = False
+    #: vendor-level consent when a TC string applies (rules with `tcf_vendor_id` use it)
+    vendors: VendorConsent | None = None
 
     def state(self, purpose: str) -> ConsentValue:
         """`granted`, `denied` or `unknown`; a purpose never mentioned is unknown."""

@@ -21,12 +21,13 @@ import time
 from aiohttp import web
 
 from gateway import edges
-from gateway.consent.resolve import resolve_request
+from gateway.consent.signals import google_consent_params, resolve_with_signals
 from gateway.decide import decide, reject
 from gateway.decision_log import record_for
 from gateway.errors import RequestError, TransformError
 from gateway.model import Action, ConsentState, Decision, Facts, StripSpec
 from gateway.ruleset.match import Match
+from gateway.ruleset.schema import ConsentParams
 from gateway.state import Gateway
 from gateway.transform import transform
 
@@ -48,10 +49,12 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
     consent: ConsentState | None = None
     match: Match | None = None
     try:
-        # 2. consent: per purpose, with its source
-        consent, cookie = resolve_request(facts, gw.config.consent, gw.config.cookie)
+        # 2. consent: per purpose, with its source (cookie, standard signals, GPC, regime)
+        consent, cookie, signals = resolve_with_signals(facts, gw.config.consent, gw.config.cookie)
         if cookie.problem is not None:
             gw.metrics.consent_cookie_invalid.labels(cookie.problem).inc()
+        for signal, _reason in signals.problems:
+            gw.metrics.signal_invalid.labels(signal).inc()
         # 3. rule match: host index, then the vendor's ordered endpoints
         match = rules.match(facts.host, facts.path, facts.method)
         # 4. decision
@@ -60,12 +63,20 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
         outgoing = None
         if match is not None and (decision.report_only or decision.action in _SENDS):
             strips = match.endpoint.always if decision.report_only else decision.strips
+            # A vendor that reads its own consent parameters must not be told more
+            # than the gateway resolved (a hit saying gcs=G111 when analytics is denied).
+            params = (
+                google_consent_params(consent, gw.config.consent.signals, facts.query)
+                if match.vendor.consent_params is ConsentParams.GOOGLE and not decision.report_only
+                else None
+            )
             try:
                 outgoing = transform(
                     facts,
                     dataclasses.replace(decision, strips=strips),
                     match.endpoint.body,
                     own_cookies=gw.own_cookies,
+                    set_query=params,
                 )
             except TransformError as e:
                 decision = _drop(decision, f"body could not be read safely: {e}")

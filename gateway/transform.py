@@ -19,12 +19,12 @@ closed) rather than forwarding an identifier it could not remove.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import orjson
 
@@ -446,11 +446,15 @@ def transform(
     body_kind: BodyKind,
     *,
     own_cookies: frozenset[str] = frozenset(),
+    set_query: Mapping[str, str] | None = None,
 ) -> Outgoing:
     """The request that leaves for the vendor, with `decision.strips` applied.
 
     Called for FORWARD and STRIP decisions only. `own_cookies` names cookies
     that are removed whatever the spec says (the gateway's consent cookie).
+    `set_query` gives query parameters the vendor must receive with exactly
+    these values (a vendor's own consent parameters): every occurrence the tag
+    sent is removed and one `name=value` is appended.
 
     The body is read only when the strips that apply to its kind are non-empty
     (`query` for FORM and GA4_BATCH, `json` for JSON and TEXT, either for NONE);
@@ -462,11 +466,16 @@ def transform(
     one. The pipeline then drops the request instead of forwarding it.
     """
     strips = decision.strips
+    query = strip_query(facts.query, strips.query)
+    if set_query:
+        query = strip_query(query, frozenset(set_query))
+        extra = urlencode(sorted(set_query.items()))
+        query = f"{query}&{extra}" if query else extra
     return Outgoing(
         method=facts.method,
         host=facts.host,
         path=facts.path,
-        query=strip_query(facts.query, strips.query),
+        query=query,
         headers=tuple(_headers(facts, strips, own_cookies)),
         body=_body(facts, strips, body_kind),
     )

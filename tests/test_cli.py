@@ -164,3 +164,35 @@ def test_serve_runs_answers_health_and_stops_cleanly(config_file: Path, workers:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out.decode()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # iabtcf-java TCStringV2Test.testCanConstructTCModelFromBase64String
+        (
+            "COtybn4PA_zT4KjACBENAPCIAEBAAECAAIAAAAAAAAAA",
+            {"cmp_id": 675, "vendor_list_version": 15},
+        ),
+        ("1YNN", {"opt_out_sale": "N"}),
+    ],
+)
+def test_decode_json(
+    value: str, expected: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    assert main(["decode", value, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert expected.items() <= doc.items()
+
+
+def test_decode_table_and_refusal(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["decode", "G101"]) == 0
+    out = capsys.readouterr().out
+    assert "ad_storage" in out and "denied" in out
+    assert main(["decode", "not-a-consent-string"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cannot decode:") and "not-a-consent-string" not in err
+    assert main(["decode", "BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA"]) == 1
+    assert "v1" in capsys.readouterr().err

@@ -106,11 +106,13 @@ async def test_no_consent_ga4_hit_is_answered_locally_and_logged_without_values(
 async def test_consent_granted_forwards_query_intact_except_always_strips(
     example_gateway: TestClient[Any, Any], fake_vendor: FakeVendor
 ) -> None:
-    resp = await example_gateway.post("/consent", json={"purposes": {"analytics": True}})
+    # The GA4 collect endpoint needs analytics and advertising (it strips ad identifiers
+    # when only advertising is missing; see the next test).
+    grant = {"purposes": {"analytics": True, "advertising": True}}
+    resp = await example_gateway.post("/consent", json=grant)
     assert resp.status == 200
     state = await resp.json()
     assert state["purposes"]["analytics"] == {"state": "granted", "source": "cookie"}
-    assert state["purposes"]["advertising"]["state"] == "denied"
 
     resp = await raw_get(example_gateway, GA4_HIT + "&_uip=203.0.113.7", _cookies(example_gateway))
     assert resp.status == 204
@@ -119,6 +121,16 @@ async def test_consent_granted_forwards_query_intact_except_always_strips(
     assert seen.query == GA4_QUERY  # byte for byte; only the always-strip `_uip` is gone
     assert "cookie" not in seen.headers  # the rule strips every cookie, ours included
     assert seen.headers["x-forwarded-for"].endswith(".0")  # IP truncated, never the visitor's
+
+
+async def test_analytics_only_keeps_the_hit_but_tells_google_so(
+    example_gateway: TestClient[Any, Any], fake_vendor: FakeVendor
+) -> None:
+    await example_gateway.post("/consent", json={"purposes": {"analytics": True}})
+    await raw_get(example_gateway, GA4_HIT + "&_uip=203.0.113.7", _cookies(example_gateway))
+    [seen] = await fake_vendor.wait_for(1)
+    # Intact but for the always-strip and the consent parameters the rule sets.
+    assert seen.query == GA4_QUERY + "&gcd=11q1r1q1q5&gcs=G101&npa=1"
 
 
 async def test_analytics_granted_advertising_denied_drops_google_ads(

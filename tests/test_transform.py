@@ -720,3 +720,22 @@ def test_transform_raises_only_transform_error(
     assert names <= allowed - {"user-agent"}
     assert not any(n.startswith("sec-ch-ua") for n in names)
     assert values(out, "x-forwarded-for") == ["203.0.113.0"]
+
+
+@pytest.mark.parametrize(
+    ("query", "set_query", "expected"),
+    [
+        ("v=2&gcs=G111&cid=1", {"gcs": "G100"}, "v=2&cid=1&gcs=G100"),
+        ("v=2&gcs=G111&gcs=G111", {"gcs": "G100"}, "v=2&gcs=G100"),
+        ("v=2", {"gcs": "G101", "npa": "1"}, "v=2&gcs=G101&npa=1"),
+        ("", {"gcs": "G100"}, "gcs=G100"),
+        ("%67cs=G111&x=1", {"gcs": "G100"}, "x=1&gcs=G100"),
+    ],
+)
+def test_set_query_replaces_every_occurrence(
+    query: str, set_query: dict[str, str], expected: str
+) -> None:
+    facts = Facts("r", "GET", "www.google-analytics.com", "/g/collect", query)
+    decision = Decision(Action.FORWARD, "v", "e", frozenset(), frozenset(), StripSpec(), "t")
+    out = transform(facts, decision, BodyKind.NONE, set_query=set_query)
+    assert out.query == expected

@@ -43,6 +43,7 @@ from gateway.ruleset.match import (
 from gateway.ruleset.schema import (
     DEFAULT_METHODS,
     HTTP_METHODS,
+    ConsentParams,
     EndpointSpec,
     ExampleSpec,
     ForwardMode,
@@ -79,6 +80,7 @@ RULE_KEYS = (
     "route_host",
     "purposes",
     "report_only",
+    "consent_params",
     "always",
     "when_denied",
     "endpoints",
@@ -263,6 +265,11 @@ class _RuleParser:
         purposes = self._purposes(top["purposes"])
         route, route_host = self._route(top["route"], top["route_host"], hosts)
         report_only = top["report_only"].bool()
+        consent_params = (
+            None
+            if top["consent_params"].missing
+            else top["consent_params"].enum(ConsentParams, ConsentParams.GOOGLE)
+        )
         always = self._strip(top["always"])
         when_denied = self._when_denied(top["when_denied"])
         endpoints, endpoints_ok = self._endpoints(top["endpoints"], purposes, when_denied, always)
@@ -288,6 +295,7 @@ class _RuleParser:
             purposes=purposes,
             endpoints=tuple(endpoints),
             report_only=report_only,
+            consent_params=consent_params,
             examples=tuple(examples),
         )
         if rule is None:

@@ -26,6 +26,7 @@ from gateway.model import Action, BodyKind, ConsentValue, EndpointKind, StripSpe
 
 __all__ = [
     "DEFAULT_METHODS",
+    "ConsentParams",
     "HTTP_METHODS",
     "RESERVED_ROUTES",
     "EndpointSpec",
@@ -67,6 +68,13 @@ class ForwardMode(enum.StrEnum):
     ASYNC = "async"
     #: stream the vendor's answer back: the tag needs it (scripts, APIs)
     SYNC = "sync"
+
+
+class ConsentParams(enum.StrEnum):
+    """A vendor's own consent parameters, which forwarded hits must not contradict."""
+
+    #: Google Consent Mode: `gcs`, `gcd`, `npa` on every Google tag hit
+    GOOGLE = "google"
 
 
 def default_forward_mode(kind: EndpointKind) -> ForwardMode:
@@ -325,6 +333,8 @@ class VendorRule:
     endpoints: tuple[EndpointSpec, ...]
     #: log what would be enforced, forward with only the `always` strips
     report_only: bool = False
+    #: the vendor's own consent parameters, rewritten to agree with the resolved consent
+    consent_params: ConsentParams | None = None
     examples: tuple[ExampleSpec, ...] = ()
 
     def __post_init__(self) -> None:

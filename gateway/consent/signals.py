@@ -1,0 +1,326 @@
+"""The standard consent signals on a request, as explicit sources for the resolver.
+
+A site that already runs a CMP expresses the visitor's choice in ways the
+gateway can read without the site changing anything (DESIGN §2):
+
+| signal       | where                                                      | source name   |
+|--------------|------------------------------------------------------------|---------------|
+| IAB TCF      | cookie `euconsent-v2`, OneTrust `eupubconsent-v2`, query    | `tcf`         |
+|              | `gdpr_consent` (unless `gdpr=0`), GPP section tcfeuv2      |               |
+| IAB GPP      | query `gpp`/`gpp_sid`, cookies `__gpp`/`__gpp_sid`,        | `gpp`         |
+|              | OneTrust `OTGPPConsent` (US sections: opt-outs)            |               |
+| US Privacy   | query `us_privacy`, cookies `us_privacy`/`usprivacy`        | `us_privacy`  |
+| Consent Mode | query `gcs`/`gcd` (Google tag hits)                        | `gcm`         |
+| CMP cookies  | OneTrust, Cookiebot, Didomi, Klaro, CookieYes, Complianz,  | the CMP's name|
+|              | Commanders Act                                             |               |
+
+`read_signals(facts, cfg)` decodes what is there and maps it onto the
+gateway's purposes with `consent.signals` from config. A signal that cannot be
+decoded is reported in `problems` and otherwise ignored: it never grants
+anything (fail closed). US opt-outs only ever deny. Everything here is pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from gateway.config import ConsentConfig, CookieConfig, SignalsConfig
+from gateway.consent import cmp, gcm, gpp, tcf
+from gateway.consent.resolve import CookieOutcome, SourceAnswer, resolve_request
+from gateway.errors import SignalError
+from gateway.model import ConsentState, ConsentValue, Facts
+
+__all__ = [
+    "Signals",
+    "TcfVendorConsent",
+    "gcm_states",
+    "google_consent_params",
+    "read_signals",
+    "resolve_with_signals",
+]
+
+_GRANTED, _DENIED = ConsentValue.GRANTED, ConsentValue.DENIED
+#: section id of the TC string inside a GPP string
+_GPP_TCFEUV2 = 2
+
+
+@dataclass(frozen=True, slots=True)
+class TcfVendorConsent:
+    """Vendor-level TCF consent (implements `model.VendorConsent`)."""
+
+    tc: tcf.TCString
+    purposes: Mapping[str, tuple[int, ...]]
+    special_features: Mapping[str, tuple[int, ...]]
+    legitimate_interest: bool
+
+    def denied(self, vendor_id: int, purposes: frozenset[str]) -> frozenset[str]:
+        """Purposes (of `purposes`) whose TCF purposes this vendor may not process.
+
+        A purpose with no TCF mapping is not judged here. A vendor the CMP did not
+        disclose is permitted nothing.
+        """
+        disclosed = tcf.vendor_disclosed(self.tc, vendor_id)
+        out: set[str] = set()
+        for p in purposes:
+            tcf_purposes = self.purposes.get(p)
+            if tcf_purposes is None:
+                continue
+            features = self.special_features.get(p, ())
+            if not disclosed or not all(
+                tcf.vendor_may(
+                    self.tc, vendor_id, t, legitimate_interest_allowed=self.legitimate_interest
+                )
+                for t in tcf_purposes
+            ):
+                out.add(p)
+            elif not all(f in self.tc.special_feature_optins for f in features):
+                out.add(p)
+        return frozenset(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What the request's signals say: answers for the resolver, and what failed."""
+
+    answers: tuple[SourceAnswer, ...] = ()
+    #: vendor-level consent from the first TC string that applies
+    vendors: TcfVendorConsent | None = None
+    #: (signal, reason) for each signal present but undecodable; reasons never quote values
+    problems: tuple[tuple[str, str], ...] = ()
+
+
+def _query(facts: Facts) -> dict[str, str]:
+    """The request's query parameters (first value wins); tag hits carry signals here."""
+    out: dict[str, str] = {}
+    for k, v in parse_qsl(facts.query, keep_blank_values=True):
+        out.setdefault(k, v)
+    return out
+
+
+def _first(*values: str | None) -> list[str]:
+    return [v for v in values if v]
+
+
+def _tcf_answer(tc: tcf.TCString, cfg: SignalsConfig, source: str) -> SourceAnswer:
+    purposes: dict[str, ConsentValue] = {}
+    for p, tcf_purposes in cfg.tcf_purposes.items():
+        ok = all(
+            t in tc.purpose_consents
+            or (
+                cfg.tcf_legitimate_interest
+                and t not in (1, 3, 4, 5, 6)
+                and t in tc.purpose_legitimate_interests
+            )
+            for t in tcf_purposes
+        )
+        features = cfg.tcf_special_features.get(p, ())
+        ok = ok and all(f in tc.special_feature_optins for f in features)
+        purposes[p] = _GRANTED if ok else _DENIED
+    return SourceAnswer(source, purposes, tc.last_updated.timestamp())
+
+
+def _map_categories(
+    categories: Mapping[str, bool],
+    mapping: Mapping[str, tuple[str, ...]],
+    others: bool | None = None,
+) -> dict[str, ConsentValue]:
+    """purpose -> denied if any category standing for it is denied, granted if all present
+    ones are granted; purposes with no category present are not answered. `others` is
+    the CMP's answer for categories it does not list (Commanders Act), if it gives one."""
+    out: dict[str, ConsentValue] = {}
+    for category, purposes in mapping.items():
+        granted = categories.get(category, others)
+        if granted is None:
+            continue
+        for p in purposes:
+            if not granted:
+                out[p] = _DENIED
+            else:
+                out.setdefault(p, _GRANTED)
+    return out
+
+
+def _map_types(
+    states: Mapping[str, ConsentValue], mapping: Mapping[str, tuple[str, ...]]
+) -> dict[str, ConsentValue]:
+    out: dict[str, ConsentValue] = {}
+    for p, types in mapping.items():
+        values = [states.get(t, ConsentValue.UNKNOWN) for t in types]
+        if any(v is _DENIED for v in values):
+            out[p] = _DENIED
+        elif values and all(v is _GRANTED for v in values):
+            out[p] = _GRANTED
+    return out
+
+
+def read_signals(facts: Facts, cfg: SignalsConfig) -> Signals:
+    """Decode every enabled signal on `facts` into answers (see the module table)."""
+    q = _query(facts)
+    c = facts.cookies
+    read = cfg.read
+    answers: list[SourceAnswer] = []
+    problems: list[tuple[str, str]] = []
+    vendors: TcfVendorConsent | None = None
+    tc_strings: list[str] = []
+
+    def add_tc(raw: str) -> None:
+        nonlocal vendors
+        try:
+            tc = tcf.decode_tc_string(raw)
+        except SignalError as e:
+            problems.append(("tcf", e.reason))
+            return
+        answers.append(_tcf_answer(tc, cfg, "tcf"))
+        if vendors is None:
+            vendors = TcfVendorConsent(
+                tc, cfg.tcf_purposes, cfg.tcf_special_features, cfg.tcf_legitimate_interest
+            )
+
+    if "tcf" in read:
+        # `gdpr=0` says GDPR does not apply to this hit: its TC string speaks for no one.
+        if q.get("gdpr") != "0":
+            tc_strings += _first(q.get("gdpr_consent"))
+        tc_strings += _first(c.get("euconsent-v2"))
+
+    if "gpp" in read:
+        for raw, sid in ((q.get("gpp"), q.get("gpp_sid")), (c.get("__gpp"), c.get("__gpp_sid"))):
+            if raw:
+                _read_gpp(raw, sid, cfg, answers, problems, tc_strings, "tcf" in read)
+        if "onetrust" in read and c.get("OTGPPConsent"):
+            _read_gpp(c["OTGPPConsent"], None, cfg, answers, problems, tc_strings, "tcf" in read)
+
+    if "us_privacy" in read:
+        for raw in dict.fromkeys(
+            _first(q.get("us_privacy"), c.get("us_privacy"), c.get("usprivacy"))
+        ):
+            try:
+                usp = gpp.decode_us_privacy(raw)
+            except SignalError as e:
+                problems.append(("us_privacy", e.reason))
+                continue
+            if gpp.usp_opted_out(usp):
+                answers.append(
+                    SourceAnswer(
+                        "us_privacy", dict.fromkeys(cfg.us_opt_out_purposes, _DENIED), None
+                    )
+                )
+
+    if "gcm" in read and ("gcs" in q or "gcd" in q):
+        try:
+            states = gcm.signal_answers(q.get("gcs"), q.get("gcd"))
+        except SignalError as e:
+            problems.append(("gcm", e.reason))
+        else:
+            mapped = _map_types(states, cfg.gcm)
+            if mapped:
+                answers.append(SourceAnswer("gcm", mapped, None))
+
+    consents, failures = cmp.decode_cmp_cookies(c)
+    problems += [(name, reason) for name, reason in failures if name in read]
+    for consent in consents:
+        if consent.cmp not in read:
+            continue
+        if consent.tc_string and "tcf" in read:
+            # OneTrust's eupubconsent-v2, Cookiebot's iab2: TC strings in CMP clothing.
+            tc_strings.append(consent.tc_string)
+        if consent.no_consent_required:
+            # Cookiebot's "-1": its own geolocation found no consent needed. The gateway's
+            # regime (from the operator's trusted geo header) decides that, not the CMP.
+            continue
+        mapped = _map_categories(consent.categories, cfg.cmp.get(consent.cmp, {}), consent.others)
+        if mapped:
+            answers.append(SourceAnswer(consent.cmp, mapped, consent.at))
+
+    for raw in dict.fromkeys(tc_strings):  # the same string in two places counts once
+        add_tc(raw)
+
+    return Signals(tuple(answers), vendors, tuple(problems))
+
+
+def _read_gpp(
+    raw: str,
+    sid: str | None,
+    cfg: SignalsConfig,
+    answers: list[SourceAnswer],
+    problems: list[tuple[str, str]],
+    tc_strings: list[str],
+    read_tcf: bool,
+) -> None:
+    try:
+        parsed = gpp.decode_gpp(raw)
+    except SignalError as e:
+        problems.append(("gpp", e.reason))
+        return
+    applicable = _gpp_sid(sid, parsed.section_ids)
+    if read_tcf and _GPP_TCFEUV2 in applicable:
+        # Bit for bit a TC string (GPP spec, section 2): decode it as one.
+        index = parsed.section_ids.index(_GPP_TCFEUV2)
+        sections = raw.split("~")[1:]
+        if index < len(sections):
+            tc_strings.append(sections[index])
+    opted_out = gpp.us_opt_outs(parsed, applicable)
+    if opted_out:
+        answers.append(SourceAnswer("gpp", dict.fromkeys(cfg.us_opt_out_purposes, _DENIED), None))
+
+
+def _gpp_sid(sid: str | None, present: Iterable[int]) -> tuple[int, ...]:
+    """Sections in force: those `gpp_sid` lists (all present when it is absent)."""
+    present = tuple(present)
+    if sid is None or sid.strip() in ("", "-1"):
+        return present if sid is None else ()
+    wanted: set[int] = set()
+    for part in sid.replace("_", ",").split(","):
+        part = part.strip()
+        if part.isdigit():
+            wanted.add(int(part))
+    return tuple(s for s in present if s in wanted)
+
+
+def resolve_with_signals(
+    facts: Facts, consent: ConsentConfig, cookie: CookieConfig
+) -> tuple[ConsentState, CookieOutcome, Signals]:
+    """The request's consent from the gateway's cookie, the standard signals, GPC and the
+    regime's defaults (DESIGN §2), with vendor-level TCF consent attached."""
+    signals = read_signals(facts, consent.signals)
+    state, outcome = resolve_request(facts, consent, cookie, extra=signals.answers)
+    if signals.vendors is not None:
+        state = dataclasses.replace(state, vendors=signals.vendors)
+    return state, outcome, signals
+
+
+def gcm_states(state: ConsentState, cfg: SignalsConfig) -> dict[str, ConsentValue]:
+    """Each Consent Mode type's state implied by the resolved purposes: granted only when
+    every purpose that maps to the type is granted."""
+    out: dict[str, ConsentValue] = {}
+    for purpose, types in cfg.gcm.items():
+        for t in types:
+            if state.granted(purpose):
+                out.setdefault(t, _GRANTED)
+            else:
+                out[t] = _DENIED
+    for t in gcm.GCM_TYPES:
+        out.setdefault(t, _DENIED)  # fail closed: a type no purpose vouches for is denied
+    return out
+
+
+_GOOGLE_PARAMS = ("gcs", "gcd", "npa")
+
+
+def google_consent_params(
+    state: ConsentState, cfg: SignalsConfig, query: str | None = None
+) -> dict[str, str]:
+    """The `gcs`/`gcd`/`npa` values a forwarded Google hit must carry.
+
+    With `query` (the hit's raw query): {} when every type is granted and the hit
+    carries none of the parameters, so a fully consented hit reaches Google as the
+    tag sent it; a hit that claims anything, or any denial, gets all three.
+    """
+    states = gcm_states(state, cfg)
+    if query is not None and all(v is _GRANTED for v in states.values()):
+        names = {k for k, _ in parse_qsl(query, keep_blank_values=True)}
+        if not names & set(_GOOGLE_PARAMS):
+            return {}
+    return gcm.consent_params(states)

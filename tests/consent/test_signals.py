@@ -1,0 +1,178 @@
+"""gateway.consent.signals: standard signals on a request become explicit sources."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+
+from gateway.config import ConsentConfig, CookieConfig, CookieKey, SignalsConfig
+from gateway.consent.signals import (
+    gcm_states,
+    google_consent_params,
+    read_signals,
+    resolve_with_signals,
+)
+from gateway.model import ConsentValue, Facts, Headers
+from tests.consent.test_tcf import bitfield_section, core
+
+G, D = ConsentValue.GRANTED, ConsentValue.DENIED
+CFG = SignalsConfig()
+
+#: purposes 1-4 and 7 consented (advertising per the default mapping), vendor 755 consented
+TC_ADS_755 = core(purposes={1, 2, 3, 4, 7}, consents=bitfield_section({755}))
+#: the same purposes, but vendor 755 absent from the vendor consents
+TC_ADS_NOT_755 = core(purposes={1, 2, 3, 4, 7}, consents=bitfield_section({1, 2}))
+#: only purposes 1 and 8 (analytics)
+TC_ANALYTICS = core(purposes={1, 8})
+
+ONETRUST_NO_TARGETING = quote(
+    "isGpcEnabled=0&datestamp=Tue+Sep+12+2023+10%3A00%3A00+GMT%2B0200&version=202306.1.0"
+    "&interactionCount=1&groups=C0001%3A1%2CC0002%3A1%2CC0003%3A1%2CC0004%3A0",
+    safe="=&%+",
+)
+
+
+def facts(query: str = "", cookies: dict[str, str] | None = None, **headers: str) -> Facts:
+    return Facts(
+        "r",
+        "GET",
+        "x.example",
+        "/",
+        query,
+        headers=Headers(tuple(headers.items())),
+        cookies=cookies or {},
+        now=1_800_000_000.0,
+    )
+
+
+def answers(f: Facts, cfg: SignalsConfig = CFG) -> dict[str, dict[str, ConsentValue]]:
+    return {a.source: dict(a.purposes) for a in read_signals(f, cfg).answers}
+
+
+@pytest.mark.parametrize(
+    ("f", "expected"),
+    [
+        (facts(), {}),
+        (
+            facts(f"gdpr=1&gdpr_consent={TC_ANALYTICS}"),
+            {"tcf": {"functional": G, "analytics": G, "advertising": D, "personalization": D}},
+        ),
+        (facts(f"gdpr=0&gdpr_consent={TC_ANALYTICS}"), {}),  # GDPR does not apply to this hit
+        (
+            facts(cookies={"euconsent-v2": TC_ADS_755}),
+            {"tcf": {"functional": G, "analytics": D, "advertising": G, "personalization": D}},
+        ),
+        (facts("gcs=G101"), {"gcm": {"analytics": G, "advertising": D}}),
+        (facts("gcs=G110"), {"gcm": {"analytics": D}}),
+        # ad_storage granted, the rest denied: advertising needs all three ad types
+        (facts("gcd=11r1q1q1q5"), {"gcm": {"analytics": D, "advertising": D}}),
+        (facts("gcd=11r1r1r1r5"), {"gcm": {"analytics": G, "advertising": G}}),
+        (facts("us_privacy=1YYN"), {"us_privacy": {"advertising": D}}),
+        (facts("us_privacy=1YNN"), {}),
+        (facts(cookies={"usprivacy": "1YYN"}), {"us_privacy": {"advertising": D}}),
+        (
+            facts(cookies={"OptanonConsent": ONETRUST_NO_TARGETING}),
+            {"onetrust": {"analytics": G, "functional": G, "advertising": D, "personalization": D}},
+        ),
+        (
+            facts(
+                cookies={
+                    "cookieyes-consent": "consentid:abc,consent:yes,action:yes,"
+                    "necessary:yes,functional:no,analytics:yes,advertisement:no"
+                }
+            ),
+            {"cookieyes": {"functional": D, "analytics": G, "advertising": D}},
+        ),
+        (
+            facts(cookies={"cmplz_statistics": "allow", "cmplz_marketing": "deny"}),
+            {"complianz": {"analytics": G, "advertising": D}},
+        ),
+    ],
+)
+def test_signal_table(f: Facts, expected: dict[str, dict[str, ConsentValue]]) -> None:
+    assert answers(f) == expected
+
+
+def test_usnat_opt_out_in_gpp_denies_advertising() -> None:
+    # iabgpp-java UsNatTest: SaleOptOut=1 ... (usnat core with sale opt-out) - build via header
+    from gateway.consent import gpp
+
+    usca = "BVWSSSVY.YA"  # iabgpp-java UsCaTest.testDecode1: GPC true
+    gpp_string = f"DBABBg~{usca}"
+    parsed = gpp.decode_gpp(gpp_string)
+    assert parsed.section_ids == (8,)
+    assert answers(facts(f"gpp={quote(gpp_string)}&gpp_sid=8")) == {"gpp": {"advertising": D}}
+    # Not in force for this hit: gpp_sid names another section.
+    assert answers(facts(f"gpp={quote(gpp_string)}&gpp_sid=7")) == {}
+
+
+def test_undecodable_signals_are_reported_and_grant_nothing() -> None:
+    s = read_signals(
+        facts("gdpr_consent=CQzzzz&gcs=G9&us_privacy=2XYZ", {"CookieConsent": "{garbage"}), CFG
+    )
+    assert s.answers == ()
+    assert {name for name, _ in s.problems} == {"tcf", "gcm", "us_privacy", "cookiebot"}
+    for _, reason in s.problems:
+        assert "CQzzzz" not in reason and "garbage" not in reason
+
+
+def test_read_list_turns_signals_off() -> None:
+    cfg = SignalsConfig(read=frozenset({"gcm"}))
+    assert answers(facts(f"gcs=G100&gdpr_consent={TC_ANALYTICS}&us_privacy=1YYN"), cfg) == {
+        "gcm": {"analytics": D, "advertising": D}
+    }
+
+
+@pytest.mark.parametrize(
+    ("tc", "vendor", "denied"),
+    [
+        # analytics maps to TCF purposes 1 and 8; these strings do not consent to 8
+        (TC_ADS_755, 755, frozenset({"analytics"})),
+        (TC_ADS_NOT_755, 755, frozenset({"advertising", "analytics"})),
+        (TC_ADS_NOT_755, 1, frozenset({"analytics"})),
+        (TC_ANALYTICS, 755, frozenset({"advertising", "analytics"})),
+    ],
+)
+def test_vendor_consent(tc: str, vendor: int, denied: frozenset[str]) -> None:
+    s = read_signals(facts(cookies={"euconsent-v2": tc}), CFG)
+    assert s.vendors is not None
+    assert s.vendors.denied(vendor, frozenset({"advertising", "analytics"})) == denied
+
+
+def test_resolution_is_restrictive_across_sources() -> None:
+    cookie_cfg = CookieConfig(keys=(CookieKey("k1", b"k" * 32),))
+    consent = ConsentConfig()
+    # TC string grants advertising; OneTrust denies targeting: the more restrictive wins.
+    f = facts(cookies={"euconsent-v2": TC_ADS_755, "OptanonConsent": ONETRUST_NO_TARGETING})
+    state, _, _ = resolve_with_signals(f, consent, cookie_cfg)
+    assert state.state("advertising") is D
+    assert state.purposes["advertising"].source in ("onetrust", "tcf")
+    assert state.vendors is not None
+    # With `newest`, the newer source wins (the TC string's last_updated is 1970 here).
+    newest = ConsentConfig(conflict="newest")
+    state, _, _ = resolve_with_signals(f, newest, cookie_cfg)
+    assert state.state("advertising") is D and state.purposes["advertising"].source == "onetrust"
+
+
+@pytest.mark.parametrize(
+    ("granted", "gcs", "npa"),
+    [
+        ({"analytics", "advertising"}, "G111", "0"),
+        ({"analytics"}, "G101", "1"),
+        ({"advertising"}, "G110", "0"),
+        (set(), "G100", "1"),
+    ],
+)
+def test_google_params_agree_with_resolved_state(granted: set[str], gcs: str, npa: str) -> None:
+    from gateway.consent import gcm
+    from gateway.model import ConsentState, PurposeConsent
+
+    state = ConsentState(
+        {p: PurposeConsent(G if p in granted else D, "t") for p in ("analytics", "advertising")},
+        regime="opt-in",
+    )
+    params = google_consent_params(state, CFG)
+    assert params["gcs"] == gcs and params["npa"] == npa
+    effective = gcm.decode_gcd(params["gcd"]).effective
+    assert effective == gcm_states(state, CFG)
