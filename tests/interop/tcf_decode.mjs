@@ -142,8 +142,10 @@ function makeRandom(seed) {
 }
 
 // A GVL built in memory (vendors 1..400 with gaps) for the TCString.encode path, whose
-// semantic pre-encoding needs one. Every vendor declares every purpose for every basis, so
-// pre-encoding keeps what the model says, except for what the TCF rules remove.
+// semantic pre-encoding needs one. Every vendor declares purposes 1-11 (LI for 2 and 7-11,
+// all flexible), so pre-encoding keeps most of the model; what it drops (vendors outside the
+// GVL, LI for purposes 1 and 3-6, restrictions the declarations do not allow) does not
+// matter: the comparison is with the reference decoder's reading of the string.
 function syntheticGvl() {
   const named = (n) => Object.fromEntries(Array.from({ length: n }, (_, i) => [i + 1, {
     id: i + 1, name: `item ${i + 1}`, description: '', illustrations: [],
