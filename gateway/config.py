@@ -28,6 +28,7 @@ from gateway.model import NECESSARY, ConsentValue
 from gateway.yamlsrc import Node, YamlSource
 
 __all__ = [
+    "AdminConfig",
     "ConflictPolicy",
     "ConsentConfig",
     "CookieConfig",
@@ -288,6 +289,20 @@ class DecisionLogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The operators' page under /_admin/ and its JSON API."""
+
+    #: the bearer token / login secret (read from `token_env`); None disables the admin
+    token: str | None = field(default=None, repr=False)
+    #: failed logins allowed per client address per minute before 429
+    max_failures_per_minute: int = 10
+    #: how long a login lasts (seconds)
+    session_max_age: float = 8 * 3600.0
+    #: the session cookie's Secure flag (false only for plain-http local use)
+    secure_cookie: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     server: ServerConfig = ServerConfig()
     rules: RulesConfig = RulesConfig()
@@ -295,6 +310,7 @@ class GatewayConfig:
     cookie: CookieConfig = CookieConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     decision_log: DecisionLogConfig = DecisionLogConfig()
+    admin: AdminConfig = AdminConfig()
     #: the file this came from; relative paths inside it are resolved against its folder
     source: Path | None = None
 
@@ -329,7 +345,7 @@ def parse_config(
     base = Path(file).resolve().parent if not file.startswith("<") else Path.cwd()
     root = src.root()
     top = root.mapping(
-        ["data_dir", "server", "rules", "consent", "cookie", "upstream", "decision_log"]
+        ["data_dir", "server", "rules", "consent", "cookie", "upstream", "decision_log", "admin"]
     )
     data_dir = _path(top.get("data_dir"), base, Path("data"))
     server = _server(top.get("server"), root)
@@ -338,10 +354,11 @@ def parse_config(
     cookie = _cookie(top.get("cookie"), root, env, data_dir)
     upstream = _upstream(top.get("upstream"), root)
     dlog = _decision_log(top.get("decision_log"), root, base, data_dir)
+    admin = _admin(top["admin"], env)
     if src.problems:
         raise ConfigError(src.problems)
     try:
-        return GatewayConfig(server, rules, consent, cookie, upstream, dlog, Path(file))
+        return GatewayConfig(server, rules, consent, cookie, upstream, dlog, admin, Path(file))
     except ValueError as e:
         raise ConfigError([Problem(file, None, "", str(e))]) from e
 
@@ -724,4 +741,25 @@ def _decision_log(node: Node | None, root: Node, base: Path, data_dir: Path) -> 
         queue_size=m["queue_size"].int(d.queue_size, min=1),
         batch_size=m["batch_size"].int(d.batch_size, min=1),
         flush_interval=m["flush_interval"].duration(d.flush_interval),
+    )
+
+
+def _admin(node: Node, env: Mapping[str, str]) -> AdminConfig:
+    m = node.mapping(["token_env", "max_failures_per_minute", "session_max_age", "secure_cookie"])
+    d = AdminConfig()
+    token = None
+    var = m["token_env"].opt_str()
+    if var:
+        token = env.get(var) or None
+        if token is not None and len(token) < 16:
+            # SECURITY: name the variable, never its value.
+            m["token_env"].problem(f"environment variable {var} must hold >= 16 characters")
+            token = None
+    return AdminConfig(
+        token=token,
+        max_failures_per_minute=m["max_failures_per_minute"].int(
+            d.max_failures_per_minute, min=1, max=10_000
+        ),
+        session_max_age=m["session_max_age"].duration(d.session_max_age),
+        secure_cookie=m["secure_cookie"].bool(True),
     )

@@ -25,6 +25,7 @@ reached no sink at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sqlite3
@@ -454,6 +455,7 @@ class DecisionLog:
         self._closed = False
         self._close_lock = asyncio.Lock()
         self._full_warning = _LossWarning("queue full")
+        self._subscribers: set[asyncio.Queue[DecisionRecord]] = set()
         self._sink_warnings = {id(s): _LossWarning(f"{s.name} sink failed") for s in self._sinks}
 
     @property
@@ -499,12 +501,26 @@ class DecisionLog:
                 log.warning("decision log: %s sink cannot open yet: %s", sink.name, e)
         self._writer = loop.create_task(self._run(), name="decision-log-writer")
 
+    def subscribe(self, maxsize: int = 256) -> asyncio.Queue[DecisionRecord]:
+        """A queue that receives every record submitted from now on (the admin page's
+        live tail). A subscriber that falls behind misses records rather than slowing
+        the gateway: its queue is bounded and never waited on. `unsubscribe` when done."""
+        q: asyncio.Queue[DecisionRecord] = asyncio.Queue(maxsize)
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[DecisionRecord]) -> None:
+        self._subscribers.discard(q)
+
     def submit(self, record: DecisionRecord) -> bool:
         """Queue `record` for writing; never blocks, never raises.
 
         True: accepted (it will be written, or counted lost by the sink that fails it).
         False: lost at once and counted: the queue is full, or the log is closed.
         """
+        for sub in self._subscribers:
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.put_nowait(record)
         if not self._sinks:
             return True
         if not self._accepting:
