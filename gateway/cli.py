@@ -161,7 +161,7 @@ def _worker_main(config_path: str, overrides: dict[str, object]) -> None:
 
 
 def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
-    from aiohttp import web
+    from aiohttp import web, web_log
 
     from gateway.app import build_app
 
@@ -178,12 +178,16 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
             print(problem, file=sys.stderr)
         return 1
     log.info("listening on http://%s:%d (pid %d)", cfg.server.host, cfg.server.port, os.getpid())
+    from gateway.access_log import access_logger_for
+
+    logger_class = access_logger_for(cfg.server.access_log)
     web.run_app(
         app,
         host=cfg.server.host,
         port=cfg.server.port,
         reuse_port=reuse_port or None,
-        access_log=None,
+        access_log=logging.getLogger("gateway.access") if logger_class else None,
+        access_log_class=logger_class or web_log.AccessLogger,
         print=None,
         shutdown_timeout=10.0,
     )

@@ -76,6 +76,8 @@ class ServerConfig:
     #: serve GET /consent, POST /consent, DELETE /consent
     consent_api: bool = True
     log_level: str = "INFO"
+    #: one line per request: `off`, `text` or `json` (never query strings or full IPs)
+    access_log: str = "off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +388,7 @@ def _server(node: Node | None, root: Node) -> ServerConfig:
             "country_header",
             "consent_api",
             "log_level",
+            "access_log",
         ]
     )
     d = ServerConfig()
@@ -410,7 +413,16 @@ def _server(node: Node | None, root: Node) -> ServerConfig:
         country_header=header or None,
         consent_api=m["consent_api"].bool(True),
         log_level=level,
+        access_log=_access_log(m["access_log"]),
     )
+
+
+def _access_log(node: Node) -> str:
+    mode = node.str("off")
+    if mode not in ("off", "text", "json"):
+        node.problem("must be off, text or json")
+        return "off"
+    return mode
 
 
 def _rules(node: Node | None, root: Node, base: Path) -> RulesConfig:

@@ -46,6 +46,7 @@ from gateway.metrics import Metrics
 from gateway.model import Action, ConsentState, Decision, Facts
 
 __all__ = [
+    "sanitize_path",
     "MAX_QUERY_LIMIT",
     "SCHEMA_VERSION",
     "DecisionLog",
@@ -146,8 +147,8 @@ def _param_names(text: str) -> str:
     return parent + slash + ";".join([last.split("=", 1)[0], *(n for n in names if n)])
 
 
-def _log_path(path: str) -> str:
-    """The request path as the log keeps it: no query or fragment, parameter names only."""
+def sanitize_path(path: str) -> str:
+    """The request path as logs keep it: no query or fragment, parameter names only."""
     # SECURITY: the query, and Floodlight-style path parameters, carry visitor identifiers.
     return _clean(_param_names(path[:_RAW_CAP].split("?", 1)[0].split("#", 1)[0]), _PATH_CAP)
 
@@ -188,7 +189,7 @@ def record_for(facts: Facts, decision: Decision, consent: ConsentState | None) -
         regime=_clean_opt(consent.regime if consent is not None else None, _SHORT_CAP),
         method=_clean(facts.method, _METHOD_CAP),
         host=_log_host(facts.host),
-        path=_log_path(facts.path),
+        path=sanitize_path(facts.path),
         # SECURITY: field_names() yields what kind of thing was removed, never its value.
         stripped=tuple(_clean(n, _SHORT_CAP) for n in decision.strips.field_names()),
         reason=_clean(decision.reason, _REASON_CAP),

@@ -23,6 +23,7 @@ from gateway.ruleset.schema import ForwardMode
 from gateway.state import Gateway
 
 __all__ = [
+    "REQUEST_ID",
     "TRANSPARENT_GIF",
     "client_ip",
     "country_of",
@@ -62,14 +63,14 @@ _RESPONSE_HEADERS: Final = frozenset(
 )
 
 
-_REQUEST_ID = web.RequestKey("request_id", str)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def request_id(request: web.Request) -> str:
     """A fresh id per request (never taken from the visitor: it goes into logs)."""
-    rid = request.get(_REQUEST_ID)
+    rid = request.get(REQUEST_ID)
     if rid is None:
-        rid = request[_REQUEST_ID] = secrets.token_hex(8)
+        rid = request[REQUEST_ID] = secrets.token_hex(8)
     return rid
 
 

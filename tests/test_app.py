@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.app import GATEWAY
 from tests.conftest import cookie_for
 
 Client = TestClient[Any, Any]
@@ -123,3 +125,50 @@ async def test_injected_markup_is_never_reflected(client: Client) -> None:
         assert 400 <= resp.status < 500
         assert "script" not in text.lower() and resp.content_type == "application/json"
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+
+
+async def test_metrics_counters_move_with_traffic(
+    gateway_factory: Callable[..., Any], fake_vendor: Any
+) -> None:
+    client: Client = await gateway_factory(hosts=["www.google-analytics.com"])
+    before = _samples(await (await client.get("/metrics")).text())
+    granted = cookie_for({"analytics": "granted", "advertising": "granted"})
+    hit = "/t/www.google-analytics.com/g/collect?v=2&tid=G-1&en=x"
+    await client.get(hit)  # dropped
+    await client.get(hit, headers={"Cookie": f"cg_consent={granted}"})  # forwarded
+    await client.get("/t/evil.example/x")  # rejected
+    await client.get(hit, headers={"Cookie": "cg_consent=k1.forged.sig"})  # bad cookie
+    await fake_vendor.wait_for(1)
+    log = client.app[GATEWAY].decision_log
+    for _ in range(100):
+        if log.depth == 0:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    after = _samples(await (await client.get("/metrics")).text())
+
+    def moved(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    ga = {"vendor": "google-analytics-4", "endpoint": "collect"}
+    assert moved("gateway_requests_total", action="drop", **ga) == 2
+    assert moved("gateway_requests_total", action="forward", **ga) == 1
+    assert moved("gateway_requests_total", vendor="-", endpoint="-", action="reject") == 1
+    assert (
+        moved("gateway_consent_cookie_invalid_total", reason="unknown-key")
+        + moved("gateway_consent_cookie_invalid_total", reason="malformed")
+        + moved("gateway_consent_cookie_invalid_total", reason="bad-signature")
+        == 1
+    )
+    assert moved("gateway_decision_log_written_total") == 3  # drop, drop, reject
+    assert moved("gateway_decision_seconds_count") == 4
+    assert moved("gateway_upstream_seconds_count", vendor="google-analytics-4") == 1
