@@ -1,4 +1,4 @@
-"""`consent-gateway`: serve | check | logs | decode | sign | keygen.
+"""`consent-gateway`: serve | check | explain | logs | decode | sign | keygen.
 
 Exit codes: 0 success, 1 a check found problems or a command failed, 2 bad usage.
 """
@@ -86,6 +86,22 @@ def _parser() -> argparse.ArgumentParser:
     sg.add_argument("--subject", help="subject id (default: a new random one)")
     sg.add_argument("--source", default="cli")
     sg.set_defaults(func=_cmd_sign)
+
+    ex = sub.add_parser("explain", help="what the gateway would do with a request, and why")
+    config_arg(ex)
+    ex.add_argument("url", metavar="URL", help="the vendor URL the tag calls")
+    ex.add_argument("--method", default="GET")
+    ex.add_argument("--body", metavar="FILE", help="request body from a file")
+    who = ex.add_mutually_exclusive_group()
+    who.add_argument(
+        "--consent",
+        metavar="P=STATE,...",
+        help="e.g. analytics=granted,advertising=denied (signed into a gateway cookie)",
+    )
+    who.add_argument("--cookie", metavar="VALUE", help="a cg_consent cookie value")
+    ex.add_argument("--header", action="append", default=[], metavar="K:V", help="a request header")
+    ex.add_argument("--json", action="store_true", help="one JSON object")
+    ex.set_defaults(func=_cmd_explain)
 
     d = sub.add_parser("decode", help="decode a TCF, GPP, us_privacy, gcs/gcd or CMP cookie value")
     d.add_argument("value", metavar="STRING")
@@ -286,6 +302,61 @@ def _cmd_sign(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 2
     print(sign_cookie(cookie, cfg.cookie.keys))
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    import orjson
+
+    from gateway.errors import RequestError
+    from gateway.explain import ExplainRequest, explain, render_text, to_json
+    from gateway.ruleset.load import load_rules
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    consent: dict[str, str] | None = None
+    if args.consent is not None:
+        consent = {}
+        for item in args.consent.split(","):
+            name, _, state = item.strip().partition("=")
+            if state not in ("granted", "denied") or name not in cfg.consent.purposes:
+                print(f"--consent: expected PURPOSE=granted|denied, got {item!r}", file=sys.stderr)
+                return 2
+            consent[name] = state
+    headers: list[tuple[str, str]] = []
+    for h in args.header:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            print(f"--header: expected K:V, got {h!r}", file=sys.stderr)
+            return 2
+        headers.append((name.strip(), value.strip()))
+    body = b""
+    if args.body:
+        try:
+            body = Path(args.body).read_bytes()
+        except OSError as e:
+            print(f"--body: {e.strerror}", file=sys.stderr)
+            return 2
+    try:
+        rules = load_rules(cfg.rules.paths, frozenset(cfg.consent.purposes))
+        facts, ev = explain(
+            ExplainRequest(args.url, args.method, body, consent, args.cookie, headers), cfg, rules
+        )
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except RequestError as e:
+        if args.json:
+            doc: dict[str, object] = {"vendor": None, "endpoint": None, "consent": {}}
+            doc["decision"] = {"action": "reject", "missing": [], "reason": e.message}
+            doc["forwarded"] = None
+            print(orjson.dumps(doc).decode())
+        else:
+            print(f"decision  REJECT: {e.message}")
+        return 0
+    print(orjson.dumps(to_json(facts, ev)).decode() if args.json else render_text(facts, ev))
     return 0
 
 

@@ -34,6 +34,18 @@ def decide(match: Match | None, consent: ConsentState, *, report_only: bool = Fa
         return reject("no rule lists this destination")
     vendor, endpoint = match.vendor, match.endpoint
     required = frozenset(endpoint.purposes) - {NECESSARY}
+    if endpoint.retired:
+        # Whatever the consent: the service is gone, so nothing it receives does any good.
+        return Decision(
+            Action.DROP,
+            vendor.vendor,
+            endpoint.id,
+            required,
+            frozenset(),
+            _EMPTY,
+            "the vendor retired this service: never forwarded",
+            False,
+        )
     missing = frozenset(p for p in required if not consent.granted(p))
     vendor_denied: frozenset[str] = frozenset()
     if vendor.tcf_vendor_id is not None and consent.vendors is not None:

@@ -14,7 +14,8 @@ record_for(facts, decision, consent) ─▶ DecisionLog.submit ─▶ bounded qu
   thread, so neither SQLite nor file I/O ever runs on the event loop. A failing
   sink loses that batch, counted (`reason="sink_error"`); the writer carries on.
 - `query_records`, `format_record` and `run_logs` read the SQLite file back for
-  `consent-gateway logs` and the admin page.
+  `consent-gateway logs` and the admin page; `count_decisions` and `unknown_hosts`
+  aggregate it for the admin page's overview and unknown-destinations views.
 
 Counting: `log_written` and `log_lost{reason="sink_error"}` count per sink, so with
 both sinks configured each record is counted twice (once per sink it reached or
@@ -49,18 +50,22 @@ __all__ = [
     "sanitize_path",
     "MAX_QUERY_LIMIT",
     "SCHEMA_VERSION",
+    "DecisionCounts",
     "DecisionLog",
     "DecisionRecord",
     "JsonlSink",
     "LogQuery",
     "Sink",
     "SqliteSink",
+    "UnknownHost",
+    "count_decisions",
     "format_record",
     "parse_since",
     "query_records",
     "record_for",
     "record_to_dict",
     "run_logs",
+    "unknown_hosts",
 ]
 
 log = logging.getLogger(__name__)
@@ -643,6 +648,13 @@ class LogQuery:
     `since` is inclusive and `until` exclusive (epoch seconds). `purpose` matches
     records whose `missing` list contains it. `after_id` pages forward for `--follow`.
     `limit` is 1..`MAX_QUERY_LIMIT` (`ValueError` otherwise).
+
+    Keyset paging through the newest-first order (`ts`, then `id`, both descending),
+    for the admin page: `before_id` keeps the records that come after record
+    `before_id` in that order (older ones: the next page when it is the last id of
+    this one); `newer_than_id` keeps those that come before it, nearest first (the
+    previous page, read backwards). A cursor id that is not stored matches nothing.
+    At most one of `after_id`, `before_id`, `newer_than_id` (`ValueError` otherwise).
     """
 
     since: float | None = None
@@ -653,10 +665,15 @@ class LogQuery:
     regime: str | None = None
     limit: int = 100
     after_id: int | None = None
+    before_id: int | None = None
+    newer_than_id: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_QUERY_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
+        cursors = (self.after_id, self.before_id, self.newer_than_id)
+        if sum(c is not None for c in cursors) > 1:
+            raise ValueError("at most one of after_id, before_id, newer_than_id")
 
 
 def _connect_ro(db_path: Path) -> sqlite3.Connection | None:
@@ -710,7 +727,8 @@ def _record_from_row(row: sqlite3.Row) -> DecisionRecord:
 
 
 def query_records(db_path: Path, q: LogQuery) -> list[DecisionRecord]:
-    """Records matching `q`: newest first, or with `q.after_id` oldest first from it.
+    """Records matching `q`: newest first; with `q.after_id` oldest first from it
+    (by id); with `q.newer_than_id` oldest first from it (by time, then id).
 
     Synchronous (the CLI calls it directly, the admin page through an executor).
     Opens the file read-only and never creates it: no file or no table yet -> `[]`.
@@ -728,6 +746,8 @@ def query_records(db_path: Path, q: LogQuery) -> list[DecisionRecord]:
         ("action = ?", q.action),
         ("regime = ?", q.regime),
         ("id > ?", q.after_id),
+        ("(ts, id) < (SELECT ts, id FROM decisions WHERE id = ?)", q.before_id),
+        ("(ts, id) > (SELECT ts, id FROM decisions WHERE id = ?)", q.newer_than_id),
         ("EXISTS (SELECT 1 FROM json_each(decisions.missing) WHERE value = ?)", q.purpose),
     ):
         if value is not None:
@@ -736,7 +756,12 @@ def query_records(db_path: Path, q: LogQuery) -> list[DecisionRecord]:
     sql = f"SELECT id, {_COLUMNS} FROM decisions"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id ASC" if q.after_id is not None else " ORDER BY ts DESC, id DESC"
+    if q.after_id is not None:
+        sql += " ORDER BY id ASC"
+    elif q.newer_than_id is not None:
+        sql += " ORDER BY ts ASC, id ASC"
+    else:
+        sql += " ORDER BY ts DESC, id DESC"
     sql += " LIMIT ?"
     args.append(q.limit)
     try:
@@ -744,6 +769,91 @@ def query_records(db_path: Path, q: LogQuery) -> list[DecisionRecord]:
         return [_record_from_row(row) for row in conn.execute(sql, args)]
     finally:
         conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionCounts:
+    """How many records a time window holds, for the admin overview."""
+
+    #: (vendor, or None for an unknown destination; action) -> records
+    by_vendor_action: Mapping[tuple[str | None, str], int]
+    #: purpose -> records that were missing it
+    by_purpose: Mapping[str, int]
+    #: every record in the window
+    total: int
+
+
+def count_decisions(db_path: Path, since: float | None = None) -> DecisionCounts:
+    """Records since `since` (inclusive; None: all), counted by vendor and action, and
+    by missing purpose (a record missing two purposes counts once for each).
+
+    Synchronous, read-only, like `query_records`: no file or table yet -> all zero.
+    Raises `sqlite3.Error` for an unreadable or corrupt file.
+    """
+    conn = _connect_ro(db_path)
+    if conn is None:
+        return DecisionCounts(MappingProxyType({}), MappingProxyType({}), 0)
+    where, args = ("WHERE ts >= ?", [since]) if since is not None else ("", [])
+    try:
+        pairs = conn.execute(
+            f"SELECT vendor, action, COUNT(*) FROM decisions {where} GROUP BY vendor, action",
+            args,
+        ).fetchall()
+        purposes = conn.execute(
+            "SELECT m.value, COUNT(*) FROM decisions, json_each(decisions.missing) AS m "
+            f"{where} GROUP BY m.value",
+            args,
+        ).fetchall()
+    finally:
+        conn.close()
+    by_pair = {(v, str(a)): int(n) for v, a, n in pairs}
+    return DecisionCounts(
+        by_vendor_action=MappingProxyType(by_pair),
+        by_purpose=MappingProxyType({str(p): int(n) for p, n in purposes}),
+        total=sum(by_pair.values()),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownHost:
+    """A destination the gateway rejected because no rule lists it."""
+
+    #: as logged (sanitised by `record_for`: no userinfo or parameters, printable, capped)
+    host: str
+    count: int
+    #: epoch seconds of the first and the last rejected request in the window
+    first_seen: float
+    last_seen: float
+
+
+def unknown_hosts(db_path: Path, since: float | None = None, limit: int = 100) -> list[UnknownHost]:
+    """Hosts of rejected requests for no vendor (action `reject`, vendor NULL) since
+    `since` (inclusive; None: all), grouped by host, most requests first (then the
+    most recently seen, then by name), at most `limit` (1..`MAX_QUERY_LIMIT`).
+
+    Synchronous, read-only, like `query_records`: no file or table yet -> `[]`.
+    Raises `ValueError` for a bad `limit`, `sqlite3.Error` for an unreadable file.
+    """
+    if not 1 <= limit <= MAX_QUERY_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
+    conn = _connect_ro(db_path)
+    if conn is None:
+        return []
+    sql = (
+        "SELECT host, COUNT(*) AS n, MIN(ts), MAX(ts) AS last FROM decisions"
+        " WHERE action = 'reject' AND vendor IS NULL"
+    )
+    args: list[object] = []
+    if since is not None:
+        sql += " AND ts >= ?"
+        args.append(since)
+    sql += " GROUP BY host ORDER BY n DESC, last DESC, host ASC LIMIT ?"
+    args.append(limit)
+    try:
+        rows = conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+    return [UnknownHost(str(h), int(n), float(first), float(last)) for h, n, first, last in rows]
 
 
 def _max_id(db_path: Path) -> int:

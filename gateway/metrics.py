@@ -1,8 +1,9 @@
 """The gateway's counters, in one registry per app (tests run many apps per process).
 
-Label values are bounded: vendors and endpoints come from the rule set, actions
-and error kinds from closed sets. Unknown hosts are never a label (any visitor
-could mint unbounded label values); they are counted by `decision_log` instead.
+Label values are bounded: vendors and endpoints come from the rule set, purposes
+from config, actions, consent states and error kinds from closed sets. Unknown
+hosts are never a label (any visitor could mint unbounded label values); they are
+counted by `decision_log` instead.
 """
 
 from __future__ import annotations
@@ -71,6 +72,13 @@ class Metrics:
             "gateway_consent_signal_invalid",
             "Consent signals present but undecodable (treated as absent), by signal",
             ["signal"],
+            registry=r,
+        )
+        self.consent_purpose = Counter(
+            "gateway_consent_purpose",
+            "Tag requests by purpose and the visitor's resolved consent for it "
+            "(granted, denied, unknown): one per configured purpose per request",
+            ["purpose", "state"],
             registry=r,
         )
         self.rule_reloads = Counter(

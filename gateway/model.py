@@ -117,6 +117,11 @@ class StripSpec:
 
     query: frozenset[str] = frozenset()
     json: frozenset[str] = frozenset()
+    #: `;name=value` path parameters (Floodlight `/activity;src=1;u1=…`), by name
+    path_params: frozenset[str] = frozenset()
+    #: parameters (query, form or `;` path) whose values are URLs: click ids, e-mail
+    #: addresses and other identity-bearing parameters are removed from inside them
+    url_fields: frozenset[str] = frozenset()
     cookies: frozenset[str] = frozenset()
     all_cookies: bool = False
     headers: frozenset[str] = frozenset()
@@ -129,6 +134,8 @@ class StripSpec:
         return StripSpec(
             query=self.query | other.query,
             json=self.json | other.json,
+            path_params=self.path_params | other.path_params,
+            url_fields=self.url_fields | other.url_fields,
             cookies=self.cookies | other.cookies,
             all_cookies=self.all_cookies or other.all_cookies,
             headers=self.headers | other.headers,
@@ -143,12 +150,14 @@ class StripSpec:
 
     @property
     def touches_body(self) -> bool:
-        return bool(self.query or self.json)
+        return bool(self.query or self.json or self.url_fields)
 
     def field_names(self) -> list[str]:
         """Names of what this spec removes, for the decision log (never values)."""
         names = [f"query:{n}" for n in sorted(self.query)]
         names += [f"json:{n}" for n in sorted(self.json)]
+        names += [f"path:{n}" for n in sorted(self.path_params)]
+        names += [f"url:{n}" for n in sorted(self.url_fields)]
         names += ["cookie:*"] if self.all_cookies else [f"cookie:{n}" for n in sorted(self.cookies)]
         names += [f"header:{n}" for n in sorted(self.headers)]
         if self.ip is not IpPolicy.KEEP:

@@ -17,21 +17,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from gateway import edges
-from gateway.consent.signals import google_consent_params, resolve_with_signals
+from gateway.config import GatewayConfig
+from gateway.consent.signals import Signals, google_consent_params, resolve_with_signals
 from gateway.decide import decide, reject
 from gateway.decision_log import record_for
 from gateway.errors import RequestError, TransformError
-from gateway.model import Action, ConsentState, Decision, Facts, StripSpec
-from gateway.ruleset.match import Match
+from gateway.model import Action, ConsentState, Decision, Facts, Outgoing, StripSpec
+from gateway.ruleset.match import Match, RuleSet
 from gateway.ruleset.schema import ConsentParams
 from gateway.state import Gateway
 from gateway.transform import transform
 
-__all__ = ["run"]
+__all__ = ["Evaluation", "evaluate", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -46,48 +48,27 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
         return _refuse(gw, request, host, path, e)
 
     rules = gw.rules.current
-    consent: ConsentState | None = None
-    match: Match | None = None
     try:
-        # 2. consent: per purpose, with its source (cookie, standard signals, GPC, regime)
-        consent, cookie, signals = resolve_with_signals(facts, gw.config.consent, gw.config.cookie)
-        if cookie.problem is not None:
-            gw.metrics.consent_cookie_invalid.labels(cookie.problem).inc()
-        for signal, _reason in signals.problems:
-            gw.metrics.signal_invalid.labels(signal).inc()
-        # 3. rule match: host index, then the vendor's ordered endpoints
-        match = rules.match(facts.host, facts.path, facts.method)
-        # 4. decision
-        decision = decide(match, consent, report_only=gw.config.rules.report_only)
-        # 5. transform: the request as it would leave (None when nothing leaves)
-        outgoing = None
-        if match is not None and (decision.report_only or decision.action in _SENDS):
-            strips = match.endpoint.always if decision.report_only else decision.strips
-            # A vendor that reads its own consent parameters must not be told more
-            # than the gateway resolved (a hit saying gcs=G111 when analytics is denied).
-            params = (
-                google_consent_params(consent, gw.config.consent.signals, facts.query)
-                if match.vendor.consent_params is ConsentParams.GOOGLE and not decision.report_only
-                else None
-            )
-            try:
-                outgoing = transform(
-                    facts,
-                    dataclasses.replace(decision, strips=strips),
-                    match.endpoint.body,
-                    own_cookies=gw.own_cookies,
-                    set_query=params,
-                )
-            except TransformError as e:
-                decision = _drop(decision, f"body could not be read safely: {e}")
+        ev = evaluate(facts, gw.config, rules, gw.own_cookies)
     except Exception:
         # Fail closed: a bug in the core must never turn into a forward.
         log.exception("pipeline error; dropping request %s", facts.request_id)
-        decision = _drop(
-            decide(match, _NO_CONSENT) if match else reject("internal error"),
-            "internal error (see gateway log)",
+        try:  # the vendor's endpoint, if it can be found, picks the harmless local answer
+            found = rules.match(facts.host, facts.path, facts.method)
+        except Exception:
+            found = None
+        fallback = decide(found, _NO_CONSENT) if found else reject("internal error")
+        ev = Evaluation(
+            None, found, None, _drop(fallback, "internal error (see gateway log)"), None
         )
-        outgoing = None
+    consent, match, decision, outgoing = ev.consent, ev.match, ev.decision, ev.outgoing
+    if consent is not None:
+        for purpose in gw.config.consent.purposes:
+            gw.metrics.consent_purpose.labels(purpose, consent.state(purpose).value).inc()
+    if ev.cookie_problem is not None:
+        gw.metrics.consent_cookie_invalid.labels(ev.cookie_problem).inc()
+    for signal in ev.signal_problems:
+        gw.metrics.signal_invalid.labels(signal).inc()
     gw.metrics.gateway_seconds.observe(time.perf_counter() - started)
 
     # 6. decision log: every non-FORWARD, and everything in report-only mode
@@ -103,6 +84,63 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
     if outgoing is None or match is None:
         return edges.local_answer(match.endpoint.kind if match else None)
     return await edges.deliver(gw, request, match, decision, outgoing)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """Stages 2-5 for one request: what the gateway resolved, matched, decided and built."""
+
+    consent: ConsentState | None
+    match: Match | None
+    outgoing: Outgoing | None
+    decision: Decision
+    signals: Signals | None
+    cookie_problem: str | None = None
+
+    @property
+    def signal_problems(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.signals.problems) if self.signals else ()
+
+
+def evaluate(
+    facts: Facts,
+    config: GatewayConfig,
+    rules: RuleSet,
+    own_cookies: frozenset[str] = frozenset(),
+) -> Evaluation:
+    """The pure middle of the pipeline: consent, rule match, decision, transform.
+
+    No I/O: `run` wraps it with reading the request, answering and logging, and
+    `consent-gateway explain` calls it on a request described on the command line.
+    """
+    # 2. consent: per purpose, with its source (cookie, standard signals, GPC, regime)
+    consent, cookie, signals = resolve_with_signals(facts, config.consent, config.cookie)
+    # 3. rule match: host index, then the vendor's ordered endpoints
+    match = rules.match(facts.host, facts.path, facts.method)
+    # 4. decision
+    decision = decide(match, consent, report_only=config.rules.report_only)
+    # 5. transform: the request as it would leave (None when nothing leaves)
+    outgoing = None
+    if match is not None and (decision.report_only or decision.action in _SENDS):
+        strips = match.endpoint.always if decision.report_only else decision.strips
+        # A vendor that reads its own consent parameters must not be told more than
+        # the gateway resolved (a hit saying gcs=G111 when analytics is denied).
+        params = (
+            google_consent_params(consent, config.consent.signals, facts.query)
+            if match.vendor.consent_params is ConsentParams.GOOGLE and not decision.report_only
+            else None
+        )
+        try:
+            outgoing = transform(
+                facts,
+                dataclasses.replace(decision, strips=strips),
+                match.endpoint.body,
+                own_cookies=own_cookies,
+                set_query=params,
+            )
+        except TransformError as e:
+            decision = _drop(decision, f"body could not be read safely: {e}")
+    return Evaluation(consent, match, outgoing, decision, signals, cookie.problem)
 
 
 _SENDS = frozenset({Action.FORWARD, Action.STRIP})

@@ -18,13 +18,15 @@ closed) rather than forwarding an identifier it could not remove.
 
 from __future__ import annotations
 
+import gzip
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import Final
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, unquote_plus, urlencode, urlsplit
 
 import orjson
 
@@ -40,7 +42,16 @@ from gateway.model import (
     UserAgentPolicy,
 )
 
-__all__ = ["strip_json", "strip_query", "transform", "truncate_ip"]
+__all__ = [
+    "IDENTITY_PARAMS",
+    "MAX_INFLATED_BODY",
+    "scrub_url",
+    "strip_json",
+    "strip_path_params",
+    "strip_query",
+    "transform",
+    "truncate_ip",
+]
 
 #: request headers that may reach a vendor (lower case); everything else stays behind
 _ALLOWED_HEADERS: Final = frozenset(
@@ -131,14 +142,114 @@ def strip_query(raw: str, names: frozenset[str]) -> str:
     return _strip_pairs(raw, _names(names))
 
 
-def _strip_form(body: bytes, names: _NameSet) -> bytes:
+def _edit_pairs(raw: str, names: _NameSet, urls: _NameSet) -> str:
+    """Named pairs removed, then identifiers scrubbed from URL-valued pairs."""
+    out = _strip_pairs(raw, names) if names.exact or names.prefixes else raw
+    return _scrub_pairs(out, urls) if urls.exact or urls.prefixes else out
+
+
+#: parameters that identify a person or a click wherever they appear inside a URL
+#: (vendors.md A3: click ids of every major ad platform, Google's linker, e-mail
+#: campaign ids, and obvious personal keys); compared case-insensitively
+IDENTITY_PARAMS: Final = frozenset(
+    {
+        "gclid", "gbraid", "wbraid", "dclid", "gclsrc", "_gl", "fbclid", "ttclid",
+        "msclkid", "li_fat_id", "twclid", "sccid", "rdt_cid", "epik", "tblci",
+        "outbrainclickid", "dicbo", "qclid", "yclid", "_kx", "mc_eid", "_hsenc",
+        "_hsmi", "__hstc", "__hssc", "__hsfp", "mkt_tok", "email", "e", "phone",
+        "token", "reset", "session",
+    }
+)  # fmt: skip
+#: an e-mail address anywhere in a decoded value
+_EMAIL: Final = re.compile(r"[^\s@/?&=#:;,]+@[^\s@/?&=#:;,]+\.[A-Za-z]{2,}")
+_NO_NAMES: Final = _NameSet(frozenset(), ())
+
+
+def scrub_url(url: str) -> str:
+    """`url` without identity-bearing parameters (IDENTITY_PARAMS, or any whose value holds
+    an e-mail address) in its query or fragment, and with e-mail addresses in its path
+    removed. Returns `url` itself when there is nothing to remove."""
+    if "?" not in url and "#" not in url and "@" not in url:
+        return url
+    head, hash_, fragment = url.partition("#")
+    base, q, query = head.partition("?")
+    new_base = _EMAIL.sub("", base) if "@" in base else base
+    new_query = _scrub_query(query) if q else query
+    new_fragment = _scrub_query(fragment) if hash_ and "=" in fragment else fragment
+    if new_base is base and new_query is query and new_fragment is fragment:
+        return url
+    out = new_base
+    if q and new_query:
+        out += "?" + new_query
+    if hash_ and new_fragment:
+        out += "#" + new_fragment
+    return out
+
+
+def _scrub_query(query: str) -> str:
+    kept: list[str] = []
+    removed = False
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        decoded_value = unquote_plus(value) if "%" in value or "+" in value else value
+        if _decode(name).lower() in IDENTITY_PARAMS or _EMAIL.search(decoded_value):
+            removed = True
+            continue
+        kept.append(pair)
+    return "&".join(kept) if removed else query
+
+
+def _scrub_pairs(raw: str, urls: _NameSet) -> str:
+    """Scrub the values of pairs named in `urls` as URLs; `raw` itself when unchanged."""
+    out: list[str] = []
+    changed = False
+    for pair in raw.split("&"):
+        name, eq, value = pair.partition("=")
+        dname = _decode(name) if "%" in name or "+" in name else name
+        if eq and (dname in urls.exact or dname.startswith(urls.prefixes)):
+            url = unquote_plus(value)
+            clean = scrub_url(url)
+            if clean is not url:
+                pair = f"{name}={quote(clean, safe='')}"
+                changed = True
+        out.append(pair)
+    return "&".join(out) if changed else raw
+
+
+def strip_path_params(path: str, names: frozenset[str], urls: frozenset[str]) -> str:
+    """`path` without the `;name=value` parameters named in `names`, and with the values
+    of those named in `urls` scrubbed as URLs (Floodlight's `~oref`). `path` itself when
+    nothing changes."""
+    if ";" not in path or not (names or urls):
+        return path
+    first, *params = path.split(";")
+    drop, scrub = _names(names), _names(urls)
+    kept: list[str] = []
+    changed = False
+    for param in params:
+        name, eq, value = param.partition("=")
+        dname = _decode(name)
+        if dname in drop.exact or dname.startswith(drop.prefixes):
+            changed = True
+            continue
+        if eq and (dname in scrub.exact or dname.startswith(scrub.prefixes)):
+            url = unquote_plus(value)
+            clean = scrub_url(url)
+            if clean is not url:
+                param = f"{name}={quote(clean, safe='')}"
+                changed = True
+        kept.append(param)
+    return ";".join([first, *kept]) if changed else path
+
+
+def _strip_form(body: bytes, names: _NameSet, urls: _NameSet = _NO_NAMES) -> bytes:
     # surrogateescape round-trips any bytes exactly, so undecodable bytes in values survive
     text = body.decode("utf-8", "surrogateescape")
-    out = _strip_pairs(text, names)
+    out = _edit_pairs(text, names, urls)
     return body if out is text else out.encode("utf-8", "surrogateescape")
 
 
-def _strip_ga4_batch(body: bytes, names: _NameSet) -> bytes:
+def _strip_ga4_batch(body: bytes, names: _NameSet, urls: _NameSet = _NO_NAMES) -> bytes:
     text = body.decode("utf-8", "surrogateescape")
     lines = text.split("\n")
     changed = False
@@ -146,7 +257,7 @@ def _strip_ga4_batch(body: bytes, names: _NameSet) -> bytes:
         # keep `\r\n` line ends even when a line's last pair is removed
         cr = "\r" if line.endswith("\r") else ""
         hit = line[:-1] if cr else line
-        out = _strip_pairs(hit, names)
+        out = _edit_pairs(hit, names, urls)
         if out is not hit:
             lines[i] = out + cr
             changed = True
@@ -245,14 +356,37 @@ def _strip_json_body(body: bytes, paths: frozenset[str]) -> bytes:
 # --- bodies ------------------------------------------------------------------------------
 
 
-def _check_identity(facts: Facts) -> None:
-    for name, value in facts.headers.items_all():
-        if name.lower() == "content-encoding" and any(
-            t.strip().lower() not in ("", "identity") for t in value.split(",")
-        ):
-            # SECURITY: a compressed body cannot be searched; forwarding it would forward
-            # whatever identifiers it holds.
-            raise TransformError("cannot strip a body with a content encoding")
+#: the largest body the gateway will inflate to strip it (a gzip bomb is refused)
+MAX_INFLATED_BODY: Final = 8 * 1024 * 1024
+
+
+def _decoded(facts: Facts) -> tuple[bytes, bool]:
+    """The body as the vendor will read it, and whether it arrived gzip-encoded.
+
+    Raises TransformError for any other content encoding, or a gzip body that is
+    corrupt or inflates beyond MAX_INFLATED_BODY.
+    """
+    tokens = [
+        t.strip().lower()
+        for name, value in facts.headers.items_all()
+        if name.lower() == "content-encoding"
+        for t in value.split(",")
+        if t.strip().lower() not in ("", "identity")
+    ]
+    if not tokens:
+        return facts.body, False
+    if tokens not in (["gzip"], ["x-gzip"]):
+        # SECURITY: a body we cannot decode cannot be searched; forwarding it would forward
+        # whatever identifiers it holds.
+        raise TransformError("cannot strip a body with this content encoding")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        plain = inflater.decompress(facts.body, MAX_INFLATED_BODY)
+    except zlib.error:
+        raise TransformError("corrupt gzip body") from None
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise TransformError("gzip body too large or truncated")
+    return plain, True
 
 
 def _body(facts: Facts, strips: StripSpec, body_kind: BodyKind) -> bytes:
@@ -266,22 +400,27 @@ def _body(facts: Facts, strips: StripSpec, body_kind: BodyKind) -> bytes:
                 raise TransformError("body of an endpoint declared without a body")
             return body
         case BodyKind.FORM | BodyKind.GA4_BATCH:
-            if not strips.query:
+            if not (strips.query or strips.url_fields):
                 return body
-            _check_identity(facts)
             ctype = facts.headers.get("content-type", "").lower()
             if ctype.lstrip().startswith("multipart/"):
                 # SECURITY: multipart parts are not `name=value` pairs; stripping would miss them.
                 raise TransformError("cannot strip a multipart body")
-            names = _names(strips.query)
+            plain, gzipped = _decoded(facts)
+            names, urls = _names(strips.query), _names(strips.url_fields)
             if body_kind is BodyKind.FORM:
-                return _strip_form(body, names)
-            return _strip_ga4_batch(body, names)
+                out = _strip_form(plain, names, urls)
+            else:
+                out = _strip_ga4_batch(plain, names, urls)
         case BodyKind.JSON | BodyKind.TEXT:
             if not strips.json:
                 return body
-            _check_identity(facts)
-            return _strip_json_body(body, strips.json)
+            plain, gzipped = _decoded(facts)
+            out = _strip_json_body(plain, strips.json)
+    if out is plain:
+        return body
+    # Content-Encoding is forwarded as received, so the body must stay in that encoding.
+    return gzip.compress(out, mtime=0) if gzipped else out
 
 
 # --- headers -----------------------------------------------------------------------------
@@ -467,6 +606,8 @@ def transform(
     """
     strips = decision.strips
     query = strip_query(facts.query, strips.query)
+    if strips.url_fields and query:
+        query = _scrub_pairs(query, _names(strips.url_fields))
     if set_query:
         query = strip_query(query, frozenset(set_query))
         extra = urlencode(sorted(set_query.items()))
@@ -474,7 +615,7 @@ def transform(
     return Outgoing(
         method=facts.method,
         host=facts.host,
-        path=facts.path,
+        path=strip_path_params(facts.path, strips.path_params, strips.url_fields),
         query=query,
         headers=tuple(_headers(facts, strips, own_cookies)),
         body=_body(facts, strips, body_kind),

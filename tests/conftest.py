@@ -127,11 +127,13 @@ def make_config(
     tmp_path: Path,
     overrides: dict[str, str] | None = None,
     extra: dict[str, object] | None = None,
+    env: dict[str, str] | None = None,
 ) -> GatewayConfig:
+    """`env`: further environment variables the config may name (e.g. `admin.token_env`)."""
     return parse_config(
         config_text(tmp_path, overrides, extra),
         str(tmp_path / "config.yaml"),
-        env={"CG_TEST_KEY": TEST_KEY},
+        env={"CG_TEST_KEY": TEST_KEY, **(env or {})},
     )
 
 
@@ -200,6 +202,18 @@ def field_present(seen: Seen, name: str) -> bool:
 
     if any(hit(k) for k, _ in parse_qsl(seen.query, keep_blank_values=True)):
         return True
+    # `;name=value` path parameters (Floodlight), and inside URL-valued parameters
+    if any(hit(p.partition("=")[0]) for p in seen.path.split(";")[1:]):
+        return True
+    from urllib.parse import unquote
+
+    for _, value in parse_qsl(seen.query, keep_blank_values=True):
+        if "?" in value and any(hit(k) for k, _ in parse_qsl(value.split("?", 1)[1])):
+            return True
+    for p in seen.path.split(";")[1:]:
+        value = unquote(p.partition("=")[2])
+        if "?" in value and any(hit(k) for k, _ in parse_qsl(value.split("?", 1)[1])):
+            return True
     try:
         text = seen.body.decode()
     except UnicodeDecodeError:

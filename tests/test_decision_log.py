@@ -28,12 +28,15 @@ from gateway.decision_log import (
     JsonlSink,
     LogQuery,
     SqliteSink,
+    UnknownHost,
+    count_decisions,
     format_record,
     parse_since,
     query_records,
     record_for,
     record_to_dict,
     run_logs,
+    unknown_hosts,
 )
 from gateway.metrics import Metrics
 from gateway.model import (
@@ -675,10 +678,46 @@ def db(tmp_path: Path) -> Path:
         (LogQuery(after_id=2, limit=1), "c"),
         (LogQuery(after_id=2, vendor="meta"), "ce"),
         (LogQuery(after_id=5), ""),
+        (LogQuery(before_id=4), "cba"),
+        (LogQuery(before_id=4, limit=2), "cb"),
+        (LogQuery(before_id=1), ""),
+        (LogQuery(before_id=5, vendor="meta"), "c"),
+        (LogQuery(before_id=99), ""),
+        (LogQuery(newer_than_id=2), "cde"),
+        (LogQuery(newer_than_id=2, limit=2), "cd"),
+        (LogQuery(newer_than_id=5), ""),
+        (LogQuery(newer_than_id=1, action="drop"), "c"),
+        (LogQuery(newer_than_id=99), ""),
     ],
 )
 def test_query_records(db: Path, query: LogQuery, expected: str) -> None:
     assert "".join(r.request_id for r in query_records(db, query)) == expected
+
+
+def test_keyset_paging_follows_time_order_not_insertion_order(tmp_path: Path) -> None:
+    # Written out of time order (a slow request, or two processes sharing the file):
+    # pages follow the newest-first order (ts, then id), so nothing is skipped or repeated.
+    db = tmp_path / "decisions.db"
+    store(db, [rec("x", ts=T0 + 5), rec("y", ts=T0 + 1), rec("z", ts=T0 + 9), rec("w", ts=T0 + 5)])
+    assert "".join(r.request_id for r in query_records(db, LogQuery())) == "zwxy"
+    first = query_records(db, LogQuery(limit=2))
+    second = query_records(db, LogQuery(limit=2, before_id=first[-1].id))
+    assert [r.request_id for r in first + second] == ["z", "w", "x", "y"]
+    back = query_records(db, LogQuery(limit=2, newer_than_id=second[0].id))
+    assert [r.request_id for r in back] == ["w", "z"]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"after_id": 1, "before_id": 2},
+        {"after_id": 1, "newer_than_id": 2},
+        {"before_id": 1, "newer_than_id": 2},
+    ],
+)
+def test_query_takes_one_cursor(kw: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="at most one"):
+        LogQuery(**kw)
 
 
 def test_query_round_trips_records(db: Path) -> None:
@@ -700,6 +739,101 @@ def test_query_missing_database(tmp_path: Path) -> None:
 def test_query_limit_is_bounded(limit: int) -> None:
     with pytest.raises(ValueError):
         LogQuery(limit=limit)
+
+
+# --- aggregations for the admin page -------------------------------------------------------
+
+
+def test_count_decisions(db: Path) -> None:
+    counts = count_decisions(db)
+    assert counts.total == 5
+    assert dict(counts.by_vendor_action) == {
+        ("ga4", "drop"): 1,
+        ("ga4", "strip"): 1,
+        ("meta", "drop"): 1,
+        ("meta", "forward"): 1,
+        (None, "reject"): 1,
+    }
+    assert dict(counts.by_purpose) == {"analytics": 2, "advertising": 3}
+
+
+@pytest.mark.parametrize(
+    ("since", "total", "by_purpose"),
+    [
+        (T0 + 20, 3, {"advertising": 2, "analytics": 1}),
+        (T0 + 40, 1, {"advertising": 1}),
+        (T0 + 41, 0, {}),
+    ],
+)
+def test_count_decisions_since(
+    db: Path, since: float, total: int, by_purpose: dict[str, int]
+) -> None:
+    counts = count_decisions(db, since)
+    assert counts.total == total == sum(counts.by_vendor_action.values())
+    assert dict(counts.by_purpose) == by_purpose
+
+
+def test_count_decisions_without_database(tmp_path: Path) -> None:
+    counts = count_decisions(tmp_path / "none.db")
+    assert counts.total == 0 and not counts.by_vendor_action and not counts.by_purpose
+    assert not (tmp_path / "none.db").exists()
+
+
+UNKNOWN_ROWS = [
+    rec("1", ts=T0, vendor=None, endpoint=None, action="reject", host="a.example"),
+    rec("2", ts=T0 + 10, vendor=None, endpoint=None, action="reject", host="b.example"),
+    rec("3", ts=T0 + 20, vendor=None, endpoint=None, action="reject", host="a.example"),
+    rec("4", ts=T0 + 30, vendor=None, endpoint=None, action="reject", host="c.example"),
+    # a known vendor's rejected request (bad request), and a dropped one: not unknown hosts
+    rec("5", ts=T0 + 40, vendor="ga4", action="reject", host="d.example"),
+    rec("6", ts=T0 + 50, vendor=None, endpoint=None, action="drop", host="e.example"),
+]
+
+
+@pytest.mark.parametrize(
+    ("since", "limit", "expected"),
+    [
+        # most requests first, then the most recently seen, then by name
+        (
+            None,
+            100,
+            [
+                ("a.example", 2, T0, T0 + 20),
+                ("c.example", 1, T0 + 30, T0 + 30),
+                ("b.example", 1, T0 + 10, T0 + 10),
+            ],
+        ),
+        (None, 1, [("a.example", 2, T0, T0 + 20)]),
+        (
+            T0 + 5,
+            100,
+            [
+                ("c.example", 1, T0 + 30, T0 + 30),
+                ("a.example", 1, T0 + 20, T0 + 20),
+                ("b.example", 1, T0 + 10, T0 + 10),
+            ],
+        ),
+        (T0 + 31, 100, []),
+    ],
+)
+def test_unknown_hosts(
+    tmp_path: Path,
+    since: float | None,
+    limit: int,
+    expected: list[tuple[str, int, float, float]],
+) -> None:
+    db = tmp_path / "decisions.db"
+    store(db, UNKNOWN_ROWS)
+    got = unknown_hosts(db, since, limit)
+    assert [(u.host, u.count, u.first_seen, u.last_seen) for u in got] == expected
+    assert all(isinstance(u, UnknownHost) for u in got)
+
+
+def test_unknown_hosts_without_database_and_bad_limit(tmp_path: Path) -> None:
+    assert unknown_hosts(tmp_path / "none.db") == []
+    for limit in (0, MAX_QUERY_LIMIT + 1):
+        with pytest.raises(ValueError):
+            unknown_hosts(tmp_path / "none.db", limit=limit)
 
 
 NOW = 1_800_000_000.0

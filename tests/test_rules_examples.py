@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yarl
 
 from gateway.app import GATEWAY
 from gateway.config import DEFAULT_PURPOSES
@@ -51,7 +52,9 @@ async def test_example(
     if ex.content_type:
         headers["Content-Type"] = ex.content_type
     target = f"/t/{ex.host}{ex.path}" + (f"?{ex.query}" if ex.query else "")
-    resp = await client.request(ex.method, target, data=ex.body, headers=headers)
+    # Sent exactly as written: the test client would re-quote the path and query.
+    url = yarl.URL(str(client.make_url("")).rstrip("/") + target, encoded=True)
+    resp = await client.session.request(ex.method, url, data=ex.body, headers=headers)
     await resp.read()
 
     gw_metrics = client.app[GATEWAY].metrics.registry  # type: ignore[index]
@@ -74,7 +77,9 @@ async def test_example(
         assert fake_vendor.seen == []
         return
     [seen] = await fake_vendor.wait_for(1)
-    assert seen.host == ex.host and seen.path == ex.path and seen.method == ex.method
+    # The path up to its `;` parameters is the vendor's endpoint; the parameters may be stripped.
+    assert seen.host == ex.host and seen.method == ex.method
+    assert seen.path.split(";")[0] == ex.path.split(";")[0]
     for name in ex.removed:
         assert not field_present(seen, name), f"{name} reached the vendor"
     for name in ex.kept:

@@ -89,7 +89,7 @@ def values(out: Outgoing, name: str) -> list[str]:
 
 def test_exports() -> None:
     for name in transform_module.__all__:
-        assert callable(getattr(transform_module, name))
+        assert hasattr(transform_module, name)
 
 
 def test_outgoing_shape() -> None:
@@ -739,3 +739,122 @@ def test_set_query_replaces_every_occurrence(
     decision = Decision(Action.FORWARD, "v", "e", frozenset(), frozenset(), StripSpec(), "t")
     out = transform(facts, decision, BodyKind.NONE, set_query=set_query)
     assert out.query == expected
+
+
+# --- path parameters, URL-valued fields, gzip ------------------------------------------
+
+FLOODLIGHT = (
+    "/activity;src=1234567;type=sales;cat=purch0;ord=ORDER-991;u1=alice%40example.com;"
+    "auiddc=1180732581.1712345600;~oref=https%3A%2F%2Fshop.example%2Fthanks%3Fgclid%3DCj0K%26step%3D3"
+)
+
+
+@pytest.mark.parametrize(
+    ("names", "urls", "expected"),
+    [
+        (set(), set(), FLOODLIGHT),
+        (
+            {"u*", "auiddc", "ord", "~oref"},
+            set(),
+            "/activity;src=1234567;type=sales;cat=purch0",
+        ),
+        (
+            {"u*"},
+            {"~oref"},
+            "/activity;src=1234567;type=sales;cat=purch0;ord=ORDER-991;"
+            "auiddc=1180732581.1712345600;~oref=https%3A%2F%2Fshop.example%2Fthanks%3Fstep%3D3",
+        ),
+        ({"nothing"}, set(), FLOODLIGHT),
+    ],
+)
+def test_strip_path_params(names: set[str], urls: set[str], expected: str) -> None:
+    from gateway.transform import strip_path_params
+
+    out = strip_path_params(FLOODLIGHT, frozenset(names), frozenset(urls))
+    assert out == expected
+    if expected == FLOODLIGHT:
+        assert out is FLOODLIGHT
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://shop.example/", "https://shop.example/"),
+        ("https://shop.example/?gclid=abc&x=1", "https://shop.example/?x=1"),
+        ("https://shop.example/?FBCLID=abc", "https://shop.example/"),
+        ("https://shop.example/?x=1&msclkid=m&ttclid=t&_gl=1*abc", "https://shop.example/?x=1"),
+        ("https://shop.example/?ref=a%40b.example&y=2", "https://shop.example/?y=2"),
+        ("https://shop.example/?who=a@b.example", "https://shop.example/"),
+        ("https://shop.example/u/a@b.example/x?z=1", "https://shop.example/u//x?z=1"),
+        ("https://shop.example/#gclid=abc&tab=2", "https://shop.example/#tab=2"),
+        ("https://shop.example/#section-2", "https://shop.example/#section-2"),
+    ],
+)
+def test_scrub_url(url: str, expected: str) -> None:
+    from gateway.transform import scrub_url
+
+    assert scrub_url(url) == expected
+
+
+def test_url_fields_scrub_query_form_and_batch_values() -> None:
+    dl = "https%3A%2F%2Fshop.example%2F%3Fgclid%3DCj0K%26p%3D1"
+    facts = Facts(
+        "r",
+        "POST",
+        "www.google-analytics.com",
+        "/g/collect",
+        f"v=2&dl={dl}&cid=1",
+        headers=Headers((("Content-Type", "text/plain"),)),
+        body=f"en=a&dl={dl}\nen=b".encode(),
+    )
+    spec = StripSpec(url_fields=frozenset({"dl"}))
+    d = Decision(Action.STRIP, "v", "e", frozenset(), frozenset(), spec, "t")
+    out = transform(facts, d, BodyKind.GA4_BATCH)
+    assert "gclid" not in out.query and "Cj0K" not in out.query
+    assert "dl=https%3A%2F%2Fshop.example%2F%3Fp%3D1" in out.query and out.query.endswith("cid=1")
+    assert b"gclid" not in out.body and out.body.endswith(b"\nen=b")
+
+
+def test_gzip_body_is_inflated_stripped_and_deflated() -> None:
+    import gzip as gz
+
+    body = gz.compress(b'{"user_data": {"em": "x"}, "keep": 1}')
+    facts = Facts(
+        "r",
+        "POST",
+        "graph.facebook.com",
+        "/v19.0/1/events",
+        "",
+        headers=Headers((("Content-Type", "application/json"), ("Content-Encoding", "gzip"))),
+        body=body,
+    )
+    spec = StripSpec(json=frozenset({"user_data"}))
+    d = Decision(Action.STRIP, "v", "e", frozenset(), frozenset(), spec, "t")
+    out = transform(facts, d, BodyKind.JSON)
+    assert orjson.loads(gz.decompress(out.body)) == {"keep": 1}
+    assert ("Content-Encoding", "gzip") in out.headers
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not gzip at all",
+        __import__("gzip").compress(b"{}")[:-6],  # truncated
+        __import__("gzip").compress(b"0" * (9 * 1024 * 1024)),  # inflates past the cap
+    ],
+)
+def test_bad_or_huge_gzip_is_refused(body: bytes) -> None:
+    facts = Facts(
+        "r",
+        "POST",
+        "h.example",
+        "/",
+        "",
+        headers=Headers((("Content-Encoding", "gzip"),)),
+        body=body,
+    )
+    d = Decision(
+        Action.STRIP, "v", "e", frozenset(), frozenset(), StripSpec(json=frozenset({"a"})), "t"
+    )
+    with pytest.raises(TransformError):
+        transform(facts, d, BodyKind.JSON)

@@ -96,10 +96,21 @@ ENDPOINT_KEYS = (
     "when_denied",
     "always",
     "forward_mode",
+    "retired",
     "notes",
 )
 MATCH_KEYS = ("path", "path_prefix", "path_regex", "methods")
-STRIP_KEYS = ("query", "json", "cookies", "headers", "ip", "user_agent", "referrer")
+STRIP_KEYS = (
+    "query",
+    "json",
+    "path_params",
+    "url_fields",
+    "cookies",
+    "headers",
+    "ip",
+    "user_agent",
+    "referrer",
+)
 EXAMPLE_KEYS = (
     "url",
     "method",
@@ -378,6 +389,8 @@ class _RuleParser:
         return StripSpec(
             query=self._names(m["query"], check_field_name),
             json=self._names(m["json"], check_json_path),
+            path_params=self._names(m["path_params"], check_field_name),
+            url_fields=self._names(m["url_fields"], check_field_name),
             cookies=frozenset() if all_cookies else self._names(m["cookies"], check_field_name),
             all_cookies=all_cookies,
             headers=frozenset(h.lower() for h in headers),
@@ -471,6 +484,7 @@ class _RuleParser:
             when_denied=MappingProxyType(merged),
             always=vendor_always.merge(own_always),
             forward_mode=mode,
+            retired=m["retired"].bool(False),
         )
 
     def _matcher(

@@ -232,6 +232,8 @@ class EndpointSpec:
     always: StripSpec = StripSpec()
     #: the loader defaults it from `kind` (`default_forward_mode`)
     forward_mode: ForwardMode
+    #: the vendor no longer runs this service: matched so it is recognised, always dropped
+    retired: bool = False
 
     def __post_init__(self) -> None:
         if sum(m is not None for m in (self.path, self.path_prefix, self.path_regex)) != 1:

@@ -1,0 +1,194 @@
+"""`consent-gateway explain`: what the gateway would do with a request, and why.
+
+For rule authors: a request described on the command line runs through the
+same pure stages as live traffic (`pipeline.evaluate`), and the result is shown
+as the matched vendor and endpoint, the consent with each answer's source, the
+decision, and the request that would be forwarded as a diff against the
+original. Nothing is sent anywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from gateway.config import GatewayConfig
+from gateway.consent.cookie import ConsentCookie, sign_cookie
+from gateway.errors import BadDestination, UnknownDestination
+from gateway.model import Facts, Headers, Outgoing
+from gateway.pipeline import Evaluation, evaluate
+from gateway.ruleset.match import RuleSet, normalize_host
+
+__all__ = ["ExplainRequest", "explain", "render_text", "to_json"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainRequest:
+    url: str
+    method: str = "GET"
+    body: bytes = b""
+    #: purpose -> granted|denied, signed into a gateway cookie with the config's key
+    consent: Mapping[str, str] | None = None
+    #: a `cg_consent` cookie value to use as is
+    cookie: str | None = None
+    headers: Sequence[tuple[str, str]] = ()
+
+
+def _facts(req: ExplainRequest, config: GatewayConfig) -> Facts:
+    parts = urlsplit(req.url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise BadDestination("give a full URL, e.g. https://www.google-analytics.com/g/collect?…")
+    host = normalize_host(parts.netloc)
+    if host is None:
+        raise BadDestination("not a plain DNS host name")
+    headers = list(req.headers)
+    cookies: dict[str, str] = {}
+    for name, value in headers:
+        if name.lower() == "cookie":
+            for item in value.split(";"):
+                k, _, v = item.strip().partition("=")
+                if k:
+                    cookies[k] = v
+    if req.consent is not None:
+        signed = sign_cookie(
+            ConsentCookie(
+                subject="explain",
+                purposes={p: v == "granted" for p, v in req.consent.items()},
+                issued_at=int(time.time()),
+                policy_version=config.consent.policy_version,
+                source="cli",
+            ),
+            config.cookie.keys,
+        )
+        cookies[config.cookie.name] = signed
+    elif req.cookie is not None:
+        cookies[config.cookie.name] = req.cookie
+    if cookies:
+        headers = [(k, v) for k, v in headers if k.lower() != "cookie"]
+        headers.append(("Cookie", "; ".join(f"{k}={v}" for k, v in cookies.items())))
+    return Facts(
+        request_id="explain",
+        method=req.method.upper(),
+        host=host,
+        path=parts.path or "/",
+        query=parts.query,
+        headers=Headers(tuple(headers)),
+        cookies=cookies,
+        body=req.body,
+        client_ip="203.0.113.77",  # a documentation address, to show what the IP policy does
+        now=time.time(),
+    )
+
+
+def explain(req: ExplainRequest, config: GatewayConfig, rules: RuleSet) -> tuple[Facts, Evaluation]:
+    """Run `req` through the pure pipeline. Raises RequestError for a URL that is not a
+    plain https URL to a DNS host, or whose host no rule lists."""
+    facts = _facts(req, config)
+    if rules.vendor_for_host(facts.host) is None:
+        raise UnknownDestination("no rule lists this host: the gateway would REJECT it")
+    return facts, evaluate(facts, config, rules, frozenset({config.cookie.name}))
+
+
+def _pairs(raw: str) -> list[tuple[str, str]]:
+    return parse_qsl(raw, keep_blank_values=True)
+
+
+def _diff_pairs(
+    before: list[tuple[str, str]], after: list[tuple[str, str]], where: str
+) -> list[str]:
+    out: list[str] = []
+    b, a = dict(before), dict(after)
+    for name in b:
+        if name not in a:
+            out.append(f"- {where} {name}")
+        elif a[name] != b[name]:
+            out.append(f"~ {where} {name}: {b[name]} -> {a[name]}")
+    for name in a:
+        if name not in b:
+            out.append(f"+ {where} {name}={a[name]}")
+    return out
+
+
+def diff(facts: Facts, out: Outgoing) -> list[str]:
+    """Lines describing what changed: `- removed`, `~ rewritten`, `+ added`."""
+    lines: list[str] = []
+    if out.path != facts.path:
+        before = [
+            (p.partition("=")[0], unquote(p.partition("=")[2])) for p in facts.path.split(";")[1:]
+        ]
+        after = [
+            (p.partition("=")[0], unquote(p.partition("=")[2])) for p in out.path.split(";")[1:]
+        ]
+        lines += _diff_pairs(before, after, "path")
+    lines += _diff_pairs(_pairs(facts.query), _pairs(out.query), "query")
+    if out.body != facts.body:
+        lines.append(f"~ body ({len(facts.body)} -> {len(out.body)} bytes)")
+    sent = {k.lower(): v for k, v in out.headers}
+    for name, value in facts.headers.items():
+        if name not in sent:
+            lines.append(f"- header {name}")
+        elif sent[name] != value:
+            lines.append(f"~ header {name}: {value} -> {sent[name]}")
+    for name in sent:
+        if name not in facts.headers:
+            lines.append(f"+ header {name}: {sent[name]}")
+    return lines
+
+
+def to_json(facts: Facts, ev: Evaluation) -> dict[str, object]:
+    """The `--json` shape: vendor, endpoint, consent, decision, forwarded (or null)."""
+    d = ev.decision
+    forwarded: dict[str, object] | None = None
+    if ev.outgoing is not None:
+        o = ev.outgoing
+        forwarded = {
+            "method": o.method,
+            "url": f"https://{o.host}{o.path}" + (f"?{o.query}" if o.query else ""),
+            "headers": dict(o.headers),
+            "body": o.body.decode("utf-8", "replace") if o.body else None,
+        }
+    consent = ev.consent
+    return {
+        "vendor": d.vendor,
+        "endpoint": d.endpoint,
+        "consent": {
+            p: {"state": pc.state.value, "source": pc.source}
+            for p, pc in sorted(consent.purposes.items())
+        }
+        if consent
+        else {},
+        "decision": {"action": d.action.value, "missing": sorted(d.missing), "reason": d.reason},
+        "forwarded": forwarded,
+    }
+
+
+def render_text(facts: Facts, ev: Evaluation) -> str:
+    d = ev.decision
+    lines = [
+        f"request   {facts.method} https://{facts.host}{facts.path}",
+        f"vendor    {d.vendor or '-'}   endpoint {d.endpoint or '-'}",
+    ]
+    if ev.consent is not None:
+        lines.append(
+            f"regime    {ev.consent.regime}" + ("   (Sec-GPC: 1)" if ev.consent.gpc else "")
+        )
+        lines.append("consent")
+        for p, pc in sorted(ev.consent.purposes.items()):
+            lines.append(f"  {p:<16} {pc.state.value:<8} from {pc.source}")
+    for name, reason in ev.signals.problems if ev.signals else ():
+        lines.append(f"  (signal {name} unreadable: {reason})")
+    lines.append(f"decision  {d.action.value.upper()}: {d.reason}")
+    if d.missing:
+        lines.append(f"missing   {', '.join(sorted(d.missing))}")
+    if ev.outgoing is None:
+        lines.append("forwarded nothing (answered locally)")
+    else:
+        o = ev.outgoing
+        lines.append(
+            f"forwarded {o.method} https://{o.host}{o.path}" + (f"?{o.query}" if o.query else "")
+        )
+        changes = diff(facts, o)
+        lines += [f"  {c}" for c in changes] or ["  (unchanged)"]
+    return "\n".join(lines)
