@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate the config and every rule file")
     config_arg(c)
     c.add_argument("rules", nargs="*", help="rule files or directories (default: from config)")
+    c.add_argument("--strict", action="store_true", help="lint warnings fail the check too")
     c.set_defaults(func=_cmd_check)
 
     lg = sub.add_parser("logs", help="show the decision log (blocked and altered requests)")
@@ -215,6 +216,7 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from gateway.config import DEFAULT_PURPOSES
+    from gateway.ruleset.lint import lint_rules
     from gateway.ruleset.load import load_rules
 
     problems: list[Problem] = []
@@ -228,17 +230,20 @@ def _cmd_check(args: argparse.Namespace) -> int:
     purposes = frozenset(cfg.consent.purposes if cfg else DEFAULT_PURPOSES)
     paths = [Path(p) for p in args.rules] or (list(cfg.rules.paths) if cfg else [Path("rules")])
     count = 0
+    warnings: list[Problem] = []
     try:
         ruleset = load_rules(paths, purposes)
         count = len(ruleset.rules)
+        warnings = lint_rules(ruleset.rules)
     except ConfigError as e:
         problems += e.problems
-    for problem in problems:
+    for problem in problems + warnings:
         print(problem)
-    if problems:
-        print(f"{len(problems)} problem(s)", file=sys.stderr)
+    if problems or (warnings and args.strict):
+        print(f"{len(problems)} problem(s), {len(warnings)} warning(s)", file=sys.stderr)
         return 1
-    print(f"ok: config {'valid' if cfg else 'not checked'}, {count} vendor rule(s)")
+    lint = f", {len(warnings)} lint warning(s)" if warnings else ""
+    print(f"ok: config {'valid' if cfg else 'not checked'}, {count} vendor rule(s){lint}")
     return 0
 
 

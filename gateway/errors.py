@@ -68,9 +68,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        line = "" if self.line is None else f"{self.line}"
+        line = "" if self.line is None else f"{self.line}:"
         where = f" {self.where}:" if self.where else ""
-        return f"{self.file}:{line}:{where} {self.message}"
+        return f"{self.file}:{line}{where} {self.message}"
 
 
 class ConfigError(GatewayError):

@@ -126,8 +126,9 @@ def cases(draw: st.DrawFn) -> Case:
 class LiveGateway:
     """A gateway and a recording fake vendor on an event loop in a background thread."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, hosts_from_examples: bool = False) -> None:
         self.tmp = tmp
+        self.hosts_from_examples = hosts_from_examples
         self.seen: list[Seen] = []
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -168,6 +169,8 @@ class LiveGateway:
         vendor.router.add_route("*", "/{tail:.*}", record)
         vport = await self._serve(vendor)
         hosts = {_concrete_host(r) for r in RULES.rules}
+        if self.hosts_from_examples:
+            hosts |= {ex.host for r in RULES.rules for ex in r.examples}
         overrides = {f"https://{h}": f"http://127.0.0.1:{vport}/{h}" for h in hosts}
         cfg: GatewayConfig = make_config(self.tmp, overrides)
         self.port = await self._serve(build_app(cfg, RULES))

@@ -1,0 +1,129 @@
+"""Lints for rule authors: rules that load, but probably do not do what was meant.
+
+- an endpoint that can never match, because an earlier endpoint of the same
+  vendor takes every request it would (first match wins);
+- a strip naming a field none of the rule's examples contains, so nothing shows
+  the strip works (or the name is misspelled: `gclid` vs `glcid`).
+
+`lint_rules` returns warnings as `Problem`s; `consent-gateway check` prints them
+and fails on them only with `--strict`. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, unquote
+
+import orjson
+
+from gateway.errors import Problem
+from gateway.model import StripSpec
+from gateway.ruleset.schema import EndpointSpec, ExampleSpec, VendorRule
+
+__all__ = ["lint_rules", "shadowed_by"]
+
+
+def _covers(early: EndpointSpec, late: EndpointSpec) -> bool:
+    """Whether `early` accepts every request `late` would (so `late` never matches)."""
+    if not late.methods <= (early.methods | ({"HEAD"} if "GET" in early.methods else set())):
+        return False
+    if early.path_regex is not None:
+        return late.path is not None and early.path_regex.fullmatch(late.path) is not None
+    if early.path is not None:
+        return late.path == early.path
+    assert early.path_prefix is not None
+    if late.path is not None:
+        return late.path.startswith(early.path_prefix)
+    if late.path_prefix is not None:
+        return late.path_prefix.startswith(early.path_prefix)
+    return False
+
+
+def shadowed_by(endpoints: Iterable[EndpointSpec]) -> list[tuple[EndpointSpec, EndpointSpec]]:
+    """(late, early) pairs where `early`, listed first, takes every request `late` would."""
+    seen: list[EndpointSpec] = []
+    out: list[tuple[EndpointSpec, EndpointSpec]] = []
+    for ep in endpoints:
+        for early in seen:
+            if _covers(early, ep):
+                out.append((ep, early))
+                break
+        seen.append(ep)
+    return out
+
+
+def _example_fields(ex: ExampleSpec) -> set[str]:
+    """Every field name an example request carries: query, form/batch body lines, `;` path
+    parameters, and JSON paths (as `json:a.b`, arrays as `a[]`)."""
+    names = {k for k, _ in parse_qsl(ex.query, keep_blank_values=True)}
+    names |= {unquote(p.partition("=")[0]) for p in ex.path.split(";")[1:]}
+    body = ex.body or b""
+    if body:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            for line in body.decode("utf-8", "replace").splitlines():
+                names |= {k for k, _ in parse_qsl(line, keep_blank_values=True)}
+        else:
+            names |= {"json:" + p for p in _json_paths(doc, "")}
+    return names
+
+
+def _json_paths(doc: object, prefix: str) -> set[str]:
+    out: set[str] = set()
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            path = f"{prefix}.{k}" if prefix else str(k)
+            out.add(path)
+            out |= _json_paths(v, path)
+    elif isinstance(doc, list):
+        for item in doc:
+            out.add(prefix + "[]")
+            out |= _json_paths(item, prefix + "[]")
+    return out
+
+
+def _strip_names(spec: StripSpec) -> set[str]:
+    return set(spec.query) | set(spec.path_params) | {"json:" + j for j in spec.json}
+
+
+def _mentioned(name: str, fields: set[str]) -> bool:
+    if name.endswith("*"):
+        return any(f.startswith(name[:-1]) for f in fields)
+    return name in fields
+
+
+def lint_rules(rules: Iterable[VendorRule]) -> list[Problem]:
+    """Warnings about `rules` (see the module docstring), in file order."""
+    out: list[Problem] = []
+    for rule in rules:
+        for late, early in shadowed_by(rule.endpoints):
+            out.append(
+                Problem(
+                    rule.file,
+                    None,
+                    f"{rule.vendor}/endpoints.{late.id}",
+                    f"warning: can never match: {early.id!r} ({early.pattern}) comes first "
+                    "and takes every request it would",
+                )
+            )
+        fields: set[str] = set()
+        for ex in rule.examples:
+            fields |= _example_fields(ex)
+        named: set[str] = set()
+        for ep in rule.endpoints:
+            named |= _strip_names(ep.always)
+            for spec in ep.when_denied.values():
+                named |= _strip_names(spec)
+        for name in sorted(named):
+            if not _mentioned(name, fields):
+                out.append(
+                    Problem(
+                        rule.file,
+                        None,
+                        f"{rule.vendor}/strips",
+                        f"warning: no example contains {name!r}: add one that shows the strip "
+                        "works (or check the spelling)",
+                    )
+                )
+    return out
