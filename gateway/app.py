@@ -7,6 +7,7 @@
 | POST/GET/DELETE /consent      | record / show / withdraw the visitor's consent    |
 | GET /healthz, /readyz         | liveness, readiness                               |
 | GET /metrics                  | Prometheus text format                            |
+| /_admin/…                     | the admin sub-app (`gateway.admin.views`)         |
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from yarl import URL
 
 from gateway import edges, pipeline
+from gateway.admin import ADMIN_PREFIX, build_admin_app
 from gateway.config import GatewayConfig
 from gateway.consent.cookie import ConsentCookie, new_subject_id, sign_cookie
 from gateway.consent.resolve import CookieOutcome, resolve_request
@@ -29,16 +31,18 @@ from gateway.decision_log import DecisionLog
 from gateway.errors import RequestError
 from gateway.metrics import Metrics
 from gateway.model import NECESSARY, ConsentState, ConsentValue, Facts, Headers
+from gateway.reload import RuleReloader
 from gateway.ruleset.load import load_rules
 from gateway.ruleset.match import RuleSet, normalize_host
 from gateway.state import Gateway, RulesHolder
 from gateway.upstream import Upstream
 
-__all__ = ["GATEWAY", "build_app"]
+__all__ = ["GATEWAY", "RELOADER", "build_app"]
 
 log = logging.getLogger(__name__)
 
 GATEWAY = web.AppKey("gateway", Gateway)
+RELOADER = web.AppKey("reloader", RuleReloader)
 
 #: the consent API reads small JSON documents only
 _CONSENT_BODY_LIMIT = 16 * 1024
@@ -74,6 +78,8 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
         r.add_get("/consent", _consent_get)
         r.add_post("/consent", _consent_post)
         r.add_delete("/consent", _consent_delete)
+    # Before the catch-all prefix route; answers 401 to everything without admin.token.
+    app.add_subapp(ADMIN_PREFIX, build_admin_app(gw))
     r.add_route("*", "/t/{tail:.*}", _tag_route)
     r.add_route("*", "/{tail:.*}", _prefix_route)
     return app
@@ -83,12 +89,15 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     gw = app[GATEWAY]
     await gw.decision_log.start()
     await gw.upstream.start()
+    reloader = app[RELOADER] = RuleReloader(gw, gw.config.rules.watch_interval)
+    await reloader.start()
     log.info(
         "gateway ready: %d vendor rules, report_only=%s",
         len(gw.rules.current.rules),
         gw.config.rules.report_only,
     )
     yield
+    await reloader.close()
     # Forwards first (they may still be answered), then the log drains every record.
     await gw.upstream.close()
     await gw.decision_log.close()

@@ -86,6 +86,8 @@ class RulesConfig:
     paths: tuple[Path, ...] = (Path("rules"),)
     #: log what would be enforced, forward everything with only `always` strips
     report_only: bool = False
+    #: how often rule files are checked for changes (seconds); 0 = only on SIGHUP
+    watch_interval: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,14 +428,18 @@ def _access_log(node: Node) -> str:
 
 
 def _rules(node: Node | None, root: Node, base: Path) -> RulesConfig:
-    m = _or_empty(node, root, "rules").mapping(["paths", "report_only"])
+    m = _or_empty(node, root, "rules").mapping(["paths", "report_only", "watch_interval"])
     paths = tuple(
         (p if p.is_absolute() else base / p)
         for p in (Path(s) for s in (m["paths"].str_list() if "paths" in m else ["rules"]))
     )
     if "paths" in m and not paths:
         m["paths"].problem("at least one rule file or directory is required")
-    return RulesConfig(paths=paths, report_only=m["report_only"].bool())
+    return RulesConfig(
+        paths=paths,
+        report_only=m["report_only"].bool(),
+        watch_interval=m["watch_interval"].duration(RulesConfig().watch_interval),
+    )
 
 
 def _consent(node: Node | None, root: Node) -> ConsentConfig:

@@ -6,12 +6,14 @@ is here, so the core never does.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import secrets
 import time
 from typing import Final
 
+import aiohttp
 import orjson
 from aiohttp import hdrs, web
 
@@ -26,6 +28,8 @@ __all__ = [
     "REQUEST_ID",
     "TRANSPARENT_GIF",
     "client_ip",
+    "is_websocket",
+    "proxy_websocket",
     "country_of",
     "deliver",
     "error_response",
@@ -220,3 +224,59 @@ async def deliver(
         if resp is not None and resp.prepared:
             return resp  # headers already sent: the visitor sees a truncated body
         return error_response(504 if e.kind == "timeout" else 502, "vendor unavailable")
+
+
+def is_websocket(request: web.Request) -> bool:
+    """A WebSocket upgrade (RFC 6455 §4.1): it must never be passed on blindly."""
+    return request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
+
+
+async def proxy_websocket(
+    gw: Gateway, request: web.Request, decision: Decision, out: Outgoing
+) -> web.StreamResponse:
+    """Carry a WebSocket between the visitor and the vendor, for FORWARD decisions only.
+
+    Messages cannot be stripped (the stream is the body, and it is opaque), so a
+    STRIP decision refuses the upgrade like a DROP: fail closed.
+    """
+    if decision.action is not Action.FORWARD and not decision.report_only:
+        return error_response(403, "no consent for this stream")
+    url = gw.upstream.url_for(out)
+    url = url.with_scheme({"https": "wss", "http": "ws"}[url.scheme])
+    try:
+        upstream = await gw.upstream.ws_connect(url, out)
+    except UpstreamError as e:
+        log.info("websocket to vendor failed: %s (%s)", e.kind, decision.vendor)
+        return error_response(502, "vendor unavailable")
+    visitor = web.WebSocketResponse()
+    await visitor.prepare(request)
+    try:
+        await _pump(visitor, upstream)
+    finally:
+        await upstream.close()
+        await visitor.close()
+    return visitor
+
+
+async def _pump(visitor: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    async def to_vendor() -> None:
+        async for msg in visitor:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                await upstream.send_str(msg.data)
+            elif msg.type is aiohttp.WSMsgType.BINARY:
+                await upstream.send_bytes(msg.data)
+
+    async def to_visitor() -> None:
+        async for msg in upstream:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                await visitor.send_str(msg.data)
+            elif msg.type is aiohttp.WSMsgType.BINARY:
+                await visitor.send_bytes(msg.data)
+
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(to_vendor()), loop.create_task(to_visitor())]
+    # Either side closing ends the relay; the other direction is cancelled.
+    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)

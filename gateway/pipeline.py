@@ -81,6 +81,10 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
     # 7. upstream or local answer
     if decision.action is Action.REJECT:
         return edges.error_response(404, "unknown destination")
+    if edges.is_websocket(request):
+        if outgoing is None:
+            return edges.error_response(403, "no consent for this stream")
+        return await edges.proxy_websocket(gw, request, decision, outgoing)
     if outgoing is None or match is None:
         return edges.local_answer(match.endpoint.kind if match else None)
     return await edges.deliver(gw, request, match, decision, outgoing)
@@ -137,6 +141,7 @@ def evaluate(
                 match.endpoint.body,
                 own_cookies=own_cookies,
                 set_query=params,
+                forward_headers=match.endpoint.forward_headers,
             )
         except TransformError as e:
             decision = _drop(decision, f"body could not be read safely: {e}")

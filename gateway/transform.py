@@ -529,7 +529,12 @@ def _forwarded_for(client_ip: str | None, policy: IpPolicy) -> str | None:
             return None
 
 
-def _headers(facts: Facts, strips: StripSpec, own_cookies: frozenset[str]) -> list[tuple[str, str]]:
+def _headers(
+    facts: Facts,
+    strips: StripSpec,
+    own_cookies: frozenset[str],
+    extra: frozenset[str] = frozenset(),
+) -> list[tuple[str, str]]:
     drop_ua = strips.user_agent is UserAgentPolicy.DROP
     out: list[tuple[str, str]] = []
     cookies: list[str] = []
@@ -543,7 +548,7 @@ def _headers(facts: Facts, strips: StripSpec, own_cookies: frozenset[str]) -> li
         if lname.startswith(_CLIENT_HINTS):
             if drop_ua:
                 continue
-        elif lname not in _ALLOWED_HEADERS:
+        elif lname not in _ALLOWED_HEADERS and lname not in extra:
             continue
         # SECURITY: re-validate before reflecting a value into a sub-request.
         if _UNSAFE_VALUE.search(value):
@@ -586,6 +591,7 @@ def transform(
     *,
     own_cookies: frozenset[str] = frozenset(),
     set_query: Mapping[str, str] | None = None,
+    forward_headers: frozenset[str] = frozenset(),
 ) -> Outgoing:
     """The request that leaves for the vendor, with `decision.strips` applied.
 
@@ -617,6 +623,6 @@ def transform(
         host=facts.host,
         path=strip_path_params(facts.path, strips.path_params, strips.url_fields),
         query=query,
-        headers=tuple(_headers(facts, strips, own_cookies)),
+        headers=tuple(_headers(facts, strips, own_cookies, forward_headers)),
         body=_body(facts, strips, body_kind),
     )

@@ -148,6 +148,28 @@ class Upstream:
             self._metrics.upstream_errors.labels("other").inc()
             raise UpstreamError("other", f"{vendor}: {type(e).__name__}") from e
 
+    async def ws_connect(self, url: yarl.URL, out: Outgoing) -> aiohttp.ClientWebSocketResponse:
+        """Open a WebSocket to the vendor with `out`'s (already filtered) headers.
+
+        Raises UpstreamError for every failure to connect.
+        """
+        session = self._session
+        if session is None:
+            raise UpstreamError("closed", "upstream is not running")
+        try:
+            return await session.ws_connect(
+                url,
+                headers=[(k, v) for k, v in out.headers if k.lower() != "content-type"],
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+                autoping=True,
+            )
+        except TimeoutError as e:
+            self._metrics.upstream_errors.labels("timeout").inc()
+            raise UpstreamTimeout("websocket: no answer in time") from e
+        except aiohttp.ClientError as e:
+            self._metrics.upstream_errors.labels("connect").inc()
+            raise UpstreamError("connect", f"websocket: {type(e).__name__}") from e
+
     def enqueue(self, out: Outgoing, vendor: str) -> bool:
         """Queue `out` for background sending. Never blocks; False if the queue is full."""
         if self._closing:

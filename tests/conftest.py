@@ -145,15 +145,18 @@ def overrides_for(fake: FakeVendor, hosts: Iterable[str]) -> dict[str, str]:
 def gateway_factory(
     tmp_path: Path, fake_vendor: FakeVendor, aiohttp_client: Callable[..., object]
 ) -> Callable[..., object]:
-    """`await gateway_factory(hosts=[...], extra={...})` -> TestClient of a gateway whose
-    vendor origins for `hosts` go to the fake vendor."""
+    """`await gateway_factory(hosts=[...], extra={...}, env={...})` -> TestClient of a
+    gateway whose vendor origins for `hosts` go to the fake vendor (`env`: variables
+    the config may name, e.g. `admin.token_env`)."""
 
     async def factory(
-        hosts: Iterable[str] = (), extra: dict[str, object] | None = None
+        hosts: Iterable[str] = (),
+        extra: dict[str, object] | None = None,
+        env: dict[str, str] | None = None,
     ) -> TestClient[web.Request, web.Application]:
         from gateway.app import build_app  # imported late: the fixtures serve pure tests too
 
-        cfg = make_config(tmp_path, overrides_for(fake_vendor, hosts), extra)
+        cfg = make_config(tmp_path, overrides_for(fake_vendor, hosts), extra, env)
         client = await aiohttp_client(build_app(cfg))  # type: ignore[operator]
         assert isinstance(client, TestClient)
         return client

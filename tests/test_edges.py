@@ -77,3 +77,44 @@ def test_local_answers(
 )
 def test_raw_host_hint(path: str, hint: str) -> None:
     assert raw_host_hint(_request("1.2.3.4", path=path)) == hint  # type: ignore[arg-type]
+
+
+async def test_websocket_is_proxied_only_with_consent(
+    gateway_factory: object, fake_vendor: object, aiohttp_server: object
+) -> None:
+    """Hotjar's live stream: relayed both ways when analytics is granted; refused (and
+    nothing reaches the vendor) without it."""
+    from aiohttp import WSMsgType, web
+
+    from tests.conftest import cookie_for
+
+    seen: list[str] = []
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                seen.append(msg.data)
+                await ws.send_str("echo:" + msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/api/v2/client/ws", echo)
+    server = await aiohttp_server(app)  # type: ignore[operator]
+    client = await gateway_factory(  # type: ignore[operator]
+        extra={"upstream": {"overrides": {"https://ws.hotjar.com": str(server.make_url(""))}}}
+    )
+    granted = {"Cookie": f"cg_consent={cookie_for({'analytics': 'granted'})}"}
+    async with client.ws_connect("/t/ws.hotjar.com/api/v2/client/ws", headers=granted) as ws:
+        await ws.send_str("hello")
+        msg = await ws.receive(timeout=5)
+        assert msg.data == "echo:hello"
+    assert seen == ["hello"]
+
+    from aiohttp import WSServerHandshakeError
+
+    with pytest.raises(WSServerHandshakeError) as info:
+        await client.ws_connect("/t/ws.hotjar.com/api/v2/client/ws")
+    assert info.value.status == 403
+    assert seen == ["hello"]

@@ -761,8 +761,10 @@ FLOODLIGHT = (
         (
             {"u*"},
             {"~oref"},
-            "/activity;src=1234567;type=sales;cat=purch0;ord=ORDER-991;"
-            "auiddc=1180732581.1712345600;~oref=https%3A%2F%2Fshop.example%2Fthanks%3Fstep%3D3",
+            (
+                "/activity;src=1234567;type=sales;cat=purch0;ord=ORDER-991;"
+                "auiddc=1180732581.1712345600;~oref=https%3A%2F%2Fshop.example%2Fthanks%3Fstep%3D3"
+            ),
         ),
         ({"nothing"}, set(), FLOODLIGHT),
     ],
@@ -858,3 +860,21 @@ def test_bad_or_huge_gzip_is_refused(body: bytes) -> None:
     )
     with pytest.raises(TransformError):
         transform(facts, d, BodyKind.JSON)
+
+
+def test_forward_headers_extend_the_allow_list_for_one_request() -> None:
+    facts = Facts(
+        "r",
+        "POST",
+        "business-api.tiktok.com",
+        "/open_api/v1.3/event/track/",
+        "",
+        headers=Headers(
+            (("Access-Token", "tok"), ("Authorization", "Basic site"), ("X-Other", "1"))
+        ),
+    )
+    d = Decision(Action.FORWARD, "v", "e", frozenset(), frozenset(), StripSpec(), "t")
+    plain = transform(facts, d, BodyKind.NONE)
+    assert [n for n, _ in plain.headers] == []
+    out = transform(facts, d, BodyKind.NONE, forward_headers=frozenset({"access-token"}))
+    assert out.headers == (("Access-Token", "tok"),)  # only what the rule names

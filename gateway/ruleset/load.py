@@ -50,6 +50,7 @@ from gateway.ruleset.schema import (
     VendorRule,
     check_endpoint_id,
     check_field_name,
+    check_forward_header,
     check_header_name,
     check_host_pattern,
     check_json_path,
@@ -96,6 +97,7 @@ ENDPOINT_KEYS = (
     "when_denied",
     "always",
     "forward_mode",
+    "forward_headers",
     "retired",
     "notes",
 )
@@ -485,6 +487,9 @@ class _RuleParser:
             always=vendor_always.merge(own_always),
             forward_mode=mode,
             retired=m["retired"].bool(False),
+            forward_headers=frozenset(
+                h.lower() for h in self._names(m["forward_headers"], check_forward_header)
+            ),
         )
 
     def _matcher(

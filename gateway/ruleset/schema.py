@@ -34,6 +34,7 @@ __all__ = [
     "ForwardMode",
     "VendorRule",
     "check_endpoint_id",
+    "check_forward_header",
     "check_field_name",
     "check_header_name",
     "check_host_pattern",
@@ -157,6 +158,27 @@ def check_route(route: str) -> str | None:
     return None
 
 
+#: headers a rule may never forward: hop-by-hop, framing, the visitor's address and
+#: the site's cookies (RFC 9110 §7.6.1; the cookie has its own strips)
+_NEVER_FORWARDED = frozenset(
+    {
+        "host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+        "proxy-authorization", "proxy-authenticate", "content-length", "cookie",
+        "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
+        "true-client-ip", "via",
+    }
+)  # fmt: skip
+
+
+def check_forward_header(name: str) -> str | None:
+    """A header a rule may add to the forwarded allow-list."""
+    lname = name.lower()
+    if lname in _NEVER_FORWARDED or lname.startswith(("cf-", "proxy-", "x-forwarded-")):
+        # SECURITY: framing, hop-by-hop and address headers are the gateway's to set.
+        return "the gateway never forwards this header"
+    return check_header_name(lname)
+
+
 def check_json_path(path: str) -> str | None:
     """Dotted keys; `key[]` means every element of that array (`data[].user_data.em`).
 
@@ -234,6 +256,10 @@ class EndpointSpec:
     forward_mode: ForwardMode
     #: the vendor no longer runs this service: matched so it is recognised, always dropped
     retired: bool = False
+    #: request headers forwarded beyond the gateway's allow-list (server-to-server APIs that
+    #: authenticate with Authorization / Access-Token); lower case, never hop-by-hop or
+    #: address headers (check_forward_header)
+    forward_headers: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if sum(m is not None for m in (self.path, self.path_prefix, self.path_regex)) != 1:

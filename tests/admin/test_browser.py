@@ -1,0 +1,376 @@
+"""The operators' admin page (/_admin/) in a real browser: Debian's Chromium driven by
+Playwright against a real gateway on 127.0.0.1.
+
+One gateway and one browser per module; each test opens its own browser context and
+leaves a full-page screenshot under test-artifacts/admin/. Visitor traffic is sent
+with http.client from the test thread, as a site's pages would send it (no consent
+cookie, no country: the default opt-in regime, so tracking requests are dropped).
+
+Without /usr/bin/chromium or the `playwright` package these tests skip locally and
+FAIL under CI (`CI=true`); see tests/admin/browser_harness.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.admin.browser_harness import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LiveAdminGateway,
+    count,
+    require_browser,
+    screenshot_path,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+GA4 = "google-analytics-4"
+META = "meta-pixel"
+TIKTOK = "tiktok-pixel"
+GA4_HIT = "/t/www.google-analytics.com/g/collect?v=2&tid=G-X&cid=1.2&en=page_view"
+META_HIT = "/t/www.facebook.com/tr?id=1&ev=PageView"
+TIKTOK_HIT = "/t/analytics.tiktok.com/i18n/pixel/events.js?sdkid=C4ABCDEFGH&lib=ttq"
+UNKNOWN_HOST = "evil.example"
+SCRIPT = "<script>alert(1)</script>"
+#: an element that would run script as soon as it is parsed into the DOM (innerHTML too)
+IMG = "<img/src/onerror=alert(2)>"
+#: sent raw (http.client does not re-encode): the log keeps the path as the visitor sent it
+XSS_HIT = f"/t/xss.example/{SCRIPT}"
+XSS_LIVE_HIT = f"/t/xss.example/{IMG}"
+SENT = {GA4: 3, META: 2, UNKNOWN_HOST: 3}
+TIMEOUT_MS = 10_000
+#: `#live-status` once the live tail's EventSource is open
+LIVE = re.compile(r"^\s*live\s*$", re.IGNORECASE)
+
+
+@dataclass
+class Tab:
+    """A page in its own browser context, and the dialogs (alert, confirm) it raised."""
+
+    page: Page
+    dialogs: list[str] = field(default_factory=list)
+
+    def shot(self, name: str) -> Path:
+        path = screenshot_path(name)
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    try:
+        b = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, timeout=30_000
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+    finally:
+        pw.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveAdminGateway]:
+    gw = LiveAdminGateway(tmp_path_factory.mktemp("admin-browser"))
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture(scope="module")
+def seeded(gateway: LiveAdminGateway) -> list[dict[str, Any]]:
+    """Drops for two vendors, rejects to an unknown host and one path carrying a script
+    tag, all in the decision log (read back through the JSON API) before any test looks."""
+    for _ in range(SENT[GA4]):
+        assert gateway.send(GA4_HIT) < 300  # dropped: answered locally, nothing forwarded
+    for _ in range(SENT[META]):
+        assert gateway.send(META_HIT) < 300
+    for i in range(SENT[UNKNOWN_HOST]):
+        assert gateway.send(f"/t/{UNKNOWN_HOST}/x?n={i}") == 404
+    assert gateway.send(XSS_HIT) == 404
+    records = gateway.wait_for_records(
+        lambda rs: (
+            count(rs, vendor=GA4, action="drop") >= SENT[GA4]
+            and count(rs, vendor=META, action="drop") >= SENT[META]
+            and count(rs, host=UNKNOWN_HOST, action="reject") >= SENT[UNKNOWN_HOST]
+            and any(SCRIPT in r.get("path", "") for r in rs)
+        )
+    )
+    assert not gateway.vendor_hits, "a request without consent reached a vendor"
+    return records
+
+
+def _open_tab(browser: Browser, gateway: LiveAdminGateway, **context: Any) -> Tab:
+    ctx = browser.new_context(
+        base_url=gateway.base_url, viewport={"width": 1280, "height": 900}, **context
+    )
+    ctx.set_default_timeout(TIMEOUT_MS)
+    tab = Tab(ctx.new_page())
+
+    def on_dialog(dialog: Any) -> None:
+        tab.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    tab.page.on("dialog", on_dialog)
+    return tab
+
+
+def _login(tab: Tab, token: str) -> int:
+    """Log in through the form as an operator would; the status of the form's POST."""
+    page = tab.page
+    page.goto("/_admin/login")
+    page.locator("form#login input[name=token]").fill(token)
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith("/_admin/login")
+    ) as posted:
+        page.locator("form#login button[type=submit], form#login input[type=submit]").first.click()
+    resp = posted.value
+    page.wait_for_load_state()
+    headers = resp.request.all_headers()
+    assert resp.status != 403, (
+        f"the browser's own login POST was refused ({page.locator('main').inner_text()!r}); "
+        f"it sent Origin: {headers.get('origin')!r}, "
+        f"Sec-Fetch-Site: {headers.get('sec-fetch-site')!r} "
+        "(Chromium sends `Origin: null` on a same-origin POST from a page served with "
+        "`Referrer-Policy: no-referrer`)"
+    )
+    return resp.status
+
+
+@pytest.fixture(scope="module")
+def session_state(browser: Browser, gateway: LiveAdminGateway) -> dict[str, Any]:
+    """A logged-in browser's cookies, logged in once through the form."""
+    tab = _open_tab(browser, gateway)
+    try:
+        _login(tab, gateway.token)
+        tab.page.wait_for_url(f"{gateway.base_url}/_admin/")
+        state: dict[str, Any] = dict(tab.page.context.storage_state())
+        return state
+    finally:
+        tab.page.context.close()
+
+
+@pytest.fixture
+def anon(browser: Browser, gateway: LiveAdminGateway) -> Iterator[Tab]:
+    """A browser tab without an admin session."""
+    tab = _open_tab(browser, gateway)
+    try:
+        yield tab
+    finally:
+        tab.page.context.close()
+    assert not tab.dialogs, f"a dialog fired: {tab.dialogs}"
+
+
+@pytest.fixture
+def admin(
+    browser: Browser, gateway: LiveAdminGateway, session_state: dict[str, Any]
+) -> Iterator[Tab]:
+    """A browser tab logged in to the admin page."""
+    tab = _open_tab(browser, gateway, storage_state=session_state)
+    try:
+        yield tab
+    finally:
+        tab.page.context.close()
+    assert not tab.dialogs, f"a dialog fired: {tab.dialogs}"
+
+
+def _texts(page: Page, selector: str) -> list[str]:
+    return [t.strip() for t in page.locator(selector).all_inner_texts()]
+
+
+def _vendors(page: Page) -> list[str]:
+    """The vendor of each row: `td.vendor` reads `vendor/endpoint`, or
+    `(unknown destination)` for a reject."""
+    return [t.split("/", 1)[0] for t in _texts(page, "table#records tbody tr.record td.vendor")]
+
+
+def _vendor_cell(vendor: str) -> re.Pattern[str]:
+    return re.compile(rf"^\s*{re.escape(vendor)}(/[^/\s]+)?\s*$")
+
+
+def _path_of(page: Page) -> str:
+    return re.sub(r"^https?://[^/]+", "", page.url)
+
+
+# -- tests ---------------------------------------------------------------------------------
+
+
+def test_login(anon: Tab, gateway: LiveAdminGateway) -> None:
+    from playwright.sync_api import expect
+
+    page = anon.page
+    # Without a session, pages redirect to the login form and the API answers 401.
+    page.goto("/_admin/rules")
+    expect(page).to_have_url(re.compile(r"/_admin/login"))
+    assert gateway.request("GET", "/_admin/api/records")[0] == 401
+    expect(page.locator("form#login input[name=token]")).to_be_visible()
+    anon.shot("login")
+
+    # A wrong token: an error, and still the login page.
+    _login(anon, "not-the-admin-token-at-all")
+    expect(page).to_have_url(re.compile(r"/_admin/login"))
+    expect(page.locator("form#login input[name=token]")).to_be_visible()
+    error = page.locator(".error, [role=alert], #error").first
+    expect(error).to_be_visible()
+    anon.shot("login-wrong-token")
+    assert not page.context.cookies(), "a wrong token got a cookie"
+
+    # The right token: a session cookie (HttpOnly, admin paths only) and the Blocked page.
+    assert 300 <= _login(anon, gateway.token) < 400
+    expect(page).to_have_url(f"{gateway.base_url}/_admin/")
+    cookies = page.context.cookies()
+    assert len(cookies) == 1 and cookies[0]["httpOnly"], cookies
+    assert cookies[0]["path"].startswith("/_admin"), cookies
+    expect(page.locator("table#records")).to_be_visible()
+    expect(page.locator("form#filters")).to_be_visible()
+    for href in ("/_admin/", "/_admin/overview", "/_admin/rules", "/_admin/unknown"):
+        expect(page.locator(f'a[href="{href}"]').first).to_be_visible()
+    anon.shot("blocked")
+
+    # Logging out ends the session: back to the login form, and pages redirect there again.
+    page.locator("form#logout button[type=submit], form#logout input[type=submit]").first.click()
+    expect(page).to_have_url(re.compile(r"/_admin/login"))
+    page.goto("/_admin/")
+    expect(page).to_have_url(re.compile(r"/_admin/login"))
+
+
+def test_filter_blocked_by_vendor(admin: Tab, seeded: list[dict[str, Any]]) -> None:
+    from playwright.sync_api import expect
+
+    page = admin.page
+    page.goto("/_admin/")
+    rows = page.locator("table#records tbody tr.record")
+    expect(rows.first).to_be_visible()
+    vendors = _vendors(page)
+    assert vendors.count(GA4) >= SENT[GA4] and vendors.count(META) >= SENT[META], vendors
+    actions = _texts(page, "table#records tbody tr.record td.action")
+    assert "drop" in actions and "reject" in actions, actions
+
+    form = page.locator("form#filters")
+    expect(form.locator("select[name=since]")).to_be_visible()
+    form.locator("select[name=vendor]").select_option(META)
+    with page.expect_navigation():
+        form.locator("button[type=submit], input[type=submit]").first.click()
+    assert "vendor=" + META in page.url, page.url
+
+    vendors = _vendors(page)
+    assert len(vendors) >= SENT[META], vendors
+    assert set(vendors) == {META}, vendors
+    assert GA4 not in page.locator("table#records").inner_text()
+    # the filter stays chosen after the reload
+    expect(form.locator("select[name=vendor]")).to_have_value(META)
+    admin.shot("blocked-filtered-meta")
+
+    # and the action filter: rejects only
+    form.locator("select[name=vendor]").select_option("")
+    form.locator("select[name=action]").select_option("reject")
+    with page.expect_navigation():
+        form.locator("button[type=submit], input[type=submit]").first.click()
+    actions = _texts(page, "table#records tbody tr.record td.action")
+    assert actions and set(actions) == {"reject"}, actions
+    assert UNKNOWN_HOST in _texts(page, "table#records tbody tr.record td.host")
+
+
+def test_live_record_appears(
+    admin: Tab, gateway: LiveAdminGateway, seeded: list[dict[str, Any]]
+) -> None:
+    from playwright.sync_api import expect
+
+    page = admin.page
+    page.goto("/_admin/")
+    expect(page.locator("#live-status")).to_have_text(LIVE)
+    assert page.locator("tr.record.live").count() == 0
+    page.evaluate("() => { window.__sameDocument = true; }")
+
+    assert gateway.send(TIKTOK_HIT) in (200, 204)
+    live = page.wait_for_selector("table#records tr.record.live", timeout=5_000)
+    assert live is not None
+    row = page.locator("table#records tr.record.live").first
+    expect(row.locator("td.vendor")).to_have_text(_vendor_cell(TIKTOK))
+    expect(row.locator("td.action")).to_have_text("drop")
+    # prepended, in the same document (no reload)
+    expect(page.locator("table#records tbody tr.record").first).to_have_class(
+        re.compile(r"\blive\b")
+    )
+    assert page.evaluate("() => window.__sameDocument === true"), "the page reloaded"
+    admin.shot("blocked-live")
+    assert not gateway.vendor_hits, "a request without consent reached a vendor"
+
+
+def test_unknown_destinations(admin: Tab, seeded: list[dict[str, Any]]) -> None:
+    from playwright.sync_api import expect
+
+    page = admin.page
+    page.goto("/_admin/unknown")
+    expect(page.locator("table#unknown")).to_be_visible()
+    row = page.locator("table#unknown tr.host").filter(
+        has=page.locator("td.host", has_text=re.compile(rf"^\s*{re.escape(UNKNOWN_HOST)}\s*$"))
+    )
+    expect(row).to_have_count(1)
+    assert int(row.locator("td.count").inner_text().strip()) >= SENT[UNKNOWN_HOST]
+    expect(row.locator("td.first-seen")).not_to_be_empty()
+    expect(row.locator("td.last-seen")).not_to_be_empty()
+    admin.shot("unknown")
+
+
+def test_overview_and_rules(
+    admin: Tab, gateway: LiveAdminGateway, seeded: list[dict[str, Any]]
+) -> None:
+    from playwright.sync_api import expect
+
+    page = admin.page
+    page.goto("/_admin/overview")
+    expect(page.locator("svg.chart").first).to_be_visible()
+    expect(page.locator("table#purpose-share")).to_be_visible()
+    admin.shot("overview")
+
+    page.goto("/_admin/rules")
+    in_force = gateway.rule_vendors()
+    assert GA4 in in_force and META in in_force
+    expect(page.locator("section.rule")).to_have_count(len(in_force))
+    for vendor in (GA4, META, TIKTOK):
+        expect(page.locator("section.rule", has_text=vendor).first).to_be_visible()
+    admin.shot("rules")
+
+
+def test_markup_in_path_is_shown_as_text(
+    admin: Tab, gateway: LiveAdminGateway, seeded: list[dict[str, Any]]
+) -> None:
+    """A visitor chooses the logged path: the page must show it as text, in the table the
+    server renders and in the rows the live tail adds, and never run it."""
+    from playwright.sync_api import expect
+
+    page = admin.page
+    page.goto("/_admin/?action=reject")
+    expect(page.locator("table#records td.path", has_text=SCRIPT).first).to_be_visible()
+    assert SCRIPT in page.locator("table#records").inner_text()
+
+    expect(page.locator("#live-status")).to_have_text(LIVE)
+    assert gateway.send(XSS_LIVE_HIT) == 404
+    live = page.locator("table#records tr.record.live td.path", has_text=IMG)
+    expect(live.first).to_be_visible(timeout=5_000)
+    page.wait_for_timeout(300)  # an onerror handler, had one been parsed, fires by now
+
+    assert page.locator("table#records script, table#records img").count() == 0
+    assert admin.dialogs == [], admin.dialogs
+    admin.shot("escaped-markup")

@@ -1,0 +1,128 @@
+"""gateway.admin.charts: well-formed SVG, every label escaped, nothing executable."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+from markupsafe import Markup
+
+from gateway.admin.charts import Bar, bar_chart
+
+SVG = "{http://www.w3.org/2000/svg}"
+SERIES = ("forward", "strip", "drop", "reject")
+
+
+def parse(svg: str) -> ET.Element:
+    root = ET.fromstring(svg)
+    assert root.tag == f"{SVG}svg"
+    return root
+
+
+def texts(root: ET.Element, cls: str) -> list[str]:
+    return ["".join(t.itertext()) for t in root.iter(f"{SVG}text") if t.get("class") == cls]
+
+
+def bars(root: ET.Element) -> list[ET.Element]:
+    return [r for r in root.iter(f"{SVG}rect") if "bar" in (r.get("class") or "").split()]
+
+
+def test_well_formed_with_legend_rows_and_values() -> None:
+    svg = bar_chart(
+        "chart-x",
+        "Requests by vendor",
+        SERIES,
+        [Bar("google-analytics-4", (0, 2, 5, 0)), Bar("meta-pixel", (1, 0, 0, 0))],
+    )
+    assert isinstance(svg, Markup)
+    root = parse(svg)
+    assert root.get("class") == "chart" and root.get("id") == "chart-x"
+    assert root.get("role") == "img" and root.get("aria-labelledby") == "chart-x-title"
+    title = root.find(f"{SVG}title")
+    assert title is not None and title.text == "Requests by vendor"
+    assert title.get("id") == "chart-x-title"
+    legend = [
+        "".join(g.itertext()) for g in root.iter(f"{SVG}g") if g.get("class") == "legend-item"
+    ]
+    assert legend == list(SERIES)
+    assert texts(root, "label") == ["google-analytics-4", "meta-pixel"]
+    assert texts(root, "value") == ["7", "1"]
+    # One rect per non-zero value, coloured by series position (a class, never data).
+    assert [r.get("class") for r in bars(root)] == [
+        "bar series-1",
+        "bar series-2",
+        "bar series-0",
+    ]
+    viewbox = root.get("viewBox")
+    assert viewbox is not None and viewbox.split()[3] == root.get("height")
+
+
+def test_bar_lengths_are_proportional() -> None:
+    root = parse(bar_chart("c", "t", ("n",), [Bar("a", (10,)), Bar("b", (5,)), Bar("c", (1,))]))
+    widths = [float(r.get("width") or 0) for r in bars(root)]
+    assert widths[0] == pytest.approx(2 * widths[1]) == pytest.approx(10 * widths[2])
+    xs = {r.get("x") for r in bars(root)}
+    assert len(xs) == 1  # every bar starts on the same axis
+
+
+def test_one_series_has_no_legend() -> None:
+    root = parse(bar_chart("c", "t", ("requests",), [Bar("a", (3,))]))
+    assert not [g for g in root.iter(f"{SVG}g") if g.get("class") == "legend-item"]
+
+
+HOSTILE = [
+    "<script>alert(1)</script>",
+    '"><svg onload=alert(1)>',
+    "a & b ' \" <",
+    "]]><script>x</script>",
+    "ctrl\x00\x01\x1b[31mchars\ud800",
+]
+
+
+@pytest.mark.parametrize("label", HOSTILE)
+def test_labels_are_escaped(label: str) -> None:
+    svg = str(bar_chart("c", label, (label, "x"), [Bar(label, (1, 1))]))
+    assert "<script" not in svg and "<svg onload" not in svg
+    root = parse(svg)  # well-formed even with characters XML forbids
+    shown = label.translate({c: "?" for c in range(0x20) if c not in (9, 10, 13)})
+    shown = shown.replace("\ud800", "?")
+    title = root.find(f"{SVG}title")
+    assert title is not None and title.text == shown
+    [row] = [g for g in root.iter(f"{SVG}g") if g.get("class") == "row"]
+    row_title = row.find(f"{SVG}title")
+    assert row_title is not None and row_title.text == f"{shown}: 2"
+    # Nothing executable or styled, whatever the data.
+    for el in root.iter():
+        assert el.tag not in (f"{SVG}script", f"{SVG}style", f"{SVG}foreignObject")
+        assert not any(a.startswith("on") or a == "style" for a in el.attrib)
+        assert not any("javascript:" in v for v in el.attrib.values())
+
+
+def test_long_labels_are_cut_on_the_chart_but_whole_in_the_tooltip() -> None:
+    label = "a-very-long-vendor-name-that-goes-on-and-on"
+    root = parse(bar_chart("c", "t", ("n",), [Bar(label, (1,))]))
+    [shown] = texts(root, "label")
+    assert shown.endswith("…") and len(shown) < len(label) and label.startswith(shown[:-1])
+    assert label in "".join(root.itertext())
+
+
+@pytest.mark.parametrize("data", [[], [Bar("a", (0, 0)), Bar("b", (0, 0))]])
+def test_empty_data(data: list[Bar]) -> None:
+    root = parse(bar_chart("c", "Nothing", ("x", "y"), data))
+    assert texts(root, "empty") == ["No data for this period"]
+    assert not bars(root)
+    assert int(root.get("height") or 0) > 0
+
+
+@pytest.mark.parametrize(
+    ("chart_id", "series", "data"),
+    [
+        ("Bad Id", ("n",), [Bar("a", (1,))]),
+        ('c" onload="x', ("n",), [Bar("a", (1,))]),
+        ("c", ("n", "m"), [Bar("a", (1,))]),
+        ("c", ("n",), [Bar("a", (-1,))]),
+    ],
+)
+def test_rejects_bad_input(chart_id: str, series: tuple[str, ...], data: list[Bar]) -> None:
+    with pytest.raises(ValueError):
+        bar_chart(chart_id, "t", series, data)

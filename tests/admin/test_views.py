@@ -1,0 +1,919 @@
+"""gateway.admin.views: the admin pages, the JSON API and the live stream, through the
+gateway's own app (the admin mounted at /_admin as in production)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from yarl import URL
+
+import gateway.admin.views as views
+from gateway.admin.auth import COOKIE_NAME
+from gateway.admin.views import ADMIN, CSP, AdminState
+from gateway.app import GATEWAY
+from gateway.decision_log import DecisionRecord, SqliteSink, record_to_dict
+from tests.conftest import RULES_DIR, cookie_for
+
+Client = TestClient[Any, Any]
+
+TOKEN = "admin-test-token-0123456789"
+TOKEN_ENV = "CG_TEST_ADMIN"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+GA = "www.google-analytics.com"
+RULE_FILES = [str(RULES_DIR / f"{v}.yaml") for v in ("google-analytics-4", "meta-pixel")]
+PAGES = ["/_admin/", "/_admin/overview", "/_admin/rules", "/_admin/unknown"]
+API = ["/_admin/api/records", "/_admin/api/overview", "/_admin/api/rules", "/_admin/api/unknown"]
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+async def admin_client(
+    gateway_factory: Callable[..., Any], hosts: Sequence[str] = (), **extra: Any
+) -> Client:
+    doc: dict[str, Any] = {
+        "admin": {"token_env": TOKEN_ENV, "secure_cookie": False},
+        "rules": {"paths": RULE_FILES},
+        **extra,
+    }
+    client: Client = await gateway_factory(hosts=hosts, extra=doc, env={TOKEN_ENV: TOKEN})
+    return client
+
+
+def admin_app(client: Client) -> web.Application:
+    for resource in client.app.router.resources():
+        if isinstance(resource, web.PrefixedSubAppResource):
+            app: web.Application = resource.get_info()["app"]
+            return app
+    raise AssertionError("no admin sub-app mounted")
+
+
+def state_of(client: Client) -> AdminState:
+    return admin_app(client)[ADMIN]
+
+
+def record(reason: str, age: float = 10.0, **kw: Any) -> DecisionRecord:
+    args: dict[str, Any] = {
+        "ts": time.time() - age,
+        "request_id": reason,
+        "action": "drop",
+        "vendor": "google-analytics-4",
+        "endpoint": "collect",
+        "missing": ("analytics",),
+        "sources": {"analytics": "default:opt-in"},
+        "regime": "opt-in",
+        "method": "GET",
+        "host": GA,
+        "path": "/g/collect",
+        "stripped": (),
+        "reason": reason,
+    }
+    args.update(kw)
+    return DecisionRecord(**args)
+
+
+def seed(client: Client, records: Sequence[DecisionRecord]) -> None:
+    db = state_of(client).gw.config.decision_log.sqlite_path
+    assert db is not None
+    sink = SqliteSink(db)
+    try:
+        sink.write(records)
+    finally:
+        sink.close()
+
+
+@dataclass
+class Node:
+    tag: str
+    attrs: dict[str, str]
+    children: list[Node | str] = field(default_factory=list)
+
+    @property
+    def classes(self) -> set[str]:
+        return set(self.attrs.get("class", "").split())
+
+    @property
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text for c in self.children)
+
+    def walk(self) -> Iterator[Node]:
+        for c in self.children:
+            if isinstance(c, Node):
+                yield c
+                yield from c.walk()
+
+    def all(
+        self, tag: str | None = None, cls: str | None = None, id: str | None = None
+    ) -> list[Node]:
+        return [
+            n
+            for n in self.walk()
+            if (tag is None or n.tag == tag)
+            and (cls is None or cls in n.classes)
+            and (id is None or n.attrs.get("id") == id)
+        ]
+
+    def one(self, tag: str | None = None, cls: str | None = None, id: str | None = None) -> Node:
+        [found] = self.all(tag, cls, id)
+        return found
+
+
+_VOID = {"meta", "link", "input", "br", "img", "hr", "rect"}
+
+
+class _TreeBuilder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#root", {})
+        self.stack = [self.root]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        node = Node(tag, {k: v if v is not None else "" for k, v in attrs})
+        self.stack[-1].children.append(node)
+        if tag not in _VOID:
+            self.stack.append(node)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.stack[-1].children.append(Node(tag, {k: v or "" for k, v in attrs}))
+
+    def handle_endtag(self, tag: str) -> None:
+        for i in range(len(self.stack) - 1, 0, -1):
+            if self.stack[i].tag == tag:
+                del self.stack[i:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        self.stack[-1].children.append(data)
+
+
+def parse(html: str) -> Node:
+    builder = _TreeBuilder()
+    builder.feed(html)
+    builder.close()
+    return builder.root
+
+
+async def page(client: Client, path: str, status: int = 200) -> Node:
+    resp = await client.get(path, headers=BEARER, allow_redirects=False)
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "text/html"
+    return parse(await resp.text())
+
+
+async def api(client: Client, path: str, status: int = 200) -> Any:
+    resp = await client.get(path, headers=BEARER)
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    return orjson.loads(await resp.read())
+
+
+def reasons(doc: Node) -> list[str]:
+    return [tr.one("td", "reason").text.strip() for tr in doc.all("tr", "record")]
+
+
+# --- every answer -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "cache"),
+    [(p, "no-store") for p in [*PAGES, *API, "/_admin/login", "/_admin/nothing"]]
+    + [("/_admin/static/admin.css", "no-cache"), ("/_admin/static/admin.js", "no-cache")],
+)
+async def test_security_headers_on_every_answer(
+    gateway_factory: Callable[..., Any], path: str, cache: str
+) -> None:
+    client = await admin_client(gateway_factory)
+    for headers in (BEARER, {}):
+        resp = await client.get(path, headers=headers, allow_redirects=False)
+        assert resp.headers["Content-Security-Policy"] == (
+            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["Referrer-Policy"] == "no-referrer"
+        assert resp.headers["X-Frame-Options"] == "DENY"
+        if resp.status in (200, 304) or "static" not in path:
+            expected = cache if resp.status == 200 else "no-store"
+            assert resp.headers["Cache-Control"] == expected, (path, resp.status)
+    assert CSP == resp.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("path", [*PAGES, "/_admin/login"])
+async def test_pages_hold_no_inline_script_or_style(
+    gateway_factory: Callable[..., Any], path: str
+) -> None:
+    client = await admin_client(gateway_factory)
+    seed(client, [record("r")])
+    doc = await page(client, path)
+    for node in doc.walk():
+        assert node.tag != "style"
+        assert "style" not in node.attrs, node
+        assert not any(a.startswith("on") for a in node.attrs), node
+        if node.tag == "script":
+            assert node.attrs["src"].startswith("/_admin/static/") and not node.text.strip()
+        if node.tag == "link":
+            assert node.attrs["href"].startswith("/_admin/static/")
+
+
+@pytest.mark.parametrize("path", PAGES)
+async def test_pages_have_the_navigation(gateway_factory: Callable[..., Any], path: str) -> None:
+    client = await admin_client(gateway_factory)
+    doc = await page(client, path)
+    links = {a.attrs["href"]: a.text.strip() for a in doc.one("nav", "main").all("a")}
+    assert links == {
+        "/_admin/": "Blocked",
+        "/_admin/overview": "Overview",
+        "/_admin/rules": "Rules",
+        "/_admin/unknown": "Unknown destinations",
+    }
+    current = [a.attrs["href"] for a in doc.all("a") if a.attrs.get("aria-current") == "page"]
+    assert path in current
+    # Through a bearer token there is no session, so no logout form ...
+    assert not doc.all("form", id="logout")
+    # ... and with a session there is one, carrying its CSRF token.
+    await client.post("/_admin/login", data={"token": TOKEN})
+    resp = await client.get(path)
+    form = parse(await resp.text()).one("form", id="logout")
+    assert form.attrs["method"] == "post" and form.attrs["action"] == "/_admin/logout"
+    csrf = form.one("input")
+    assert csrf.attrs["name"] == "csrf" and csrf.attrs["type"] == "hidden" and csrf.attrs["value"]
+
+
+async def test_admin_root_without_slash_redirects(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    resp = await client.get("/_admin", allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/_admin/"
+
+
+async def test_not_found(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    doc = await page(client, "/_admin/nothing", status=404)
+    assert doc.one(id="error-message")
+    assert await api(client, "/_admin/api/nothing", status=404) == {"error": "Not Found"}
+
+
+def test_templates_escape_everything() -> None:
+    env = views._templates()
+    assert env.from_string("{{ v }}").render(v="<script>") == "&lt;script&gt;"
+    assert (
+        env.get_template("base.html")
+        .render(title="<i>", nav=False, csrf=None, here="/")
+        .count("&lt;i&gt;")
+        == 1
+    )
+
+
+# --- Blocked requests ---------------------------------------------------------------------
+
+HOUR, DAY = 3600.0, 86400.0
+FILTER_ROWS = [
+    record("a", age=10),
+    record(
+        "b",
+        age=20,
+        vendor="meta-pixel",
+        endpoint="pixel",
+        action="strip",
+        missing=("advertising",),
+        regime="us",
+    ),
+    record("c", age=30, vendor=None, endpoint=None, action="reject", missing=(), regime=None),
+    record("d", age=2 * HOUR, missing=("advertising", "analytics"), regime="us"),
+    record("e", age=3 * DAY, action="forward", missing=("advertising",), report_only=True),
+    record("f", age=10 * DAY, vendor="meta-pixel", endpoint="pixel"),
+]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", "abcd"),
+        ("since=1d", "abcd"),
+        ("since=1h", "abc"),
+        ("since=1w", "abcde"),
+        ("since=all", "abcdef"),
+        ("since=all&vendor=google-analytics-4", "ade"),
+        ("since=all&vendor=meta-pixel", "bf"),
+        ("since=all&action=drop", "adf"),
+        ("since=all&action=reject", "c"),
+        ("since=all&purpose=advertising", "bde"),
+        ("since=all&purpose=analytics", "adf"),
+        ("since=all&regime=us", "bd"),
+        ("vendor=meta-pixel&action=strip", "b"),
+        ("vendor=meta-pixel&action=drop", ""),
+        ("vendor=&purpose=&action=&regime=", "abcd"),
+    ],
+)
+async def test_records_are_filtered_server_side(
+    gateway_factory: Callable[..., Any], query: str, expected: str
+) -> None:
+    client = await admin_client(gateway_factory)
+    seed(client, FILTER_ROWS)
+    doc = await page(client, f"/_admin/?{query}")
+    got = "".join(r.removeprefix("report-only").strip() for r in reasons(doc))
+    assert got == expected
+    if not expected:
+        assert doc.one("table", id="records").all("tr", "empty")
+    body = await api(client, f"/_admin/api/records?{query}")
+    assert "".join(r["request_id"] for r in body["records"]) == expected
+
+
+async def test_filter_form_shows_the_choices_and_the_current_values(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    client = await admin_client(gateway_factory)
+    doc = await page(client, "/_admin/?since=1w&vendor=meta-pixel&purpose=analytics&regime=us")
+    form = doc.one("form", id="filters")
+    assert form.attrs["method"] == "get"
+
+    def options(name: str) -> tuple[list[str], list[str]]:
+        select = next(s for s in form.all("select") if s.attrs["name"] == name)
+        opts = select.all("option")
+        return [o.attrs["value"] for o in opts], [
+            o.attrs["value"] for o in opts if "selected" in o.attrs
+        ]
+
+    assert options("since") == (["1h", "1d", "1w", "all"], ["1w"])
+    assert options("vendor") == (["", "google-analytics-4", "meta-pixel"], ["meta-pixel"])
+    assert options("purpose") == (
+        ["", "necessary", "functional", "analytics", "advertising", "personalization"],
+        ["analytics"],
+    )
+    assert options("action") == (["", "forward", "strip", "drop", "reject"], [])
+    assert options("regime") == (["", "opt-in", "us"], ["us"])
+    assert form.all("button")
+    # The default window is a day.
+    doc = await page(client, "/_admin/")
+    since = next(
+        s for s in doc.one("form", id="filters").all("select") if s.attrs["name"] == "since"
+    )
+    assert [o.attrs["value"] for o in since.all("option") if "selected" in o.attrs] == ["1d"]
+
+
+async def test_record_cells(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    seed(
+        client,
+        [
+            record(
+                "analytics not granted",
+                action="strip",
+                missing=("advertising", "analytics"),
+                stripped=("query:gclid", "ip:truncate"),
+                path="/g/collect",
+            ),
+            record("r2", vendor=None, endpoint=None, action="reject", report_only=True, age=20),
+        ],
+    )
+    doc = await page(client, "/_admin/")
+    first, second = doc.all("tr", "record")
+    cells = {
+        c: first.one("td", c).text.strip()
+        for c in (
+            "action",
+            "vendor",
+            "missing",
+            "regime",
+            "method",
+            "host",
+            "path",
+            "stripped",
+            "reason",
+        )
+    }
+    assert cells == {
+        "action": "strip",
+        "vendor": "google-analytics-4/collect",
+        "missing": "advertising, analytics",
+        "regime": "opt-in",
+        "method": "GET",
+        "host": GA,
+        "path": "/g/collect",
+        "stripped": "query:gclid, ip:truncate",
+        "reason": "analytics not granted",
+    }
+    time_cell = first.one("td", "time").one("time")
+    assert time_cell.attrs["datetime"].endswith("Z") and len(time_cell.text) == 19
+    assert second.one("td", "vendor").text == "(unknown destination)"
+    assert "report-only" in second.classes and second.one("span", "badge")
+    assert second.one("td", "action").text.strip() == "reject"
+
+
+def _params(href: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(href).query)
+
+
+async def test_pagination(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    # 120 drops and, between them, records the filter leaves out
+    rows = [record(f"r{i:03}", age=10 + i) for i in range(120)]
+    rows += [record(f"x{i}", age=10.5 + i, action="strip") for i in range(0, 120, 7)]
+    seed(client, rows)
+
+    doc = await page(client, "/_admin/?action=drop&since=1d")
+    assert reasons(doc) == [f"r{i:03}" for i in range(50)]
+    assert not doc.all("a", "prev")
+    next_href = doc.one("a", "next").attrs["href"]
+    assert _params(next_href)["action"] == ["drop"] and _params(next_href)["since"] == ["1d"]
+    assert doc.one("table", id="records").attrs["data-live"] == "on"
+
+    doc2 = await page(client, next_href)
+    assert reasons(doc2) == [f"r{i:03}" for i in range(50, 100)]
+    assert doc2.one("table", id="records").attrs["data-live"] == "off"
+    doc3 = await page(client, doc2.one("a", "next").attrs["href"])
+    assert reasons(doc3) == [f"r{i:03}" for i in range(100, 120)]
+    assert not doc3.all("a", "next")
+
+    back = await page(client, doc3.one("a", "prev").attrs["href"])
+    assert reasons(back) == reasons(doc2)
+    first_href = back.one("a", "prev").attrs["href"]
+    assert "before_id" not in _params(first_href)  # the first page is the newest one
+    assert _params(first_href)["action"] == ["drop"]
+    assert reasons(await page(client, first_href)) == reasons(doc)
+
+
+async def test_api_pagination_visits_every_record_once(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    client = await admin_client(gateway_factory)
+    seed(client, [record(f"r{i:03}", age=10 + i % 17) for i in range(120)])  # ties in time
+    seen: list[str] = []
+    url = "/_admin/api/records?limit=50"
+    for _ in range(10):
+        body = await api(client, url)
+        seen += [r["request_id"] for r in body["records"]]
+        if body["next_before_id"] is None:
+            break
+        url = f"/_admin/api/records?limit=50&before_id={body['next_before_id']}"
+    assert sorted(seen) == [f"r{i:03}" for i in range(120)] and len(seen) == 120
+    times = [r["ts_epoch"] for r in (await api(client, "/_admin/api/records?limit=120"))["records"]]
+    assert times == sorted(times, reverse=True)
+
+
+async def test_api_records_shape(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    rec = record("shape", stripped=("query:gclid",))
+    seed(client, [rec])
+    body = await api(client, "/_admin/api/records")
+    assert set(body) == {"records", "next_before_id"} and body["next_before_id"] is None
+    [got] = body["records"]
+    assert got == orjson.loads(orjson.dumps(record_to_dict(rec))) | {"id": 1}
+    assert set(got) == {"ts", "ts_epoch"} | {f.name for f in fields(DecisionRecord)} - {"ts"}
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("since=2y", "since"),
+        ("since=yesterday", "since"),
+        ("vendor=Not_A_Vendor!", "vendor"),
+        ("purpose=profiling", "purpose"),
+        ("action=allow", "action"),
+        ("regime=mars", "regime"),
+        ("before_id=abc", "before_id"),
+        ("before_id=0", "before_id"),
+        ("before_id=-1", "before_id"),
+        ("before_id=99999999999999999999", "before_id"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+    ],
+)
+async def test_api_records_bad_parameters(
+    gateway_factory: Callable[..., Any], query: str, message: str
+) -> None:
+    client = await admin_client(gateway_factory)
+    seed(client, [record("r")])
+    body = await api(client, f"/_admin/api/records?{query}", status=400)
+    assert set(body) == {"error"} and body["error"].startswith(message + ":")
+    value = query.partition("=")[2]
+    assert len(value) < 3 or value not in body["error"]  # never echoed
+    if not query.startswith("limit"):
+        doc = await page(client, f"/_admin/?{query}", status=400)
+        assert doc.one(id="error-message").text.startswith(message + ":")
+
+
+@pytest.mark.parametrize("since", ["90m", "2d", "2026-01-01T00:00:00Z"])
+async def test_api_takes_any_duration_or_time(
+    gateway_factory: Callable[..., Any], since: str
+) -> None:
+    client = await admin_client(gateway_factory)
+    seed(client, [record("r")])
+    body = await api(client, f"/_admin/api/records?since={since}")
+    assert [r["request_id"] for r in body["records"]] == ["r"]
+    await page(client, f"/_admin/?since={since}", status=400)  # pages offer their windows
+
+
+async def test_injected_markup_is_escaped(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    evil = "<script>alert(1)</script>"
+    seed(
+        client,
+        [
+            record(
+                f'"><img src=x onerror=alert(1)>{evil}',
+                vendor=None,
+                endpoint=None,
+                action="reject",
+                host=f"evil.example{evil}",
+                path=f"/{evil}",
+                missing=(f"{evil}",),
+                regime=f"{evil}",
+                stripped=(f"query:{evil}",),
+            )
+        ],
+    )
+    for path in ("/_admin/?since=all", "/_admin/unknown?since=all"):
+        resp = await client.get(path, headers=BEARER)
+        html = await resp.text()
+        assert "&lt;script&gt;" in html
+        assert "<script>alert" not in html and "<img" not in html
+    doc = parse(html)
+    assert doc.one("td", "host").text == f"evil.example{evil}"  # shown as text, intact
+
+
+async def test_a_real_request_with_markup_is_shown_escaped(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    client = await admin_client(gateway_factory)
+    raw = URL("/t/evil.example/<script>alert(1)</script>?q=<script>", encoded=True)
+    assert (await client.get(raw)).status == 404
+    raw_host = URL("/t/<script>alert(1)</script>/x", encoded=True)
+    assert (await client.get(raw_host)).status in (400, 404)
+    for _ in range(100):
+        if len((await api(client, "/_admin/api/records"))["records"]) == 2:
+            break
+        await asyncio.sleep(0.02)
+    for path in ("/_admin/", "/_admin/unknown"):
+        html = await (await client.get(path, headers=BEARER)).text()
+        assert "&lt;script&gt;" in html and "<script>alert" not in html, path
+
+
+async def test_no_sqlite_log(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory, decision_log={"sqlite_path": ""})
+    for path in ("/_admin/", "/_admin/overview", "/_admin/unknown"):
+        doc = await page(client, path)
+        assert any("decision_log.sqlite_path" in n.text for n in doc.all("p", "notice"))
+    assert await api(client, "/_admin/api/records") == {"records": [], "next_before_id": None}
+    assert (await api(client, "/_admin/api/unknown"))["hosts"] == []
+    assert (await api(client, "/_admin/api/overview"))["total"] == 0
+
+
+async def test_unreadable_log_is_503(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    db = state_of(client).gw.config.decision_log.sqlite_path
+    assert db is not None
+    await client.app[GATEWAY].decision_log.close()
+    db.write_bytes(b"this is not a database" * 100)
+    body = await api(client, "/_admin/api/records", status=503)
+    assert body == {"error": "the decision log cannot be read"}
+    await page(client, "/_admin/", status=503)
+
+
+# --- Unknown destinations -----------------------------------------------------------------
+
+
+async def test_unknown_destinations(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    unknown = {"vendor": None, "endpoint": None, "action": "reject", "missing": ()}
+    seed(
+        client,
+        [
+            record("1", age=500, host="a.example", **unknown),
+            record("2", age=400, host="b.example", **unknown),
+            record("3", age=300, host="a.example", **unknown),
+            record("4", age=200, host="a.example", **unknown),
+            record("5", age=100, host="b.example", **unknown),
+            record("6", age=50, host="c.example", **unknown),
+            record("7", age=40, host="old.example", **(unknown | {"ts": time.time() - 30 * DAY})),
+            record("8", age=30, host=GA),  # a known vendor's drop: not unknown
+        ],
+    )
+    doc = await page(client, "/_admin/unknown")
+    rows = doc.one("table", id="unknown").all("tr", "host")
+    got = [(r.one("td", "host").text, r.one("td", "count").text) for r in rows]
+    assert got == [("a.example", "3"), ("b.example", "2"), ("c.example", "1")]
+    first, last = rows[0].one("td", "first-seen"), rows[0].one("td", "last-seen")
+    assert first.one("time").attrs["datetime"] < last.one("time").attrs["datetime"]
+
+    doc = await page(client, "/_admin/unknown?since=all")
+    hosts = [r.one("td", "host").text for r in doc.one("table", id="unknown").all("tr", "host")]
+    assert hosts == ["a.example", "b.example", "c.example", "old.example"]
+
+    body = await api(client, "/_admin/api/unknown")
+    assert body["since"] == "1w" and body["since_time"].endswith("Z")
+    assert [(h["host"], h["count"]) for h in body["hosts"]] == [
+        ("a.example", 3),
+        ("b.example", 2),
+        ("c.example", 1),
+    ]
+    assert set(body["hosts"][0]) == {
+        "host",
+        "count",
+        "first_seen",
+        "last_seen",
+        "first_seen_epoch",
+        "last_seen_epoch",
+    }
+    body = await api(client, "/_admin/api/unknown?since=all&limit=1")
+    assert [h["host"] for h in body["hosts"]] == ["a.example"]
+    await api(client, "/_admin/api/unknown?since=never", status=400)
+    await api(client, "/_admin/api/unknown?limit=0", status=400)
+    await page(client, "/_admin/unknown?since=3d", status=400)
+
+
+# --- Rules --------------------------------------------------------------------------------
+
+
+async def test_rules_page(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    gw = client.app[GATEWAY]
+    doc = await page(client, "/_admin/rules")
+    assert not doc.all(id="load-errors")
+    sections = doc.all("section", "rule")
+    assert [s.one("h2").text for s in sections] == sorted(r.vendor for r in gw.rules.current.rules)
+    ga4 = next(s for s in sections if s.one("h2").text == "google-analytics-4")
+    rule = gw.rules.current.rules[
+        [r.vendor for r in gw.rules.current.rules].index("google-analytics-4")
+    ]
+    assert ga4.one("dd", "name").text == rule.name
+    assert ga4.one("dd", "file").text == rule.file
+    assert ga4.one("dd", "hosts").text == ", ".join(rule.hosts)
+    endpoints = ga4.one("table", "endpoints").all("tr", "endpoint")
+    assert [e.one("td", "id").text for e in endpoints] == [e.id for e in rule.endpoints]
+    assert [e.one("td", "match").text for e in endpoints] == [e.pattern for e in rule.endpoints]
+    collect = rule.endpoints[0]
+    cell = endpoints[0].one("td", "when-denied").text
+    for purpose, strip in collect.when_denied.items():
+        assert purpose in cell and all(n in cell for n in strip.field_names())
+
+
+async def test_rules_page_shows_load_errors(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    client.app[GATEWAY].rules.last_error = [
+        "rules/x.yaml:3: endpoints[0].match: <b>bad</b>",
+        "rules/y.yaml: cannot read",
+    ]
+    resp = await client.get("/_admin/rules", headers=BEARER)
+    html = await resp.text()
+    assert "&lt;b&gt;bad&lt;/b&gt;" in html and "<b>bad" not in html
+    errors = parse(html).one("div", id="load-errors")
+    assert [li.text for li in errors.all("li")] == [
+        "rules/x.yaml:3: endpoints[0].match: <b>bad</b>",
+        "rules/y.yaml: cannot read",
+    ]
+    body = await api(client, "/_admin/api/rules")
+    assert body["load_errors"] == client.app[GATEWAY].rules.last_error
+    ga4 = next(r for r in body["rules"] if r["vendor"] == "google-analytics-4")
+    assert set(ga4) == {
+        "vendor",
+        "name",
+        "file",
+        "hosts",
+        "route",
+        "route_host",
+        "purposes",
+        "tcf_vendor_id",
+        "report_only",
+        "consent_params",
+        "endpoints",
+    }
+    assert set(ga4["endpoints"][0]) == {
+        "id",
+        "match",
+        "methods",
+        "kind",
+        "body",
+        "purposes",
+        "forward_mode",
+        "when_denied",
+        "always",
+    }
+
+
+# --- Overview -----------------------------------------------------------------------------
+
+
+async def test_overview(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    seed(client, FILTER_ROWS)
+    doc = await page(client, "/_admin/overview")
+    charts = [s for s in doc.all("svg") if "chart" in s.classes]
+    assert [c.attrs["id"] for c in charts] == ["chart-vendor-action", "chart-purpose"]
+    labels = [t.text for t in charts[0].all("text", "label")]
+    assert labels == ["google-analytics-4", "(unknown destination)", "meta-pixel"]
+    windows = {a.attrs["href"] for a in doc.all("a", "window")}
+    assert windows == {f"/_admin/overview?window={w}" for w in ("1h", "1d", "1w")}
+    assert doc.one(id="total").text.startswith("4 ")
+    assert doc.one(id="share-scope").text  # says what the share is measured over
+
+    body = await api(client, "/_admin/api/overview?window=1w")
+    assert body["window"] == "1w" and body["total"] == 5
+    assert body["by_vendor_action"] == [
+        {"vendor": None, "action": "reject", "count": 1},
+        {"vendor": "google-analytics-4", "action": "drop", "count": 2},
+        {"vendor": "google-analytics-4", "action": "forward", "count": 1},
+        {"vendor": "meta-pixel", "action": "strip", "count": 1},
+    ]
+    assert body["by_purpose"] == [
+        {"purpose": "advertising", "count": 3},
+        {"purpose": "analytics", "count": 2},
+    ]
+    one_hour = await api(client, "/_admin/api/overview?window=1h")
+    assert one_hour["total"] == 3
+    for bad in ("all", "2h", "x"):
+        assert (await api(client, f"/_admin/api/overview?window={bad}", status=400))["error"]
+        await page(client, f"/_admin/overview?window={bad}", status=400)
+
+
+async def test_overview_without_records(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    doc = await page(client, "/_admin/overview?window=1h")
+    assert len([s for s in doc.all("svg") if "chart" in s.classes]) == 2
+    assert doc.all("text", "empty")
+
+
+async def test_purpose_share_counts_tag_requests(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory, hosts=[GA])
+    hit = f"/t/{GA}/g/collect?v=2&tid=G-X&cid=1.2&en=page_view"
+    for _ in range(3):
+        assert (await client.get(hit)).status in (200, 204)
+    granted = cookie_for({"analytics": "granted"})
+    assert (await client.get(hit, headers={"Cookie": f"cg_consent={granted}"})).status < 300
+    body = await api(client, "/_admin/api/overview")
+    share = {p["purpose"]: p for p in body["purpose_share"]["purposes"]}
+    assert share["analytics"] == {
+        "purpose": "analytics",
+        "granted": 1,
+        "denied": 3,
+        "unknown": 0,
+        "total": 4,
+        "granted_share": 0.25,
+    }
+    assert share["necessary"]["granted_share"] == 1.0
+    assert set(share) == set(state_of(client).gw.config.consent.purposes)
+    assert body["purpose_share"]["since"].endswith("Z") and body["purpose_share"]["measured"]
+    doc = await page(client, "/_admin/overview")
+    rows = {
+        r.one("td", "purpose").text: r.one("td", "share").text.strip()
+        for r in doc.one("table", id="purpose-share").all("tr", "purpose")
+    }
+    assert rows["analytics"] == "25.0 %" and rows["necessary"] == "100.0 %"
+
+
+async def test_purpose_share_before_any_request(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    body = await api(client, "/_admin/api/overview")
+    assert all(p["granted_share"] is None for p in body["purpose_share"]["purposes"])
+    doc = await page(client, "/_admin/overview")
+    shares = [r.one("td", "share").text.strip() for r in doc.all("tr", "purpose")]
+    assert shares and set(shares) == {"–"}
+
+
+# --- static files -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [("admin.css", "text/css"), ("admin.js", "text/javascript")],
+)
+async def test_static_files(
+    gateway_factory: Callable[..., Any], name: str, content_type: str
+) -> None:
+    client = await admin_client(gateway_factory)
+    resp = await client.get(f"/_admin/static/{name}")  # public: the login page needs them
+    assert resp.status == 200 and resp.content_type == content_type
+    body = await resp.read()
+    assert body == (Path(views.__file__).parent / "static" / name).read_bytes()
+    etag = resp.headers["ETag"]
+    again = await client.get(f"/_admin/static/{name}", headers={"If-None-Match": etag})
+    assert again.status == 304 and not await again.read()
+
+
+@pytest.mark.parametrize("name", ["admin.py", "..%2Fviews.py", "nothing.css", ""])
+async def test_static_serves_only_its_files(gateway_factory: Callable[..., Any], name: str) -> None:
+    client = await admin_client(gateway_factory)
+    resp = await client.get(URL(f"/_admin/static/{name}", encoded=True), allow_redirects=False)
+    assert resp.status in (303, 404)
+    assert b"import" not in await resp.read()
+
+
+def test_live_tail_script_never_writes_markup() -> None:
+    js = (Path(views.__file__).parent / "static" / "admin.js").read_text()
+    for sink in (".innerHTML", ".outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in js
+    assert "textContent" in js and "/_admin/api/stream" in js and "live-status" in js
+
+
+# --- the live stream ----------------------------------------------------------------------
+
+
+async def read_event(resp: Any, timeout: float = 5.0) -> bytes:
+    """The next `data:` line (comments and blank lines skipped)."""
+
+    async def _read() -> bytes:
+        while True:
+            line = await resp.content.readline()
+            if not line:
+                raise EOFError("stream ended")
+            if line.startswith(b"data: "):
+                return bytes(line[6:].rstrip(b"\n"))
+
+    return await asyncio.wait_for(_read(), timeout)
+
+
+async def until_connected(resp: Any) -> None:
+    async def _read() -> None:
+        while (await resp.content.readline()) != b": connected\n":
+            pass
+
+    await asyncio.wait_for(_read(), 5)
+
+
+async def test_stream_delivers_new_records(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory, hosts=[GA])
+    resp = await client.get("/_admin/api/stream", headers=BEARER)
+    assert resp.status == 200 and resp.content_type == "text/event-stream"
+    assert resp.headers["Content-Security-Policy"] == CSP
+    assert resp.headers["Cache-Control"] == "no-store"
+    await until_connected(resp)
+    assert (await client.get(f"/t/{GA}/g/collect?v=2&tid=G-X&cid=1.2")).status < 300
+    doc = orjson.loads(await read_event(resp))
+    assert doc["vendor"] == "google-analytics-4" and doc["action"] == "drop"
+    assert doc["path"] == "/g/collect" and "cid" not in orjson.dumps(doc).decode()
+    resp.close()
+
+
+async def test_stream_filters_and_keeps_one_record_per_line(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    client = await admin_client(gateway_factory)
+    gw = client.app[GATEWAY]
+    resp = await client.get("/_admin/api/stream?action=reject&purpose=", headers=BEARER)
+    await until_connected(resp)
+    gw.decision_log.submit(record("dropped"))
+    gw.decision_log.submit(
+        record("line\nbreak\r\n\ndata: forged", vendor=None, endpoint=None, action="reject")
+    )
+    doc = orjson.loads(await read_event(resp))
+    assert doc["reason"] == "line\nbreak\r\n\ndata: forged"  # escaped inside one data line
+    resp.close()
+    bad = await client.get("/_admin/api/stream?action=allow", headers=BEARER)
+    assert bad.status == 400
+
+
+async def test_stream_pings_and_unsubscribes(
+    gateway_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(views, "_PING_INTERVAL", 0.05)
+    client = await admin_client(gateway_factory)
+    state = state_of(client)
+    resp = await client.get("/_admin/api/stream", headers=BEARER)
+    await until_connected(resp)
+    assert await asyncio.wait_for(resp.content.readline(), 5) == b"\n"  # ends "connected"
+    assert await asyncio.wait_for(resp.content.readline(), 5) == b": ping\n"
+    assert len(state.streams) == 1
+    resp.close()
+    for _ in range(200):
+        if not state.streams:
+            break
+        await asyncio.sleep(0.01)
+    assert not state.streams
+    assert not state.gw.decision_log._subscribers
+
+
+async def test_stream_ends_on_shutdown(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    resp = await client.get("/_admin/api/stream", headers=BEARER)
+    await until_connected(resp)
+    app = admin_app(client)
+    await app.on_shutdown.send(app)
+    with pytest.raises(EOFError):
+        await read_event(resp)
+    assert not state_of(client).streams
+
+
+async def test_stream_ends_when_the_session_expires(
+    gateway_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(views, "_PING_INTERVAL", 0.05)
+    client = await admin_client(gateway_factory)
+    await client.post("/_admin/login", data={"token": TOKEN})
+    assert any(c.key == COOKIE_NAME for c in client.session.cookie_jar)
+    resp = await client.get("/_admin/api/stream")
+    assert resp.status == 200
+    await until_connected(resp)
+    state_of(client).auth.clock = lambda: time.time() + 9 * HOUR
+    with pytest.raises(EOFError):
+        await read_event(resp)

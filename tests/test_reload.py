@@ -1,0 +1,134 @@
+"""gateway.reload: a bad edit keeps the last good rules; a good one applies without a restart,
+without failing a request in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.app import GATEWAY, RELOADER, build_app
+from gateway.reload import snapshot
+from tests.conftest import RULES_DIR, FakeVendor, make_config, overrides_for
+
+HIT = "/t/www.google-analytics.com/g/collect?v=2&tid=G-1&cid=1.2&en=x"
+
+
+async def _gateway(
+    tmp_path: Path, fake: FakeVendor, aiohttp_client: Callable[..., Any], watch: float = 0
+) -> tuple[TestClient[Any, Any], Path]:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    # One rule file is enough, and keeps the test independent of the rest of the catalogue.
+    shutil.copy(RULES_DIR / "google-analytics-4.yaml", rules)
+    cfg = make_config(
+        tmp_path,
+        overrides_for(fake, ["www.google-analytics.com"]),
+        {"rules": {"paths": [str(rules)], "watch_interval": watch}},
+    )
+    client: TestClient[Any, Any] = await aiohttp_client(build_app(cfg))
+    return client, rules / "google-analytics-4.yaml"
+
+
+def _make_collect_a_pixel(path: Path) -> None:
+    """An edit with a visible effect: a dropped GA4 hit is answered with the GIF (200)
+    instead of 204."""
+    path.write_text(path.read_text().replace("kind: beacon", "kind: pixel", 1))
+
+
+def _metric(client: TestClient[Any, Any], result: str) -> float:
+    v = client.app[GATEWAY].metrics.registry.get_sample_value(
+        "gateway_rule_reloads_total", {"result": result}
+    )
+    return v or 0.0
+
+
+async def test_broken_rule_file_keeps_the_old_rules(
+    tmp_path: Path, fake_vendor: FakeVendor, aiohttp_client: Callable[..., Any]
+) -> None:
+    client, ga4 = await _gateway(tmp_path, fake_vendor, aiohttp_client)
+    gw = client.app[GATEWAY]
+    before = gw.rules.current
+    ga4.write_text(ga4.read_text().replace("kind: beacon", "knid: beacon", 1))
+    assert await client.app[RELOADER].reload() is False
+    assert gw.rules.current is before
+    assert any("knid" in line and "unknown key" in line for line in gw.rules.last_error)
+    assert _metric(client, "failed") == 1
+    # Still serving, with the old rules: no consent -> dropped locally.
+    resp = await client.get(HIT)
+    assert resp.status == 204
+    # Fixed: the next reload succeeds and clears the error.
+    ga4.write_text(ga4.read_text().replace("knid: beacon", "kind: beacon", 1))
+    assert await client.app[RELOADER].reload() is True
+    assert gw.rules.last_error == [] and _metric(client, "ok") == 1
+
+
+async def test_good_edit_applies_under_concurrent_load_without_failing_a_request(
+    tmp_path: Path, fake_vendor: FakeVendor, aiohttp_client: Callable[..., Any]
+) -> None:
+    client, ga4 = await _gateway(tmp_path, fake_vendor, aiohttp_client)
+    statuses: list[int] = []
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        while not stop.is_set():
+            resp = await client.get(HIT)
+            await resp.read()
+            statuses.append(resp.status)
+
+    workers = [asyncio.ensure_future(load()) for _ in range(20)]
+    await asyncio.sleep(0.2)
+    _make_collect_a_pixel(ga4)
+    assert await client.app[RELOADER].reload() is True
+    swapped_at = len(statuses)
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.gather(*workers)
+    assert swapped_at > 20 and len(statuses) > swapped_at + 20
+    # Every request answered, by the old rules (204) or the new (GIF, 200); none failed.
+    assert set(statuses) == {204, 200}
+    assert set(statuses[swapped_at + 20 :]) == {200}
+    assert fake_vendor.seen == []
+
+
+async def test_file_change_is_picked_up_by_the_watcher(
+    tmp_path: Path, fake_vendor: FakeVendor, aiohttp_client: Callable[..., Any]
+) -> None:
+    client, ga4 = await _gateway(tmp_path, fake_vendor, aiohttp_client, watch=0.05)
+    before = client.app[GATEWAY].rules.current
+    _make_collect_a_pixel(ga4)
+    os.utime(ga4, ns=(1, 1))  # a different mtime even on coarse file systems
+    for _ in range(100):
+        if client.app[GATEWAY].rules.current is not before:
+            break
+        await asyncio.sleep(0.05)
+    assert client.app[GATEWAY].rules.current is not before
+    assert (await client.get(HIT)).status == 200
+
+
+async def test_sighup_reloads(
+    tmp_path: Path, fake_vendor: FakeVendor, aiohttp_client: Callable[..., Any]
+) -> None:
+    client, ga4 = await _gateway(tmp_path, fake_vendor, aiohttp_client)
+    before = client.app[GATEWAY].rules.current
+    _make_collect_a_pixel(ga4)
+    os.kill(os.getpid(), signal.SIGHUP)
+    for _ in range(100):
+        if client.app[GATEWAY].rules.current is not before:
+            break
+        await asyncio.sleep(0.05)
+    assert client.app[GATEWAY].rules.current is not before
+
+
+def test_snapshot_sees_edits(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("x")
+    first = snapshot([tmp_path])
+    (tmp_path / "a.yaml").write_text("xy")
+    assert snapshot([tmp_path]) != first
+    assert snapshot([tmp_path / "missing.yaml"]) == ()
