@@ -23,13 +23,12 @@ from aiohttp import web
 
 from gateway import edges
 from gateway.config import GatewayConfig
-from gateway.consent.signals import Signals, google_consent_params, resolve_with_signals
+from gateway.consent.signals import Signals, resolve_with_signals, vendor_consent_params
 from gateway.decide import decide, reject
 from gateway.decision_log import record_for
 from gateway.errors import RequestError, TransformError
 from gateway.model import Action, ConsentState, Decision, Facts, Outgoing, StripSpec
 from gateway.ruleset.match import Match, RuleSet
-from gateway.ruleset.schema import ConsentParams
 from gateway.state import Gateway
 from gateway.transform import transform
 
@@ -129,11 +128,12 @@ def evaluate(
         strips = match.endpoint.always if decision.report_only else decision.strips
         # A vendor that reads its own consent parameters must not be told more than
         # the gateway resolved (a hit saying gcs=G111 when analytics is denied).
-        params = (
-            google_consent_params(consent, config.consent.signals, facts.query)
-            if match.vendor.consent_params is ConsentParams.GOOGLE and not decision.report_only
-            else None
-        )
+        params: dict[str, str] = {}
+        fields: dict[str, object] = {}
+        if match.vendor.consent_params is not None and not decision.report_only:
+            params, fields = vendor_consent_params(
+                match.vendor.consent_params.value, consent, config.consent.signals, facts.query
+            )
         try:
             outgoing = transform(
                 facts,
@@ -141,6 +141,7 @@ def evaluate(
                 match.endpoint.body,
                 own_cookies=own_cookies,
                 set_query=params,
+                set_json=fields,
                 forward_headers=match.endpoint.forward_headers,
             )
         except TransformError as e:

@@ -423,6 +423,28 @@ def _body(facts: Facts, strips: StripSpec, body_kind: BodyKind) -> bytes:
     return gzip.compress(out, mtime=0) if gzipped else out
 
 
+def _set_json(
+    body: bytes, body_kind: BodyKind, fields: Mapping[str, object] | None, facts: Facts
+) -> bytes:
+    """`body` (a JSON object) with top-level `fields` set; other bodies unchanged."""
+    if not fields or not body or body_kind not in (BodyKind.JSON, BodyKind.TEXT):
+        return body
+    if any(
+        n.lower() == "content-encoding" and v.strip().lower() not in ("", "identity")
+        for n, v in facts.headers.items_all()
+    ):
+        # SECURITY: a consent flag we cannot set is a claim we cannot correct: fail closed.
+        raise TransformError("cannot set consent fields in an encoded body")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise TransformError("body is not valid UTF-8 JSON") from None
+    if not isinstance(doc, dict):
+        raise TransformError("consent fields need a JSON object body")
+    doc.update(fields)
+    return orjson.dumps(doc)
+
+
 # --- headers -----------------------------------------------------------------------------
 
 
@@ -591,6 +613,7 @@ def transform(
     *,
     own_cookies: frozenset[str] = frozenset(),
     set_query: Mapping[str, str] | None = None,
+    set_json: Mapping[str, object] | None = None,
     forward_headers: frozenset[str] = frozenset(),
 ) -> Outgoing:
     """The request that leaves for the vendor, with `decision.strips` applied.
@@ -624,5 +647,5 @@ def transform(
         path=strip_path_params(facts.path, strips.path_params, strips.url_fields),
         query=query,
         headers=tuple(_headers(facts, strips, own_cookies, forward_headers)),
-        body=_body(facts, strips, body_kind),
+        body=_set_json(_body(facts, strips, body_kind), body_kind, set_json, facts),
     )

@@ -878,3 +878,29 @@ def test_forward_headers_extend_the_allow_list_for_one_request() -> None:
     assert [n for n, _ in plain.headers] == []
     out = transform(facts, d, BodyKind.NONE, forward_headers=frozenset({"access-token"}))
     assert out.headers == (("Access-Token", "tok"),)  # only what the rule names
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "expected"),
+    [
+        (b'{"event": "x"}', (), {"event": "x", "limited_data_use": True}),
+        (b'{"limited_data_use": false}', (), {"limited_data_use": True}),
+    ],
+)
+def test_set_json_sets_top_level_fields(
+    body: bytes, headers: tuple[tuple[str, str], ...], expected: dict[str, object]
+) -> None:
+    facts = Facts(
+        "r", "POST", "business-api.tiktok.com", "/e", "", headers=Headers(headers), body=body
+    )
+    d = Decision(Action.FORWARD, "v", "e", frozenset(), frozenset(), StripSpec(), "t")
+    out = transform(facts, d, BodyKind.JSON, set_json={"limited_data_use": True})
+    assert orjson.loads(out.body) == expected
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b"not json"])
+def test_set_json_fails_closed_on_bodies_it_cannot_edit(body: bytes) -> None:
+    facts = Facts("r", "POST", "h.example", "/e", "", body=body)
+    d = Decision(Action.FORWARD, "v", "e", frozenset(), frozenset(), StripSpec(), "t")
+    with pytest.raises(TransformError):
+        transform(facts, d, BodyKind.JSON, set_json={"limited_data_use": True})

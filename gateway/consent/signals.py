@@ -40,6 +40,7 @@ __all__ = [
     "google_consent_params",
     "read_signals",
     "resolve_with_signals",
+    "vendor_consent_params",
 ]
 
 _GRANTED, _DENIED = ConsentValue.GRANTED, ConsentValue.DENIED
@@ -324,3 +325,33 @@ def google_consent_params(
         if not names & set(_GOOGLE_PARAMS):
             return {}
     return gcm.consent_params(states)
+
+
+#: sources that express a US opt-out of sale / sharing / targeted advertising
+_US_OPT_OUT_SOURCES = frozenset({"gpc", "us_privacy", "gpp"})
+
+
+def vendor_consent_params(
+    kind: str, state: ConsentState, cfg: SignalsConfig, query: str | None = None
+) -> tuple[dict[str, str], dict[str, object]]:
+    """(query parameters, top-level JSON fields) a forwarded hit must carry so the vendor's
+    own consent parameters agree with the resolved consent (`consent_params` in a rule).
+
+    Only ever restricts: a parameter saying consent was given is never added, so a tag's
+    own "denied" is never upgraded. `kind` is a rule's `consent_params` value.
+    """
+    advertising = state.purposes.get("advertising")
+    denied = advertising is None or advertising.state is not _GRANTED
+    us_opt_out = denied and advertising is not None and advertising.source in _US_OPT_OUT_SOURCES
+    if kind == "google":
+        return google_consent_params(state, cfg, query), {}
+    if kind == "microsoft":
+        # UET: asc=D keeps Microsoft from writing or reading ad cookies for this hit.
+        return ({"asc": "D"} if denied else {}), {}
+    if kind == "meta":
+        # Meta's Limited Data Use is a US-state mechanism (not a GDPR signal); country and
+        # state 0 ask Meta to geolocate the hit itself.
+        return ({"dpo": "LDU", "dpoco": "0", "dpost": "0"} if us_opt_out else {}), {}
+    if kind == "tiktok":
+        return {}, ({"limited_data_use": True} if us_opt_out else {})
+    return {}, {}

@@ -76,6 +76,12 @@ class ConsentParams(enum.StrEnum):
 
     #: Google Consent Mode: `gcs`, `gcd`, `npa` on every Google tag hit
     GOOGLE = "google"
+    #: Microsoft UET: `asc=D` (ad storage denied) unless advertising is granted
+    MICROSOFT = "microsoft"
+    #: Meta Limited Data Use: `dpo=LDU` where a US opt-out denied advertising
+    META = "meta"
+    #: TikTok Events API: `"limited_data_use": true` where a US opt-out denied advertising
+    TIKTOK = "tiktok"
 
 
 def default_forward_mode(kind: EndpointKind) -> ForwardMode:

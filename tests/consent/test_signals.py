@@ -176,3 +176,40 @@ def test_google_params_agree_with_resolved_state(granted: set[str], gcs: str, np
     assert params["gcs"] == gcs and params["npa"] == npa
     effective = gcm.decode_gcd(params["gcd"]).effective
     assert effective == gcm_states(state, CFG)
+
+
+def _state(advertising: str | None, source: str = "cookie") -> object:
+    from gateway.model import ConsentState, PurposeConsent
+
+    purposes = (
+        {}
+        if advertising is None
+        else {"advertising": PurposeConsent(ConsentValue(advertising), source)}
+    )
+    return ConsentState(purposes, regime="us")
+
+
+@pytest.mark.parametrize(
+    ("kind", "advertising", "source", "query", "fields"),
+    [
+        ("microsoft", "granted", "cookie", {}, {}),  # never upgrades the tag's own asc
+        ("microsoft", "denied", "cookie", {"asc": "D"}, {}),
+        ("microsoft", None, "cookie", {"asc": "D"}, {}),
+        ("meta", "denied", "gpc", {"dpo": "LDU", "dpoco": "0", "dpost": "0"}, {}),
+        ("meta", "denied", "us_privacy", {"dpo": "LDU", "dpoco": "0", "dpost": "0"}, {}),
+        ("meta", "denied", "default:opt-in", {}, {}),  # LDU is a US mechanism, not GDPR
+        ("meta", "granted", "cookie", {}, {}),
+        ("tiktok", "denied", "gpp", {}, {"limited_data_use": True}),
+        ("tiktok", "granted", "cookie", {}, {}),
+    ],
+)
+def test_vendor_consent_params(
+    kind: str,
+    advertising: str | None,
+    source: str,
+    query: dict[str, str],
+    fields: dict[str, object],
+) -> None:
+    from gateway.consent.signals import vendor_consent_params
+
+    assert vendor_consent_params(kind, _state(advertising, source), CFG) == (query, fields)  # type: ignore[arg-type]
