@@ -77,6 +77,9 @@ class BodyKind(enum.StrEnum):
     JSON = "json"  # a JSON document; `json` strips apply to it
     TEXT = "text"  # a JSON document sent as text/plain (sendBeacon); `json` strips apply
     GA4_BATCH = "ga4-batch"  # newline-separated form-encoded hits; `query` strips apply per line
+    #: a form body whose `data` field holds JSON, plain or base64 (Mixpanel, Klaviyo legacy):
+    #: `query` strips apply to the form, `json` strips to the decoded document
+    FORM_JSON = "form-json"
 
 
 class IpPolicy(enum.StrEnum):

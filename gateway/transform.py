@@ -18,6 +18,8 @@ closed) rather than forwarding an identifier it could not remove.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
 import re
 import zlib
@@ -353,6 +355,39 @@ def _strip_json_body(body: bytes, paths: frozenset[str]) -> bytes:
         raise TransformError("body could not be re-encoded as JSON") from None
 
 
+# --- JSON inside a form field -----------------------------------------------------------
+
+_DATA_FIELD: Final = "data"
+
+
+def _strip_data_field(form: str, paths: frozenset[str]) -> str:
+    """`form` with the JSON in its `data` field (plain, or standard/url-safe base64 of it)
+    stripped of `paths` and put back in the same encoding. `form` itself if there is no
+    `data` field. Raises TransformError for a `data` field that is neither."""
+    pairs = form.split("&")
+    changed = False
+    for i, pair in enumerate(pairs):
+        name, eq, value = pair.partition("=")
+        if not eq or _decode(name) != _DATA_FIELD:
+            continue
+        raw = unquote_plus(value)
+        if raw.lstrip().startswith(("{", "[")):
+            doc_bytes, was_b64 = raw.encode(), False
+        else:
+            try:
+                doc_bytes = base64.b64decode(
+                    raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True
+                )
+            except (binascii.Error, ValueError):
+                raise TransformError("data field is neither JSON nor base64 JSON") from None
+            was_b64 = True
+        new = _strip_json_body(doc_bytes, paths)
+        encoded = base64.b64encode(new).decode() if was_b64 else new.decode()
+        pairs[i] = f"{name}={quote(encoded, safe='')}"
+        changed = True
+    return "&".join(pairs) if changed else form
+
+
 # --- bodies ------------------------------------------------------------------------------
 
 
@@ -417,6 +452,15 @@ def _body(facts: Facts, strips: StripSpec, body_kind: BodyKind) -> bytes:
                 return body
             plain, gzipped = _decoded(facts)
             out = _strip_json_body(plain, strips.json)
+        case BodyKind.FORM_JSON:
+            if not (strips.query or strips.json or strips.url_fields):
+                return body
+            plain, gzipped = _decoded(facts)
+            text = plain.decode("utf-8", "surrogateescape")
+            edited = _edit_pairs(text, _names(strips.query), _names(strips.url_fields))
+            if strips.json:
+                edited = _strip_data_field(edited, strips.json)
+            out = plain if edited is text else edited.encode("utf-8", "surrogateescape")
     if out is plain:
         return body
     # Content-Encoding is forwarded as received, so the body must stay in that encoding.

@@ -904,3 +904,30 @@ def test_set_json_fails_closed_on_bodies_it_cannot_edit(body: bytes) -> None:
     d = Decision(Action.FORWARD, "v", "e", frozenset(), frozenset(), StripSpec(), "t")
     with pytest.raises(TransformError):
         transform(facts, d, BodyKind.JSON, set_json={"limited_data_use": True})
+
+
+@pytest.mark.parametrize("b64", [False, True])
+def test_form_json_data_field(b64: bool) -> None:
+    import base64
+    from urllib.parse import parse_qs, quote
+
+    doc = b'{"event": "Signup", "properties": {"distinct_id": "u-1", "$email": "a@b.example"}}'
+    data = base64.b64encode(doc).decode() if b64 else doc.decode()
+    body = f"data={quote(data, safe='')}&verbose=1&ip=1".encode()
+    facts = Facts("r", "POST", "api-js.mixpanel.com", "/track/", "", body=body)
+    spec = StripSpec(json=frozenset({"properties.$email"}), query=frozenset({"ip"}))
+    d = Decision(Action.STRIP, "v", "e", frozenset(), frozenset(), spec, "t")
+    out = transform(facts, d, BodyKind.FORM_JSON)
+    form = parse_qs(out.body.decode())
+    assert "ip" not in form and form["verbose"] == ["1"]
+    raw = form["data"][0]
+    decoded = base64.b64decode(raw) if b64 else raw.encode()
+    assert orjson.loads(decoded) == {"event": "Signup", "properties": {"distinct_id": "u-1"}}
+
+
+def test_form_json_unreadable_data_fails_closed() -> None:
+    facts = Facts("r", "POST", "h.example", "/track/", "", body=b"data=%%%not-base64%%%")
+    spec = StripSpec(json=frozenset({"x"}))
+    d = Decision(Action.STRIP, "v", "e", frozenset(), frozenset(), spec, "t")
+    with pytest.raises(TransformError):
+        transform(facts, d, BodyKind.FORM_JSON)

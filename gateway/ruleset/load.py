@@ -457,12 +457,12 @@ class _RuleParser:
             if wd.purpose not in purposes:
                 wd.node.problem(f"this endpoint does not require {wd.purpose!r}")
         own_always = self._strip(m["always"])
-        if body not in (BodyKind.JSON, BodyKind.TEXT):
+        if body not in (BodyKind.JSON, BodyKind.TEXT, BodyKind.FORM_JSON):
             for spec, at in [(own_always, m["always"])] + [
                 (w.strip, w.node) for w in own_when_denied
             ]:
                 if spec.json:
-                    at.problem(f"json strips need body: json or text (this endpoint: {body})")
+                    at.problem(f"json strips need body: json, text or form-json (this endpoint: {body})")
         merged: dict[str, StripSpec] = {}
         for wd in (*vendor_when_denied, *own_when_denied):
             if wd.purpose in purposes:
