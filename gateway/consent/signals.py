@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from gateway.config import ConsentConfig, CookieConfig, SignalsConfig
 from gateway.consent import cmp, gcm, gpp, tcf
@@ -38,6 +38,7 @@ __all__ = [
     "TcfVendorConsent",
     "gcm_states",
     "google_consent_params",
+    "query_params",
     "read_signals",
     "resolve_with_signals",
     "vendor_consent_params",
@@ -93,11 +94,26 @@ class Signals:
     problems: tuple[tuple[str, str], ...] = ()
 
 
-def _query(facts: Facts) -> dict[str, str]:
-    """The request's query parameters (first value wins); tag hits carry signals here."""
+#: the query parameters that carry signals (tag hits and ad-tech macros)
+_SIGNAL_PARAMS = frozenset(
+    {"gdpr", "gdpr_consent", "gpp", "gpp_sid", "gcs", "gcd", "npa", "us_privacy"}
+)
+
+
+def query_params(raw: str, names: frozenset[str] = _SIGNAL_PARAMS) -> dict[str, str]:
+    """The values of `names` in the raw query string `raw` (first occurrence wins).
+
+    Hot path: a tag hit carries dozens of parameters and few signals, so only the
+    wanted pairs are decoded (names are plain ASCII; a percent-encoded name is decoded
+    before comparing, so `%67cs` still counts as `gcs`).
+    """
     out: dict[str, str] = {}
-    for k, v in parse_qsl(facts.query, keep_blank_values=True):
-        out.setdefault(k, v)
+    for pair in raw.split("&"):
+        name, _, value = pair.partition("=")
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if name in names and name not in out:
+            out[name] = unquote_plus(value) if ("%" in value or "+" in value) else value
     return out
 
 
@@ -159,7 +175,7 @@ def _map_types(
 
 def read_signals(facts: Facts, cfg: SignalsConfig) -> Signals:
     """Decode every enabled signal on `facts` into answers (see the module table)."""
-    q = _query(facts)
+    q = query_params(facts.query)
     c = facts.cookies
     read = cfg.read
     answers: list[SourceAnswer] = []
@@ -307,7 +323,7 @@ def gcm_states(state: ConsentState, cfg: SignalsConfig) -> dict[str, ConsentValu
     return out
 
 
-_GOOGLE_PARAMS = ("gcs", "gcd", "npa")
+_GOOGLE_PARAMS = frozenset({"gcs", "gcd", "npa"})
 
 
 def google_consent_params(
@@ -321,8 +337,7 @@ def google_consent_params(
     """
     states = gcm_states(state, cfg)
     if query is not None and all(v is _GRANTED for v in states.values()):
-        names = {k for k, _ in parse_qsl(query, keep_blank_values=True)}
-        if not names & set(_GOOGLE_PARAMS):
+        if not query_params(query, _GOOGLE_PARAMS):
             return {}
     return gcm.consent_params(states)
 

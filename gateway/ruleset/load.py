@@ -462,7 +462,9 @@ class _RuleParser:
                 (w.strip, w.node) for w in own_when_denied
             ]:
                 if spec.json:
-                    at.problem(f"json strips need body: json, text or form-json (this endpoint: {body})")
+                    at.problem(
+                        f"json strips need body: json, text or form-json (this endpoint: {body})"
+                    )
         merged: dict[str, StripSpec] = {}
         for wd in (*vendor_when_denied, *own_when_denied):
             if wd.purpose in purposes:

@@ -213,3 +213,23 @@ def test_vendor_consent_params(
     from gateway.consent.signals import vendor_consent_params
 
     assert vendor_consent_params(kind, _state(advertising, source), CFG) == (query, fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("v=2&gcs=G101&en=x", {"gcs": "G101"}),
+        ("gcs=G101&gcs=G111", {"gcs": "G101"}),  # first occurrence wins
+        ("%67cs=G100", {"gcs": "G100"}),  # an encoded name is still the name
+        (
+            "gdpr=1&gdpr_consent=CQ%3D%3D&us_privacy=1YNN",
+            {"gdpr": "1", "gdpr_consent": "CQ==", "us_privacy": "1YNN"},
+        ),
+        ("gcs", {"gcs": ""}),
+        ("", {}),
+    ],
+)
+def test_query_params(raw: str, expected: dict[str, str]) -> None:
+    from gateway.consent.signals import query_params
+
+    assert query_params(raw) == expected
