@@ -209,13 +209,18 @@ def _scrub_pairs(raw: str, urls: _NameSet) -> str:
         name, eq, value = pair.partition("=")
         dname = _decode(name) if "%" in name or "+" in name else name
         if eq and (dname in urls.exact or dname.startswith(urls.prefixes)):
-            url = unquote_plus(value)
-            clean = scrub_url(url)
-            if clean is not url:
-                pair = f"{name}={quote(clean, safe='')}"
-                changed = True
+            scrubbed = _scrubbed(name, value)
+            if scrubbed is not None:
+                pair, changed = scrubbed, True
         out.append(pair)
     return "&".join(out) if changed else raw
+
+
+def _scrubbed(name: str, value: str) -> str | None:
+    """`name=value` with the URL in `value` scrubbed, or None when it holds nothing to remove."""
+    url = unquote_plus(value)
+    clean = scrub_url(url)
+    return None if clean is url else f"{name}={quote(clean, safe='')}"
 
 
 def strip_path_params(path: str, names: frozenset[str], urls: frozenset[str]) -> str:
@@ -235,11 +240,9 @@ def strip_path_params(path: str, names: frozenset[str], urls: frozenset[str]) ->
             changed = True
             continue
         if eq and (dname in scrub.exact or dname.startswith(scrub.prefixes)):
-            url = unquote_plus(value)
-            clean = scrub_url(url)
-            if clean is not url:
-                param = f"{name}={quote(clean, safe='')}"
-                changed = True
+            scrubbed = _scrubbed(name, value)
+            if scrubbed is not None:
+                param, changed = scrubbed, True
         kept.append(param)
     return ";".join([first, *kept]) if changed else path
 
