@@ -18,6 +18,8 @@ GatewayError                  base of everything the gateway raises on purpose
 │   ├── BadDestination        the host segment is not a plain DNS name (userinfo, port,
 │   │                         IP literal, encoded separators...): 400
 │   └── BodyTooLarge          the body exceeds server.max_body_bytes: 413
+├── StoreError                the consent store failed or refused (unreachable, not open,
+│                             schema newer than the code); callers fail closed
 ├── TransformError            a body the rule says to strip could not be read safely;
 │                             the pipeline drops the request instead of forwarding it
 └── UpstreamError             the vendor could not be reached or answered badly; the one
@@ -40,6 +42,7 @@ __all__ = [
     "GCMError",
     "GPPError",
     "SignalError",
+    "StoreError",
     "TCFError",
     "ConfigError",
     "ConsentCookieError",
@@ -137,6 +140,12 @@ class BadDestination(RequestError):
 
 class BodyTooLarge(RequestError):
     status = 413
+
+
+class StoreError(GatewayError):
+    """The consent store failed or refused: unreachable, not open, or its schema is newer
+    than this code knows. Callers fail closed (unreadable consent is no consent).
+    Messages never contain subject ids, purposes or DSNs."""
 
 
 class TransformError(GatewayError):

@@ -1,0 +1,205 @@
+"""The consent store's interface (DESIGN §6): proof of consent and current state per subject.
+
+```
+ConsentStore (ABC)
+├── SqliteStore    gateway.store.sqlite    one file, WAL, every call in one dedicated thread
+└── PostgresStore  gateway.store.postgres  asyncpg pool, for several gateway instances
+```
+
+- A `ConsentRecord` is append-only proof of what a subject chose, when, under which
+  policy version and from which source. Records are never updated or deleted; the one
+  exception is `erase`, which replaces the subject id by a one-way token in place.
+- A `CurrentConsent` is the subject's current state: the newest record by `at`
+  (ties: the one written last). It is updated in the same transaction as the record.
+- No table holds an IP address or a user agent. `notice_hash` is a hash of the notice text
+  the site showed (when it supplies one), `request_id` ties a record to the access log.
+- Backends map their driver's errors to `StoreError` at their boundary; callers never see
+  `sqlite3.Error` or `asyncpg` exceptions. `ping` never raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, ClassVar, Final
+
+import orjson
+
+if TYPE_CHECKING:
+    from gateway.store.migrations import Migration
+
+from gateway.errors import StoreError
+
+__all__ = [
+    "ERASED_PREFIX",
+    "ConsentRecord",
+    "ConsentStore",
+    "CurrentConsent",
+    "StoreError",
+    "dump_purposes",
+    "erasure_token",
+    "load_purposes",
+]
+
+#: every erasure token starts with this, so an erased subject is recognisable as such.
+ERASED_PREFIX: Final = "erased:"
+_MAX_ID: Final = 256
+
+
+def _frozen_purposes(purposes: Mapping[str, bool]) -> Mapping[str, bool]:
+    out: dict[str, bool] = {}
+    for key, value in purposes.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError("purpose names must be non-empty strings")
+        if not isinstance(value, bool):
+            raise ValueError("purpose answers must be booleans")
+        out[key] = value
+    return MappingProxyType(out)
+
+
+def _check_common(subject: str, source: str, policy_version: int, at: float) -> None:
+    if not isinstance(subject, str) or not subject or len(subject) > _MAX_ID:
+        raise ValueError(f"subject must be a non-empty string of at most {_MAX_ID} characters")
+    if not isinstance(source, str) or not source:
+        raise ValueError("source must be a non-empty string")
+    if isinstance(policy_version, bool) or not isinstance(policy_version, int):
+        raise ValueError("policy_version must be an int")
+    if policy_version < 0:
+        raise ValueError("policy_version must be >= 0")
+    if not isinstance(at, int | float) or not math.isfinite(at):
+        raise ValueError("at must be a finite number (seconds since the epoch)")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    """One append-only proof of consent.
+
+    `source` says where the answer came from: banner, api, cmp, withdrawal, erasure...
+    `at` is seconds since the epoch. `id` is None until the store has written the record;
+    `ConsentStore.record` returns a copy with it set. `purposes` is frozen on construction.
+    Raises ValueError on a malformed field.
+    """
+
+    subject: str
+    purposes: Mapping[str, bool]
+    source: str
+    policy_version: int
+    at: float
+    notice_hash: str | None
+    request_id: str | None
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_common(self.subject, self.source, self.policy_version, self.at)
+        object.__setattr__(self, "purposes", _frozen_purposes(self.purposes))
+        if self.notice_hash is not None and not isinstance(self.notice_hash, str):
+            raise ValueError("notice_hash must be a string or None")
+        if self.request_id is not None and not isinstance(self.request_id, str):
+            raise ValueError("request_id must be a string or None")
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentConsent:
+    """A subject's current state: the purposes, policy version, time and source of its
+    newest record. `purposes` is frozen on construction."""
+
+    subject: str
+    purposes: Mapping[str, bool]
+    policy_version: int
+    at: float
+    source: str
+
+    def __post_init__(self) -> None:
+        _check_common(self.subject, self.source, self.policy_version, self.at)
+        object.__setattr__(self, "purposes", _frozen_purposes(self.purposes))
+
+
+def dump_purposes(purposes: Mapping[str, bool]) -> str:
+    """The purposes as canonical JSON text (sorted keys), as both backends store them."""
+    return orjson.dumps(dict(purposes), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def load_purposes(text: str | bytes) -> dict[str, bool]:
+    """Parse what `dump_purposes` wrote; raises StoreError if the stored value is not an
+    object of booleans (a corrupt row must never read as consent)."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise StoreError("stored purposes are not valid JSON") from exc
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, bool) for k, v in value.items()
+    ):
+        raise StoreError("stored purposes are not an object of booleans")
+    return value
+
+
+def erasure_token(subject: str, salt: bytes) -> str:
+    """The one-way token that replaces `subject` on erasure: `erased:` + hex HMAC-SHA256 of
+    the subject keyed by the store's salt.
+
+    The same subject always yields the same token in one store (erasing twice is harmless),
+    and different stores yield different tokens. It is pseudonymisation: someone holding the
+    database (and so the salt) can test a guessed subject id against a token, but cannot
+    list the subjects that were erased.
+    """
+    # SECURITY: keyed, so a token cannot be matched against another store's or a plain hash.
+    digest = hmac.new(salt, subject.encode(), hashlib.sha256).hexdigest()
+    return ERASED_PREFIX + digest
+
+
+class ConsentStore(ABC):
+    """Where consent is kept. Use: `await open()`, then the methods, then `await close()`.
+
+    Every method but `ping` raises StoreError when the store fails or is not open.
+    `migrate` (gateway.store.migrations) brings a store's schema up to date; `open` accepts
+    an older schema (so that `migrate` can run) but refuses a newer one.
+    """
+
+    #: which list of steps in gateway.store.migrations applies ("sqlite" or "postgres").
+    backend: ClassVar[str]
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect. Raises StoreError if unreachable or if the schema is newer than this
+        code's latest migration (a gateway must not write a schema it does not know)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections and threads. Idempotent."""
+
+    @abstractmethod
+    async def record(self, rec: ConsentRecord) -> ConsentRecord:
+        """Append `rec` and update the subject's current state (when `rec` is not older than
+        it) in one transaction, durable before this returns. Returns `rec` with its id."""
+
+    @abstractmethod
+    async def current(self, subject: str) -> CurrentConsent | None:
+        """The subject's current state, or None if it has no record (no consent)."""
+
+    @abstractmethod
+    async def history(self, subject: str) -> list[ConsentRecord]:
+        """Every record of `subject`, oldest first (by `at`, then by id)."""
+
+    @abstractmethod
+    async def erase(self, subject: str) -> str:
+        """Unlink `subject`: replace its id by `erasure_token(subject, salt)` in every record
+        and in its current row, keeping the records. Returns the token; `history(token)`
+        then lists the unlinked records. Idempotent."""
+
+    @abstractmethod
+    async def ping(self) -> bool:
+        """True if the store answers a trivial query now; never raises."""
+
+    @abstractmethod
+    async def schema_version(self) -> int:
+        """The schema version the database holds (0: empty)."""
+
+    @abstractmethod
+    async def apply_migration(self, step: Migration) -> bool:
+        """Apply `step` in one transaction and record its version, if the database is at
+        `step.version - 1`; returns False (doing nothing) if it is already at or past it."""

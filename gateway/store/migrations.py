@@ -1,0 +1,132 @@
+"""Versioned schema migrations for the consent store, one ordered list per backend.
+
+- Version N is reached by applying steps 1..N in order; each step runs in one transaction
+  together with recording its version (SQLite: `PRAGMA user_version`; PostgreSQL: the
+  one-row `schema_version` table), so a crash leaves the schema at a whole version.
+- `migrate(store)` applies the pending steps and returns the version reached; running it
+  again does nothing. Two processes migrating at once are safe: each step re-checks the
+  version inside its transaction (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: an advisory lock).
+- `ConsentStore.open` refuses a schema newer than `latest_version(backend)`.
+- Steps are only ever appended; a released step is never edited.
+- No table holds an IP address or a user agent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from gateway.store.base import ConsentStore, StoreError
+
+__all__ = [
+    "POSTGRES_STEPS",
+    "SQLITE_STEPS",
+    "Migration",
+    "latest_version",
+    "migrate",
+    "steps_for",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step: the version it brings the schema to, and its SQL statements."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+SQLITE_STEPS: Final[tuple[Migration, ...]] = (
+    Migration(
+        1,
+        "consent records, current state, store metadata",
+        (
+            """CREATE TABLE consent_records (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                subject TEXT NOT NULL,
+                purposes TEXT NOT NULL,
+                source TEXT NOT NULL,
+                policy_version INTEGER NOT NULL,
+                at REAL NOT NULL,
+                notice_hash TEXT,
+                request_id TEXT
+            )""",
+            "CREATE INDEX consent_records_subject ON consent_records (subject, at, id)",
+            """CREATE TABLE current_consent (
+                subject TEXT PRIMARY KEY,
+                purposes TEXT NOT NULL,
+                policy_version INTEGER NOT NULL,
+                at REAL NOT NULL,
+                source TEXT NOT NULL,
+                record_id INTEGER NOT NULL
+            )""",
+            "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ),
+    ),
+)
+
+POSTGRES_STEPS: Final[tuple[Migration, ...]] = (
+    Migration(
+        1,
+        "consent records, current state, store metadata",
+        (
+            """CREATE TABLE consent_records (
+                id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                subject TEXT NOT NULL,
+                purposes JSONB NOT NULL,
+                source TEXT NOT NULL,
+                policy_version INTEGER NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                notice_hash TEXT,
+                request_id TEXT
+            )""",
+            "CREATE INDEX consent_records_subject ON consent_records (subject, at, id)",
+            """CREATE TABLE current_consent (
+                subject TEXT PRIMARY KEY,
+                purposes JSONB NOT NULL,
+                policy_version INTEGER NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                source TEXT NOT NULL,
+                record_id BIGINT NOT NULL
+            )""",
+            "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ),
+    ),
+)
+
+_STEPS: Final[dict[str, tuple[Migration, ...]]] = {
+    "sqlite": SQLITE_STEPS,
+    "postgres": POSTGRES_STEPS,
+}
+
+
+def steps_for(backend: str) -> tuple[Migration, ...]:
+    """The ordered steps of `backend` ("sqlite" or "postgres"); ValueError if unknown."""
+    try:
+        return _STEPS[backend]
+    except KeyError:
+        raise ValueError(f"unknown store backend {backend!r}") from None
+
+
+def latest_version(backend: str) -> int:
+    """The schema version this code writes and reads for `backend`."""
+    steps = steps_for(backend)
+    return steps[-1].version if steps else 0
+
+
+async def migrate(store: ConsentStore) -> int:
+    """Apply the pending steps to an open `store`; returns the version reached.
+
+    Raises StoreError if the schema is newer than this code knows or a step fails (that
+    step is rolled back; the earlier ones stay).
+    """
+    steps = steps_for(store.backend)
+    latest = latest_version(store.backend)
+    current = await store.schema_version()
+    if current > latest:
+        raise StoreError(f"schema version {current} is newer than this code's {latest}")
+    for step in steps:
+        if step.version > current:
+            await store.apply_migration(step)
+    return await store.schema_version()

@@ -1,0 +1,260 @@
+"""The SQLite consent store: one file, for a single gateway instance (the default).
+
+- Every sqlite3 call runs in one dedicated thread (`ThreadPoolExecutor(max_workers=1)`),
+  never on the event loop; the single thread also serialises writes, so concurrent
+  `record` calls queue instead of contending for the write lock.
+- The database is in WAL mode with `synchronous=FULL`: a commit is fsynced before
+  `record` returns, so an acknowledged consent survives a crash or power loss.
+- `sqlite3.Error` and `OSError` are mapped to StoreError here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from gateway.store.base import (
+    ConsentRecord,
+    ConsentStore,
+    CurrentConsent,
+    StoreError,
+    dump_purposes,
+    erasure_token,
+    load_purposes,
+)
+from gateway.store.migrations import Migration, latest_version
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+_SALT_KEY = "erasure_salt"
+
+
+class SqliteStore(ConsentStore):
+    """A consent store in the SQLite file at `path` (created if missing)."""
+
+    backend: ClassVar[str] = "sqlite"
+
+    def __init__(self, path: str | Path, *, timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self._timeout = timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        executor, conn = self._executor, self._conn
+        if executor is None or conn is None:
+            raise StoreError("the consent store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(executor, fn, conn)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"sqlite: {type(exc).__name__}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        # check_same_thread=False: the connection is opened and used only in the store's one
+        # thread, but that thread is not the one constructing the connection object's owner.
+        conn = sqlite3.connect(
+            self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"sqlite: cannot enable WAL (journal_mode={mode})")
+            # durability: fsync on every commit, so an acknowledged record survives a crash
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            latest = latest_version(self.backend)
+            if version > latest:
+                raise StoreError(f"schema version {version} is newer than this code's {latest}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-store")
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(executor, self._connect)
+        except (sqlite3.Error, OSError) as exc:
+            executor.shutdown(wait=True)
+            raise StoreError(f"sqlite: cannot open the consent store: {exc}") from exc
+        except BaseException:
+            executor.shutdown(wait=True)
+            raise
+        self._executor, self._conn = executor, conn
+
+    async def close(self) -> None:
+        executor, conn = self._executor, self._conn
+        self._executor = self._conn = None
+        if executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            if conn is not None:
+                await loop.run_in_executor(executor, conn.close)
+        finally:
+            # the one thread is idle now: shutting it down does not block the loop
+            executor.shutdown(wait=True)
+
+    # -- consent --------------------------------------------------------------------------
+
+    async def record(self, rec: ConsentRecord) -> ConsentRecord:
+        def write(conn: sqlite3.Connection) -> int:
+            purposes = dump_purposes(rec.purposes)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.execute(
+                    "INSERT INTO consent_records (subject, purposes, source, policy_version,"
+                    " at, notice_hash, request_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        rec.subject,
+                        purposes,
+                        rec.source,
+                        rec.policy_version,
+                        rec.at,
+                        rec.notice_hash,
+                        rec.request_id,
+                    ),
+                )
+                rid = cur.lastrowid
+                assert rid is not None
+                # current follows the newest record by `at`; ties go to the later write
+                conn.execute(
+                    "INSERT INTO current_consent (subject, purposes, policy_version, at,"
+                    " source, record_id) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (subject) DO UPDATE SET purposes = excluded.purposes,"
+                    " policy_version = excluded.policy_version, at = excluded.at,"
+                    " source = excluded.source, record_id = excluded.record_id"
+                    " WHERE excluded.at >= current_consent.at",
+                    (rec.subject, purposes, rec.policy_version, rec.at, rec.source, rid),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return rid
+
+        rid = await self._run(write)
+        return replace(rec, id=rid)
+
+    async def current(self, subject: str) -> CurrentConsent | None:
+        def read(conn: sqlite3.Connection) -> tuple[str, int, float, str] | None:
+            row = conn.execute(
+                "SELECT purposes, policy_version, at, source FROM current_consent"
+                " WHERE subject = ?",
+                (subject,),
+            ).fetchone()
+            return None if row is None else (row[0], row[1], row[2], row[3])
+
+        row = await self._run(read)
+        if row is None:
+            return None
+        purposes, version, at, source = row
+        return CurrentConsent(subject, load_purposes(purposes), version, at, source)
+
+    async def history(self, subject: str) -> list[ConsentRecord]:
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT id, purposes, source, policy_version, at, notice_hash, request_id"
+                " FROM consent_records WHERE subject = ? ORDER BY at, id",
+                (subject,),
+            ).fetchall()
+
+        rows = await self._run(read)
+        return [
+            ConsentRecord(
+                subject=subject,
+                purposes=load_purposes(purposes),
+                source=source,
+                policy_version=version,
+                at=at,
+                notice_hash=notice,
+                request_id=request,
+                id=rid,
+            )
+            for rid, purposes, source, version, at, notice, request in rows
+        ]
+
+    async def erase(self, subject: str) -> str:
+        def unlink(conn: sqlite3.Connection) -> str:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT OR IGNORE INTO store_meta (key, value) VALUES (?, ?)",
+                    (_SALT_KEY, secrets.token_hex(32)),
+                )
+                salt = conn.execute(
+                    "SELECT value FROM store_meta WHERE key = ?", (_SALT_KEY,)
+                ).fetchone()[0]
+                token = erasure_token(subject, bytes.fromhex(salt))
+                conn.execute(
+                    "UPDATE consent_records SET subject = ? WHERE subject = ?", (token, subject)
+                )
+                # a subject erased before and seen again: its newer current row wins
+                conn.execute(
+                    "DELETE FROM current_consent WHERE subject = ?"
+                    " AND EXISTS (SELECT 1 FROM current_consent WHERE subject = ?)",
+                    (token, subject),
+                )
+                conn.execute(
+                    "UPDATE current_consent SET subject = ? WHERE subject = ?", (token, subject)
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return token
+
+        return await self._run(unlink)
+
+    async def ping(self) -> bool:
+        try:
+            return await self._run(lambda c: c.execute("SELECT 1").fetchone() == (1,))
+        except StoreError:
+            return False
+
+    # -- migrations -----------------------------------------------------------------------
+
+    async def schema_version(self) -> int:
+        return await self._run(lambda c: int(c.execute("PRAGMA user_version").fetchone()[0]))
+
+    async def apply_migration(self, step: Migration) -> bool:
+        def apply(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                if version >= step.version:
+                    conn.execute("ROLLBACK")
+                    return False
+                if version != step.version - 1:
+                    raise StoreError(f"cannot apply step {step.version} to version {version}")
+                for statement in step.statements:
+                    conn.execute(statement)
+                # user_version lives in the file header: written in this same transaction
+                conn.execute(f"PRAGMA user_version = {int(step.version)}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return True
+
+        return await self._run(apply)

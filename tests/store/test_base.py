@@ -1,0 +1,346 @@
+"""The consent store's contract (gateway.store.base), and the behavioural suite that runs
+unchanged against both backends (the `backend` fixture is parametrized over them).
+
+PostgreSQL tests use GATEWAY_TEST_PG_DSN, each in a fresh schema `cg_test_<random>`
+(set as the pool's search_path) that is dropped afterwards. An unreachable server is a
+FAILURE under CI (`CI=true`), a skip with a reason locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from gateway.store.base import (
+    ERASED_PREFIX,
+    ConsentRecord,
+    ConsentStore,
+    CurrentConsent,
+    StoreError,
+    dump_purposes,
+    erasure_token,
+    load_purposes,
+)
+from gateway.store.migrations import latest_version, migrate
+from gateway.store.postgres import PostgresStore
+from gateway.store.sqlite import SqliteStore
+from tests.conftest import PG_DSN
+
+# -- helpers shared by the store tests ------------------------------------------------------
+
+
+def pg_unavailable(reason: str) -> None:
+    """Fail under CI (the suite must run against PostgreSQL there), skip locally."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"PostgreSQL is required under CI: {reason}")
+    pytest.skip(f"PostgreSQL unavailable: {reason}")
+
+
+@contextlib.asynccontextmanager
+async def fresh_pg_schema() -> AsyncIterator[str]:
+    """A fresh, empty schema for one test; dropped afterwards."""
+    try:
+        conn = await asyncpg.connect(PG_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        pg_unavailable(f"{PG_DSN}: {type(exc).__name__}: {exc}")
+        raise AssertionError("unreachable") from exc
+    schema = f"cg_test_{secrets.token_hex(6)}"
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        yield schema
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()
+
+
+@pytest.fixture(name="pg_schema")
+async def pg_schema_fixture() -> AsyncIterator[str]:
+    """A fresh schema for one test (import `pg_schema_fixture` to use it elsewhere)."""
+    async with fresh_pg_schema() as schema:
+        yield schema
+
+
+def pg_store(schema: str) -> PostgresStore:
+    return PostgresStore(PG_DSN, server_settings={"search_path": schema})
+
+
+async def pg_sql(schema: str, query: str, *args: Any) -> list[Any]:
+    """Run `query` in `schema` on a connection of its own (to inspect or tamper by hand)."""
+    conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": schema})
+    try:
+        rows: list[Any] = await conn.fetch(query, *args)
+        return rows
+    finally:
+        await conn.close()
+
+
+def sqlite_sql(path: Path, query: str, *args: Any) -> list[Any]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        return conn.execute(query, args).fetchall()
+    finally:
+        conn.close()
+
+
+@dataclass
+class Backend:
+    """A store of one backend plus raw access to its database, for a test."""
+
+    name: str
+    make: Callable[[], ConsentStore]  # a new, unopened store on the same database
+    sql: Callable[..., Awaitable[list[Any]]]  # sql(query, *args) -> rows (with $n / ? style)
+
+    def q(self, query: str) -> str:
+        """`query` written with `?` placeholders, in this backend's style."""
+        if self.name == "sqlite":
+            return query
+        parts = query.split("?")
+        out = parts[0]
+        for i, part in enumerate(parts[1:], start=1):
+            out += f"${i}{part}"
+        return out
+
+
+@pytest.fixture(name="backend", params=["sqlite", "postgres"])
+async def backend_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        path = tmp_path / "consent.db"
+
+        async def sql_sqlite(query: str, *args: Any) -> list[Any]:
+            return await asyncio.to_thread(sqlite_sql, path, query, *args)
+
+        yield Backend("sqlite", lambda: SqliteStore(path), sql_sqlite)
+    else:
+        async with fresh_pg_schema() as schema:
+
+            async def sql_pg(query: str, *args: Any) -> list[Any]:
+                return await pg_sql(schema, query, *args)
+
+            yield Backend("postgres", lambda: pg_store(schema), sql_pg)
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[ConsentStore]:
+    """An open, migrated store of each backend; closed afterwards."""
+    s = backend.make()
+    await s.open()
+    try:
+        assert await migrate(s) == latest_version(s.backend)
+        yield s
+    finally:
+        await s.close()
+
+
+def rec(subject: str = "s1", at: float = 1000.0, **purposes: bool) -> ConsentRecord:
+    return ConsentRecord(
+        subject=subject,
+        purposes=purposes or {"analytics": True, "advertising": False},
+        source="banner",
+        policy_version=3,
+        at=at,
+        notice_hash="n" * 64,
+        request_id=f"req-{at}",
+    )
+
+
+# -- the record types ------------------------------------------------------------------------
+
+
+def test_record_freezes_purposes() -> None:
+    src = {"analytics": True}
+    r = ConsentRecord("s1", src, "banner", 3, 1.0, None, None)
+    src["analytics"] = False
+    assert r.purposes == {"analytics": True}
+    with pytest.raises(TypeError):
+        r.purposes["analytics"] = False  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"subject": ""},
+        {"subject": "x" * 257},
+        {"source": ""},
+        {"policy_version": -1},
+        {"policy_version": True},
+        {"at": float("nan")},
+        {"purposes": {"analytics": 1}},
+        {"purposes": {"": True}},
+    ],
+)
+def test_record_rejects_malformed_fields(change: dict[str, Any]) -> None:
+    fields: dict[str, Any] = {
+        "subject": "s",
+        "purposes": {"a": True},
+        "source": "api",
+        "policy_version": 1,
+        "at": 1.0,
+        "notice_hash": None,
+        "request_id": None,
+    }
+    with pytest.raises(ValueError):
+        ConsentRecord(**(fields | change))
+
+
+def test_current_consent_validates() -> None:
+    assert CurrentConsent("s", {"a": False}, 1, 2.0, "api").purposes == {"a": False}
+    with pytest.raises(ValueError):
+        CurrentConsent("", {}, 1, 2.0, "api")
+
+
+def test_purposes_round_trip_and_reject_corruption() -> None:
+    text = dump_purposes({"b": True, "a": False})
+    assert text == '{"a":false,"b":true}'
+    assert load_purposes(text) == {"a": False, "b": True}
+    for bad in ("not json", "[1]", '{"a": 1}'):
+        with pytest.raises(StoreError):
+            load_purposes(bad)
+
+
+def test_erasure_token_is_keyed_and_stable() -> None:
+    a = erasure_token("visitor-1", b"salt-a")
+    assert a == erasure_token("visitor-1", b"salt-a")
+    assert a.startswith(ERASED_PREFIX) and "visitor-1" not in a
+    assert a != erasure_token("visitor-1", b"salt-b")
+    assert a != erasure_token("visitor-2", b"salt-a")
+
+
+# -- the behavioural suite, against both backends -------------------------------------------
+
+
+async def test_record_current_history_round_trip(store: ConsentStore) -> None:
+    assert await store.current("s1") is None
+    assert await store.history("s1") == []
+    r = rec(at=1000.5)
+    written = await store.record(r)
+    assert written.id is not None
+    assert written == ConsentRecord(**{**_as_dict(r), "id": written.id})
+    assert await store.history("s1") == [written]
+    assert await store.current("s1") == CurrentConsent(
+        "s1", {"analytics": True, "advertising": False}, 3, 1000.5, "banner"
+    )
+    assert await store.current("s2") is None
+
+
+async def test_append_only_current_follows_newest(store: ConsentStore) -> None:
+    first = await store.record(rec(at=100.0, analytics=True))
+    second = await store.record(rec(at=200.0, analytics=False))
+    # an older record written late (a delayed request) is kept but does not become current
+    late = await store.record(rec(at=150.0, ads=True))
+    history = await store.history("s1")
+    assert history == [first, late, second]  # oldest first
+    assert len({r.id for r in history}) == 3
+    current = await store.current("s1")
+    assert current is not None and current.at == 200.0 and current.purposes == {"analytics": False}
+    withdrawal = await store.record(
+        ConsentRecord("s1", {"analytics": False}, "withdrawal", 3, 300.0, None, None)
+    )
+    assert (await store.history("s1"))[-1] == withdrawal
+    current = await store.current("s1")
+    assert current is not None and current.source == "withdrawal"
+
+
+async def test_erase_unlinks_subject_and_keeps_records(
+    store: ConsentStore, backend: Backend
+) -> None:
+    for i in range(3):
+        await store.record(rec("victim", at=10.0 + i))
+    await store.record(rec("other", at=5.0))
+    (before,) = await backend.sql("SELECT count(*) FROM consent_records")
+    token = await store.erase("victim")
+    assert token.startswith(ERASED_PREFIX) and "victim" not in token
+    assert await store.history("victim") == []
+    assert await store.current("victim") is None
+    (after,) = await backend.sql("SELECT count(*) FROM consent_records")
+    assert after[0] == before[0] == 4
+    for table in ("consent_records", "current_consent"):
+        rows = await backend.sql(
+            backend.q(f"SELECT count(*) FROM {table} WHERE subject = ?"), "victim"
+        )
+        assert rows[0][0] == 0
+    unlinked = await store.history(token)
+    assert [r.at for r in unlinked] == [10.0, 11.0, 12.0]
+    assert (await store.current(token)) is not None
+    assert len(await store.history("other")) == 1  # others untouched
+    assert await store.erase("victim") == token  # idempotent: same token, nothing left
+
+
+async def test_erase_after_the_subject_returns(store: ConsentStore) -> None:
+    await store.record(rec("back", at=10.0))
+    token = await store.erase("back")
+    await store.record(rec("back", at=20.0))
+    assert await store.erase("back") == token
+    current = await store.current(token)
+    assert current is not None and current.at == 20.0
+    assert [r.at for r in await store.history(token)] == [10.0, 20.0]
+
+
+async def test_concurrent_records_all_land(store: ConsentStore) -> None:
+    ats = [1000.0 + i for i in range(50)]
+    order = ats[:]
+    random.Random(5).shuffle(order)
+    written = await asyncio.gather(*(store.record(rec("busy", at=a)) for a in order))
+    assert len({w.id for w in written}) == 50
+    history = await store.history("busy")
+    assert [r.at for r in history] == ats
+    current = await store.current("busy")
+    assert current is not None and current.at == max(ats)
+
+
+async def test_ping_and_closed_store(backend: Backend) -> None:
+    s = backend.make()
+    with pytest.raises(StoreError):
+        await s.record(rec())
+    assert await s.ping() is False
+    await s.open()
+    try:
+        assert await s.ping() is True
+        await s.open()  # idempotent
+    finally:
+        await s.close()
+    await s.close()  # idempotent
+    assert await s.ping() is False
+    with pytest.raises(StoreError):
+        await s.current("s1")
+
+
+async def test_records_survive_reopening(store: ConsentStore, backend: Backend) -> None:
+    written = await store.record(rec(at=42.0))
+    other = backend.make()
+    await other.open()
+    try:
+        assert await other.history("s1") == [written]
+    finally:
+        await other.close()
+
+
+async def test_no_ip_address_or_user_agent_column(store: ConsentStore, backend: Backend) -> None:
+    if backend.name == "sqlite":
+        rows = await backend.sql(
+            "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p"
+            " WHERE m.type = 'table'"
+        )
+    else:
+        rows = await backend.sql(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema()"
+        )
+    columns = {str(r[1]).lower() for r in rows}
+    assert "subject" in columns
+    for column in columns:
+        assert not any(bad in column for bad in ("ip", "addr", "agent", "ua"))
+
+
+def _as_dict(r: ConsentRecord) -> dict[str, Any]:
+    return {f: getattr(r, f) for f in ConsentRecord.__slots__}
