@@ -258,23 +258,24 @@ async def proxy_websocket(
     return visitor
 
 
+_Socket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+async def _relay(src: _Socket, dst: _Socket) -> None:
+    """Copy text and binary messages from `src` to `dst` until `src` closes."""
+    async for msg in src:
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            await dst.send_str(msg.data)
+        elif msg.type is aiohttp.WSMsgType.BINARY:
+            await dst.send_bytes(msg.data)
+
+
 async def _pump(visitor: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    async def to_vendor() -> None:
-        async for msg in visitor:
-            if msg.type is aiohttp.WSMsgType.TEXT:
-                await upstream.send_str(msg.data)
-            elif msg.type is aiohttp.WSMsgType.BINARY:
-                await upstream.send_bytes(msg.data)
-
-    async def to_visitor() -> None:
-        async for msg in upstream:
-            if msg.type is aiohttp.WSMsgType.TEXT:
-                await visitor.send_str(msg.data)
-            elif msg.type is aiohttp.WSMsgType.BINARY:
-                await visitor.send_bytes(msg.data)
-
     loop = asyncio.get_running_loop()
-    tasks = [loop.create_task(to_vendor()), loop.create_task(to_visitor())]
+    tasks = [
+        loop.create_task(_relay(visitor, upstream)),
+        loop.create_task(_relay(upstream, visitor)),
+    ]
     # Either side closing ends the relay; the other direction is cancelled.
     _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for t in pending:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from gateway.model import NECESSARY
-from gateway.ruleset.schema import ExampleSpec, VendorRule
+from gateway.ruleset.schema import EndpointSpec, ExampleSpec, VendorRule
 from tests.conftest import cookie_for, field_present
 from tests.test_invariant import PROBE, PURPOSES, RULES, LiveGateway
 
@@ -45,6 +45,12 @@ def _send(live: LiveGateway, rule: VendorRule, ex: ExampleSpec, state: str) -> t
     return marker, status
 
 
+def _endpoint(ex: ExampleSpec) -> EndpointSpec:
+    match = RULES.match(ex.host, ex.path, ex.method)
+    assert match is not None
+    return match.endpoint
+
+
 def _id(case: tuple[VendorRule, ExampleSpec]) -> str:
     return f"{case[0].vendor}:{case[1].line}"
 
@@ -54,9 +60,7 @@ def test_all_denied_no_named_identifier_leaves(
     live: LiveGateway, case: tuple[VendorRule, ExampleSpec]
 ) -> None:
     rule, ex = case
-    match = RULES.match(ex.host, ex.path, ex.method)
-    assert match is not None
-    ep = match.endpoint
+    ep = _endpoint(ex)
     marker, status = _send(live, rule, ex, "denied")
     assert status < 500
     required = ep.purposes - {NECESSARY}
@@ -80,9 +84,7 @@ def test_all_granted_reaches_unchanged_but_always_strips(
     live: LiveGateway, case: tuple[VendorRule, ExampleSpec]
 ) -> None:
     rule, ex = case
-    match = RULES.match(ex.host, ex.path, ex.method)
-    assert match is not None
-    ep = match.endpoint
+    ep = _endpoint(ex)
     marker, _ = _send(live, rule, ex, "granted")
     seen = live.arrived(marker, timeout=0.15 if ep.retired else 5.0)
     if ep.retired:
