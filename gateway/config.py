@@ -14,6 +14,7 @@ import binascii
 import ipaddress
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +40,11 @@ __all__ = [
     "RulesConfig",
     "ServerConfig",
     "SignalsConfig",
+    "StoreBackend",
+    "StoreConfig",
     "UpstreamConfig",
+    "WebhookEndpoint",
+    "WebhooksConfig",
     "load_config",
     "parse_config",
 ]
@@ -306,6 +311,57 @@ class AdminConfig:
     secure_cookie: bool = True
 
 
+class StoreBackend:
+    SQLITE = "sqlite"
+    POSTGRES = "postgres"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """The consent store (DESIGN §6) and the cache in front of it."""
+
+    #: sqlite (one file, one machine) or postgres (several instances)
+    backend: str = StoreBackend.SQLITE
+    sqlite_path: Path = Path("data/consent.db")
+    #: read from `postgres_dsn_env` (a DSN may carry a password)
+    postgres_dsn: str | None = field(default=None, repr=False)
+    postgres_pool_size: int = 10
+    #: apply pending migrations at start; false: refuse to start until `migrate` has run
+    migrate_on_start: bool = True
+    cache_size: int = 100_000
+    #: how long a looked-up state is kept; changes replace entries at once, so this bounds
+    #: memory, not staleness
+    cache_ttl: float = 600.0
+    #: how often the change feed is read when nothing announces changes (SQLite, and
+    #: PostgreSQL as a safety net behind LISTEN/NOTIFY)
+    poll_interval: float = 0.5
+    #: server-to-server: the header naming the subject a back end sends events for
+    subject_header: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in (StoreBackend.SQLITE, StoreBackend.POSTGRES):
+            raise ValueError("store.backend must be sqlite or postgres")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    #: a short name: the delivery cursor's key, shown by `webhooks status`
+    name: str
+    url: yarl.URL
+    #: the HMAC-SHA256 key (read from `secret_env`)
+    secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhooksConfig:
+    """Signed consent-change events POSTed to downstream systems."""
+
+    endpoints: tuple[WebhookEndpoint, ...] = ()
+    timeout: float = 5.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     server: ServerConfig = ServerConfig()
@@ -315,6 +371,8 @@ class GatewayConfig:
     upstream: UpstreamConfig = UpstreamConfig()
     decision_log: DecisionLogConfig = DecisionLogConfig()
     admin: AdminConfig = AdminConfig()
+    store: StoreConfig = StoreConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     #: the file this came from; relative paths inside it are resolved against its folder
     source: Path | None = None
 
@@ -328,6 +386,9 @@ class GatewayConfig:
 
 # ---------------------------------------------------------------------------
 # Loading
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+_ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -349,7 +410,18 @@ def parse_config(
     base = Path(file).resolve().parent if not file.startswith("<") else Path.cwd()
     root = src.root()
     top = root.mapping(
-        ["data_dir", "server", "rules", "consent", "cookie", "upstream", "decision_log", "admin"]
+        [
+            "data_dir",
+            "server",
+            "rules",
+            "consent",
+            "cookie",
+            "upstream",
+            "decision_log",
+            "admin",
+            "store",
+            "webhooks",
+        ]
     )
     data_dir = _path(top.get("data_dir"), base, Path("data"))
     server = _server(top.get("server"), root)
@@ -359,10 +431,14 @@ def parse_config(
     upstream = _upstream(top.get("upstream"), root)
     dlog = _decision_log(top.get("decision_log"), root, base, data_dir)
     admin = _admin(top["admin"], env)
+    store = _store(top["store"], env, base, data_dir)
+    webhooks = _webhooks(top["webhooks"], env)
     if src.problems:
         raise ConfigError(src.problems)
     try:
-        return GatewayConfig(server, rules, consent, cookie, upstream, dlog, admin, Path(file))
+        return GatewayConfig(
+            server, rules, consent, cookie, upstream, dlog, admin, store, webhooks, Path(file)
+        )
     except ValueError as e:
         raise ConfigError([Problem(file, None, "", str(e))]) from e
 
@@ -780,4 +856,90 @@ def _admin(node: Node, env: Mapping[str, str]) -> AdminConfig:
         ),
         session_max_age=m["session_max_age"].duration(d.session_max_age),
         secure_cookie=m["secure_cookie"].bool(True),
+    )
+
+
+def _store(node: Node, env: Mapping[str, str], base: Path, data_dir: Path) -> StoreConfig:
+    m = node.mapping(
+        [
+            "backend",
+            "sqlite_path",
+            "postgres_dsn_env",
+            "postgres_pool_size",
+            "migrate_on_start",
+            "cache_size",
+            "cache_ttl",
+            "poll_interval",
+            "subject_header",
+        ]
+    )
+    d = StoreConfig()
+    backend = m["backend"].str(d.backend)
+    if backend not in (StoreBackend.SQLITE, StoreBackend.POSTGRES):
+        m["backend"].problem("must be sqlite or postgres")
+        backend = d.backend
+    sqlite_path = data_dir / "consent.db"
+    if "sqlite_path" in m:
+        raw = m["sqlite_path"].str()
+        sqlite_path = Path(raw) if Path(raw).is_absolute() else base / raw
+    dsn = None
+    var = m["postgres_dsn_env"].opt_str() if "postgres_dsn_env" in m else "CONSENT_GATEWAY_PG_DSN"
+    if backend == StoreBackend.POSTGRES:
+        dsn = env.get(var) if var else None
+        if not dsn:
+            # SECURITY: name the variable, never a value.
+            where = m["postgres_dsn_env"] if "postgres_dsn_env" in m else m["backend"]
+            where.problem(f"backend postgres needs a DSN in environment variable {var}")
+    header = m["subject_header"].opt_str() if "subject_header" in m else None
+    if header is not None and not _HEADER_NAME.fullmatch(header):
+        m["subject_header"].problem("must be an HTTP header name, e.g. X-Consent-Subject")
+        header = None
+    return StoreConfig(
+        backend=backend,
+        sqlite_path=sqlite_path,
+        postgres_dsn=dsn,
+        postgres_pool_size=m["postgres_pool_size"].int(d.postgres_pool_size, min=1, max=1000),
+        migrate_on_start=m["migrate_on_start"].bool(d.migrate_on_start),
+        cache_size=m["cache_size"].int(d.cache_size, min=1),
+        cache_ttl=m["cache_ttl"].duration(d.cache_ttl),
+        poll_interval=m["poll_interval"].duration(d.poll_interval),
+        subject_header=header or None,
+    )
+
+
+def _webhooks(node: Node, env: Mapping[str, str]) -> WebhooksConfig:
+    m = node.mapping(["endpoints", "timeout", "backoff_initial", "backoff_max"])
+    d = WebhooksConfig()
+    endpoints: list[WebhookEndpoint] = []
+    seen: set[str] = set()
+    for item in m["endpoints"].list() if "endpoints" in m else []:
+        e = item.mapping(["name", "url", "secret_env"], required=["name", "url", "secret_env"])
+        name = e["name"].str()
+        if not _ENDPOINT_NAME.fullmatch(name):
+            e["name"].problem("must be 1-64 letters, digits, '-', '_' or '.'")
+            continue
+        if name in seen:
+            e["name"].problem(f"duplicate webhook name {name!r}")
+            continue
+        seen.add(name)
+        url = yarl.URL(e["url"].str())
+        if url.scheme not in ("http", "https") or not url.host:
+            e["url"].problem("must be an http(s) URL")
+            continue
+        var = e["secret_env"].str()
+        secret = env.get(var, "").encode() if var else b""
+        if len(secret) < 16:
+            # SECURITY: name the variable, never its value.
+            e["secret_env"].problem(f"environment variable {var} must hold >= 16 characters")
+            continue
+        endpoints.append(WebhookEndpoint(name, url, secret))
+    initial = m["backoff_initial"].duration(d.backoff_initial)
+    most = m["backoff_max"].duration(d.backoff_max)
+    if initial <= 0 or most < initial:
+        m["backoff_max"].problem("need 0 < backoff_initial <= backoff_max")
+    return WebhooksConfig(
+        endpoints=tuple(endpoints),
+        timeout=m["timeout"].duration(d.timeout),
+        backoff_initial=initial,
+        backoff_max=most,
     )

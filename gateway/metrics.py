@@ -84,6 +84,49 @@ class Metrics:
         self.rule_reloads = Counter(
             "gateway_rule_reloads", "Rule reloads by result", ["result"], registry=r
         )
+        self.store_cache = Counter(
+            "gateway_consent_cache",
+            "Consent-store cache lookups on the request path: hit or miss",
+            ["result"],
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "gateway_consent_store_errors",
+            "Consent-store operations that failed, by operation",
+            ["operation"],
+            registry=r,
+        )
+        self.store_seconds = Histogram(
+            "gateway_consent_store_seconds",
+            "Time of consent-store operations, by operation",
+            ["operation"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.store_changes = Counter(
+            "gateway_consent_changes_applied",
+            "Changes from the store's feed applied to this instance's cache, by how they "
+            "arrived (own write, notify, poll, resync)",
+            ["via"],
+            registry=r,
+        )
+        self.store_feed_reconnects = Counter(
+            "gateway_consent_feed_reconnects",
+            "Times the change-feed listener reconnected after losing its connection",
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "gateway_webhook_deliveries",
+            "Webhook delivery attempts by endpoint and outcome (delivered, failed)",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.webhook_backlog = Gauge(
+            "gateway_webhook_backlog",
+            "Changes not yet delivered to the webhook endpoint",
+            ["endpoint"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,6 +19,7 @@ ConsentStore (ABC)
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import math
@@ -37,10 +38,13 @@ from gateway.errors import StoreError
 
 __all__ = [
     "ERASED_PREFIX",
+    "Change",
+    "ChangeKind",
     "ConsentRecord",
     "ConsentStore",
     "CurrentConsent",
     "StoreError",
+    "WebhookCursor",
     "dump_purposes",
     "erasure_token",
     "load_purposes",
@@ -119,6 +123,103 @@ class CurrentConsent:
         object.__setattr__(self, "purposes", _frozen_purposes(self.purposes))
 
 
+class ChangeKind(enum.StrEnum):
+    """What a change did to a subject's current state."""
+
+    #: a record became the subject's current state
+    CONSENT = "consent"
+    #: the subject was erased: it has no current state any more
+    ERASURE = "erasure"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change of a subject's current state, in the store's change feed.
+
+    The feed is what instances follow to keep their caches right (PostgreSQL: also
+    announced by NOTIFY) and what webhooks deliver. `seq` orders the feed: both
+    backends assign it in commit order, so a reader that has seen every change up to
+    `seq` and reads those after it misses none. `event_id` is unique and stable: a
+    receiver deduplicates on it. For CONSENT, the purposes, policy version, time and
+    source are the subject's new current state; for ERASURE they are empty/zero and
+    `at` is the time of the erasure. `record_id` is the record that became current.
+    """
+
+    seq: int
+    event_id: str
+    kind: ChangeKind
+    subject: str
+    purposes: Mapping[str, bool]
+    policy_version: int
+    at: float
+    source: str
+    record_id: int | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "purposes", _frozen_purposes(self.purposes))
+
+    def current(self) -> CurrentConsent | None:
+        """The subject's current state after this change (None: erased, no consent)."""
+        if self.kind is ChangeKind.ERASURE:
+            return None
+        return CurrentConsent(
+            self.subject, self.purposes, self.policy_version, self.at, self.source
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """The change as a JSON-ready document (NOTIFY payloads, webhook bodies)."""
+        return {
+            "seq": self.seq,
+            "id": self.event_id,
+            "kind": self.kind.value,
+            "subject": self.subject,
+            "purposes": dict(self.purposes),
+            "policy_version": self.policy_version,
+            "at": self.at,
+            "source": self.source,
+            "record_id": self.record_id,
+        }
+
+    @classmethod
+    def from_json(cls, doc: object) -> Change:
+        """Parse what `to_json` wrote; raises StoreError on anything else."""
+        try:
+            if not isinstance(doc, dict):
+                raise TypeError("not an object")
+            return cls(
+                seq=int(doc["seq"]),
+                event_id=str(doc["id"]),
+                kind=ChangeKind(doc["kind"]),
+                subject=str(doc["subject"]),
+                purposes=doc["purposes"],
+                policy_version=int(doc["policy_version"]),
+                at=float(doc["at"]),
+                source=str(doc["source"]),
+                record_id=None if doc["record_id"] is None else int(doc["record_id"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"malformed change: {type(exc).__name__}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookCursor:
+    """Where one webhook endpoint's delivery stands.
+
+    Every change with `seq <= last_seq` has been delivered (answered 2xx) or, for an
+    endpoint registered later, predates it. `attempts` failed tries of the next change
+    so far, the next one not before `next_attempt` (epoch seconds). `last_error` is a
+    status code or an exception class, never a response body.
+    """
+
+    endpoint: str
+    last_seq: int
+    attempts: int
+    next_attempt: float
+    last_error: str | None
+    last_success: float | None
+    delivered: int
+
+
 def dump_purposes(purposes: Mapping[str, bool]) -> str:
     """The purposes as canonical JSON text (sorted keys), as both backends store them."""
     return orjson.dumps(dict(purposes), option=orjson.OPT_SORT_KEYS).decode()
@@ -172,10 +273,16 @@ class ConsentStore(ABC):
     async def close(self) -> None:
         """Release connections and threads. Idempotent."""
 
-    @abstractmethod
     async def record(self, rec: ConsentRecord) -> ConsentRecord:
         """Append `rec` and update the subject's current state (when `rec` is not older than
         it) in one transaction, durable before this returns. Returns `rec` with its id."""
+        return (await self.record_change(rec))[0]
+
+    @abstractmethod
+    async def record_change(self, rec: ConsentRecord) -> tuple[ConsentRecord, Change | None]:
+        """`record`, also returning the change it made to the current state (None when `rec`
+        is older than the current state, which then stays). The change is in the feed in
+        the same transaction (PostgreSQL: and announced by NOTIFY on commit)."""
 
     @abstractmethod
     async def current(self, subject: str) -> CurrentConsent | None:
@@ -185,11 +292,56 @@ class ConsentStore(ABC):
     async def history(self, subject: str) -> list[ConsentRecord]:
         """Every record of `subject`, oldest first (by `at`, then by id)."""
 
-    @abstractmethod
     async def erase(self, subject: str) -> str:
-        """Unlink `subject`: replace its id by `erasure_token(subject, salt)` in every record
-        and in its current row, keeping the records. Returns the token; `history(token)`
-        then lists the unlinked records. Idempotent."""
+        """Unlink `subject`: replace its id by `erasure_token(subject, salt)` in every record,
+        in its current row and in its earlier changes, keeping the records. Returns the
+        token; `history(token)` then lists the unlinked records. Idempotent."""
+        return (await self.erase_change(subject))[0]
+
+    @abstractmethod
+    async def erase_change(self, subject: str) -> tuple[str, Change]:
+        """`erase`, also returning the ERASURE change it put in the feed (which names the
+        subject until `scrub_erasures` passes it, so webhooks can tell receivers)."""
+
+    @abstractmethod
+    async def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
+        """Up to `limit` changes with a seq greater than `seq`, in seq order."""
+
+    @abstractmethod
+    async def last_seq(self) -> int:
+        """The seq of the newest change (0: none yet)."""
+
+    # -- webhook delivery state (the outbox is the change feed; this is each endpoint's place)
+
+    @abstractmethod
+    async def webhook_register(self, endpoint: str) -> WebhookCursor:
+        """The endpoint's cursor, created at the current end of the feed if new (an endpoint
+        added to config receives the changes made after it was added)."""
+
+    @abstractmethod
+    async def webhook_claim(self, endpoint: str, owner: str, lease: float, now: float) -> bool:
+        """Take (or renew) the right to deliver to `endpoint` until `now + lease`; False if
+        another owner holds an unexpired lease. One deliverer per endpoint keeps order."""
+
+    @abstractmethod
+    async def webhook_advance(self, endpoint: str, owner: str, seq: int, now: float) -> bool:
+        """Record that the change `seq` was delivered (resets attempts). False, doing
+        nothing, if `owner` does not hold the lease (another instance took over)."""
+
+    @abstractmethod
+    async def webhook_failed(
+        self, endpoint: str, owner: str, attempts: int, next_attempt: float, error: str
+    ) -> bool:
+        """Record a failed attempt at the next change. False if `owner` lost the lease."""
+
+    @abstractmethod
+    async def webhook_cursors(self) -> list[WebhookCursor]:
+        """Every registered endpoint's cursor, by endpoint name."""
+
+    @abstractmethod
+    async def scrub_erasures(self, upto_seq: int) -> int:
+        """Replace the subject of erasure changes with `seq <= upto_seq` by its token, once
+        every webhook has delivered them; returns how many were scrubbed."""
 
     @abstractmethod
     async def ping(self) -> bool:

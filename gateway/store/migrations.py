@@ -37,6 +37,8 @@ class Migration:
     statements: tuple[str, ...]
 
 
+_CHANGES_DOC = "change feed (cache propagation, webhook outbox) and webhook cursors"
+
 SQLITE_STEPS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -64,7 +66,39 @@ SQLITE_STEPS: Final[tuple[Migration, ...]] = (
             "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ),
     ),
+    Migration(
+        2,
+        _CHANGES_DOC,
+        (
+            """CREATE TABLE consent_changes (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                event_id TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                token TEXT,
+                purposes TEXT NOT NULL,
+                policy_version INTEGER NOT NULL,
+                at REAL NOT NULL,
+                source TEXT NOT NULL,
+                record_id INTEGER,
+                created REAL NOT NULL
+            )""",
+            "CREATE INDEX consent_changes_subject ON consent_changes (subject)",
+            """CREATE TABLE webhook_cursors (
+                endpoint TEXT PRIMARY KEY,
+                last_seq INTEGER NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt REAL NOT NULL DEFAULT 0,
+                last_error TEXT,
+                last_success REAL,
+                delivered INTEGER NOT NULL DEFAULT 0,
+                lease_owner TEXT,
+                lease_until REAL NOT NULL DEFAULT 0
+            )""",
+        ),
+    ),
 )
+
 
 POSTGRES_STEPS: Final[tuple[Migration, ...]] = (
     Migration(
@@ -93,7 +127,39 @@ POSTGRES_STEPS: Final[tuple[Migration, ...]] = (
             "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ),
     ),
+    Migration(
+        2,
+        _CHANGES_DOC,
+        (
+            """CREATE TABLE consent_changes (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                event_id TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                token TEXT,
+                purposes JSONB NOT NULL,
+                policy_version INTEGER NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                source TEXT NOT NULL,
+                record_id BIGINT,
+                created TIMESTAMPTZ NOT NULL DEFAULT now()
+            )""",
+            "CREATE INDEX consent_changes_subject ON consent_changes (subject)",
+            """CREATE TABLE webhook_cursors (
+                endpoint TEXT PRIMARY KEY,
+                last_seq BIGINT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt DOUBLE PRECISION NOT NULL DEFAULT 0,
+                last_error TEXT,
+                last_success DOUBLE PRECISION,
+                delivered BIGINT NOT NULL DEFAULT 0,
+                lease_owner TEXT,
+                lease_until DOUBLE PRECISION NOT NULL DEFAULT 0
+            )""",
+        ),
+    ),
 )
+
 
 _STEPS: Final[dict[str, tuple[Migration, ...]]] = {
     "sqlite": SQLITE_STEPS,

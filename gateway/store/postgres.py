@@ -12,31 +12,60 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, Final, TypeVar
 
 import asyncpg
+import orjson
 
 from gateway.store.base import (
+    Change,
+    ChangeKind,
     ConsentRecord,
     ConsentStore,
     CurrentConsent,
     StoreError,
+    WebhookCursor,
     dump_purposes,
     erasure_token,
     load_purposes,
 )
 from gateway.store.migrations import Migration, latest_version
 
-__all__ = ["MIGRATION_LOCK_ID", "PostgresStore"]
+__all__ = ["CHANGES_LOCK_ID", "MIGRATION_LOCK_ID", "PostgresStore"]
+
+log = logging.getLogger(__name__)
+
+_CURSOR_SELECT: Final = (
+    "SELECT endpoint, last_seq, attempts, next_attempt, last_error, last_success, delivered"
+    " FROM webhook_cursors"
+)
+
+
+def _cursor(row: Any) -> WebhookCursor:
+    return WebhookCursor(
+        row["endpoint"],
+        int(row["last_seq"]),
+        row["attempts"],
+        row["next_attempt"],
+        row["last_error"],
+        row["last_success"],
+        int(row["delivered"]),
+    )
+
 
 T = TypeVar("T")
 
 #: the pg_advisory_xact_lock key that serialises migrations ("cgstore1" as an int64).
 MIGRATION_LOCK_ID: Final = 0x6367_7374_6F72_6531
 _SALT_KEY: Final = "erasure_salt"
+#: the pg_advisory_xact_lock key that serialises writers of changes ("cgchange").
+CHANGES_LOCK_ID: Final = 0x6367_6368_616E_6765
 _DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
@@ -67,6 +96,9 @@ class PostgresStore(ConsentStore):
         self._server_settings = dict(server_settings or {})
         self._timeout = timeout
         self._pool: Any = None  # asyncpg.Pool (untyped)
+        #: the NOTIFY channel of this store's schema (set by `open`): instances sharing a
+        #: server but not a schema must not hear each other's changes
+        self.channel = "cg_changes"
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -105,6 +137,8 @@ class PostgresStore(ConsentStore):
             raise StoreError(f"postgres: cannot connect: {type(exc).__name__}") from exc
         self._pool = pool
         try:
+            schema = await self._run(lambda c: c.fetchval("SELECT current_schema()"))
+            self.channel = f"cg_changes:{schema}"[:63]
             version = await self.schema_version()
             latest = latest_version(self.backend)
             if version > latest:
@@ -120,10 +154,10 @@ class PostgresStore(ConsentStore):
 
     # -- consent --------------------------------------------------------------------------
 
-    async def record(self, rec: ConsentRecord) -> ConsentRecord:
+    async def record_change(self, rec: ConsentRecord) -> tuple[ConsentRecord, Change | None]:
         purposes = dump_purposes(rec.purposes)
 
-        async def write(conn: Any) -> int:
+        async def write(conn: Any) -> tuple[int, Change | None]:
             async with conn.transaction():
                 rid = await conn.fetchval(
                     "INSERT INTO consent_records (subject, purposes, source, policy_version,"
@@ -138,7 +172,7 @@ class PostgresStore(ConsentStore):
                     rec.request_id,
                 )
                 # current follows the newest record by `at`; ties go to the later write
-                await conn.execute(
+                status = await conn.execute(
                     "INSERT INTO current_consent (subject, purposes, policy_version, at,"
                     " source, record_id) VALUES ($1, $2::jsonb, $3, $4, $5, $6)"
                     " ON CONFLICT (subject) DO UPDATE SET purposes = excluded.purposes,"
@@ -152,9 +186,73 @@ class PostgresStore(ConsentStore):
                     rec.source,
                     rid,
                 )
-            return int(rid)
+                change = None
+                if status.endswith(" 1"):
+                    change = await self._insert_change(
+                        conn,
+                        ChangeKind.CONSENT,
+                        rec.subject,
+                        purposes,
+                        rec.policy_version,
+                        float(rec.at),
+                        rec.source,
+                        int(rid),
+                    )
+            return int(rid), change
 
-        return replace(rec, id=await self._run(write))
+        rid, change = await self._run(write)
+        return replace(rec, id=rid), change
+
+    async def _insert_change(
+        self,
+        conn: Any,
+        kind: ChangeKind,
+        subject: str,
+        purposes: str,
+        version: int,
+        at: float,
+        source: str,
+        record_id: int | None,
+        token: str | None = None,
+    ) -> Change:
+        """Append a change inside the caller's transaction and NOTIFY it on commit.
+
+        The advisory lock, held to commit, serialises the writers of changes: seq order is
+        then commit order, so a follower reading `seq > last seen` never skips a change
+        that commits late. Consent writes are rare next to reads; the lock is cheap.
+        """
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", CHANGES_LOCK_ID)
+        event_id = uuid.uuid4().hex
+        seq = await conn.fetchval(
+            "INSERT INTO consent_changes (event_id, kind, subject, token, purposes,"
+            " policy_version, at, source, record_id)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9) RETURNING seq",
+            event_id,
+            kind.value,
+            subject,
+            token,
+            purposes,
+            version,
+            at,
+            source,
+            record_id,
+        )
+        change = Change(
+            int(seq),
+            event_id,
+            kind,
+            subject,
+            load_purposes(purposes),
+            version,
+            at,
+            source,
+            record_id,
+        )
+        # NOTIFY is transactional: listeners hear of the change only once it has committed.
+        await conn.execute(
+            "SELECT pg_notify($1, $2)", self.channel, orjson.dumps(change.to_json()).decode()
+        )
+        return change
 
     async def current(self, subject: str) -> CurrentConsent | None:
         async def read(conn: Any) -> Any:
@@ -195,8 +293,8 @@ class PostgresStore(ConsentStore):
             for row in await self._run(read)
         ]
 
-    async def erase(self, subject: str) -> str:
-        async def unlink(conn: Any) -> str:
+    async def erase_change(self, subject: str) -> tuple[str, Change]:
+        async def unlink(conn: Any) -> tuple[str, Change]:
             async with conn.transaction():
                 await conn.execute(
                     "INSERT INTO store_meta (key, value) VALUES ($1, $2)"
@@ -224,9 +322,176 @@ class PostgresStore(ConsentStore):
                 await conn.execute(
                     "UPDATE current_consent SET subject = $1 WHERE subject = $2", token, subject
                 )
-            return token
+                await conn.execute(
+                    "UPDATE consent_changes SET subject = $1 WHERE subject = $2", token, subject
+                )
+                change = await self._insert_change(
+                    conn, ChangeKind.ERASURE, subject, "{}", 0, time.time(), "erasure", None, token
+                )
+            return token, change
 
         return await self._run(unlink)
+
+    # -- the change feed and webhook cursors ------------------------------------------------
+
+    async def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
+        async def read(conn: Any) -> list[Any]:
+            rows: list[Any] = await conn.fetch(
+                "SELECT seq, event_id, kind, subject, purposes::text AS purposes,"
+                " policy_version, at, source, record_id FROM consent_changes"
+                " WHERE seq > $1 ORDER BY seq LIMIT $2",
+                seq,
+                limit,
+            )
+            return rows
+
+        return [
+            Change(
+                int(r["seq"]),
+                r["event_id"],
+                ChangeKind(r["kind"]),
+                r["subject"],
+                load_purposes(r["purposes"]),
+                r["policy_version"],
+                r["at"],
+                r["source"],
+                None if r["record_id"] is None else int(r["record_id"]),
+            )
+            for r in await self._run(read)
+        ]
+
+    async def last_seq(self) -> int:
+        async def read(conn: Any) -> int:
+            return int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM consent_changes"))
+
+        return await self._run(read)
+
+    async def webhook_register(self, endpoint: str) -> WebhookCursor:
+        async def register(conn: Any) -> Any:
+            async with conn.transaction():
+                # under the changes lock, so no change commits between reading the end of
+                # the feed and placing the cursor there
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", CHANGES_LOCK_ID)
+                await conn.execute(
+                    "INSERT INTO webhook_cursors (endpoint, last_seq)"
+                    " SELECT $1, coalesce(max(seq), 0) FROM consent_changes"
+                    " ON CONFLICT (endpoint) DO NOTHING",
+                    endpoint,
+                )
+                return await conn.fetchrow(_CURSOR_SELECT + " WHERE endpoint = $1", endpoint)
+
+        return _cursor(await self._run(register))
+
+    async def webhook_claim(self, endpoint: str, owner: str, lease: float, now: float) -> bool:
+        async def claim(conn: Any) -> bool:
+            status: str = await conn.execute(
+                "UPDATE webhook_cursors SET lease_owner = $1, lease_until = $2"
+                " WHERE endpoint = $3 AND (lease_owner IS NULL OR lease_owner = $1"
+                " OR lease_until < $4)",
+                owner,
+                now + lease,
+                endpoint,
+                now,
+            )
+            return status == "UPDATE 1"
+
+        return await self._run(claim)
+
+    async def webhook_advance(self, endpoint: str, owner: str, seq: int, now: float) -> bool:
+        async def advance(conn: Any) -> bool:
+            status: str = await conn.execute(
+                "UPDATE webhook_cursors SET last_seq = $1, attempts = 0, next_attempt = 0,"
+                " last_error = NULL, last_success = $2, delivered = delivered + 1"
+                " WHERE endpoint = $3 AND lease_owner = $4 AND last_seq < $1",
+                seq,
+                now,
+                endpoint,
+                owner,
+            )
+            return status == "UPDATE 1"
+
+        return await self._run(advance)
+
+    async def webhook_failed(
+        self, endpoint: str, owner: str, attempts: int, next_attempt: float, error: str
+    ) -> bool:
+        async def failed(conn: Any) -> bool:
+            status: str = await conn.execute(
+                "UPDATE webhook_cursors SET attempts = $1, next_attempt = $2, last_error = $3"
+                " WHERE endpoint = $4 AND lease_owner = $5",
+                attempts,
+                next_attempt,
+                error,
+                endpoint,
+                owner,
+            )
+            return status == "UPDATE 1"
+
+        return await self._run(failed)
+
+    async def webhook_cursors(self) -> list[WebhookCursor]:
+        async def read(conn: Any) -> list[Any]:
+            rows: list[Any] = await conn.fetch(_CURSOR_SELECT + " ORDER BY endpoint")
+            return rows
+
+        return [_cursor(r) for r in await self._run(read)]
+
+    async def scrub_erasures(self, upto_seq: int) -> int:
+        async def scrub(conn: Any) -> int:
+            status: str = await conn.execute(
+                "UPDATE consent_changes SET subject = token WHERE kind = $1 AND seq <= $2"
+                " AND token IS NOT NULL AND subject <> token",
+                ChangeKind.ERASURE.value,
+                upto_seq,
+            )
+            return int(status.rsplit(" ", 1)[1])
+
+        return await self._run(scrub)
+
+    # -- LISTEN/NOTIFY ----------------------------------------------------------------------
+
+    async def listen(
+        self, on_change: Callable[[Change], None], on_lost: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]]:
+        """Open a connection of its own that LISTENs on this store's channel.
+
+        Calls `on_change` with each change committed from now on (in commit order, which is
+        seq order), and `on_lost` once if the connection ends. Returns a coroutine function
+        that closes it. Raises StoreError if it cannot connect.
+        """
+        try:
+            conn = await asyncpg.connect(
+                self._dsn, server_settings=self._server_settings, timeout=self._timeout
+            )
+        except _DRIVER_ERRORS as exc:
+            raise StoreError(f"postgres: cannot connect to listen: {type(exc).__name__}") from exc
+
+        def heard(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            try:
+                change = Change.from_json(orjson.loads(payload))
+            except (orjson.JSONDecodeError, StoreError):
+                log.warning("ignoring a malformed change notification")
+                return
+            on_change(change)
+
+        def ended(_conn: Any) -> None:
+            on_lost()
+
+        try:
+            conn.add_termination_listener(ended)
+            await conn.add_listener(self.channel, heard)
+        except _DRIVER_ERRORS as exc:
+            conn.terminate()
+            raise StoreError(f"postgres: cannot listen: {type(exc).__name__}") from exc
+
+        async def close() -> None:
+            conn.remove_termination_listener(ended)
+            try:
+                await conn.close(timeout=self._timeout)
+            except _DRIVER_ERRORS:
+                conn.terminate()
+
+        return close
 
     async def ping(self) -> bool:
         async def probe(conn: Any) -> bool:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
+import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -20,10 +22,13 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from gateway.store.base import (
+    Change,
+    ChangeKind,
     ConsentRecord,
     ConsentStore,
     CurrentConsent,
     StoreError,
+    WebhookCursor,
     dump_purposes,
     erasure_token,
     load_purposes,
@@ -31,6 +36,79 @@ from gateway.store.base import (
 from gateway.store.migrations import Migration, latest_version
 
 __all__ = ["SqliteStore"]
+
+_CURSOR_SELECT = (
+    "SELECT endpoint, last_seq, attempts, next_attempt, last_error, last_success, delivered"
+    " FROM webhook_cursors"
+)
+
+
+def _insert_change(
+    conn: sqlite3.Connection,
+    kind: ChangeKind,
+    subject: str,
+    purposes: str,
+    rec: ConsentRecord | None,
+    record_id: int | None,
+    *,
+    token: str | None = None,
+) -> Change:
+    """Append a change to the feed, inside the caller's transaction. SQLite has one writer
+    at a time, so seq order is commit order."""
+    event_id = uuid.uuid4().hex
+    version, at, source = (
+        (0, time.time(), "erasure")
+        if rec is None
+        else (
+            rec.policy_version,
+            rec.at,
+            rec.source,
+        )
+    )
+    cur = conn.execute(
+        "INSERT INTO consent_changes (event_id, kind, subject, token, purposes,"
+        " policy_version, at, source, record_id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            event_id,
+            kind.value,
+            subject,
+            token,
+            purposes,
+            version,
+            at,
+            source,
+            record_id,
+            time.time(),
+        ),
+    )
+    seq = cur.lastrowid
+    assert seq is not None
+    return _change(seq, event_id, kind.value, subject, purposes, version, at, source, record_id)
+
+
+def _change(
+    seq: int,
+    event_id: str,
+    kind: str,
+    subject: str,
+    purposes: str,
+    version: int,
+    at: float,
+    source: str,
+    record_id: int | None,
+) -> Change:
+    return Change(
+        seq,
+        event_id,
+        ChangeKind(kind),
+        subject,
+        load_purposes(purposes),
+        version,
+        at,
+        source,
+        record_id,
+    )
+
 
 T = TypeVar("T")
 
@@ -114,8 +192,8 @@ class SqliteStore(ConsentStore):
 
     # -- consent --------------------------------------------------------------------------
 
-    async def record(self, rec: ConsentRecord) -> ConsentRecord:
-        def write(conn: sqlite3.Connection) -> int:
+    async def record_change(self, rec: ConsentRecord) -> tuple[ConsentRecord, Change | None]:
+        def write(conn: sqlite3.Connection) -> tuple[int, Change | None]:
             purposes = dump_purposes(rec.purposes)
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -135,7 +213,7 @@ class SqliteStore(ConsentStore):
                 rid = cur.lastrowid
                 assert rid is not None
                 # current follows the newest record by `at`; ties go to the later write
-                conn.execute(
+                cur = conn.execute(
                     "INSERT INTO current_consent (subject, purposes, policy_version, at,"
                     " source, record_id) VALUES (?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (subject) DO UPDATE SET purposes = excluded.purposes,"
@@ -144,15 +222,20 @@ class SqliteStore(ConsentStore):
                     " WHERE excluded.at >= current_consent.at",
                     (rec.subject, purposes, rec.policy_version, rec.at, rec.source, rid),
                 )
+                change = None
+                if cur.rowcount == 1:
+                    change = _insert_change(
+                        conn, ChangeKind.CONSENT, rec.subject, purposes, rec, rid
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            return rid
+            return rid, change
 
-        rid = await self._run(write)
-        return replace(rec, id=rid)
+        rid, change = await self._run(write)
+        return replace(rec, id=rid), change
 
     async def current(self, subject: str) -> CurrentConsent | None:
         def read(conn: sqlite3.Connection) -> tuple[str, int, float, str] | None:
@@ -192,8 +275,8 @@ class SqliteStore(ConsentStore):
             for rid, purposes, source, version, at, notice, request in rows
         ]
 
-    async def erase(self, subject: str) -> str:
-        def unlink(conn: sqlite3.Connection) -> str:
+    async def erase_change(self, subject: str) -> tuple[str, Change]:
+        def unlink(conn: sqlite3.Connection) -> tuple[str, Change]:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(
@@ -216,14 +299,112 @@ class SqliteStore(ConsentStore):
                 conn.execute(
                     "UPDATE current_consent SET subject = ? WHERE subject = ?", (token, subject)
                 )
+                conn.execute(
+                    "UPDATE consent_changes SET subject = ? WHERE subject = ?", (token, subject)
+                )
+                change = _insert_change(
+                    conn, ChangeKind.ERASURE, subject, "{}", None, None, token=token
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            return token
+            return token, change
 
         return await self._run(unlink)
+
+    # -- the change feed and webhook cursors ------------------------------------------------
+
+    async def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT seq, event_id, kind, subject, purposes, policy_version, at, source,"
+                " record_id FROM consent_changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+
+        return [_change(*row) for row in await self._run(read)]
+
+    async def last_seq(self) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT max(seq) FROM consent_changes").fetchone()
+            return 0 if row[0] is None else int(row[0])
+
+        return await self._run(read)
+
+    async def webhook_register(self, endpoint: str) -> WebhookCursor:
+        def register(conn: sqlite3.Connection) -> Any:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT OR IGNORE INTO webhook_cursors (endpoint, last_seq)"
+                    " SELECT ?, coalesce(max(seq), 0) FROM consent_changes",
+                    (endpoint,),
+                )
+                row = conn.execute(_CURSOR_SELECT + " WHERE endpoint = ?", (endpoint,)).fetchone()
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return row
+
+        return WebhookCursor(*await self._run(register))
+
+    async def webhook_claim(self, endpoint: str, owner: str, lease: float, now: float) -> bool:
+        def claim(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE webhook_cursors SET lease_owner = ?, lease_until = ?"
+                " WHERE endpoint = ? AND (lease_owner IS NULL OR lease_owner = ?"
+                " OR lease_until < ?)",
+                (owner, now + lease, endpoint, owner, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(claim)
+
+    async def webhook_advance(self, endpoint: str, owner: str, seq: int, now: float) -> bool:
+        def advance(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE webhook_cursors SET last_seq = ?, attempts = 0, next_attempt = 0,"
+                " last_error = NULL, last_success = ?, delivered = delivered + 1"
+                " WHERE endpoint = ? AND lease_owner = ? AND last_seq < ?",
+                (seq, now, endpoint, owner, seq),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(advance)
+
+    async def webhook_failed(
+        self, endpoint: str, owner: str, attempts: int, next_attempt: float, error: str
+    ) -> bool:
+        def failed(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE webhook_cursors SET attempts = ?, next_attempt = ?, last_error = ?"
+                " WHERE endpoint = ? AND lease_owner = ?",
+                (attempts, next_attempt, error, endpoint, owner),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(failed)
+
+    async def webhook_cursors(self) -> list[WebhookCursor]:
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(_CURSOR_SELECT + " ORDER BY endpoint").fetchall()
+
+        return [WebhookCursor(*row) for row in await self._run(read)]
+
+    async def scrub_erasures(self, upto_seq: int) -> int:
+        def scrub(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE consent_changes SET subject = token WHERE kind = ? AND seq <= ?"
+                " AND token IS NOT NULL AND subject != token",
+                (ChangeKind.ERASURE.value, upto_seq),
+            )
+            return cur.rowcount
+
+        return await self._run(scrub)
 
     async def ping(self) -> bool:
         try:

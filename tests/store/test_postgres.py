@@ -61,10 +61,12 @@ async def test_pool_is_bounded_and_isolated_in_its_schema(pg_schema: str) -> Non
             pg_schema,
         )
         assert [t[0] for t in tables] == [
+            "consent_changes",
             "consent_records",
             "current_consent",
             "schema_version",
             "store_meta",
+            "webhook_cursors",
         ]
     finally:
         await s.close()
