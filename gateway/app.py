@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
@@ -25,7 +27,7 @@ from gateway import edges, pipeline
 from gateway.admin import ADMIN_PREFIX, build_admin_app
 from gateway.config import GatewayConfig
 from gateway.consent.cookie import ConsentCookie, new_subject_id, sign_cookie
-from gateway.consent.resolve import CookieOutcome, resolve_request
+from gateway.consent.resolve import CookieOutcome, StoreLookup, read_cookie, stored_answer
 from gateway.consent.signals import resolve_with_signals
 from gateway.decision_log import DecisionLog
 from gateway.errors import RequestError
@@ -35,14 +37,20 @@ from gateway.reload import RuleReloader
 from gateway.ruleset.load import load_rules
 from gateway.ruleset.match import RuleSet, normalize_host
 from gateway.state import Gateway, RulesHolder
+from gateway.store.base import ConsentRecord, StoreError
+from gateway.store.cache import ConsentBook, ConsentCache
+from gateway.store.feed import ChangeFollower
+from gateway.store.migrations import open_store
 from gateway.upstream import Upstream
+from gateway.webhooks import WebhookDispatcher
 
-__all__ = ["GATEWAY", "RELOADER", "build_app"]
+__all__ = ["FOLLOWER", "GATEWAY", "RELOADER", "build_app"]
 
 log = logging.getLogger(__name__)
 
 GATEWAY = web.AppKey("gateway", Gateway)
 RELOADER = web.AppKey("reloader", RuleReloader)
+FOLLOWER = web.AppKey("follower", ChangeFollower)
 
 #: the consent API reads small JSON documents only
 _CONSENT_BODY_LIMIT = 16 * 1024
@@ -87,6 +95,24 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     gw = app[GATEWAY]
+    # The store first: a gateway that cannot keep consent (unreachable, or a schema it
+    # does not know) refuses to start rather than serve without it.
+    store = await open_store(gw.config.store)
+    book = ConsentBook(
+        store,
+        ConsentCache(gw.config.store.cache_size, gw.config.store.cache_ttl),
+        gw.metrics,
+    )
+    follower = app[FOLLOWER] = ChangeFollower(book, gw.config.store.poll_interval)
+    await follower.start()
+    # Webhooks follow the same feed: each change this instance records wakes them at
+    # once; changes recorded elsewhere are picked up by their poll.
+    webhooks = WebhookDispatcher(
+        store, gw.config.webhooks, gw.metrics, poll_interval=gw.config.store.poll_interval
+    )
+    await webhooks.start()
+    book.on_change.append(lambda _change: webhooks.poke())
+    gw.book = book
     await gw.decision_log.start()
     await gw.upstream.start()
     reloader = app[RELOADER] = RuleReloader(gw, gw.config.rules.watch_interval)
@@ -101,6 +127,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     # Forwards first (they may still be answered), then the log drains every record.
     await gw.upstream.close()
     await gw.decision_log.close()
+    gw.book = None
+    await webhooks.close()
+    await follower.close()
+    await book.close()
+    await store.close()
 
 
 @web.middleware
@@ -154,9 +185,12 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
+    follower = request.app.get(FOLLOWER)
     checks = {
         "rules": bool(gw.rules.current.rules),
         "decision_log": gw.decision_log.running,
+        "store": gw.book is not None and await gw.book.store.ping(),
+        "change_feed": follower is not None and follower.healthy,
     }
     ok = all(checks.values())
     return web.json_response(
@@ -205,10 +239,24 @@ def _state_json(state: ConsentState, cookie: CookieOutcome) -> dict[str, object]
     }
 
 
+async def _stored_lookup(gw: Gateway, facts: Facts) -> StoreLookup | None:
+    """The store's state for this request's cookie subject, looked up now (the consent
+    API may wait on the store; tag requests never do)."""
+    book = gw.book
+    if book is None:
+        return None
+    outcome = read_cookie(facts, gw.config.consent, gw.config.cookie)
+    if outcome.subject is None:
+        return None
+    state = await book.lookup(outcome.subject)
+    return lambda _subject: state
+
+
 async def _consent_get(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     facts = _consent_facts(request, gw, dict(request.cookies))
-    state, cookie, signals = resolve_with_signals(facts, gw.config.consent, gw.config.cookie)
+    store = await _stored_lookup(gw, facts)
+    state, cookie, signals = resolve_with_signals(facts, gw.config.consent, gw.config.cookie, store)
     doc = _state_json(state, cookie)
     # Which signals were unreadable (never their values), so a site can fix its CMP setup.
     doc["signal_problems"] = [{"signal": s, "reason": r} for s, r in signals.problems]
@@ -224,7 +272,9 @@ async def _consent_post(request: web.Request) -> web.Response:
         doc = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         return edges.error_response(400, "body is not JSON")
-    purposes_in = doc.get("purposes") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or not set(doc) <= _POST_KEYS:
+        return edges.error_response(400, f"expected an object with keys {sorted(_POST_KEYS)}")
+    purposes_in = doc.get("purposes")
     if not isinstance(purposes_in, dict) or not all(
         isinstance(v, bool) for v in purposes_in.values()
     ):
@@ -233,45 +283,91 @@ async def _consent_post(request: web.Request) -> web.Response:
     if not set(purposes_in) <= known:
         # SECURITY: the unknown names are not echoed back.
         return edges.error_response(400, f"unknown purpose; known: {', '.join(sorted(known))}")
-    return _issue(request, gw, {k: bool(v) for k, v in purposes_in.items()}, "banner")
+    source = doc.get("source", "banner")
+    if source not in _POST_SOURCES:
+        return edges.error_response(400, f"source must be one of {sorted(_POST_SOURCES)}")
+    notice = doc.get("notice")
+    if notice is not None and (not isinstance(notice, str) or not notice):
+        return edges.error_response(400, "notice must be the notice text shown, a string")
+    # Only a hash of the notice is kept: enough to prove which text was shown.
+    notice_hash = None if notice is None else hashlib.sha256(notice.encode()).hexdigest()
+    purposes = {k: bool(v) for k, v in purposes_in.items()}
+    return await _issue(request, gw, purposes, source, notice_hash=notice_hash)
 
 
 async def _consent_delete(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     _check_same_origin(request)
     withdrawn = {p: False for p in gw.config.consent.purposes if p != NECESSARY}
-    return _issue(request, gw, withdrawn, "withdrawal", merge=False)
+    return await _issue(request, gw, withdrawn, "withdrawal", merge=False)
 
 
-def _issue(
+#: what a POST /consent body may hold, and the sources it may claim
+_POST_KEYS = frozenset({"purposes", "source", "notice"})
+_POST_SOURCES = frozenset({"banner", "api", "cmp"})
+
+
+async def _issue(
     request: web.Request,
     gw: Gateway,
     purposes: dict[str, bool],
     source: str,
     *,
     merge: bool = True,
+    notice_hash: str | None = None,
 ) -> web.Response:
-    """Sign a new consent cookie (purposes given win over the current cookie's), set it,
-    and answer with the consent now in force."""
+    """Record the choice in the store (durable before this answers), sign a new consent
+    cookie (purposes given win over the current record's), set it, and answer with the
+    consent now in force. A store that cannot record answers 503 and sets no cookie:
+    the visitor's choice is never acknowledged without its proof."""
     cfg = gw.config
     facts = _consent_facts(request, gw, dict(request.cookies))
-    _, current = resolve_request(facts, cfg.consent, cfg.cookie)
-    merged: dict[str, bool] = {}
+    store = await _stored_lookup(gw, facts)
+    current = read_cookie(facts, cfg.consent, cfg.cookie)
     # An authentic but stale cookie still names the visitor: re-consent keeps the subject.
-    subject = current.subject
-    if current.answer is not None:
-        if merge:
+    subject = current.subject or new_subject_id()
+    merged: dict[str, bool] = {}
+    stored = store(subject) if store is not None else None
+    # Whole seconds (the cookie's resolution), never older than the record in force: the
+    # new choice must become the subject's current state even if that record came from
+    # an instance whose clock runs a little ahead.
+    issued_at = max(math.ceil(facts.now), math.ceil(stored.at) if stored is not None else 0)
+    if merge:
+        # the own record in force: the cookie's, or the store's when it is newer
+        own = [a for a in (current.answer,) if a is not None]
+        if stored is not None:
+            own.append(stored_answer(stored, cfg.consent, facts.now))
+        if own:
+            newest = max(own, key=lambda a: a.at or 0.0)
             merged = {
                 p: v is ConsentValue.GRANTED
-                for p, v in current.answer.purposes.items()
+                for p, v in newest.purposes.items()
                 if v is not ConsentValue.UNKNOWN
             }
     merged.update(purposes)
     merged.pop(NECESSARY, None)
+    if gw.book is None:
+        return edges.error_response(503, "the consent store is not available")
+    try:
+        written = await gw.book.record(
+            ConsentRecord(
+                subject=subject,
+                purposes=merged,
+                source=source,
+                policy_version=cfg.consent.policy_version,
+                # the cookie's own time, so cookie and record are the same age
+                at=float(issued_at),
+                notice_hash=notice_hash,
+                request_id=facts.request_id,
+            )
+        )
+    except StoreError as e:
+        log.warning("consent could not be recorded: %s", e)
+        return edges.error_response(503, "consent could not be recorded; try again")
     cookie = ConsentCookie(
-        subject=subject or new_subject_id(),
+        subject=subject,
         purposes=merged,
-        issued_at=int(facts.now),
+        issued_at=issued_at,
         policy_version=cfg.consent.policy_version,
         source=source,
     )
@@ -280,8 +376,11 @@ def _issue(
         _consent_facts(request, gw, {**request.cookies, cfg.cookie.name: value}),
         cfg.consent,
         cfg.cookie,
+        gw.book.state_now,
     )
-    resp = _json(_state_json(state, outcome))
+    doc = _state_json(state, outcome)
+    doc["record"] = {"id": written.id, "at": written.at}
+    resp = _json(doc)
     resp.set_cookie(
         cfg.cookie.name,
         value,

@@ -1,4 +1,5 @@
-"""`consent-gateway`: serve | check | explain | logs | decode | sign | keygen.
+"""`consent-gateway`: serve | check | explain | logs | decode | sign | keygen |
+migrate | records | erase | webhooks.
 
 Exit codes: 0 success, 1 a check found problems or a command failed, 2 bad usage.
 """
@@ -6,6 +7,7 @@ Exit codes: 0 success, 1 a check found problems or a command failed, 2 bad usage
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import logging
 import multiprocessing
@@ -13,12 +15,16 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from gateway import __version__
 from gateway.config import GatewayConfig, load_config
-from gateway.errors import ConfigError, Problem
+from gateway.errors import ConfigError, Problem, StoreError
+from gateway.store.base import ConsentStore
 
 __all__ = ["main"]
 
@@ -111,6 +117,30 @@ def _parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("keygen", help="print a new cookie signing key")
     k.set_defaults(func=_cmd_keygen)
+
+    m = sub.add_parser("migrate", help="bring the consent store's schema up to date")
+    config_arg(m)
+    m.set_defaults(func=_cmd_migrate)
+
+    rc = sub.add_parser("records", help="a subject's consent history (the proof of consent)")
+    config_arg(rc)
+    rc.add_argument("subject", metavar="SUBJECT", help="the subject id (or an erasure token)")
+    rc.add_argument("--json", action="store_true", help="one JSON document")
+    rc.set_defaults(func=_cmd_records)
+
+    er = sub.add_parser(
+        "erase", help="unlink a subject: its id becomes a one-way token, the records stay"
+    )
+    config_arg(er)
+    er.add_argument("subject", metavar="SUBJECT")
+    er.set_defaults(func=_cmd_erase)
+
+    wh = sub.add_parser("webhooks", help="webhook delivery")
+    wsub = wh.add_subparsers(metavar="ACTION")
+    ws = wsub.add_parser("status", help="each endpoint's delivery state and backlog")
+    config_arg(ws)
+    ws.add_argument("--json", action="store_true", help="one JSON document")
+    ws.set_defaults(func=_cmd_webhooks_status)
     return p
 
 
@@ -198,16 +228,22 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
     from gateway.access_log import access_logger_for
 
     logger_class = access_logger_for(cfg.server.access_log)
-    web.run_app(
-        app,
-        host=cfg.server.host,
-        port=cfg.server.port,
-        reuse_port=reuse_port or None,
-        access_log=logging.getLogger("gateway.access") if logger_class else None,
-        access_log_class=logger_class or web_log.AccessLogger,
-        print=None,
-        shutdown_timeout=10.0,
-    )
+    try:
+        web.run_app(
+            app,
+            host=cfg.server.host,
+            port=cfg.server.port,
+            reuse_port=reuse_port or None,
+            access_log=logging.getLogger("gateway.access") if logger_class else None,
+            access_log_class=logger_class or web_log.AccessLogger,
+            print=None,
+            shutdown_timeout=10.0,
+        )
+    except StoreError as e:
+        # the gateway refuses to start without its consent store (unreachable, or a
+        # schema it does not know)
+        print(f"consent store: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -390,6 +426,127 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
     print(keygen())
     return 0
+
+
+# -- the consent store ------------------------------------------------------------------
+
+
+def _with_store(
+    args: argparse.Namespace, body: Callable[[ConsentStore], Awaitable[int]], *, check: bool = True
+) -> int:
+    """Run `body` on the configured store, opened (schema-checked unless `check` is False,
+    as for `migrate`); a StoreError is printed and exits 1."""
+    from gateway.store.migrations import latest_version, new_store
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+
+    async def run() -> int:
+        store = new_store(cfg.store)
+        await store.open()
+        try:
+            if check:
+                current, latest = await store.schema_version(), latest_version(store.backend)
+                if current < latest:
+                    print(
+                        f"the consent store's schema is at version {current}, this code"
+                        f" needs {latest}: run `consent-gateway migrate`",
+                        file=sys.stderr,
+                    )
+                    return 1
+            return await body(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except StoreError as e:
+        print(f"consent store: {e}", file=sys.stderr)
+        return 1
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from gateway.store.migrations import latest_version, migrate
+
+    async def body(store: ConsentStore) -> int:
+        before = await store.schema_version()
+        after = await migrate(store)
+        if after == before:
+            print(f"{store.backend}: schema at version {after}, up to date")
+        else:
+            print(f"{store.backend}: schema migrated from version {before} to {after}")
+        return 0 if after == latest_version(store.backend) else 1
+
+    return _with_store(args, body, check=False)
+
+
+def _cmd_records(args: argparse.Namespace) -> int:
+    from gateway.store.base import subject_export
+
+    async def body(store: ConsentStore) -> int:
+        doc = await subject_export(store, args.subject)
+        if args.json:
+            sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+            return 0
+        print(_records_text(doc))
+        return 0
+
+    return _with_store(args, body)
+
+
+def _records_text(doc: dict[str, Any]) -> str:
+    lines = [f"subject {doc['subject']}"]
+    current = doc["current"]
+    if current is None:
+        lines.append("current: no record (no consent)")
+    else:
+        lines.append(
+            f"current: {_purposes_text(current['purposes'])}  (policy {current['policy_version']},"
+            f" {current['source']}, {current['time']})"
+        )
+    lines.append(f"{len(doc['records'])} record(s), oldest first:")
+    for r in doc["records"]:
+        notice = f" notice={r['notice_hash'][:12]}" if r["notice_hash"] else ""
+        request = f" request={r['request_id']}" if r["request_id"] else ""
+        lines.append(
+            f"  #{r['id']} {r['time']} {r['source']:<10} policy {r['policy_version']}"
+            f"  {_purposes_text(r['purposes'])}{notice}{request}"
+        )
+    return "\n".join(lines)
+
+
+def _purposes_text(purposes: dict[str, bool]) -> str:
+    if not purposes:
+        return "(none answered)"
+    return " ".join(f"{p}={'granted' if v else 'denied'}" for p, v in sorted(purposes.items()))
+
+
+def _cmd_erase(args: argparse.Namespace) -> int:
+    async def body(store: ConsentStore) -> int:
+        token = await store.erase(args.subject)
+        print(f"erased: the subject's records are now under {token}")
+        return 0
+
+    return _with_store(args, body)
+
+
+def _cmd_webhooks_status(args: argparse.Namespace) -> int:
+    from gateway.webhooks import format_status, status
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+
+    async def body(store: ConsentStore) -> int:
+        rows = await status(store, cfg.webhooks, time.time())
+        if args.json:
+            sys.stdout.write(orjson.dumps({"endpoints": rows}).decode() + "\n")
+        else:
+            print(format_status(rows))
+        return 0
+
+    return _with_store(args, body)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -933,13 +933,17 @@ def _webhooks(node: Node, env: Mapping[str, str]) -> WebhooksConfig:
             e["secret_env"].problem(f"environment variable {var} must hold >= 16 characters")
             continue
         endpoints.append(WebhookEndpoint(name, url, secret))
+    timeout = m["timeout"].duration(d.timeout)
+    if not 0 < timeout <= 60:
+        m["timeout"].problem("must be more than 0 and at most 60s")
+        timeout = d.timeout
     initial = m["backoff_initial"].duration(d.backoff_initial)
     most = m["backoff_max"].duration(d.backoff_max)
     if initial <= 0 or most < initial:
         m["backoff_max"].problem("need 0 < backoff_initial <= backoff_max")
     return WebhooksConfig(
         endpoints=tuple(endpoints),
-        timeout=m["timeout"].duration(d.timeout),
+        timeout=timeout,
         backoff_initial=initial,
         backoff_max=most,
     )

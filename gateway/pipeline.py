@@ -23,6 +23,7 @@ from aiohttp import web
 
 from gateway import edges
 from gateway.config import GatewayConfig
+from gateway.consent.resolve import CookieOutcome, StoreLookup, resolve_server
 from gateway.consent.signals import Signals, resolve_with_signals, vendor_consent_params
 from gateway.decide import decide, reject
 from gateway.decision_log import record_for
@@ -30,6 +31,7 @@ from gateway.errors import RequestError, TransformError
 from gateway.model import Action, ConsentState, Decision, Facts, Outgoing, StripSpec
 from gateway.ruleset.match import Match, RuleSet
 from gateway.state import Gateway
+from gateway.store.base import CurrentConsent
 from gateway.transform import transform
 
 __all__ = ["Evaluation", "evaluate", "run"]
@@ -47,8 +49,24 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
         return _refuse(gw, request, host, path, e)
 
     rules = gw.rules.current
+    # 2a. stored consent: a server-to-server event names its subject and is judged by the
+    # store (waiting for it: no browser waits on this); a visitor's cookie subject is
+    # looked up in the cache without waiting
+    book = gw.book
+    server: tuple[str, CurrentConsent | None] | None = None
+    subject = _server_subject(gw, facts)
+    if subject is not None:
+        state = await book.lookup(subject) if book is not None and subject else None
+        server = (subject, state)
     try:
-        ev = evaluate(facts, gw.config, rules, gw.own_cookies)
+        ev = evaluate(
+            facts,
+            gw.config,
+            rules,
+            gw.own_cookies,
+            store=book.state_now if book is not None else None,
+            server=server,
+        )
     except Exception:
         # Fail closed: a bug in the core must never turn into a forward.
         log.exception("pipeline error; dropping request %s", facts.request_id)
@@ -110,14 +128,25 @@ def evaluate(
     config: GatewayConfig,
     rules: RuleSet,
     own_cookies: frozenset[str] = frozenset(),
+    *,
+    store: StoreLookup | None = None,
+    server: tuple[str, CurrentConsent | None] | None = None,
 ) -> Evaluation:
     """The pure middle of the pipeline: consent, rule match, decision, transform.
 
     No I/O: `run` wraps it with reading the request, answering and logging, and
     `consent-gateway explain` calls it on a request described on the command line.
+    `store` answers the cookie subject's stored state without waiting (None: not known
+    now); `server` is the subject and stored state of a server-to-server event, which is
+    judged by that alone (`consent.resolve.resolve_server`).
     """
-    # 2. consent: per purpose, with its source (cookie, standard signals, GPC, regime)
-    consent, cookie, signals = resolve_with_signals(facts, config.consent, config.cookie)
+    # 2. consent: per purpose, with its source (cookie, store, standard signals, GPC, regime)
+    signals: Signals | None = None
+    if server is not None:
+        consent = resolve_server(facts, config.consent, *server)
+        cookie = CookieOutcome(None, None)
+    else:
+        consent, cookie, signals = resolve_with_signals(facts, config.consent, config.cookie, store)
     # 3. rule match: host index, then the vendor's ordered endpoints
     match = rules.match(facts.host, facts.path, facts.method)
     # 4. decision
@@ -150,6 +179,21 @@ def evaluate(
 
 
 _SENDS = frozenset({Action.FORWARD, Action.STRIP})
+
+
+def _server_subject(gw: Gateway, facts: Facts) -> str | None:
+    """The subject a server-to-server event names in `store.subject_header`, if any.
+
+    A header that is present but empty or overlong still marks the request as
+    server-to-server: it names no known subject, so it has no consent (fail closed)."""
+    header = gw.config.store.subject_header
+    if header is None or header not in facts.headers:
+        return None
+    value = facts.headers[header].strip()
+    return value if 0 < len(value) <= _MAX_SUBJECT else ""
+
+
+_MAX_SUBJECT = 256
 _NO_CONSENT = ConsentState(purposes={}, regime="none")
 
 

@@ -8,6 +8,7 @@ from gateway.config import GatewayConfig
 from gateway.decision_log import DecisionLog
 from gateway.metrics import Metrics
 from gateway.ruleset.match import RuleSet
+from gateway.store.cache import ConsentBook
 from gateway.upstream import Upstream
 
 __all__ = ["Gateway", "RulesHolder"]
@@ -36,3 +37,5 @@ class Gateway:
     decision_log: DecisionLog
     #: cookies of the gateway's own that never reach a vendor
     own_cookies: frozenset[str] = field(default_factory=frozenset)
+    #: the consent store behind its cache; set by the app's lifecycle once the store is open
+    book: ConsentBook | None = None

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import sqlite3
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import GATEWAY
-from tests.conftest import cookie_for
+from gateway.app import GATEWAY, build_app
+from gateway.store.base import ConsentRecord, StoreError
+from tests.conftest import cookie_for, make_config
 
 Client = TestClient[Any, Any]
 
@@ -172,3 +178,117 @@ async def test_metrics_counters_move_with_traffic(
     assert moved("gateway_decision_log_written_total") == 3  # drop, drop, reject
     assert moved("gateway_decision_seconds_count") == 4
     assert moved("gateway_upstream_seconds_count", vendor="google-analytics-4") == 1
+
+
+# -- the consent store behind the API (DESIGN §6) ---------------------------------------------
+
+
+async def test_post_is_recorded_before_it_is_answered(client: Client) -> None:
+    gw = client.app[GATEWAY]
+    assert gw.book is not None
+    notice = "We and our partners use cookies for analytics."
+    resp = await client.post(
+        "/consent",
+        json={"purposes": {"analytics": True}, "source": "api", "notice": notice},
+        headers={"X-Request-ID": "req-123"},
+    )
+    doc = await resp.json()
+    assert resp.status == 200 and doc["record"]["id"] is not None
+    [record] = await gw.book.store.history(doc["subject"])
+    assert record.purposes == {"analytics": True}
+    assert record.source == "api" and record.policy_version == 1
+    assert record.notice_hash == hashlib.sha256(notice.encode()).hexdigest()
+    assert record.id == doc["record"]["id"] and record.at == doc["record"]["at"]
+    # the cookie and the record are the same age: one record, shown as the cookie's
+    assert doc["purposes"]["analytics"] == {"state": "granted", "source": "cookie"}
+    await client.delete("/consent")
+    history = await gw.book.store.history(doc["subject"])
+    assert [r.source for r in history] == ["api", "withdrawal"]
+    assert history[1].purposes == {
+        p: False for p in ("functional", "analytics", "advertising", "personalization")
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"purposes": {"analytics": True}, "source": "withdrawal"},  # only DELETE withdraws
+        {"purposes": {"analytics": True}, "notice": ""},
+        {"purposes": {"analytics": True}, "notice": 5},
+        {"purposes": {"analytics": True}, "ip": "1.2.3.4"},  # nothing else is taken
+    ],
+)
+async def test_post_refuses_other_fields(client: Client, body: dict[str, object]) -> None:
+    resp = await client.post("/consent", json=body)
+    assert resp.status == 400 and "cg_consent" not in resp.cookies
+
+
+async def test_a_store_that_cannot_record_gets_no_cookie(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = client.app[GATEWAY]
+    assert gw.book is not None
+
+    async def fail(rec: object) -> object:
+        raise StoreError("sqlite: OperationalError: disk I/O error")
+
+    monkeypatch.setattr(gw.book.store, "record_change", fail)
+    resp = await client.post("/consent", json={"purposes": {"analytics": True}})
+    assert resp.status == 503
+    assert "cg_consent" not in resp.cookies
+    resp = await client.delete("/consent")
+    assert resp.status == 503 and "cg_consent" not in resp.cookies
+
+
+async def test_a_withdrawal_recorded_elsewhere_beats_an_older_cookie(client: Client) -> None:
+    gw = client.app[GATEWAY]
+    assert gw.book is not None
+    old = cookie_for({"analytics": "granted"}, subject="visitor-1", issued_at=int(time.time()) - 60)
+    headers = {"Cookie": f"cg_consent={old}"}
+    state = await (await client.get("/consent", headers=headers)).json()
+    assert state["purposes"]["analytics"] == {"state": "granted", "source": "cookie"}
+    # withdrawn through another device, a back end, or the admin
+    await gw.book.record(
+        ConsentRecord("visitor-1", {"analytics": False}, "api", 1, time.time(), None, None)
+    )
+    state = await (await client.get("/consent", headers=headers)).json()
+    assert state["purposes"]["analytics"] == {"state": "denied", "source": "store"}
+    # a new choice on this browser merges with the newer (stored) record, not the cookie
+    resp = await client.post("/consent", json={"purposes": {"advertising": True}}, headers=headers)
+    purposes = (await resp.json())["purposes"]
+    assert purposes["analytics"]["state"] == "denied"
+    assert purposes["advertising"]["state"] == "granted"
+
+
+async def test_readyz_checks_the_store(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = await (await client.get("/readyz")).json()
+    assert doc["checks"]["store"] is True and doc["checks"]["change_feed"] is True
+    gw = client.app[GATEWAY]
+    assert gw.book is not None
+
+    async def down() -> bool:
+        return False
+
+    monkeypatch.setattr(gw.book.store, "ping", down)
+    resp = await client.get("/readyz")
+    assert resp.status == 503 and (await resp.json())["checks"]["store"] is False
+
+
+async def test_gateway_refuses_to_start_on_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "consent.db"
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    app = build_app(make_config(tmp_path))
+    runner = web.AppRunner(app)
+    with pytest.raises(StoreError, match="newer"):
+        await runner.setup()
+    await runner.cleanup()
+
+
+async def test_gateway_refuses_an_old_schema_unless_it_may_migrate(tmp_path: Path) -> None:
+    app = build_app(make_config(tmp_path, extra={"store": {"migrate_on_start": False}}))
+    runner = web.AppRunner(app)
+    with pytest.raises(StoreError, match="consent-gateway migrate"):
+        await runner.setup()
+    await runner.cleanup()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import orjson
 import pytest
 import yaml
 import yarl
@@ -22,6 +23,7 @@ from gateway.app import GATEWAY, build_app
 from gateway.config import parse_config
 from gateway.decision_log import LogQuery, query_records, run_logs
 from gateway.edges import TRANSPARENT_GIF
+from gateway.store.base import ConsentRecord
 from tests.conftest import ROOT, TEST_KEY, FakeVendor, cookie_for, overrides_for
 
 GA4 = "www.google-analytics.com"
@@ -355,3 +357,77 @@ async def test_report_only_forwards_and_logs(
     await _drain_log(client)
     [record] = query_records(cfg.decision_log.sqlite_path or Path(), LogQuery())
     assert record.action == "drop" and record.report_only
+
+
+# -- server-to-server events, judged by the stored consent (DESIGN §6) --------------------------
+
+MP = "/t/www.google-analytics.com/mp/collect?measurement_id=G-1&api_secret=s"
+MP_BODY = {"client_id": "1.2", "user_data": {"sha256_email_address": "ab" * 32}, "events": []}
+
+
+@pytest.fixture
+async def s2s(gateway_factory: Callable[..., Any]) -> TestClient[Any, Any]:
+    client: TestClient[Any, Any] = await gateway_factory(
+        hosts=["www.google-analytics.com"],
+        extra={"store": {"subject_header": "X-Consent-Subject"}},
+    )
+    gw = client.app[GATEWAY]
+    assert gw.book is not None
+    now = time.time()
+    for subject, purposes in (
+        ("all-in", {"analytics": True, "advertising": True}),
+        ("no-ads", {"analytics": True, "advertising": False}),
+    ):
+        await gw.book.record(ConsentRecord(subject, purposes, "banner", 1, now, None, None))
+    return client
+
+
+@pytest.mark.parametrize(
+    ("subject", "arrives", "user_data"),
+    [
+        ("all-in", True, True),  # forwarded whole
+        ("no-ads", True, False),  # advertising denied: user_data stripped
+        ("stranger", False, False),  # an unknown subject has no consent: dropped
+        ("", False, False),  # an empty subject names nobody
+    ],
+)
+async def test_server_events_are_judged_by_the_stored_consent(
+    s2s: TestClient[Any, Any],
+    fake_vendor: FakeVendor,
+    subject: str,
+    arrives: bool,
+    user_data: bool,
+) -> None:
+    # A cookie granting everything rides along: a server event is not judged by it.
+    everything = cookie_for({"analytics": "granted", "advertising": "granted"}, subject="x")
+    resp = await s2s.post(
+        MP,
+        json=MP_BODY,
+        headers={"X-Consent-Subject": subject, "Cookie": f"cg_consent={everything}"},
+    )
+    assert resp.status in (200, 204)
+    if arrives:
+        [seen] = await fake_vendor.wait_for(1)
+        assert ("user_data" in orjson.loads(seen.body)) is user_data
+        # SECURITY: the subject id never reaches the vendor
+        assert "x-consent-subject" not in {k.lower() for k in seen.headers}
+        assert subject not in seen.body.decode()
+    else:
+        await asyncio.sleep(0.2)
+        assert fake_vendor.seen == []
+
+
+async def test_a_withdrawal_reaches_the_next_server_event(
+    s2s: TestClient[Any, Any], fake_vendor: FakeVendor
+) -> None:
+    gw = s2s.app[GATEWAY]
+    assert gw.book is not None
+    headers = {"X-Consent-Subject": "all-in"}
+    await s2s.post(MP, json=MP_BODY, headers=headers)
+    await fake_vendor.wait_for(1)
+    await gw.book.record(
+        ConsentRecord("all-in", {"analytics": False}, "withdrawal", 1, time.time() + 1, None, None)
+    )
+    await s2s.post(MP, json=MP_BODY, headers=headers)
+    await asyncio.sleep(0.2)
+    assert len(fake_vendor.seen) == 1

@@ -64,6 +64,8 @@ from gateway.decision_log import (
 from gateway.model import Action, ConsentValue
 from gateway.ruleset.schema import EndpointSpec, VendorRule, check_vendor_id
 from gateway.state import Gateway
+from gateway.store.base import StoreError, subject_export
+from gateway.store.cache import ConsentBook
 
 __all__ = [
     "ACCESS",
@@ -114,6 +116,7 @@ _STATIC: Final = MappingProxyType(
 _PUBLIC: Final = frozenset({"admin-login", "admin-static"})
 _UNKNOWN_VENDOR: Final = "(unknown destination)"
 _MAX_ID: Final = 2**63 - 1
+_MAX_SUBJECT: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +204,8 @@ def build_admin_app(gw: Gateway, *, clock: Callable[[], float] = time.time) -> w
     r.add_get("/api/rules", _api_rules)
     r.add_get("/api/unknown", _api_unknown)
     r.add_get("/api/stream", _api_stream)
+    r.add_get("/api/subjects/{subject}/records", _api_subject_records)
+    r.add_post("/api/subjects/{subject}/erase", _api_subject_erase)
     return app
 
 
@@ -950,6 +955,49 @@ async def _api_unknown(request: web.Request) -> web.Response:
     except _BadParameter as e:
         return _bad_api(e)
     return _json(_unknown_doc(since, since_ts, await _hosts(request, since_ts, limit)))
+
+
+def _book(request: web.Request) -> ConsentBook:
+    book = request.app[ADMIN].gw.book
+    if book is None:
+        raise web.HTTPServiceUnavailable(reason="the consent store is not open")
+    return book
+
+
+def _subject_param(request: web.Request) -> str:
+    subject = request.match_info["subject"]
+    if not 0 < len(subject) <= _MAX_SUBJECT:
+        raise web.HTTPBadRequest(reason="subject must be 1-256 characters")
+    return subject
+
+
+async def _api_subject_records(request: web.Request) -> web.Response:
+    """A subject's full consent history and current state: the proof of consent, for
+    audits and access requests (`consent-gateway records SUBJECT` prints the same)."""
+    subject = _subject_param(request)
+    try:
+        doc = await subject_export(_book(request).store, subject)
+    except StoreError as e:
+        log.warning("admin: the consent store cannot be read: %s", e)
+        return _json({"error": "the consent store cannot be read"}, status=503)
+    return _json(doc)
+
+
+async def _api_subject_erase(request: web.Request) -> web.Response:
+    """Unlink a subject (its id becomes a one-way token; the records stay). Bearer token
+    only: a browser session cannot be made to erase someone by another site."""
+    # SECURITY: no cookie-authenticated POST here, so no CSRF exposure.
+    if request[ACCESS].session is not None:
+        return _json({"error": "use the bearer token (Authorization header)"}, status=403)
+    subject = _subject_param(request)
+    try:
+        token = await _book(request).erase(subject)
+    except StoreError as e:
+        log.warning("admin: erasure failed: %s", e)
+        return _json({"error": "the consent store cannot be written"}, status=503)
+    # The subject is not logged: the log would keep what erasure removes.
+    log.info("admin: a subject was erased")
+    return _json({"erased": True, "token": token})
 
 
 async def _api_stream(request: web.Request) -> web.StreamResponse:

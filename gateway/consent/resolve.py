@@ -14,14 +14,19 @@ For each configured purpose, in this order:
 4. `Sec-GPC: 1`, where the regime says GPC binds, denies every `consent.gpc_purposes`
    purpose (source `gpc`), whatever the other sources say.
 
+Server-to-server events (a back end naming the subject in `store.subject_header`) are
+resolved by `resolve_server` instead: only what the stored record grants is granted, and
+an unknown subject has no consent (DESIGN §6).
+
 Everything here is pure: the app supplies the facts (with `facts.country` already read
-from the trusted header by `regimes.country_from`) and any answers it looked up.
+from the trusted header by `regimes.country_from`) and any answers it looked up (the
+store's state comes through a lookup function that never waits: see gateway.store.cache).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -31,6 +36,7 @@ from gateway.consent.gpc import gpc_signal
 from gateway.consent.regimes import regime_for
 from gateway.errors import ConsentCookieError
 from gateway.model import NECESSARY, ConsentState, ConsentValue, Facts, PurposeConsent
+from gateway.store.base import CurrentConsent
 
 __all__ = [
     "FUTURE_SKEW",
@@ -38,9 +44,16 @@ __all__ = [
     "CookieOutcome",
     "SourceAnswer",
     "read_cookie",
+    "StoreLookup",
     "resolve",
     "resolve_request",
+    "resolve_server",
+    "stored_answer",
 ]
+
+#: the store's state for a subject without waiting: None when the store has no record
+#: or it is not known yet (then the cookie stands)
+StoreLookup = Callable[[str], CurrentConsent | None]
 
 #: seconds a cookie's issued-at may lie ahead of the gateway's clock (clock skew between
 #: instances); further ahead, the payload is not one this gateway could have issued
@@ -165,16 +178,86 @@ def resolve_request(
     consent: ConsentConfig,
     cookie: CookieConfig,
     extra: Sequence[SourceAnswer] = (),
+    store: StoreLookup | None = None,
 ) -> tuple[ConsentState, CookieOutcome]:
-    """Read the consent cookie and resolve it with `extra` answers (store, TCF, ...).
+    """Read the consent cookie and resolve it with `extra` answers (TCF, ...) and, for
+    the cookie's subject, the store's state (`store`).
 
     The app calls this once per request, with `facts.country` filled from the trusted
     header. The outcome is returned too, so the app can log a cookie's problem and
-    keep its subject.
+    keep its subject. The store is asked about a stale cookie's subject too: a newer
+    record (re-consent on another page view) then stands instead.
     """
     outcome = read_cookie(facts, consent, cookie)
     answers = tuple(extra) if outcome.answer is None else (outcome.answer, *extra)
+    if store is not None and outcome.subject is not None:
+        state = store(outcome.subject)
+        if state is not None:
+            answers = (*answers, stored_answer(state, consent, facts.now))
     return resolve(facts, consent, answers), outcome
+
+
+def stored_answer(state: CurrentConsent, consent: ConsentConfig, now: float) -> SourceAnswer:
+    """The store's current state for a subject as an answer (source `store`).
+
+    Stale state (older than `consent.max_age`, under an older `policy_version`, or an
+    erased subject's) answers nothing but keeps its time: a record newer than the
+    cookie still puts the older cookie out of force.
+    """
+    fresh = now - state.at <= consent.max_age and state.policy_version >= consent.policy_version
+    known = set(consent.purposes) - {NECESSARY}
+    purposes = (
+        {
+            p: ConsentValue.GRANTED if granted else ConsentValue.DENIED
+            for p, granted in state.purposes.items()
+            if p in known
+        }
+        if fresh
+        else {}
+    )
+    return SourceAnswer(
+        source="store",
+        purposes=MappingProxyType(purposes),
+        at=state.at,
+        policy_version=state.policy_version,
+        subject=state.subject,
+    )
+
+
+def resolve_server(
+    facts: Facts, consent: ConsentConfig, subject: str, state: CurrentConsent | None
+) -> ConsentState:
+    """The consent of a server-to-server event for `subject`, whose stored state is
+    `state` (None: the store has no record of the subject).
+
+    Only purposes the stored record grants, fresh (see `stored_answer`), are granted;
+    every other purpose is denied, source `store` when the record denies it and
+    `store:none` when nothing stored answers: regime defaults do not apply, so an
+    unknown subject has no consent. `Sec-GPC: 1` denies as in `resolve`.
+    """
+    regime = regime_for(consent, facts.country)
+    answer = stored_answer(state, consent, facts.now) if state is not None else None
+    given = answer.purposes if answer is not None else {}
+    purposes: dict[str, PurposeConsent] = {
+        NECESSARY: PurposeConsent(ConsentValue.GRANTED, NECESSARY)
+    }
+    for purpose in consent.purposes:
+        if purpose == NECESSARY:
+            continue
+        value = given.get(purpose)
+        if value is None:
+            purposes[purpose] = PurposeConsent(ConsentValue.DENIED, "store:none")
+        else:
+            at = answer.at if answer is not None else None
+            version = answer.policy_version if answer is not None else None
+            purposes[purpose] = PurposeConsent(value, "store", at, version)
+    gpc = regime.gpc_binds and gpc_signal(facts.headers)
+    if gpc:
+        for purpose in sorted(consent.gpc_purposes - {NECESSARY}):
+            purposes[purpose] = PurposeConsent(ConsentValue.DENIED, "gpc")
+    return ConsentState(
+        purposes=MappingProxyType(purposes), regime=regime.name, subject=subject, gpc=gpc
+    )
 
 
 def _when(answer: SourceAnswer) -> float:

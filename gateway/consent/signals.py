@@ -29,7 +29,7 @@ from urllib.parse import unquote_plus
 
 from gateway.config import ConsentConfig, CookieConfig, SignalsConfig
 from gateway.consent import cmp, gcm, gpp, tcf
-from gateway.consent.resolve import CookieOutcome, SourceAnswer, resolve_request
+from gateway.consent.resolve import CookieOutcome, SourceAnswer, StoreLookup, resolve_request
 from gateway.errors import SignalError
 from gateway.model import ConsentState, ConsentValue, Facts
 
@@ -297,12 +297,16 @@ def _gpp_sid(sid: str | None, present: Iterable[int]) -> tuple[int, ...]:
 
 
 def resolve_with_signals(
-    facts: Facts, consent: ConsentConfig, cookie: CookieConfig
+    facts: Facts,
+    consent: ConsentConfig,
+    cookie: CookieConfig,
+    store: StoreLookup | None = None,
 ) -> tuple[ConsentState, CookieOutcome, Signals]:
-    """The request's consent from the gateway's cookie, the standard signals, GPC and the
-    regime's defaults (DESIGN §2), with vendor-level TCF consent attached."""
+    """The request's consent from the gateway's cookie and the store's record of its
+    subject, the standard signals, GPC and the regime's defaults (DESIGN §2), with
+    vendor-level TCF consent attached."""
     signals = read_signals(facts, consent.signals)
-    state, outcome = resolve_request(facts, consent, cookie, extra=signals.answers)
+    state, outcome = resolve_request(facts, consent, cookie, extra=signals.answers, store=store)
     if signals.vendors is not None:
         state = dataclasses.replace(state, vendors=signals.vendors)
     return state, outcome, signals

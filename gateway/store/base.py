@@ -26,6 +26,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Final
 
@@ -48,6 +49,7 @@ __all__ = [
     "dump_purposes",
     "erasure_token",
     "load_purposes",
+    "subject_export",
 ]
 
 #: every erasure token starts with this, so an erased subject is recognisable as such.
@@ -184,8 +186,8 @@ class Change:
     def from_json(cls, doc: object) -> Change:
         """Parse what `to_json` wrote; raises StoreError on anything else."""
         try:
-            if not isinstance(doc, dict):
-                raise TypeError("not an object")
+            if not isinstance(doc, dict) or not isinstance(doc.get("purposes"), dict):
+                raise TypeError("not an object with purposes")
             return cls(
                 seq=int(doc["seq"]),
                 event_id=str(doc["id"]),
@@ -355,3 +357,43 @@ class ConsentStore(ABC):
     async def apply_migration(self, step: Migration) -> bool:
         """Apply `step` in one transaction and record its version, if the database is at
         `step.version - 1`; returns False (doing nothing) if it is already at or past it."""
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+
+
+async def subject_export(store: ConsentStore, subject: str) -> dict[str, object]:
+    """A subject's current state and full history as one JSON-ready document: the proof
+    of consent, for audits and access requests. Raises StoreError.
+
+    An erased subject has no history under its old id; its records are under the token
+    `erase` returned. Each time is given as epoch seconds (`at`) and ISO 8601 UTC.
+    """
+    current = await store.current(subject)
+    records = await store.history(subject)
+    return {
+        "subject": subject,
+        "current": None
+        if current is None
+        else {
+            "purposes": dict(current.purposes),
+            "policy_version": current.policy_version,
+            "source": current.source,
+            "at": current.at,
+            "time": _iso(current.at),
+        },
+        "records": [
+            {
+                "id": r.id,
+                "purposes": dict(r.purposes),
+                "source": r.source,
+                "policy_version": r.policy_version,
+                "at": r.at,
+                "time": _iso(r.at),
+                "notice_hash": r.notice_hash,
+                "request_id": r.request_id,
+            }
+            for r in records
+        ],
+    }

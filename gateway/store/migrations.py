@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from gateway.config import StoreBackend, StoreConfig
 from gateway.store.base import ConsentStore, StoreError
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "Migration",
     "latest_version",
     "migrate",
+    "new_store",
+    "open_store",
     "steps_for",
 ]
 
@@ -196,3 +199,41 @@ async def migrate(store: ConsentStore) -> int:
         if step.version > current:
             await store.apply_migration(step)
     return await store.schema_version()
+
+
+def new_store(cfg: StoreConfig) -> ConsentStore:
+    """The configured backend, not yet open."""
+    # imported here: the backends import this module for `Migration`
+    from gateway.store.postgres import PostgresStore
+    from gateway.store.sqlite import SqliteStore
+
+    if cfg.backend == StoreBackend.POSTGRES:
+        if not cfg.postgres_dsn:
+            raise StoreError("store.backend is postgres but no DSN is set")
+        return PostgresStore(cfg.postgres_dsn, max_size=cfg.postgres_pool_size)
+    cfg.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(cfg.sqlite_path)
+
+
+async def open_store(cfg: StoreConfig) -> ConsentStore:
+    """Open the configured store with its schema checked, as the gateway starts.
+
+    An older schema is migrated when `cfg.migrate_on_start`, else refused with a pointer
+    to `consent-gateway migrate`; a newer one is always refused (StoreError).
+    """
+    store = new_store(cfg)
+    await store.open()
+    try:
+        current = await store.schema_version()
+        latest = latest_version(store.backend)
+        if current < latest:
+            if not cfg.migrate_on_start:
+                raise StoreError(
+                    f"the consent store's schema is at version {current}, this gateway"
+                    f" needs {latest}: run `consent-gateway migrate`"
+                )
+            await migrate(store)
+    except BaseException:
+        await store.close()
+        raise
+    return store

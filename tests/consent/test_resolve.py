@@ -21,8 +21,10 @@ from gateway.consent.resolve import (
     read_cookie,
     resolve,
     resolve_request,
+    resolve_server,
 )
-from gateway.model import NECESSARY, ConsentValue, Facts, Headers
+from gateway.model import NECESSARY, ConsentValue, Facts, Headers, PurposeConsent
+from gateway.store.base import CurrentConsent
 
 G, D, U = ConsentValue.GRANTED, ConsentValue.DENIED, ConsentValue.UNKNOWN
 NOW = 1_700_000_000
@@ -472,3 +474,133 @@ def test_resolution_invariants(
                 for p, v in a.purposes.items():
                     if v is D and p in consent.purposes and p != NECESSARY:
                         assert state.state(p) is D
+
+
+# ---------------------------------------------------------------------------
+# the store's record (DESIGN §2, §6)
+
+
+def stored(
+    purposes: Mapping[str, bool], at: float, policy_version: int = 1, source: str = "banner"
+) -> CurrentConsent:
+    return CurrentConsent(SUBJECT, purposes, policy_version, at, source)
+
+
+@pytest.mark.parametrize(
+    ("cookie_at", "store", "expected", "source"),
+    [
+        # a withdrawal recorded after the cookie was issued wins
+        (NOW - 60, stored({"advertising": False}, NOW - 10), D, "store"),
+        # a store record older than the cookie (a write not yet seen) does not
+        (NOW - 60, stored({"advertising": False}, NOW - 600), G, "cookie"),
+        # same age, same record: combined as usual
+        (NOW - 60, stored({"advertising": True}, NOW - 60), G, "cookie"),
+        # stale store state (older policy) answers nothing but still outdates the cookie
+        (NOW - 60, stored({"advertising": True}, NOW - 10, policy_version=0), D, "default:opt-in"),
+        # an erased subject: newer, answering nothing
+        (NOW - 60, stored({}, NOW - 10, 0, "erasure"), D, "default:opt-in"),
+        # no record known now: the cookie stands
+        (NOW - 60, None, G, "cookie"),
+    ],
+)
+def test_store_record_newer_than_the_cookie_wins(
+    cookie_at: int, store: CurrentConsent | None, expected: ConsentValue, source: str
+) -> None:
+    f = facts(cookie=cookie_value({"advertising": True}, issued_at=cookie_at))
+    asked: list[str] = []
+
+    def lookup(subject: str) -> CurrentConsent | None:
+        asked.append(subject)
+        return store
+
+    state, _ = resolve_request(f, DEFAULT, COOKIE, store=lookup)
+    assert asked == [SUBJECT]
+    assert state.purposes["advertising"].state is expected
+    assert state.purposes["advertising"].source == source
+
+
+def test_the_store_is_asked_about_a_stale_cookies_subject() -> None:
+    old = cookie_value({"advertising": True}, policy_version=0)
+    state, outcome = resolve_request(
+        facts(cookie=old),
+        DEFAULT,
+        COOKIE,
+        store=lambda s: stored({"advertising": True}, NOW - 5),
+    )
+    assert outcome.problem == "old-policy"
+    assert state.purposes["advertising"] == PurposeConsent(G, "store", NOW - 5, 1)
+
+
+def test_no_cookie_no_store_lookup() -> None:
+    def lookup(subject: str) -> None:
+        raise AssertionError("no subject, no lookup")
+
+    state, _ = resolve_request(facts(), DEFAULT, COOKIE, store=lookup)
+    assert state.purposes["advertising"].state is D
+
+
+@pytest.mark.parametrize(
+    ("record", "country", "gpc", "expected"),
+    [
+        # only what the stored record grants is granted
+        (
+            stored({"analytics": True, "advertising": False}, NOW - 10),
+            None,
+            None,
+            {
+                "analytics": (G, "store"),
+                "advertising": (D, "store"),
+                "functional": (D, "store:none"),
+            },
+        ),
+        # an unknown subject has no consent, even where the regime's default grants
+        (None, "US", None, {"analytics": (D, "store:none"), "advertising": (D, "store:none")}),
+        # stale records count as none
+        (
+            stored({"analytics": True}, NOW - 10, policy_version=0),
+            "US",
+            None,
+            {"analytics": (D, "store:none")},
+        ),
+        (
+            stored({"analytics": True}, NOW - DEFAULT.max_age - 1),
+            None,
+            None,
+            {"analytics": (D, "store:none")},
+        ),
+        # GPC binds as for a browser
+        (stored({"advertising": True}, NOW - 10), "US", "1", {"advertising": (D, "gpc")}),
+    ],
+)
+def test_server_to_server_is_judged_by_the_store_alone(
+    record: CurrentConsent | None,
+    country: str | None,
+    gpc: str | None,
+    expected: dict[str, tuple[ConsentValue, str]],
+) -> None:
+    # a cookie on the request (granting everything) is not the server event's consent
+    f = facts(
+        cookie=cookie_value({p: True for p in DEFAULT.purposes if p != NECESSARY}),
+        country=country,
+        gpc=gpc,
+    )
+    state = resolve_server(f, DEFAULT, SUBJECT, record)
+    assert state.subject == SUBJECT
+    assert state.purposes[NECESSARY].state is G
+    for purpose, (value, source) in expected.items():
+        assert (state.purposes[purpose].state, state.purposes[purpose].source) == (value, source)
+
+
+@given(
+    st.dictionaries(st.sampled_from(["analytics", "advertising", "x"]), st.booleans()),
+    st.floats(min_value=0, max_value=2 * NOW),
+    st.integers(min_value=0, max_value=3),
+)
+def test_server_consent_never_grants_what_the_record_does_not(
+    purposes: dict[str, bool], at: float, version: int
+) -> None:
+    state = resolve_server(facts(), DEFAULT, SUBJECT, stored(purposes, at, version))
+    for purpose, pc in state.purposes.items():
+        if purpose != NECESSARY and pc.state is G:
+            assert purposes.get(purpose) is True
+            assert version >= DEFAULT.policy_version

@@ -20,10 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.store.base import (
     ERASED_PREFIX,
+    Change,
+    ChangeKind,
     ConsentRecord,
     ConsentStore,
     CurrentConsent,
@@ -130,8 +135,8 @@ async def backend_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Asy
             yield Backend("postgres", lambda: pg_store(schema), sql_pg)
 
 
-@pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[ConsentStore]:
+@pytest.fixture(name="store")
+async def store_fixture(backend: Backend) -> AsyncIterator[ConsentStore]:
     """An open, migrated store of each backend; closed afterwards."""
     s = backend.make()
     await s.open()
@@ -344,3 +349,116 @@ async def test_no_ip_address_or_user_agent_column(store: ConsentStore, backend: 
 
 def _as_dict(r: ConsentRecord) -> dict[str, Any]:
     return {f: getattr(r, f) for f in ConsentRecord.__slots__}
+
+
+def _json_children(inner: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    return st.lists(inner) | st.dictionaries(
+        st.sampled_from(
+            [
+                "seq",
+                "id",
+                "kind",
+                "subject",
+                "purposes",
+                "policy_version",
+                "at",
+                "source",
+                "record_id",
+                "x",
+            ]
+        ),
+        inner,
+    )
+
+
+# -- the change feed -------------------------------------------------------------------------
+
+
+async def test_each_change_of_current_state_is_in_the_feed_in_order(store: ConsentStore) -> None:
+    assert await store.last_seq() == 0
+    _, c1 = await store.record_change(rec("a", at=10.0, analytics=True))
+    _, c2 = await store.record_change(rec("b", at=10.0, analytics=False))
+    # an older record is proof only: the current state, and so the feed, do not change
+    _, none = await store.record_change(rec("a", at=5.0, analytics=False))
+    _, c3 = await store.record_change(rec("a", at=20.0, analytics=False))
+    assert none is None
+    assert c1 is not None and c2 is not None and c3 is not None
+    assert c1.seq < c2.seq < c3.seq
+    feed = await store.changes_since(0)
+    assert feed == [c1, c2, c3]
+    assert await store.changes_since(c1.seq) == [c2, c3]
+    assert await store.changes_since(0, limit=1) == [c1]
+    assert await store.last_seq() == c3.seq
+    assert c3.kind is ChangeKind.CONSENT and c3.purposes == {"analytics": False}
+    assert c3.current() == await store.current("a")
+    assert len({c.event_id for c in feed}) == 3
+
+
+async def test_erasure_is_a_change_and_unlinks_the_earlier_ones(store: ConsentStore) -> None:
+    await store.record(rec("a", at=10.0))
+    token, change = await store.erase_change("a")
+    assert change.kind is ChangeKind.ERASURE and change.subject == "a"
+    assert change.current() is None and change.purposes == {}
+    feed = await store.changes_since(0)
+    assert [c.subject for c in feed] == [token, "a"]
+    # once every webhook has delivered it, the erasure change keeps only the token
+    assert await store.scrub_erasures(change.seq) == 1
+    assert [c.subject for c in await store.changes_since(0)] == [token, token]
+    assert await store.scrub_erasures(change.seq) == 0
+
+
+async def test_webhook_cursor_lease_and_progress(store: ConsentStore) -> None:
+    _, before = await store.record_change(rec("a", at=1.0))
+    cursor = await store.webhook_register("crm")
+    # a new endpoint starts at the end of the feed: it gets changes made after it was added
+    assert before is not None and cursor.last_seq == before.seq
+    assert (await store.webhook_register("crm")) == cursor  # idempotent
+    _, after = await store.record_change(rec("a", at=2.0))
+    assert after is not None
+    assert await store.webhook_claim("crm", "one", 30.0, now=100.0)
+    assert not await store.webhook_claim("crm", "two", 30.0, now=110.0)  # held
+    assert not await store.webhook_advance("crm", "two", after.seq, now=110.0)
+    assert await store.webhook_failed("crm", "one", 1, 120.0, "HTTP 503")
+    [c] = await store.webhook_cursors()
+    assert (c.attempts, c.next_attempt, c.last_error) == (1, 120.0, "HTTP 503")
+    assert await store.webhook_advance("crm", "one", after.seq, now=121.0)
+    [c] = await store.webhook_cursors()
+    assert (c.last_seq, c.attempts, c.last_error, c.delivered) == (after.seq, 0, None, 1)
+    assert c.last_success == 121.0
+    # a cursor never moves back
+    assert not await store.webhook_advance("crm", "one", before.seq, now=122.0)
+    # an expired lease can be taken over
+    assert await store.webhook_claim("crm", "two", 30.0, now=200.0)
+    assert not await store.webhook_failed("crm", "one", 1, 0.0, "x")
+
+
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+_ANY_JSON = st.recursive(_SCALARS, _json_children, max_leaves=8)
+
+
+_VALID_CHANGE = Change(1, "e1", ChangeKind.CONSENT, "s", {"a": True}, 1, 1.0, "api", 1).to_json()
+
+
+@st.composite
+def _damaged_changes(draw: st.DrawFn) -> object:
+    """A valid change document with some fields replaced, dropped or added."""
+    doc = dict(_VALID_CHANGE)
+    for key in draw(st.lists(st.sampled_from([*_VALID_CHANGE, "x"]), max_size=3)):
+        if draw(st.booleans()):
+            doc[key] = draw(_ANY_JSON)
+        else:
+            doc.pop(key, None)
+    return doc
+
+
+@given(_ANY_JSON | _damaged_changes())
+def test_change_from_json_raises_only_store_error(doc: object) -> None:
+    try:
+        Change.from_json(doc)
+    except StoreError:
+        pass
+
+
+def test_change_json_round_trip() -> None:
+    change = Change(7, "e7", ChangeKind.CONSENT, "s", {"analytics": True}, 2, 3.5, "api", 9)
+    assert Change.from_json(orjson.loads(orjson.dumps(change.to_json()))) == change
