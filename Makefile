@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
 
-.PHONY: run test lint typecheck unit check bench clean
+.PHONY: run test lint typecheck unit check bench bench-store clean
 
 $(BIN)/consent-gateway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ check: $(BIN)/consent-gateway
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/run.py
+
+## bench-store: decisions/s with a valid cookie and with consent-store lookups, both backends
+bench-store: $(VENV)/.dev
+	$(BIN)/python bench/store.py
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache .hypothesis $(INTEROP)/node_modules

@@ -292,3 +292,23 @@ async def test_gateway_refuses_an_old_schema_unless_it_may_migrate(tmp_path: Pat
     with pytest.raises(StoreError, match="consent-gateway migrate"):
         await runner.setup()
     await runner.cleanup()
+
+
+async def test_a_policy_version_bump_asks_everyone_again(
+    tmp_path: Path, aiohttp_client: Callable[..., Any]
+) -> None:
+    before: Client = await aiohttp_client(build_app(make_config(tmp_path)))
+    resp = await before.post("/consent", json={"purposes": {"analytics": True}})
+    cookie, subject = resp.cookies["cg_consent"].value, (await resp.json())["subject"]
+    await before.close()
+
+    bumped = make_config(tmp_path, extra={"consent": {"policy_version": 2}})
+    after: Client = await aiohttp_client(build_app(bumped))
+    state = await (await after.get("/consent", headers={"Cookie": f"cg_consent={cookie}"})).json()
+    assert state["cookie"] == "old-policy"
+    assert state["purposes"]["analytics"] == {"state": "denied", "source": "default:opt-in"}
+    # the proof is untouched: the record stays, under the version it was given
+    gw = after.app[GATEWAY]
+    assert gw.book is not None
+    [record] = await gw.book.store.history(subject)
+    assert record.policy_version == 1 and record.purposes == {"analytics": True}

@@ -2,7 +2,10 @@
 
 Hypothesis picks a shipped rule's endpoint, a request carrying every field any
 of the rule's strips names (in the query, and in the body the endpoint reads),
-and a random consent state. The request goes through a real gateway to a
+and a random consent state, carried either by the visitor's cookie or, for a
+server-to-server event naming its subject, by the consent store (with a cookie
+granting everything riding along, which must not count). The request goes
+through a real gateway to a
 recording fake vendor. Whatever the vendor receives must contain no field that
 a denied purpose's `when_denied` strip names; and when a denied purpose has no
 strip, the vendor must receive nothing at all.
@@ -28,17 +31,19 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import build_app
+from gateway.app import GATEWAY, build_app
 from gateway.config import DEFAULT_PURPOSES, GatewayConfig
 from gateway.model import NECESSARY, BodyKind
 from gateway.ruleset.load import load_rules
 from gateway.ruleset.match import is_safe_path
 from gateway.ruleset.schema import EndpointSpec, VendorRule
+from gateway.store.base import ConsentRecord
 from tests.conftest import RULES_DIR, Seen, cookie_for, field_present, make_config
 
 RULES = load_rules([RULES_DIR], frozenset(DEFAULT_PURPOSES))
 PURPOSES = [p for p in DEFAULT_PURPOSES if p != NECESSARY]
 PROBE = "zz_probe"
+SUBJECT_HEADER = "X-Consent-Subject"
 
 
 def _concrete_host(rule: VendorRule) -> str:
@@ -111,6 +116,10 @@ class Case:
     path: str
     method: str
     consent: dict[str, str]
+    #: "cookie": a visitor's request carrying `consent` in its cookie; "store": a
+    #: server-to-server event naming a subject whose stored record is `consent`, with a
+    #: cookie granting everything riding along (it must not count)
+    via: str = "cookie"
 
 
 @st.composite
@@ -120,7 +129,8 @@ def cases(draw: st.DrawFn) -> Case:
     methods = sorted(m for m in ep.methods if m in ("GET", "POST"))
     method = draw(st.sampled_from(methods))
     consent = {p: draw(st.sampled_from(["granted", "denied", "unknown"])) for p in PURPOSES}
-    return Case(rule, ep, path, method, consent)
+    via = draw(st.sampled_from(["cookie", "store"]))
+    return Case(rule, ep, path, method, consent, via)
 
 
 class LiveGateway:
@@ -172,8 +182,26 @@ class LiveGateway:
         if self.hosts_from_examples:
             hosts |= {ex.host for r in RULES.rules for ex in r.examples}
         overrides = {f"https://{h}": f"http://127.0.0.1:{vport}/{h}" for h in hosts}
-        cfg: GatewayConfig = make_config(self.tmp, overrides)
-        self.port = await self._serve(build_app(cfg, RULES))
+        cfg: GatewayConfig = make_config(
+            self.tmp, overrides, extra={"store": {"subject_header": SUBJECT_HEADER}}
+        )
+        self.app = build_app(cfg, RULES)
+        self.port = await self._serve(self.app)
+
+    def store_consent(self, subject: str, consent: dict[str, str]) -> None:
+        """Record `consent` (unknown purposes left out) for `subject` in the store."""
+        book = self.app[GATEWAY].book
+        assert book is not None
+        record = ConsentRecord(
+            subject,
+            {p: v == "granted" for p, v in consent.items() if v != "unknown"},
+            "api",
+            1,
+            time.time(),
+            None,
+            None,
+        )
+        asyncio.run_coroutine_threadsafe(book.record(record), self.loop).result(10)
 
     def stop(self) -> None:
         async def _stop() -> None:
@@ -231,6 +259,11 @@ def test_no_consent_means_no_identifier_leaves(live: LiveGateway, case: Case) ->
     query = "&".join(f"{k}={v}" for k, v in pairs) + f"&{PROBE}={marker}"
     body = b""
     headers = {"Cookie": f"cg_consent={cookie_for(case.consent)}; _ga=GA1.1.99"}
+    if case.via == "store":
+        subject = f"subject-{marker}"
+        live.store_consent(subject, case.consent)
+        everything = cookie_for({p: "granted" for p in PURPOSES})
+        headers = {SUBJECT_HEADER: subject, "Cookie": f"cg_consent={everything}; _ga=GA1.1.99"}
     if case.method == "POST":
         if ep.body in (BodyKind.FORM, BodyKind.GA4_BATCH):
             line = "&".join(f"{k}={v}" for k, v in pairs) or "keep=me"
@@ -266,3 +299,5 @@ def test_no_consent_means_no_identifier_leaves(live: LiveGateway, case: Case) ->
     for name in ep.always.query:
         assert not field_present(seen, _concrete(name))
     assert "cg_consent" not in seen.headers.get("cookie", "")
+    # SECURITY: the subject a back end names never reaches the vendor
+    assert SUBJECT_HEADER.lower() not in seen.headers
