@@ -329,9 +329,9 @@ async def _issue(
     merged: dict[str, bool] = {}
     stored = store(subject) if store is not None else None
     # Whole seconds (the cookie's resolution), never older than the record in force: the
-    # new choice must become the subject's current state even if that record came from
-    # an instance whose clock runs a little ahead.
-    issued_at = max(math.ceil(facts.now), math.ceil(stored.at) if stored is not None else 0)
+    # new choice must become the subject's current state even if that record was made
+    # earlier in this same second, or by an instance whose clock runs a little ahead.
+    issued_at = max(math.floor(facts.now), math.ceil(stored.at) if stored is not None else 0)
     if merge:
         # the own record in force: the cookie's, or the store's when it is newer
         own = [a for a in (current.answer,) if a is not None]

@@ -312,3 +312,25 @@ async def test_a_policy_version_bump_asks_everyone_again(
     assert gw.book is not None
     [record] = await gw.book.store.history(subject)
     assert record.policy_version == 1 and record.purposes == {"analytics": True}
+
+
+async def test_an_erased_subjects_old_cookie_no_longer_counts_even_after_a_restart(
+    tmp_path: Path, aiohttp_client: Callable[..., Any]
+) -> None:
+    first: Client = await aiohttp_client(build_app(make_config(tmp_path)))
+    resp = await first.post("/consent", json={"purposes": {"analytics": True}})
+    cookie, subject = resp.cookies["cg_consent"].value, (await resp.json())["subject"]
+    headers = {"Cookie": f"cg_consent={cookie}"}
+    gw = first.app[GATEWAY]
+    assert gw.book is not None
+    await gw.book.erase(subject)
+    state = await (await first.get("/consent", headers=headers)).json()
+    assert state["purposes"]["analytics"] == {"state": "denied", "source": "default:opt-in"}
+    await first.close()
+
+    again: Client = await aiohttp_client(build_app(make_config(tmp_path)))  # a cold cache
+    state = await (await again.get("/consent", headers=headers)).json()
+    assert state["purposes"]["analytics"] == {"state": "denied", "source": "default:opt-in"}
+    # the visitor may choose again: a new record stands
+    resp = await again.post("/consent", json={"purposes": {"analytics": True}}, headers=headers)
+    assert (await resp.json())["purposes"]["analytics"]["state"] == "granted"

@@ -23,6 +23,7 @@ import enum
 import hashlib
 import hmac
 import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from gateway.errors import StoreError
 
 __all__ = [
     "ERASED_PREFIX",
+    "ERASURE_SOURCE",
     "Change",
     "ChangeKind",
     "ConsentRecord",
@@ -47,6 +49,7 @@ __all__ = [
     "StoreError",
     "WebhookCursor",
     "dump_purposes",
+    "erasure_time",
     "erasure_token",
     "load_purposes",
     "subject_export",
@@ -54,6 +57,8 @@ __all__ = [
 
 #: every erasure token starts with this, so an erased subject is recognisable as such.
 ERASED_PREFIX: Final = "erased:"
+#: the source of an erased subject's state: no purposes, as of the erasure
+ERASURE_SOURCE: Final = "erasure"
 _MAX_ID: Final = 256
 
 
@@ -241,6 +246,15 @@ def load_purposes(text: str | bytes) -> dict[str, bool]:
     return value
 
 
+def erasure_time(newest_record: float | None) -> float:
+    """When an erasure happens: now, but strictly after the subject's newest record (the
+    time a cookie was issued with), so the erasure outdates every cookie issued before."""
+    now = time.time()
+    if newest_record is None:
+        return now
+    return max(now, math.nextafter(float(newest_record), math.inf))
+
+
 def erasure_token(subject: str, salt: bytes) -> str:
     """The one-way token that replaces `subject` on erasure: `erased:` + hex HMAC-SHA256 of
     the subject keyed by the store's salt.
@@ -288,7 +302,11 @@ class ConsentStore(ABC):
 
     @abstractmethod
     async def current(self, subject: str) -> CurrentConsent | None:
-        """The subject's current state, or None if it has no record (no consent)."""
+        """The subject's current state, or None if it has no record (no consent).
+
+        An erased subject (with no record since) has a state with no purposes, source
+        `erasure`, as of the erasure: newer than any cookie issued before it, so such a
+        cookie no longer counts, on any instance and after restarts."""
 
     @abstractmethod
     async def history(self, subject: str) -> list[ConsentRecord]:

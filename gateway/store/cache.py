@@ -33,6 +33,7 @@ from cachetools import TTLCache
 
 from gateway.metrics import Metrics
 from gateway.store.base import (
+    ERASURE_SOURCE,
     Change,
     ChangeKind,
     ConsentRecord,
@@ -124,7 +125,7 @@ def _state_after(change: Change) -> CurrentConsent:
     if change.kind is ChangeKind.ERASURE:
         # Newer than any cookie issued before the erasure, and answering nothing: the
         # old cookie no longer counts (unknown, so the regime's default applies).
-        return CurrentConsent(change.subject, {}, 0, change.at, "erasure")
+        return CurrentConsent(change.subject, {}, 0, change.at, ERASURE_SOURCE)
     return CurrentConsent(
         change.subject, change.purposes, change.policy_version, change.at, change.source
     )

@@ -100,6 +100,11 @@ SQLITE_STEPS: Final[tuple[Migration, ...]] = (
             )""",
         ),
     ),
+    Migration(
+        3,
+        "index erasure changes by token (an erased subject's old cookie stays out of force)",
+        ("CREATE INDEX consent_changes_token ON consent_changes (token) WHERE token IS NOT NULL",),
+    ),
 )
 
 
@@ -160,6 +165,11 @@ POSTGRES_STEPS: Final[tuple[Migration, ...]] = (
                 lease_until DOUBLE PRECISION NOT NULL DEFAULT 0
             )""",
         ),
+    ),
+    Migration(
+        3,
+        "index erasure changes by token (an erased subject's old cookie stays out of force)",
+        ("CREATE INDEX consent_changes_token ON consent_changes (token) WHERE token IS NOT NULL",),
     ),
 )
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -24,6 +23,7 @@ import asyncpg
 import orjson
 
 from gateway.store.base import (
+    ERASURE_SOURCE,
     Change,
     ChangeKind,
     ConsentRecord,
@@ -32,6 +32,7 @@ from gateway.store.base import (
     StoreError,
     WebhookCursor,
     dump_purposes,
+    erasure_time,
     erasure_token,
     load_purposes,
 )
@@ -256,11 +257,25 @@ class PostgresStore(ConsentStore):
 
     async def current(self, subject: str) -> CurrentConsent | None:
         async def read(conn: Any) -> Any:
-            return await conn.fetchrow(
+            row = await conn.fetchrow(
                 "SELECT purposes::text AS purposes, policy_version, at, source"
                 " FROM current_consent WHERE subject = $1",
                 subject,
             )
+            if row is not None:
+                return row
+            # erased? (rare: a subject with no record) the erasure outdates older cookies
+            salt = await conn.fetchval("SELECT value FROM store_meta WHERE key = $1", _SALT_KEY)
+            if salt is None:
+                return None
+            erased = await conn.fetchval(
+                "SELECT max(at) FROM consent_changes WHERE token = $1 AND kind = $2",
+                erasure_token(subject, bytes.fromhex(salt)),
+                ChangeKind.ERASURE.value,
+            )
+            if erased is None:
+                return None
+            return {"purposes": "{}", "policy_version": 0, "at": erased, "source": ERASURE_SOURCE}
 
         row = await self._run(read)
         if row is None:
@@ -304,6 +319,9 @@ class PostgresStore(ConsentStore):
                 )
                 salt = await conn.fetchval("SELECT value FROM store_meta WHERE key = $1", _SALT_KEY)
                 token = erasure_token(subject, bytes.fromhex(salt))
+                newest = await conn.fetchval(
+                    "SELECT max(at) FROM consent_records WHERE subject = $1", subject
+                )
                 await conn.execute(
                     "UPDATE consent_records SET subject = $1 WHERE subject = $2", token, subject
                 )
@@ -326,7 +344,15 @@ class PostgresStore(ConsentStore):
                     "UPDATE consent_changes SET subject = $1 WHERE subject = $2", token, subject
                 )
                 change = await self._insert_change(
-                    conn, ChangeKind.ERASURE, subject, "{}", 0, time.time(), "erasure", None, token
+                    conn,
+                    ChangeKind.ERASURE,
+                    subject,
+                    "{}",
+                    0,
+                    erasure_time(newest),
+                    ERASURE_SOURCE,
+                    None,
+                    token,
                 )
             return token, change
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from gateway.store.base import (
+    ERASURE_SOURCE,
     Change,
     ChangeKind,
     ConsentRecord,
@@ -30,6 +31,7 @@ from gateway.store.base import (
     StoreError,
     WebhookCursor,
     dump_purposes,
+    erasure_time,
     erasure_token,
     load_purposes,
 )
@@ -52,19 +54,15 @@ def _insert_change(
     record_id: int | None,
     *,
     token: str | None = None,
+    at: float | None = None,
 ) -> Change:
     """Append a change to the feed, inside the caller's transaction. SQLite has one writer
     at a time, so seq order is commit order."""
     event_id = uuid.uuid4().hex
-    version, at, source = (
-        (0, time.time(), "erasure")
-        if rec is None
-        else (
-            rec.policy_version,
-            rec.at,
-            rec.source,
-        )
-    )
+    if rec is None:
+        version, at, source = 0, time.time() if at is None else at, ERASURE_SOURCE
+    else:
+        version, at, source = rec.policy_version, rec.at, rec.source
     cur = conn.execute(
         "INSERT INTO consent_changes (event_id, kind, subject, token, purposes,"
         " policy_version, at, source, record_id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -244,7 +242,19 @@ class SqliteStore(ConsentStore):
                 " WHERE subject = ?",
                 (subject,),
             ).fetchone()
-            return None if row is None else (row[0], row[1], row[2], row[3])
+            if row is not None:
+                return (row[0], row[1], row[2], row[3])
+            # erased? (rare: a subject with no record) the erasure outdates older cookies
+            salt = conn.execute(
+                "SELECT value FROM store_meta WHERE key = ?", (_SALT_KEY,)
+            ).fetchone()
+            if salt is None:
+                return None
+            erased = conn.execute(
+                "SELECT max(at) FROM consent_changes WHERE token = ? AND kind = ?",
+                (erasure_token(subject, bytes.fromhex(salt[0])), ChangeKind.ERASURE.value),
+            ).fetchone()[0]
+            return None if erased is None else ("{}", 0, erased, ERASURE_SOURCE)
 
         row = await self._run(read)
         if row is None:
@@ -287,6 +297,9 @@ class SqliteStore(ConsentStore):
                     "SELECT value FROM store_meta WHERE key = ?", (_SALT_KEY,)
                 ).fetchone()[0]
                 token = erasure_token(subject, bytes.fromhex(salt))
+                newest = conn.execute(
+                    "SELECT max(at) FROM consent_records WHERE subject = ?", (subject,)
+                ).fetchone()[0]
                 conn.execute(
                     "UPDATE consent_records SET subject = ? WHERE subject = ?", (token, subject)
                 )
@@ -303,7 +316,14 @@ class SqliteStore(ConsentStore):
                     "UPDATE consent_changes SET subject = ? WHERE subject = ?", (token, subject)
                 )
                 change = _insert_change(
-                    conn, ChangeKind.ERASURE, subject, "{}", None, None, token=token
+                    conn,
+                    ChangeKind.ERASURE,
+                    subject,
+                    "{}",
+                    None,
+                    None,
+                    token=token,
+                    at=erasure_time(newest),
                 )
                 conn.execute("COMMIT")
             except BaseException:

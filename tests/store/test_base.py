@@ -14,6 +14,7 @@ import os
 import random
 import secrets
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from gateway.store.base import (
     CurrentConsent,
     StoreError,
     dump_purposes,
+    erasure_time,
     erasure_token,
     load_purposes,
 )
@@ -266,7 +268,13 @@ async def test_erase_unlinks_subject_and_keeps_records(
     token = await store.erase("victim")
     assert token.startswith(ERASED_PREFIX) and "victim" not in token
     assert await store.history("victim") == []
-    assert await store.current("victim") is None
+    # what stays under the old id: the fact of an erasure, answering nothing, newer than
+    # any cookie issued before it (so such a cookie no longer counts anywhere)
+    erased = await store.current("victim")
+    assert erased is not None
+    assert (erased.purposes, erased.source, erased.policy_version) == ({}, "erasure", 0)
+    assert erased.at > 12.0
+    assert await store.current("never-seen") is None
     (after,) = await backend.sql("SELECT count(*) FROM consent_records")
     assert after[0] == before[0] == 4
     for table in ("consent_records", "current_consent"):
@@ -289,6 +297,9 @@ async def test_erase_after_the_subject_returns(store: ConsentStore) -> None:
     current = await store.current(token)
     assert current is not None and current.at == 20.0
     assert [r.at for r in await store.history(token)] == [10.0, 20.0]
+    await store.record(rec("back", at=30.0, analytics=True))
+    current = await store.current("back")  # a new record after the erasure stands
+    assert current is not None and current.purposes == {"analytics": True}
 
 
 async def test_concurrent_records_all_land(store: ConsentStore) -> None:
@@ -462,3 +473,19 @@ def test_change_from_json_raises_only_store_error(doc: object) -> None:
 def test_change_json_round_trip() -> None:
     change = Change(7, "e7", ChangeKind.CONSENT, "s", {"analytics": True}, 2, 3.5, "api", 9)
     assert Change.from_json(orjson.loads(orjson.dumps(change.to_json()))) == change
+
+
+@pytest.mark.parametrize(
+    ("newest", "now_before"),
+    [
+        (None, True),  # no record: now
+        (10.0, True),  # an old record: now
+        (4e12, False),  # a record "in the future" (a clock ahead): just after it
+    ],
+)
+def test_erasure_time_is_after_the_newest_record(newest: float | None, now_before: bool) -> None:
+    before = time.time()
+    at = erasure_time(newest)
+    assert at >= before if now_before else at > (newest or 0)
+    if newest is not None:
+        assert at > newest
