@@ -10,6 +10,7 @@ client address truncated to /24 or /48.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Final
 
@@ -24,6 +25,13 @@ from gateway.transform import truncate_ip
 __all__ = ["JsonAccessLogger", "TextAccessLogger", "access_logger_for"]
 
 _LOG: Final = logging.getLogger("gateway.access")
+#: the admin API's subject routes carry a subject id in the path
+_SUBJECT_PATH: Final = re.compile(r"^(/_admin/api/subjects/)[^/]*")
+
+
+def _log_path(path: str) -> str:
+    # SECURITY: a subject id is personal data (erasure must not leave it in the logs).
+    return _SUBJECT_PATH.sub(r"\1-", sanitize_path(path))
 
 
 def _fields(
@@ -34,7 +42,7 @@ def _fields(
         "ts": round(time.time(), 3),
         "method": request.method[:16],
         # SECURITY: never the query string, never path parameter values.
-        "path": sanitize_path(request.path),
+        "path": _log_path(request.path),
         "status": response.status,
         "bytes": response.body_length,
         "ms": round(took * 1000, 2),

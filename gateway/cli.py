@@ -224,7 +224,7 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return 1
-    log.info("listening on http://%s:%d (pid %d)", cfg.server.host, cfg.server.port, os.getpid())
+    log.info("starting on http://%s:%d (pid %d)", cfg.server.host, cfg.server.port, os.getpid())
     from gateway.access_log import access_logger_for
 
     logger_class = access_logger_for(cfg.server.access_log)
@@ -432,13 +432,18 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _with_store(
-    args: argparse.Namespace, body: Callable[[ConsentStore], Awaitable[int]], *, check: bool = True
+    args: argparse.Namespace,
+    body: Callable[[ConsentStore], Awaitable[int]],
+    *,
+    check: bool = True,
+    cfg: GatewayConfig | None = None,
 ) -> int:
-    """Run `body` on the configured store, opened (schema-checked unless `check` is False,
-    as for `migrate`); a StoreError is printed and exits 1."""
+    """Run `body` on the configured store (`cfg`, else loaded from `--config`), opened
+    and schema-checked unless `check` is False (as for `migrate`); a StoreError is
+    printed and exits 1."""
     from gateway.store.migrations import latest_version, new_store
 
-    cfg = _load(args.config)
+    cfg = cfg or _load(args.config)
     if cfg is None:
         return 1
 
@@ -546,7 +551,7 @@ def _cmd_webhooks_status(args: argparse.Namespace) -> int:
             print(format_status(rows))
         return 0
 
-    return _with_store(args, body)
+    return _with_store(args, body, cfg=cfg)
 
 
 if __name__ == "__main__":  # pragma: no cover

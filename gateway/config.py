@@ -794,8 +794,11 @@ def _upstream(node: Node | None, root: Node) -> UpstreamConfig:
     d = UpstreamConfig()
     overrides: dict[str, yarl.URL] = {}
     for origin, on in m["overrides"].items() if "overrides" in m else []:
-        o = yarl.URL(origin)
-        target = yarl.URL(on.str())
+        try:
+            o, target = yarl.URL(origin), yarl.URL(on.str())
+        except ValueError:
+            on.problem("key must be an origin and value an http(s) base URL")
+            continue
         if o.scheme not in ("http", "https") or not o.host or o.path not in ("", "/"):
             on.problem("key must be an origin such as https://www.google-analytics.com")
             continue
@@ -880,11 +883,16 @@ def _store(node: Node, env: Mapping[str, str], base: Path, data_dir: Path) -> St
         backend = d.backend
     sqlite_path = data_dir / "consent.db"
     if "sqlite_path" in m:
-        raw = m["sqlite_path"].str()
-        sqlite_path = Path(raw) if Path(raw).is_absolute() else base / raw
+        raw = m["sqlite_path"].opt_str()
+        if not raw:
+            m["sqlite_path"].problem("must be a file path (the store cannot be turned off)")
+        else:
+            sqlite_path = Path(raw) if Path(raw).is_absolute() else base / raw
     dsn = None
     var = m["postgres_dsn_env"].opt_str() if "postgres_dsn_env" in m else "CONSENT_GATEWAY_PG_DSN"
-    if backend == StoreBackend.POSTGRES:
+    if "postgres_dsn_env" in m and not var:
+        m["postgres_dsn_env"].problem("must name the environment variable holding the DSN")
+    elif backend == StoreBackend.POSTGRES:
         dsn = env.get(var) if var else None
         if not dsn:
             # SECURITY: name the variable, never a value.
@@ -901,10 +909,31 @@ def _store(node: Node, env: Mapping[str, str], base: Path, data_dir: Path) -> St
         postgres_pool_size=m["postgres_pool_size"].int(d.postgres_pool_size, min=1, max=1000),
         migrate_on_start=m["migrate_on_start"].bool(d.migrate_on_start),
         cache_size=m["cache_size"].int(d.cache_size, min=1),
-        cache_ttl=m["cache_ttl"].duration(d.cache_ttl),
-        poll_interval=m["poll_interval"].duration(d.poll_interval),
+        cache_ttl=_positive(m["cache_ttl"], d.cache_ttl),
+        poll_interval=_positive(m["poll_interval"], d.poll_interval),
         subject_header=header or None,
     )
+
+
+def _positive(node: Node, default: float) -> float:
+    value = node.duration(default)
+    if value <= 0:
+        node.problem("must be more than 0")
+        return default
+    return value
+
+
+def _http_url(node: Node) -> yarl.URL | None:
+    """An absolute http(s) URL with a valid host, or None with the problem reported."""
+    try:
+        url = yarl.URL(node.str())
+        ok = url.scheme in ("http", "https") and bool(url.host) and " " not in (url.host or "")
+    except ValueError:
+        ok = False
+    if not ok:
+        node.problem("must be an http(s) URL")
+        return None
+    return url
 
 
 def _webhooks(node: Node, env: Mapping[str, str]) -> WebhooksConfig:
@@ -922,9 +951,10 @@ def _webhooks(node: Node, env: Mapping[str, str]) -> WebhooksConfig:
             e["name"].problem(f"duplicate webhook name {name!r}")
             continue
         seen.add(name)
-        url = yarl.URL(e["url"].str())
-        if url.scheme not in ("http", "https") or not url.host:
-            e["url"].problem("must be an http(s) URL")
+        if "url" not in e or "secret_env" not in e:
+            continue  # reported as missing
+        url = _http_url(e["url"])
+        if url is None:
             continue
         var = e["secret_env"].str()
         secret = env.get(var, "").encode() if var else b""

@@ -1,8 +1,11 @@
-"""gateway.cli: check, logs, sign, keygen, serve."""
+"""gateway.cli: check, logs, sign, keygen, serve, and the consent store commands (migrate,
+records, erase, webhooks status) against SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import os
 import signal
 import socket
@@ -18,7 +21,11 @@ import yaml
 from gateway.cli import main
 from gateway.config import load_config
 from gateway.consent.cookie import verify_cookie
-from tests.conftest import ROOT, RULES_DIR, TEST_KEY
+from gateway.store.base import ERASED_PREFIX, ConsentRecord, ConsentStore
+from gateway.store.migrations import latest_version, migrate
+from gateway.store.sqlite import SqliteStore
+from tests.conftest import PG_DSN, ROOT, RULES_DIR, TEST_KEY
+from tests.store.test_base import fresh_pg_schema, pg_store, sqlite_sql
 
 
 @pytest.fixture
@@ -196,3 +203,424 @@ def test_decode_table_and_refusal(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.startswith("cannot decode:") and "not-a-consent-string" not in err
     assert main(["decode", "BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA"]) == 1
     assert "v1" in capsys.readouterr().err
+
+
+# -- the consent store: migrate, records, erase, webhooks status ------------------------------
+
+PG_ENV = "CONSENT_GATEWAY_PG_DSN"
+HOOK_SECRET = "whsec-cli-0123456789abcdef"
+
+
+def set_config(path: Path, **sections: dict[str, object]) -> Path:
+    """Update sections of the config file at `path` (e.g. store={...}) and return it."""
+    doc = yaml.safe_load(path.read_text())
+    for name, values in sections.items():
+        doc.setdefault(name, {}).update(values)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def store_path(config_file: Path) -> Path:
+    """Where the example config puts the consent store (relative to the config file)."""
+    return config_file.parent / "data" / "consent.db"
+
+
+def rec(subject: str, at: float, source: str = "banner", **purposes: bool) -> ConsentRecord:
+    return ConsentRecord(
+        subject=subject,
+        purposes=purposes,
+        source=source,
+        policy_version=2,
+        at=at,
+        notice_hash="ab" * 32,
+        request_id=f"req-{int(at)}",
+    )
+
+
+#: two answers of s1 written newest first (the history is still oldest first; the older one
+#: changes nothing, so the change feed holds 2 changes), and another subject's that must
+#: never show
+HISTORY = (
+    rec("s1", 1_700_000_200.0, "api", analytics=False, advertising=False),
+    rec("s1", 1_700_000_100.0, analytics=True, advertising=False),
+    rec("s2", 1_700_000_150.0, analytics=True),
+)
+
+
+async def seed(store: ConsentStore, records: tuple[ConsentRecord, ...] = HISTORY) -> None:
+    await store.open()
+    try:
+        await migrate(store)
+        for r in records:
+            await store.record(r)
+    finally:
+        await store.close()
+
+
+def seed_sqlite(config_file: Path, records: tuple[ConsentRecord, ...] = HISTORY) -> None:
+    path = store_path(config_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    asyncio.run(seed(SqliteStore(path), records))
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_migrate_reports_the_version_and_is_idempotent(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    latest = latest_version("sqlite")
+    code, out, err = run(capsys, "migrate", "--config", str(config_file))
+    assert (code, err) == (0, "")
+    assert out == f"sqlite: schema migrated from version 0 to {latest}\n"
+    assert sqlite_sql(store_path(config_file), "PRAGMA user_version") == [(latest,)]
+    code, out, _ = run(capsys, "migrate", "--config", str(config_file))
+    assert code == 0
+    assert out == f"sqlite: schema at version {latest}, up to date\n"
+
+
+def test_records_shows_the_history_oldest_first_and_the_current_state(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed_sqlite(config_file)
+    code, out, err = run(capsys, "records", "--config", str(config_file), "s1")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == "subject s1"
+    assert lines[1] == (
+        "current: advertising=denied analytics=denied"
+        "  (policy 2, api, 2023-11-14T22:16:40.000+00:00)"
+    )
+    assert lines[2] == "2 record(s), oldest first:"
+    first, second = lines[3:]
+    assert (
+        "2023-11-14T22:15:00.000+00:00" in first and "advertising=denied analytics=granted" in first
+    )
+    assert "2023-11-14T22:16:40.000+00:00" in second and "analytics=denied" in second
+    assert f"notice={'ab' * 6}" in first and "request=req-1700000100" in first
+    assert "s2" not in out
+
+
+def test_records_json_is_the_subject_export(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed_sqlite(config_file)
+    code, out, _ = run(capsys, "records", "--config", str(config_file), "s1", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["subject"] == "s1"
+    assert doc["current"] == {
+        "purposes": {"analytics": False, "advertising": False},
+        "policy_version": 2,
+        "source": "api",
+        "at": 1_700_000_200.0,
+        "time": "2023-11-14T22:16:40.000+00:00",
+    }
+    assert [r["at"] for r in doc["records"]] == [1_700_000_100.0, 1_700_000_200.0]
+    first = doc["records"][0]
+    assert set(first) == {
+        "id",
+        "purposes",
+        "source",
+        "policy_version",
+        "at",
+        "time",
+        "notice_hash",
+        "request_id",
+    }
+    assert first["purposes"] == {"analytics": True, "advertising": False}
+    assert (first["source"], first["notice_hash"], first["request_id"]) == (
+        "banner",
+        "ab" * 32,
+        "req-1700000100",
+    )
+    assert first["id"] > doc["records"][1]["id"]  # written later, yet listed first by time
+
+
+def test_records_of_a_subject_without_any(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed_sqlite(config_file)
+    code, out, _ = run(capsys, "records", "--config", str(config_file), "nobody")
+    assert code == 0
+    assert out.splitlines() == [
+        "subject nobody",
+        "current: no record (no consent)",
+        "0 record(s), oldest first:",
+    ]
+    code, out, _ = run(capsys, "records", "--config", str(config_file), "nobody", "--json")
+    assert json.loads(out) == {"subject": "nobody", "current": None, "records": []}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["records", "s1"], ["records", "s1", "--json"], ["erase", "s1"], ["webhooks", "status"]],
+)
+def test_store_commands_refuse_an_unmigrated_store(
+    config_file: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, out, err = run(capsys, *argv, "--config", str(config_file))
+    assert code == 1
+    assert out == ""
+    assert err == (
+        f"the consent store's schema is at version 0, this code needs "
+        f"{latest_version('sqlite')}: run `consent-gateway migrate`\n"
+    )
+
+
+def test_webhooks_without_an_action_is_a_usage_error() -> None:
+    assert main(["webhooks"]) == 2
+
+
+def test_erase_moves_the_records_under_the_token(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed_sqlite(config_file)
+    code, out, err = run(capsys, "erase", "--config", str(config_file), "s1")
+    assert (code, err) == (0, "")
+    assert out.startswith("erased: the subject's records are now under ")
+    token = out.split()[-1]
+    assert token.startswith(ERASED_PREFIX) and "s1" not in token
+    _, out, _ = run(capsys, "records", "--config", str(config_file), "s1", "--json")
+    gone = json.loads(out)
+    assert gone["records"] == []
+    # no consent: an erased subject's state answers nothing, as of the erasure
+    assert gone["current"]["purposes"] == {} and gone["current"]["source"] == "erasure"
+    _, out, _ = run(capsys, "records", "--config", str(config_file), "s1")
+    assert "current: (none answered)  (policy 0, erasure," in out
+    assert "0 record(s), oldest first:" in out
+    _, out, _ = run(capsys, "records", "--config", str(config_file), token, "--json")
+    doc = json.loads(out)
+    assert [r["at"] for r in doc["records"]] == [1_700_000_100.0, 1_700_000_200.0]
+    assert doc["current"]["source"] == "api"
+    # the other subject is untouched; erasing again is harmless and yields the same token
+    _, out, _ = run(capsys, "records", "--config", str(config_file), "s2", "--json")
+    assert len(json.loads(out)["records"]) == 1
+    code, out, _ = run(capsys, "erase", "--config", str(config_file), "s1")
+    assert code == 0 and out.split()[-1] == token
+
+
+async def register(path: Path, *endpoints: str) -> None:
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        for endpoint in endpoints:
+            await store.webhook_register(endpoint)
+        await store.record(rec("s3", 1_700_000_300.0, analytics=True))
+    finally:
+        await store.close()
+
+
+def test_webhooks_status_shows_each_endpoint_and_no_secret(
+    config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CG_TEST_HOOK", HOOK_SECRET)
+    endpoints = [
+        {
+            "name": "crm",
+            "url": "https://hookuser:hookpass@crm.example.com/hooks?token=sekrit#frag",
+            "secret_env": "CG_TEST_HOOK",
+        },
+        {"name": "cdp", "url": "http://127.0.0.1:9/consent", "secret_env": "CG_TEST_HOOK"},
+    ]
+    set_config(config_file, webhooks={"endpoints": endpoints})
+    seed_sqlite(config_file)
+    # crm registered at seq 2, before the newest change; "gone" registered, no longer configured
+    asyncio.run(register(store_path(config_file), "crm", "gone"))
+    code, out, err = run(capsys, "webhooks", "status", "--config", str(config_file))
+    assert (code, err) == (0, "")
+    header, *rows = out.splitlines()
+    assert header.split() == [
+        "ENDPOINT",
+        "URL",
+        "LAST_SEQ",
+        "BACKLOG",
+        "DELIVERED",
+        "ATTEMPTS",
+        "RETRY_IN",
+        "LAST_ERROR",
+        "LAST_SUCCESS",
+    ]
+    assert [r.split()[:4] for r in rows] == [
+        ["crm", "https://crm.example.com/hooks", "2", "1"],
+        ["cdp", "http://127.0.0.1:9/consent", "-", "-"],
+        ["gone", "(not", "configured)", "2"],
+    ]
+    code, out, _ = run(capsys, "webhooks", "status", "--config", str(config_file), "--json")
+    assert code == 0
+    doc = json.loads(out)
+    by_name = {r["name"]: r for r in doc["endpoints"]}
+    assert list(by_name) == ["crm", "cdp", "gone"]
+    expected = {
+        "configured": True,
+        "registered": True,
+        "last_seq": 2,
+        "backlog": 1,
+        "delivered": 0,
+        "attempts": 0,
+        "last_error": None,
+        "retry_in": None,
+    }
+    assert {k: by_name["crm"][k] for k in expected} == expected
+    assert by_name["crm"]["url"] == "https://crm.example.com/hooks"
+    assert (by_name["cdp"]["registered"], by_name["cdp"]["backlog"]) == (False, None)
+    assert (by_name["gone"]["configured"], by_name["gone"]["url"]) == (False, None)
+    for shown in (out, capsys.readouterr().err):
+        for secret in (HOOK_SECRET, "hookpass", "hookuser", "sekrit"):
+            assert secret not in shown
+
+
+def test_webhooks_status_without_endpoints(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed_sqlite(config_file)
+    code, out, _ = run(capsys, "webhooks", "status", "--config", str(config_file))
+    assert (code, out) == (0, "no webhook endpoints configured or registered\n")
+    _, out, _ = run(capsys, "webhooks", "status", "--config", str(config_file), "--json")
+    assert json.loads(out) == {"endpoints": []}
+
+
+def set_newer_schema(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sqlite_sql(path, "PRAGMA user_version = 99")
+
+
+@pytest.mark.parametrize("command", ["migrate", "records", "erase", "webhooks"])
+def test_store_commands_refuse_a_newer_schema(
+    config_file: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    set_newer_schema(store_path(config_file))
+    argv = {
+        "migrate": ["migrate"],
+        "records": ["records", "s1"],
+        "erase": ["erase", "s1"],
+        "webhooks": ["webhooks", "status"],
+    }[command]
+    code, out, err = run(capsys, *argv, "--config", str(config_file))
+    assert (code, out) == (1, "")
+    assert err.startswith("consent store: ") and "newer" in err and "99" in err
+    assert sqlite_sql(store_path(config_file), "PRAGMA user_version") == [(99,)]  # untouched
+
+
+def test_store_commands_on_an_unreachable_postgres(
+    config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PG_ENV, "postgresql://gw:pg-password-never-shown@127.0.0.1:1/consent")
+    set_config(config_file, store={"backend": "postgres"})
+    code, out, err = run(capsys, "migrate", "--config", str(config_file))
+    assert (code, out) == (1, "")
+    assert err.startswith("consent store: postgres: cannot connect")
+    assert "pg-password-never-shown" not in err and "Traceback" not in err
+
+
+def test_store_commands_need_the_dsn_variable(
+    config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PG_ENV, raising=False)
+    set_config(config_file, store={"backend": "postgres"})
+    code, _, err = run(capsys, "records", "--config", str(config_file), "s1")
+    assert code == 1
+    assert f"needs a DSN in environment variable {PG_ENV}" in err
+
+
+# -- against PostgreSQL -----------------------------------------------------------------------
+
+
+async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`main` in a thread: it runs its own event loop."""
+    code = await asyncio.to_thread(main, list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def test_migrate_records_and_erase_on_postgres(
+    config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_config(config_file, store={"backend": "postgres"})
+    config = str(config_file)
+    latest = latest_version("postgres")
+    async with fresh_pg_schema() as schema:
+        monkeypatch.setenv(PG_ENV, f"{PG_DSN}?search_path={schema}")
+        code, out, err = await cli(capsys, "records", "--config", config, "s1")
+        assert code == 1 and out == "" and "run `consent-gateway migrate`" in err
+        code, out, err = await cli(capsys, "migrate", "--config", config)
+        assert (code, err) == (0, "")
+        assert out == f"postgres: schema migrated from version 0 to {latest}\n"
+        code, out, _ = await cli(capsys, "migrate", "--config", config)
+        assert (code, out) == (0, f"postgres: schema at version {latest}, up to date\n")
+        await seed(pg_store(schema))  # migrate again: a no-op
+        code, out, _ = await cli(capsys, "records", "--config", config, "s1", "--json")
+        assert code == 0
+        doc = json.loads(out)
+        assert [r["at"] for r in doc["records"]] == [1_700_000_100.0, 1_700_000_200.0]
+        assert doc["current"]["purposes"] == {"analytics": False, "advertising": False}
+        code, out, _ = await cli(capsys, "records", "--config", config, "s1")
+        assert code == 0 and "2 record(s), oldest first:" in out
+        code, out, _ = await cli(capsys, "erase", "--config", config, "s1")
+        token = out.split()[-1]
+        assert code == 0 and token.startswith(ERASED_PREFIX)
+        _, out, _ = await cli(capsys, "records", "--config", config, "s1", "--json")
+        gone = json.loads(out)
+        assert gone["records"] == [] and gone["current"]["source"] == "erasure"
+        _, out, _ = await cli(capsys, "records", "--config", config, token, "--json")
+        assert len(json.loads(out)["records"]) == 2
+        code, out, _ = await cli(capsys, "webhooks", "status", "--config", config)
+        assert (code, out) == (0, "no webhook endpoints configured or registered\n")
+
+
+# -- serve refuses to start without its store -------------------------------------------------
+
+
+def serve_fails(config_file: Path, env: dict[str, str]) -> str:
+    """Run `serve` expecting it to exit 1 at once; its output."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--config",
+            str(config_file),
+            "--port",
+            str(_free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CONSENT_GATEWAY_COOKIE_KEY": TEST_KEY, **env},
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("case", ["postgres-unreachable", "sqlite-newer", "not-migrated"])
+def test_serve_exits_1_when_the_store_cannot_be_opened(config_file: Path, case: str) -> None:
+    env: dict[str, str] = {}
+    if case == "postgres-unreachable":
+        set_config(config_file, store={"backend": "postgres"})
+        env[PG_ENV] = "postgresql://gw:pg-password-never-shown@127.0.0.1:1/consent"
+        expected = "consent store: postgres: cannot connect"
+    elif case == "sqlite-newer":
+        set_newer_schema(store_path(config_file))
+        expected = "consent store: schema version 99 is newer than this code's"
+    else:
+        set_config(config_file, store={"migrate_on_start": False})
+        expected = "consent store: the consent store's schema is at version 0"
+    output = serve_fails(config_file, env)
+    assert expected in output, output
+    assert "Traceback" not in output
+    assert "pg-password-never-shown" not in output
+
+
+def test_store_commands_on_an_unusable_sqlite_folder(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = config_file.parent / "not-a-folder"
+    blocker.write_text("")
+    set_config(config_file, store={"sqlite_path": str(blocker / "consent.db")})
+    code, out, err = run(capsys, "migrate", "--config", str(config_file))
+    assert (code, out) == (1, "")
+    assert err.startswith("consent store: ")

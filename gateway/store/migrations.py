@@ -221,7 +221,10 @@ def new_store(cfg: StoreConfig) -> ConsentStore:
         if not cfg.postgres_dsn:
             raise StoreError("store.backend is postgres but no DSN is set")
         return PostgresStore(cfg.postgres_dsn, max_size=cfg.postgres_pool_size)
-    cfg.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"sqlite: cannot create the store's folder: {exc.strerror}") from exc
     return SqliteStore(cfg.sqlite_path)
 
 
