@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ MISS: Final = Miss()
 
 #: background fetches in flight at most; beyond it a miss is simply not prefetched
 _MAX_PENDING: Final = 1024
+#: seconds between two warnings about failing lookups (each failure is counted)
+_WARN_EVERY: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,7 @@ class ConsentBook:
         self.on_change: list[Callable[[Change], None]] = []
         self._pending: dict[str, asyncio.Task[None]] = {}
         self._closed = False
+        self._last_warning = -math.inf
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -187,7 +191,11 @@ class ConsentBook:
             state = await self.store.current(subject)
         except StoreError as exc:
             self.metrics.store_errors.labels("current").inc()
-            log.warning("consent store lookup failed: %s", exc)
+            # a store that is down fails every miss: say so now and then, not per request
+            now = time.monotonic()
+            if now - self._last_warning >= _WARN_EVERY:
+                self._last_warning = now
+                log.warning("consent store lookups failing (answering no record): %s", exc)
             return None
         finally:
             self.metrics.store_seconds.labels("current").observe(time.perf_counter() - started)

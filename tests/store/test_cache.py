@@ -206,3 +206,17 @@ async def test_close_cancels_prefetches(store: ConsentStore) -> None:
 
 def test_record_type_is_reexported() -> None:
     assert ConsentRecord is rec().__class__
+
+
+async def test_a_failing_store_is_logged_now_and_then_not_per_request(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    book = ConsentBook(SqliteStore(tmp_path / "x.db"), ConsentCache(10, 60), Metrics())
+    try:
+        for i in range(50):
+            assert await book.lookup(f"s{i}") is None
+        warnings = [r for r in caplog.records if r.name == "gateway.store.cache"]
+        assert len(warnings) == 1
+        assert sample(book.metrics, "gateway_consent_store_errors_total", operation="current") == 50
+    finally:
+        await book.close()
