@@ -293,9 +293,7 @@ class WebhookDispatcher:
                     log.warning("webhooks: a cursor advance failed during close")
         for name in sorted(self._held):
             try:
-                # No release call in the store: renewing our own claim to a time already
-                # past frees it (`webhook_claim` only matches our row or an expired one).
-                await self._store.webhook_claim(name, self.owner, 0.0, self._clock() - 1.0)
+                await self._store.webhook_release(name, self.owner)
             except StoreError as exc:
                 log.warning("webhook %s: could not release the lease: %s", name, exc)
         self._held.clear()

@@ -344,6 +344,11 @@ class ConsentStore(ABC):
         another owner holds an unexpired lease. One deliverer per endpoint keeps order."""
 
     @abstractmethod
+    async def webhook_release(self, endpoint: str, owner: str) -> None:
+        """Give up `owner`'s lease on `endpoint` at once (nothing if it does not hold it),
+        so another instance, or this one restarted, takes over without waiting."""
+
+    @abstractmethod
     async def webhook_advance(self, endpoint: str, owner: str, seq: int, now: float) -> bool:
         """Record that the change `seq` was delivered (resets attempts). False, doing
         nothing, if `owner` does not hold the lease (another instance took over)."""

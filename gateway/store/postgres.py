@@ -423,6 +423,17 @@ class PostgresStore(ConsentStore):
 
         return await self._run(claim)
 
+    async def webhook_release(self, endpoint: str, owner: str) -> None:
+        async def release(conn: Any) -> None:
+            await conn.execute(
+                "UPDATE webhook_cursors SET lease_owner = NULL, lease_until = 0"
+                " WHERE endpoint = $1 AND lease_owner = $2",
+                endpoint,
+                owner,
+            )
+
+        await self._run(release)
+
     async def webhook_advance(self, endpoint: str, owner: str, seq: int, now: float) -> bool:
         async def advance(conn: Any) -> bool:
             status: str = await conn.execute(

@@ -384,6 +384,15 @@ class SqliteStore(ConsentStore):
 
         return await self._run(claim)
 
+    async def webhook_release(self, endpoint: str, owner: str) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE webhook_cursors SET lease_owner = NULL, lease_until = 0"
+                " WHERE endpoint = ? AND lease_owner = ?",
+                (endpoint, owner),
+            )
+        )
+
     async def webhook_advance(self, endpoint: str, owner: str, seq: int, now: float) -> bool:
         def advance(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(

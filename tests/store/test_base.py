@@ -489,3 +489,12 @@ def test_erasure_time_is_after_the_newest_record(newest: float | None, now_befor
     assert at >= before if now_before else at > (newest or 0)
     if newest is not None:
         assert at > newest
+
+
+async def test_webhook_lease_release(store: ConsentStore) -> None:
+    await store.webhook_register("crm")
+    assert await store.webhook_claim("crm", "one", 30.0, now=100.0)
+    await store.webhook_release("crm", "two")  # not the holder: nothing happens
+    assert not await store.webhook_claim("crm", "two", 30.0, now=101.0)
+    await store.webhook_release("crm", "one")
+    assert await store.webhook_claim("crm", "two", 30.0, now=102.0)  # at once
