@@ -337,6 +337,9 @@ class StoreConfig:
     poll_interval: float = 0.5
     #: server-to-server: the header naming the subject a back end sends events for
     subject_header: str | None = None
+    #: where back ends call from: the header is believed only from these networks (the
+    #: client address as resolved through `server.trusted_proxies`); empty: from anywhere
+    server_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     def __post_init__(self) -> None:
         if self.backend not in (StoreBackend.SQLITE, StoreBackend.POSTGRES):
@@ -874,6 +877,7 @@ def _store(node: Node, env: Mapping[str, str], base: Path, data_dir: Path) -> St
             "cache_ttl",
             "poll_interval",
             "subject_header",
+            "server_networks",
         ]
     )
     d = StoreConfig()
@@ -902,6 +906,12 @@ def _store(node: Node, env: Mapping[str, str], base: Path, data_dir: Path) -> St
     if header is not None and not _HEADER_NAME.fullmatch(header):
         m["subject_header"].problem("must be an HTTP header name, e.g. X-Consent-Subject")
         header = None
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for item in m["server_networks"].list() if "server_networks" in m else []:
+        try:
+            networks.append(ipaddress.ip_network(item.str(), strict=False))
+        except ValueError:
+            item.problem("not an IP network (e.g. 10.0.0.0/8)")
     return StoreConfig(
         backend=backend,
         sqlite_path=sqlite_path,
@@ -912,6 +922,7 @@ def _store(node: Node, env: Mapping[str, str], base: Path, data_dir: Path) -> St
         cache_ttl=_positive(m["cache_ttl"], d.cache_ttl),
         poll_interval=_positive(m["poll_interval"], d.poll_interval),
         subject_header=header or None,
+        server_networks=tuple(networks),
     )
 
 

@@ -15,6 +15,7 @@ traceback, never a forward.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -186,14 +187,31 @@ def _server_subject(gw: Gateway, facts: Facts) -> str | None:
 
     A header that is present but empty or overlong still marks the request as
     server-to-server: it names no known subject, so it has no consent (fail closed)."""
-    header = gw.config.store.subject_header
+    store = gw.config.store
+    header = store.subject_header
     if header is None or header not in facts.headers:
+        return None
+    if store.server_networks and not _from_server(facts.client_ip, store.server_networks):
+        # SECURITY: not a back end: the header is ignored, the request judged as a browser's
         return None
     value = facts.headers[header].strip()
     return value if 0 < len(value) <= _MAX_SUBJECT else ""
 
 
 _MAX_SUBJECT = 256
+
+
+def _from_server(
+    address: str | None,
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
 _NO_CONSENT = ConsentState(purposes={}, regime="none")
 
 

@@ -431,3 +431,36 @@ async def test_a_withdrawal_reaches_the_next_server_event(
     await s2s.post(MP, json=MP_BODY, headers=headers)
     await asyncio.sleep(0.2)
     assert len(fake_vendor.seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("networks", "arrives"),
+    [
+        (["127.0.0.0/8"], False),  # the test client is a back end: stranger has no consent
+        (["10.0.0.0/8"], True),  # not a back end: the header is ignored, the cookie counts
+    ],
+)
+async def test_the_subject_header_is_believed_only_from_server_networks(
+    gateway_factory: Callable[..., Any],
+    fake_vendor: FakeVendor,
+    networks: list[str],
+    arrives: bool,
+) -> None:
+    client: TestClient[Any, Any] = await gateway_factory(
+        hosts=["www.google-analytics.com"],
+        extra={"store": {"subject_header": "X-Consent-Subject", "server_networks": networks}},
+    )
+    everything = cookie_for({"analytics": "granted", "advertising": "granted"}, subject="x")
+    resp = await client.post(
+        MP,
+        json=MP_BODY,
+        headers={"X-Consent-Subject": "stranger", "Cookie": f"cg_consent={everything}"},
+    )
+    assert resp.status in (200, 204)
+    if arrives:
+        [seen] = await fake_vendor.wait_for(1)
+        assert "stranger" not in seen.body.decode()
+        assert "x-consent-subject" not in {k.lower() for k in seen.headers}
+    else:
+        await asyncio.sleep(0.2)
+        assert fake_vendor.seen == []
