@@ -9,6 +9,7 @@
 | GET  /_admin/overview         | counts by vendor x action and by missing purpose; consent  |
 | GET  /_admin/rules            | the vendor rules in force, and the last reload's errors    |
 | GET  /_admin/unknown          | unknown destinations: rejected hosts, most requests first  |
+| GET  /_admin/subjects         | consent records: one subject's current state and history   |
 | GET  /_admin/api/records      | JSON: records, newest first, keyset-paged                  |
 | GET  /_admin/api/overview     | JSON: the overview's counts                                |
 | GET  /_admin/api/rules        | JSON: the rules and load errors                            |
@@ -31,6 +32,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import shlex
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -40,7 +42,7 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import jinja2
 import orjson
@@ -50,6 +52,7 @@ from yarl import URL
 from gateway import edges
 from gateway.admin.auth import COOKIE_NAME, COOKIE_PATH, Access, AdminAuth, Verdict, client_key
 from gateway.admin.charts import Bar, bar_chart
+from gateway.config import ConsentConfig
 from gateway.decision_log import (
     DecisionCounts,
     DecisionRecord,
@@ -64,7 +67,14 @@ from gateway.decision_log import (
 from gateway.model import Action, ConsentValue
 from gateway.ruleset.schema import EndpointSpec, VendorRule, check_vendor_id
 from gateway.state import Gateway
-from gateway.store.base import StoreError, subject_export
+from gateway.store.base import (
+    ERASED_PREFIX,
+    ERASURE_SOURCE,
+    ConsentRecord,
+    CurrentConsent,
+    StoreError,
+    subject_export,
+)
 from gateway.store.cache import ConsentBook
 
 __all__ = [
@@ -117,6 +127,8 @@ _PUBLIC: Final = frozenset({"admin-login", "admin-static"})
 _UNKNOWN_VENDOR: Final = "(unknown destination)"
 _MAX_ID: Final = 2**63 - 1
 _MAX_SUBJECT: Final = 256
+#: hex digits of a notice hash the Consent records page shows (the full value in a title)
+_HASH_SHOWN: Final = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +211,7 @@ def build_admin_app(gw: Gateway, *, clock: Callable[[], float] = time.time) -> w
     r.add_get("/overview", _overview_page)
     r.add_get("/rules", _rules_page)
     r.add_get("/unknown", _unknown_page)
+    r.add_get("/subjects", _subjects_page)
     r.add_get("/api/records", _api_records)
     r.add_get("/api/overview", _api_overview)
     r.add_get("/api/rules", _api_rules)
@@ -911,6 +924,125 @@ async def _hosts(request: web.Request, since: float | None, limit: int) -> list[
     return await _read(unknown_hosts, db, since, limit)
 
 
+async def _subjects_page(request: web.Request) -> web.Response:
+    """Consent records: one subject's current state and full history, oldest first (what
+    `api/subjects/{subject}/records` exports), for operators answering an access request.
+
+    Read-only: erasure stays with the bearer-token API and the CLI, so no form here
+    changes anything (no CSRF surface). The subject comes in the query string, which the
+    access log never keeps; this handler never logs it either.
+    """
+    gw = request.app[ADMIN].gw
+    subject = request.query.get("subject", "")
+    context: dict[str, object] = {
+        "title": "Consent records",
+        "subject": "",
+        "cookie_name": gw.config.cookie.name,
+        "erased_prefix": ERASED_PREFIX,
+        "error": None,
+        "result": None,
+    }
+    if not subject:
+        return _render(request, "subjects.html", context)
+    if len(subject) > _MAX_SUBJECT:
+        # Not echoed back (nor put in the form): most likely a whole cookie value.
+        context["error"] = (
+            f"subject: at most {_MAX_SUBJECT} characters (a subject id or an "
+            f"{ERASED_PREFIX}… token, not a whole cookie value)"
+        )
+        return _render(request, "subjects.html", context, status=400)
+    context["subject"] = subject
+    book = gw.book
+    if book is None:
+        context["error"] = "the consent store is not open"
+        return _render(request, "subjects.html", context, status=503)
+    try:
+        # the queries of `subject_export`, in its order
+        current = await book.store.current(subject)
+        records = await book.store.history(subject)
+    except StoreError as e:
+        # SECURITY: a driver's message may quote a parameter; the subject stays out of logs.
+        log.warning("admin: the consent store cannot be read: %s", str(e).replace(subject, "-"))
+        context["error"] = "the consent store cannot be read; try again later"
+        return _render(request, "subjects.html", context, status=503)
+    token = subject.startswith(ERASED_PREFIX)
+    encoded = quote(subject, safe="")
+    context["result"] = {
+        "token": token,
+        "current": _current_view(current, gw.config.consent),
+        "records": [_consent_row(r, gw.config.consent.purposes) for r in records],
+        "export_url": f"{_API_PREFIX}subjects/{encoded}/records",
+        # How to erase, while records are linked to the id (a token's already are not).
+        "erase_url": f"{_API_PREFIX}subjects/{encoded}/erase" if records and not token else None,
+        "erase_cli": _erase_command(subject),
+    }
+    return _render(request, "subjects.html", context)
+
+
+def _erase_command(subject: str) -> str:
+    """The CLI line that erases `subject`, quoted for a POSIX shell."""
+    # `--`: a subject id may start with `-` (base64url), which argparse takes for an option.
+    dashes = "-- " if subject.startswith("-") else ""
+    return f"consent-gateway erase {dashes}{shlex.quote(subject)}"
+
+
+def _exact_time(ts: float) -> str:
+    """ISO-8601 UTC to the millisecond: a consent record's time as stored."""
+    when = datetime.fromtimestamp(ts, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _answered(purposes: Mapping[str, bool], configured: Sequence[str]) -> list[str]:
+    """The answered purposes: configured ones in config order, then the rest sorted (a
+    purpose since dropped from the config is still part of the proof)."""
+    return [p for p in configured if p in purposes] + sorted(set(purposes) - set(configured))
+
+
+def _current_view(current: CurrentConsent | None, cfg: ConsentConfig) -> dict[str, object] | None:
+    """The current state for the page (None: no record, no consent), with the reasons the
+    gateway no longer applies it, as `consent.resolve.stored_answer` decides them."""
+    if current is None:
+        return None
+    erased = current.source == ERASURE_SOURCE and not current.purposes
+    stale: list[str] = []
+    if not erased and current.policy_version < cfg.policy_version:
+        stale.append(
+            f"it was given under policy version {current.policy_version} and version "
+            f"{cfg.policy_version} is in force"
+        )
+    if not erased and time.time() - current.at > cfg.max_age:
+        stale.append("it is older than consent.max_age")
+    return {
+        "erased": erased,
+        "purposes": [(p, current.purposes[p]) for p in _answered(current.purposes, cfg.purposes)],
+        "policy_version": current.policy_version,
+        "source": current.source,
+        "iso": _exact_time(current.at),
+        "time": _time(current.at)[1],
+        "stale": stale,
+    }
+
+
+def _consent_row(r: ConsentRecord, configured: Sequence[str]) -> dict[str, object]:
+    names = _answered(r.purposes, configured)
+    notice = r.notice_hash
+    short = None
+    if notice:
+        short = notice if len(notice) <= _HASH_SHOWN else notice[:_HASH_SHOWN] + "…"
+    return {
+        "id": r.id,
+        "iso": _exact_time(r.at),
+        "time": _time(r.at)[1],
+        "source": r.source,
+        "policy_version": r.policy_version,
+        "granted": [p for p in names if r.purposes[p]],
+        "denied": [p for p in names if not r.purposes[p]],
+        "notice_hash": notice or None,
+        "notice_short": short,
+        "request_id": r.request_id or None,
+    }
+
+
 # -- the JSON API ------------------------------------------------------------------------
 
 
@@ -978,7 +1110,7 @@ async def _api_subject_records(request: web.Request) -> web.Response:
     try:
         doc = await subject_export(_book(request).store, subject)
     except StoreError as e:
-        log.warning("admin: the consent store cannot be read: %s", e)
+        log.warning("admin: the consent store cannot be read: %s", str(e).replace(subject, "-"))
         return _json({"error": "the consent store cannot be read"}, status=503)
     return _json(doc)
 
@@ -993,7 +1125,7 @@ async def _api_subject_erase(request: web.Request) -> web.Response:
     try:
         token = await _book(request).erase(subject)
     except StoreError as e:
-        log.warning("admin: erasure failed: %s", e)
+        log.warning("admin: erasure failed: %s", str(e).replace(subject, "-"))
         return _json({"error": "the consent store cannot be written"}, status=503)
     # The subject is not logged: the log would keep what erasure removes.
     log.info("admin: a subject was erased")

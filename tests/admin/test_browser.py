@@ -12,12 +12,15 @@ FAIL under CI (`CI=true`); see tests/admin/browser_harness.py.
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 
 from tests.admin.browser_harness import (
@@ -118,6 +121,46 @@ def seeded(gateway: LiveAdminGateway) -> list[dict[str, Any]]:
     )
     assert not gateway.vendor_hits, "a request without consent reached a vendor"
     return records
+
+
+@dataclass(frozen=True)
+class Consented:
+    """A visitor who answered the banner, then changed one purpose through a CMP."""
+
+    subject: str
+    record_ids: tuple[int, ...]
+
+
+NOTICE = "We count visits with analytics."
+
+
+def _post_consent(
+    gateway: LiveAdminGateway, body: dict[str, Any], cookie: str | None
+) -> tuple[dict[str, Any], str]:
+    """POST /consent as a site's banner would: the answer, and the cookie it set."""
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    try:
+        headers = {"Content-Type": "application/json", **({"Cookie": cookie} if cookie else {})}
+        conn.request("POST", "/consent", body=orjson.dumps(body), headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        assert resp.status == 200, data[:200]
+        set_cookie = resp.getheader("Set-Cookie")
+        assert set_cookie, "POST /consent set no cookie"
+        doc: dict[str, Any] = orjson.loads(data)
+        return doc, set_cookie.split(";", 1)[0]
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def consented(gateway: LiveAdminGateway) -> Consented:
+    first, cookie = _post_consent(
+        gateway, {"purposes": {"analytics": True, "advertising": False}, "notice": NOTICE}, None
+    )
+    second, _ = _post_consent(gateway, {"purposes": {"advertising": True}, "source": "cmp"}, cookie)
+    assert second["subject"] == first["subject"]  # the cookie names the same visitor
+    return Consented(first["subject"], (first["record"]["id"], second["record"]["id"]))
 
 
 def _open_tab(browser: Browser, gateway: LiveAdminGateway, **context: Any) -> Tab:
@@ -243,7 +286,13 @@ def test_login(anon: Tab, gateway: LiveAdminGateway) -> None:
     assert cookies[0]["path"].startswith("/_admin"), cookies
     expect(page.locator("table#records")).to_be_visible()
     expect(page.locator("form#filters")).to_be_visible()
-    for href in ("/_admin/", "/_admin/overview", "/_admin/rules", "/_admin/unknown"):
+    for href in (
+        "/_admin/",
+        "/_admin/overview",
+        "/_admin/rules",
+        "/_admin/unknown",
+        "/_admin/subjects",
+    ):
         expect(page.locator(f'a[href="{href}"]').first).to_be_visible()
     anon.shot("blocked")
 
@@ -374,3 +423,60 @@ def test_markup_in_path_is_shown_as_text(
     assert page.locator("table#records script, table#records img").count() == 0
     assert admin.dialogs == [], admin.dialogs
     admin.shot("escaped-markup")
+
+
+def test_consent_records(admin: Tab, gateway: LiveAdminGateway, consented: Consented) -> None:
+    """An operator looks up a visitor's proof of consent: from the nav, through the form."""
+    from playwright.sync_api import expect
+
+    page = admin.page
+    page.goto("/_admin/")
+    page.locator('nav.main a[href="/_admin/subjects"]').click()
+    expect(page).to_have_url(f"{gateway.base_url}/_admin/subjects")
+    form = page.locator("form#subject-search")
+    form.locator("input[name=subject]").fill(consented.subject)
+    with page.expect_navigation():
+        form.locator("button[type=submit]").click()
+    assert "subject=" in page.url, page.url
+    expect(page.locator('nav.main a[aria-current="page"]')).to_have_text("Consent records")
+    expect(page.locator("#subject-id")).to_have_text(consented.subject)
+
+    # the current state: the CMP's change on top of the banner's answer
+    expect(page.locator("dl#current dd.source")).to_have_text("cmp")
+    states = {
+        p.strip(): s.strip()
+        for p, s in zip(
+            _texts(page, "table#current-purposes td.purpose"),
+            _texts(page, "table#current-purposes td.state"),
+            strict=True,
+        )
+    }
+    assert states == {"analytics": "granted", "advertising": "granted"}, states
+
+    # the history, oldest first
+    rows = page.locator("table#history tbody tr.record")
+    expect(rows).to_have_count(len(consented.record_ids))
+    assert _texts(page, "table#history td.id") == [str(i) for i in consented.record_ids]
+    assert _texts(page, "table#history td.source") == ["banner", "cmp"]
+    assert _texts(page, "table#history td.denied") == ["advertising", ""]
+    notice = rows.first.locator("td.notice-hash code")
+    expect(notice).to_have_attribute("title", hashlib.sha256(NOTICE.encode()).hexdigest())
+    expect(page.locator("#erase-howto")).to_be_visible()
+    assert page.locator("form[method=post]").count() == 1  # the logout form only
+    admin.shot("subjects")
+
+    # the JSON export link answers with the same records, to the same session
+    href = page.locator("a#export").get_attribute("href")
+    assert href is not None
+    export = page.context.request.get(href)
+    assert export.status == 200, export.text()
+    assert [r["id"] for r in export.json()["records"]] == list(consented.record_ids)
+
+    # a subject with markup is shown as text, never run
+    form.locator("input[name=subject]").fill(IMG)
+    with page.expect_navigation():
+        form.locator("button[type=submit]").click()
+    expect(page.locator("#subject-id")).to_have_text(IMG)
+    expect(page.locator("#current-none")).to_be_visible()
+    page.wait_for_timeout(300)  # an onerror handler, had one been parsed, fires by now
+    assert page.locator("main img, main script").count() == 0

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import shlex
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import orjson
 import pytest
@@ -21,12 +22,13 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 import gateway.admin.views as views
+import gateway.cli as cli
 from gateway.access_log import access_logger_for
 from gateway.admin.auth import COOKIE_NAME
 from gateway.admin.views import ADMIN, CSP, AdminState
 from gateway.app import GATEWAY, build_app
 from gateway.decision_log import DecisionRecord, SqliteSink, record_to_dict
-from gateway.store.base import ERASED_PREFIX, ConsentRecord
+from gateway.store.base import ERASED_PREFIX, ConsentRecord, StoreError
 from tests.conftest import RULES_DIR, cookie_for, make_config
 
 Client = TestClient[Any, Any]
@@ -36,7 +38,7 @@ TOKEN_ENV = "CG_TEST_ADMIN"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 GA = "www.google-analytics.com"
 RULE_FILES = [str(RULES_DIR / f"{v}.yaml") for v in ("google-analytics-4", "meta-pixel")]
-PAGES = ["/_admin/", "/_admin/overview", "/_admin/rules", "/_admin/unknown"]
+PAGES = ["/_admin/", "/_admin/overview", "/_admin/rules", "/_admin/unknown", "/_admin/subjects"]
 API = ["/_admin/api/records", "/_admin/api/overview", "/_admin/api/rules", "/_admin/api/unknown"]
 
 
@@ -240,6 +242,7 @@ async def test_pages_have_the_navigation(gateway_factory: Callable[..., Any], pa
         "/_admin/overview": "Overview",
         "/_admin/rules": "Rules",
         "/_admin/unknown": "Unknown destinations",
+        "/_admin/subjects": "Consent records",
     }
     current = [a.attrs["href"] for a in doc.all("a") if a.attrs.get("aria-current") == "page"]
     assert path in current
@@ -1193,12 +1196,14 @@ async def test_erasure_logs_no_subject_id(
 
 
 @pytest.mark.parametrize("mode", ["text", "json"])
-async def test_erasure_leaves_no_subject_id_in_the_access_log(
+@pytest.mark.parametrize("visit", ["erase", "records api", "records page"])
+async def test_subject_routes_leave_no_subject_id_in_the_access_log(
     tmp_path: Path,
     aiohttp_server: Callable[..., Any],
     aiohttp_client: Callable[..., Any],
     caplog: pytest.LogCaptureFixture,
     mode: str,
+    visit: str,
 ) -> None:
     extra: dict[str, Any] = {
         "admin": {"token_env": TOKEN_ENV, "secure_cookie": False},
@@ -1206,17 +1211,432 @@ async def test_erasure_leaves_no_subject_id_in_the_access_log(
         "server": {"access_log": mode},
     }
     cfg = make_config(tmp_path, extra=extra, env={TOKEN_ENV: TOKEN})
-    logger_class = access_logger_for(cfg.server.access_log)
     # wired as `consent-gateway serve` does (gateway/cli.py _serve_one)
     server = await aiohttp_server(
         build_app(cfg),
         access_log=logging.getLogger("gateway.access"),
-        access_log_class=logger_class,
+        access_log_class=access_logger_for(cfg.server.access_log),
     )
     client: Client = await aiohttp_client(server)
     subject = (await consent(client, {"analytics": True}))["subject"]
     caplog.set_level(logging.INFO, logger="gateway.access")
-    await erase(client, subject)
+    if visit == "erase":
+        await erase(client, subject)
+        marker = "/erase"
+    elif visit == "records api":
+        await api(client, records_path(subject))
+        marker = "/records"
+    else:
+        resp = await client.get(subjects_path(subject), headers=BEARER)
+        assert resp.status == 200 and subject in await resp.text()
+        marker = "/_admin/subjects"
     lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
-    assert any("/erase" in line for line in lines), lines
-    assert not [line for line in lines if subject in line]
+    assert any(marker in line for line in lines), lines
+    assert not [line for line in lines if subject in line or "subject=" in line], lines
+
+
+# --- Consent records: the page ------------------------------------------------------------
+
+#: the elements that say which state the page shows (each present or absent)
+STATE_IDS = (
+    "current-none",
+    "current-erased",
+    "current",
+    "current-stale",
+    "token-note",
+    "erase-howto",
+)
+
+
+def subjects_path(subject: str) -> str:
+    return "/_admin/subjects?" + urlencode({"subject": subject})
+
+
+def assert_no_inline_code(doc: Node) -> None:
+    for node in doc.walk():
+        assert node.tag not in ("style", "script"), node
+        assert "style" not in node.attrs, node
+        assert not any(a.startswith("on") for a in node.attrs), node
+
+
+def history_rows(doc: Node) -> list[Node]:
+    return doc.one("table", id="history").all("tr", "record")
+
+
+def search_value(doc: Node) -> str:
+    [field] = doc.one("form", id="subject-search").all("input")
+    assert field.attrs["name"] == "subject"
+    return field.attrs["value"]
+
+
+async def test_consent_records_page(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    first = await consent(client, {"analytics": True, "advertising": False}, notice=NOTICE)
+    second = await consent(client, {"advertising": True}, source="cmp")
+    subject = first["subject"]
+    book = client.app[GATEWAY].book
+    assert book is not None
+    # older than both, written last; `profiling` is a purpose the config no longer has
+    old = await book.record(
+        ConsentRecord(
+            subject,
+            {"profiling": False, "functional": True},
+            "api",
+            1,
+            first["record"]["at"] - 3600,
+            None,
+            "back-end-request",
+        )
+    )
+    export = await api(client, records_path(subject))
+
+    resp = await client.get(subjects_path(subject), headers=BEARER)
+    assert resp.status == 200 and resp.content_type == "text/html"
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.headers["Content-Security-Policy"] == CSP
+    doc = parse(await resp.text())
+    assert_no_inline_code(doc)
+    form = doc.one("form", id="subject-search")
+    assert (form.attrs["method"], form.attrs["action"]) == ("get", "/_admin/subjects")
+    assert search_value(doc) == subject
+    assert doc.one(id="subject-id").text == subject
+    assert {i for i in STATE_IDS if doc.all(id=i)} == {"current", "erase-howto"}
+
+    # the current state: the newest record, purposes in config order
+    current = doc.one("dl", id="current")
+    assert current.one("dd", "source").text == "cmp"
+    assert current.one("dd", "policy-version").text == "1"
+    assert current.one("time").attrs["datetime"] == export["current"]["time"].replace("+00:00", "Z")
+    purposes = [
+        (tr.one("td", "purpose").text, tr.one("td", "state").text)
+        for tr in doc.one("table", id="current-purposes").all("tr", "purpose")
+    ]
+    assert purposes == [("analytics", "granted"), ("advertising", "granted")]
+
+    # the history, oldest first, as the JSON export has it
+    rows = history_rows(doc)
+    cells = ("id", "source", "policy-version", "granted", "denied", "request-id")
+    got = [{c: r.one("td", c).text.strip() for c in cells} for r in rows]
+    banner_rid, cmp_rid = (r["request_id"] for r in export["records"][1:])
+    assert got == [
+        {
+            "id": str(old.id),
+            "source": "api",
+            "policy-version": "1",
+            "granted": "functional",
+            "denied": "profiling",
+            "request-id": "back-end-request",
+        },
+        {
+            "id": str(first["record"]["id"]),
+            "source": "banner",
+            "policy-version": "1",
+            "granted": "analytics",
+            "denied": "advertising",
+            "request-id": banner_rid,
+        },
+        {
+            "id": str(second["record"]["id"]),
+            "source": "cmp",
+            "policy-version": "1",
+            "granted": "analytics, advertising",
+            "denied": "",
+            "request-id": cmp_rid,
+        },
+    ]
+    for row, rec in zip(rows, export["records"], strict=True):
+        when = row.one("td", "time").one("time")
+        assert when.attrs["datetime"] == rec["time"].replace("+00:00", "Z")
+        assert len(when.text) == 19  # YYYY-MM-DD HH:MM:SS
+    # the notice hash: shortened, the full value in a title
+    full = hashlib.sha256(NOTICE.encode()).hexdigest()
+    notice = rows[1].one("td", "notice-hash").one("code")
+    assert notice.attrs["title"] == full and notice.text == full[:12] + "…"
+    assert rows[0].one("td", "notice-hash").text.strip() == "–"
+
+    # the JSON export, and how to erase: this page itself changes nothing
+    link = doc.one("a", id="export")
+    assert link.attrs["href"] == records_path(subject)
+    assert (await api(client, link.attrs["href"])) == export
+    howto = doc.one(id="erase-howto").text
+    assert f"POST {erase_path(subject)}" in howto and "Authorization: Bearer" in howto
+    assert views._erase_command(subject) in howto
+    assert not [f for f in doc.all("form") if f.attrs.get("method") != "get"]
+    assert len((await api(client, records_path(subject)))["records"]) == 3  # not erased
+
+
+async def _unknown_subject(client: Client) -> str:
+    await consent(client, {"analytics": True})  # someone else's record
+    return "nobody-at-all"
+
+
+async def _erased_subject(client: Client) -> str:
+    subject: str = (await consent(client, {"analytics": True}))["subject"]
+    book = client.app[GATEWAY].book
+    assert book is not None
+    await book.erase(subject)
+    return subject
+
+
+async def _erasure_token(client: Client) -> str:
+    subject = (await consent(client, {"analytics": True}))["subject"]
+    await consent(client, {"advertising": False})
+    book = client.app[GATEWAY].book
+    assert book is not None
+    return await book.erase(subject)
+
+
+async def _stored(client: Client, subject: str, policy_version: int, at: float) -> str:
+    book = client.app[GATEWAY].book
+    assert book is not None
+    rec = ConsentRecord(subject, {"analytics": True}, "api", policy_version, at, None, None)
+    await book.record(rec)
+    return subject
+
+
+async def _old_policy(client: Client) -> str:
+    return await _stored(client, "old-policy", 0, time.time())
+
+
+async def _expired(client: Client) -> str:
+    return await _stored(client, "long-ago", 1, 1e9)  # 2001: past consent.max_age
+
+
+@pytest.mark.parametrize(
+    ("make", "shown", "rows", "stale"),
+    [
+        (_unknown_subject, {"current-none"}, 0, None),
+        (_erased_subject, {"current-erased"}, 0, None),
+        (_erasure_token, {"token-note", "current"}, 2, None),
+        (_old_policy, {"current", "current-stale", "erase-howto"}, 1, "policy version 0"),
+        (_expired, {"current", "current-stale", "erase-howto"}, 1, "consent.max_age"),
+    ],
+    ids=["unknown", "erased", "token", "old-policy", "expired"],
+)
+async def test_consent_records_page_states(
+    gateway_factory: Callable[..., Any],
+    make: Callable[[Client], Any],
+    shown: set[str],
+    rows: int,
+    stale: str | None,
+) -> None:
+    client = await admin_client(gateway_factory)
+    subject = await make(client)
+    doc = await page(client, subjects_path(subject))
+    assert doc.one(id="subject-id").text == subject
+    assert {i for i in STATE_IDS if doc.all(id=i)} == shown
+    assert len(history_rows(doc)) == rows
+    if not rows:
+        assert doc.one("table", id="history").all("tr", "empty")
+    if "current-erased" in shown:
+        erased = doc.one(id="current-erased")
+        assert erased.one("code", "source").text == "erasure" and erased.one("time")
+    if stale is not None:
+        assert stale in doc.one(id="current-stale").text
+    assert doc.one("a", id="export").attrs["href"] == records_path(quote(subject, safe=""))
+    assert_no_inline_code(doc)
+
+
+@pytest.mark.parametrize("query", ["", "?subject=", "?other=x"])
+async def test_consent_records_page_without_a_subject_is_the_form(
+    gateway_factory: Callable[..., Any], query: str
+) -> None:
+    client = await admin_client(gateway_factory)
+    doc = await page(client, "/_admin/subjects" + query)
+    assert search_value(doc) == ""
+    assert not doc.all(id="subject-result") and not doc.all(id="error-message")
+
+
+@pytest.mark.parametrize(("length", "status"), [(1, 200), (256, 200), (257, 400), (4000, 400)])
+async def test_consent_records_page_bounds_the_subject(
+    gateway_factory: Callable[..., Any], length: int, status: int
+) -> None:
+    client = await admin_client(gateway_factory)
+    subject = "s" * length
+    resp = await client.get(subjects_path(subject), headers=BEARER)
+    assert resp.status == status
+    assert resp.headers["Cache-Control"] == "no-store"
+    html = await resp.text()
+    doc = parse(html)
+    if status == 400:
+        message = doc.one(id="error-message").text
+        assert message.startswith("subject: at most 256 characters"), message
+        assert subject not in html  # never echoed, not even into the form
+        assert search_value(doc) == "" and not doc.all(id="subject-result")
+    else:
+        assert doc.one(id="subject-id").text == subject and doc.one(id="current-none")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": f"Basic {TOKEN}"}],
+    ids=["none", "wrong-bearer", "not-bearer"],
+)
+async def test_consent_records_page_needs_login(
+    gateway_factory: Callable[..., Any], headers: dict[str, str]
+) -> None:
+    client = await admin_client(gateway_factory)
+    subject = (await consent(client, {"analytics": True}))["subject"]
+    resp = await client.get(subjects_path(subject), headers=headers, allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/_admin/login"
+    assert subject not in await resp.text()
+    # with a login session it answers, and its only POST form is the logout
+    await client.post("/_admin/login", data={"token": TOKEN})
+    resp = await client.get(subjects_path(subject), allow_redirects=False)
+    assert resp.status == 200
+    doc = parse(await resp.text())
+    assert len(history_rows(doc)) == 1
+    posts = [f.attrs["action"] for f in doc.all("form") if f.attrs["method"] == "post"]
+    assert posts == ["/_admin/logout"]
+
+
+async def test_consent_records_page_without_an_admin_token_is_closed(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    client = await gateway_factory(extra={"rules": {"paths": RULE_FILES}})
+    subject = (await consent(client, {"analytics": True}))["subject"]
+    resp = await client.get(subjects_path(subject), headers=BEARER)
+    assert resp.status == 401
+    html = await resp.text()
+    assert parse(html).one(id="admin-disabled") and subject not in html
+
+
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        ("current", "the consent store cannot be read; try again later"),
+        ("history", "the consent store cannot be read; try again later"),
+        ("closed", "the consent store cannot be read; try again later"),
+        ("no-book", "the consent store is not open"),
+    ],
+    ids=["current", "history", "closed", "no-book"],
+)
+async def test_consent_records_page_answers_503_when_the_store_fails(
+    gateway_factory: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    failure: str,
+    message: str,
+) -> None:
+    client = await admin_client(gateway_factory)
+    subject = (await consent(client, {"analytics": True}))["subject"]
+    gw = client.app[GATEWAY]
+    book = gw.book
+    assert book is not None
+
+    async def fail(name: str) -> Any:
+        # a driver's message that quotes the parameter: the log must not keep it
+        raise StoreError(f"sqlite: OperationalError: no row for {name}")
+
+    match failure:
+        case "current" | "history":
+            monkeypatch.setattr(book.store, failure, fail)
+        case "closed":
+            await book.store.close()  # every call now raises StoreError
+        case "no-book":
+            monkeypatch.setattr(gw, "book", None)
+    caplog.set_level(logging.DEBUG)
+    resp = await client.get(subjects_path(subject), headers=BEARER)
+    assert resp.status == 503 and resp.content_type == "text/html"
+    assert resp.headers["Cache-Control"] == "no-store"
+    doc = parse(await resp.text())
+    assert doc.one(id="error-message").text == message
+    assert not doc.all(id="subject-result") and search_value(doc) == subject  # ready to retry
+    logs = [r.getMessage() for r in caplog.records if r.name.startswith("gateway")]
+    assert not [line for line in logs if subject in line]
+    if failure != "no-book":
+        assert any(line.startswith("admin: the consent store cannot be read") for line in logs)
+    if failure in ("current", "history"):
+        assert "no row for -" in logs[-1]
+
+
+EVIL_SUBJECTS = ["<script>x", '"><img src=x onerror=alert(1)>', "a&b'\"</code></dd>"]
+
+
+@pytest.mark.parametrize("subject", EVIL_SUBJECTS)
+async def test_consent_records_page_escapes_markup(
+    gateway_factory: Callable[..., Any], subject: str
+) -> None:
+    client = await admin_client(gateway_factory)
+    book = client.app[GATEWAY].book
+    assert book is not None
+    await book.record(
+        ConsentRecord(
+            subject,
+            {"<b>p</b>": True, "analytics": False},
+            "<i>source</i>",
+            1,
+            time.time(),
+            "<script>notice</script>",
+            "<script>rid</script>",
+        )
+    )
+    # the subject with its record, and one without any (reflected in the page all the same)
+    for looked_up, rows in ((subject, 1), (subject + "<script>y", 0)):
+        html = await (await client.get(subjects_path(looked_up), headers=BEARER)).text()
+        for raw in ("<script", "<img", "<b>", "<i>", "</code></dd>"):
+            assert raw not in html, raw
+        assert "&lt;" in html
+        doc = parse(html)  # and each value is intact, as text
+        assert doc.one(id="subject-id").text == looked_up and search_value(doc) == looked_up
+        assert len(history_rows(doc)) == rows
+        for r in history_rows(doc):
+            assert r.one("td", "source").text == "<i>source</i>"
+            assert r.one("td", "granted").text == "<b>p</b>"
+            assert r.one("td", "notice-hash").one("code").attrs["title"] == (
+                "<script>notice</script>"
+            )
+            assert r.one("td", "request-id").text == "<script>rid</script>"
+    # overlong markup is not reflected at all
+    html = await (await client.get(subjects_path("<script>x" * 40), headers=BEARER)).text()
+    assert "script" not in html
+
+
+@pytest.mark.parametrize("subject", ["a/b", "a b", "ü-visitor", "a?b#c&subject=x", "50%", "-x"])
+async def test_consent_records_page_links_work_for_any_subject(
+    gateway_factory: Callable[..., Any], subject: str
+) -> None:
+    """Subjects named by a back end (store.subject_header) may hold any character."""
+    client = await admin_client(gateway_factory)
+    book = client.app[GATEWAY].book
+    assert book is not None
+    await book.record(ConsentRecord(subject, {"analytics": True}, "api", 1, 1e9, None, None))
+    doc = await page(client, subjects_path(subject))
+    assert doc.one(id="subject-id").text == subject and len(history_rows(doc)) == 1
+    encoded = quote(subject, safe="")
+    href = doc.one("a", id="export").attrs["href"]
+    assert href == f"/_admin/api/subjects/{encoded}/records"
+    exported = await api(client, URL(href, encoded=True))
+    assert exported["subject"] == subject and len(exported["records"]) == 1
+    howto = doc.one(id="erase-howto").text
+    assert f"POST /_admin/api/subjects/{encoded}/erase" in howto
+    assert views._erase_command(subject) in howto
+
+
+@pytest.mark.parametrize(
+    ("subject", "command"),
+    [
+        ("AbC_d-9", "consent-gateway erase AbC_d-9"),
+        ("-AbC_d9", "consent-gateway erase -- -AbC_d9"),
+        ("a b", "consent-gateway erase 'a b'"),
+        ("it's", "consent-gateway erase 'it'\"'\"'s'"),
+        ("$(rm -rf ~)", "consent-gateway erase '$(rm -rf ~)'"),
+        ("erased:ab", "consent-gateway erase erased:ab"),
+    ],
+)
+def test_erase_command_is_shell_quoted(subject: str, command: str) -> None:
+    assert views._erase_command(subject) == command
+    args = cli._parser().parse_args(shlex.split(command)[1:])
+    assert args.subject == subject and args.func is cli._cmd_erase
+
+
+async def test_consent_records_page_logs_no_subject_id(
+    gateway_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await admin_client(gateway_factory)
+    subject = (await consent(client, {"analytics": True}))["subject"]
+    caplog.set_level(logging.DEBUG)
+    for looked_up, status in ((subject, 200), ("no-such-visitor", 200), ("x" * 300, 400)):
+        assert (await client.get(subjects_path(looked_up), headers=BEARER)).status == status
+        logs = [r.getMessage() for r in caplog.records if r.name.startswith("gateway")]
+        assert not [line for line in logs if looked_up in line]
