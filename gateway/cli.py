@@ -24,7 +24,7 @@ import orjson
 from gateway import __version__
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError, Problem, StoreError
-from gateway.store.base import ConsentStore
+from gateway.store.base import ConsentStore, CurrentConsent
 
 __all__ = ["main"]
 
@@ -108,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("--cookie", metavar="VALUE", help="a cg_consent cookie value")
     ex.add_argument("--header", action="append", default=[], metavar="K:V", help="a request header")
     ex.add_argument("--json", action="store_true", help="one JSON object")
+    ex.add_argument(
+        "--store",
+        action="store_true",
+        help="read the subject's stored consent from the consent store, as live traffic does",
+    )
     ex.set_defaults(func=_cmd_explain)
 
     d = sub.add_parser("decode", help="decode a TCF, GPP, us_privacy, gcs/gcd or CMP cookie value")
@@ -350,7 +355,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     import orjson
 
     from gateway.errors import RequestError
-    from gateway.explain import ExplainRequest, explain, render_text, to_json
+    from gateway.explain import ExplainRequest, explain, render_text, subjects_of, to_json
     from gateway.ruleset.load import load_rules
 
     cfg = _load(args.config)
@@ -381,9 +386,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             return 2
     try:
         rules = load_rules(cfg.rules.paths, frozenset(cfg.consent.purposes))
-        facts, ev = explain(
-            ExplainRequest(args.url, args.method, body, consent, args.cookie, headers), cfg, rules
-        )
+        req = ExplainRequest(args.url, args.method, body, consent, args.cookie, headers)
+        if args.store:
+            stored = _stored_states(args, cfg, subjects_of(req, cfg))
+            if stored is None:
+                return 1
+            req = dataclasses.replace(req, stored=stored)
+        facts, ev = explain(req, cfg, rules)
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
@@ -429,6 +438,21 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 # -- the consent store ------------------------------------------------------------------
+
+
+def _stored_states(
+    args: argparse.Namespace, cfg: GatewayConfig, subjects: list[str]
+) -> dict[str, CurrentConsent | None] | None:
+    """Each subject's state in the configured store; None (after printing why) if the
+    store cannot be read."""
+    states: dict[str, CurrentConsent | None] = {}
+
+    async def body(store: ConsentStore) -> int:
+        for subject in subjects:
+            states[subject] = await store.current(subject)
+        return 0
+
+    return states if _with_store(args, body, cfg=cfg) == 0 else None
 
 
 def _with_store(

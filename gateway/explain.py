@@ -5,6 +5,10 @@ same pure stages as live traffic (`pipeline.evaluate`), and the result is shown
 as the matched vendor and endpoint, the consent with each answer's source, the
 decision, and the request that would be forwarded as a diff against the
 original. Nothing is sent anywhere.
+
+The consent store is read only when asked (`--store`): the CLI looks up the subjects
+`subjects_of` names and passes their states in `ExplainRequest.stored`; without it the
+store counts as not holding them (a server-to-server event then has no consent).
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from gateway.config import GatewayConfig
 from gateway.consent.cookie import ConsentCookie, sign_cookie
+from gateway.consent.resolve import read_cookie
 from gateway.errors import BadDestination, UnknownDestination
 from gateway.model import Facts, Headers, Outgoing
 from gateway.pipeline import Evaluation, evaluate
 from gateway.ruleset.match import RuleSet, normalize_host
+from gateway.store.base import CurrentConsent
 
-__all__ = ["ExplainRequest", "explain", "render_text", "to_json"]
+__all__ = ["ExplainRequest", "explain", "render_text", "subjects_of", "to_json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +40,8 @@ class ExplainRequest:
     #: a `cg_consent` cookie value to use as is
     cookie: str | None = None
     headers: Sequence[tuple[str, str]] = ()
+    #: the store's state of the request's subjects (`subjects_of`), None when not read
+    stored: Mapping[str, CurrentConsent | None] | None = None
 
 
 def _facts(req: ExplainRequest, config: GatewayConfig) -> Facts:
@@ -82,13 +90,45 @@ def _facts(req: ExplainRequest, config: GatewayConfig) -> Facts:
     )
 
 
+def _server_subject(facts: Facts, config: GatewayConfig) -> str | None:
+    header = config.store.subject_header
+    if header is None or header not in facts.headers:
+        return None
+    return facts.headers[header].strip()
+
+
+def subjects_of(req: ExplainRequest, config: GatewayConfig) -> list[str]:
+    """The subjects whose stored state the request's decision depends on: the one a
+    back end names in `store.subject_header`, else the consent cookie's. Raises
+    RequestError as `explain` does for a bad URL."""
+    facts = _facts(req, config)
+    server = _server_subject(facts, config)
+    if server is not None:
+        return [server] if server else []
+    subject = read_cookie(facts, config.consent, config.cookie).subject
+    return [] if subject is None else [subject]
+
+
 def explain(req: ExplainRequest, config: GatewayConfig, rules: RuleSet) -> tuple[Facts, Evaluation]:
     """Run `req` through the pure pipeline. Raises RequestError for a URL that is not a
     plain https URL to a DNS host, or whose host no rule lists."""
     facts = _facts(req, config)
     if rules.vendor_for_host(facts.host) is None:
         raise UnknownDestination("no rule lists this host: the gateway would REJECT it")
-    return facts, evaluate(facts, config, rules, frozenset({config.cookie.name}))
+    stored = req.stored
+    server_subject = _server_subject(facts, config)
+    server = None
+    if server_subject is not None:
+        server = (server_subject, stored.get(server_subject) if stored else None)
+    ev = evaluate(
+        facts,
+        config,
+        rules,
+        frozenset({config.cookie.name}),
+        store=None if stored is None else stored.get,
+        server=server,
+    )
+    return facts, ev
 
 
 def _pairs(raw: str) -> list[tuple[str, str]]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -10,9 +13,12 @@ import pytest
 from gateway.cli import main
 from gateway.config import DEFAULT_PURPOSES
 from gateway.errors import BadDestination, UnknownDestination
-from gateway.explain import ExplainRequest, diff, explain, to_json
+from gateway.explain import ExplainRequest, diff, explain, subjects_of, to_json
 from gateway.ruleset.load import load_rules
-from tests.conftest import RULES_DIR, TEST_KEY, make_config
+from gateway.store.base import ConsentRecord, CurrentConsent
+from gateway.store.migrations import migrate
+from gateway.store.sqlite import SqliteStore
+from tests.conftest import RULES_DIR, TEST_KEY, cookie_for, make_config
 
 RULES = load_rules([RULES_DIR], frozenset(DEFAULT_PURPOSES))
 FLOODLIGHT = (
@@ -82,3 +88,72 @@ def test_cli_json(
     assert main(["explain", "--config", str(path), "https://evil.example/", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["decision"]["action"] == "reject"
     assert main(["explain", "--config", str(path), FLOODLIGHT, "--consent", "ads=maybe"]) == 2
+
+
+# -- the consent store, when asked (--store) --------------------------------------------------
+
+
+def _stored(subject: str, **purposes: bool) -> CurrentConsent:
+    return CurrentConsent(subject, purposes, 1, time.time() - 10, "withdrawal")
+
+
+def test_a_stored_withdrawal_newer_than_the_cookie_is_shown(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    cookie = cookie_for({"advertising": "granted"}, subject="v1", issued_at=int(time.time()) - 60)
+    req = ExplainRequest(FLOODLIGHT, cookie=cookie)
+    assert subjects_of(req, cfg) == ["v1"]
+    _, without = explain(req, cfg, RULES)
+    assert without.decision.action.value == "forward"
+    stored = {"v1": _stored("v1", advertising=False)}
+    _, ev = explain(dataclasses.replace(req, stored=stored), cfg, RULES)
+    assert ev.decision.action.value == "strip"
+    assert ev.consent is not None and ev.consent.purposes["advertising"].source == "store"
+
+
+@pytest.mark.parametrize(
+    ("stored", "action"),
+    [
+        (None, "strip"),  # the store not read: the subject counts as unknown, no consent
+        ({"backend-7": None}, "strip"),  # unknown to the store: no consent
+        (
+            {"backend-7": CurrentConsent("backend-7", {"advertising": True}, 1, 9e9, "api")},
+            "forward",
+        ),
+    ],
+)
+def test_a_server_event_is_judged_by_the_store(
+    tmp_path: Path, stored: dict[str, CurrentConsent | None] | None, action: str
+) -> None:
+    cfg = make_config(tmp_path, extra={"store": {"subject_header": "X-Consent-Subject"}})
+    req = ExplainRequest(
+        FLOODLIGHT, consent={"advertising": "granted"}, headers=[("X-Consent-Subject", "backend-7")]
+    )
+    assert subjects_of(req, cfg) == ["backend-7"]
+    _, ev = explain(dataclasses.replace(req, stored=stored), cfg, RULES)
+    assert ev.decision.action.value == action
+
+
+async def test_cli_explain_reads_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import config_text
+
+    path = tmp_path / "c.yaml"
+    path.write_text(config_text(tmp_path))
+    monkeypatch.setenv("CG_TEST_KEY", TEST_KEY)
+    (tmp_path / "data").mkdir(exist_ok=True)
+    store = SqliteStore(tmp_path / "data" / "consent.db")
+    await store.open()
+    await migrate(store)
+    await store.record(
+        ConsentRecord("v1", {"advertising": False}, "withdrawal", 1, time.time() - 5, None, None)
+    )
+    await store.close()
+    cookie = cookie_for({"advertising": "granted"}, subject="v1", issued_at=int(time.time()) - 60)
+    args = ["explain", "--config", str(path), FLOODLIGHT, "--cookie", cookie, "--json"]
+    assert await asyncio.to_thread(main, args) == 0
+    assert json.loads(capsys.readouterr().out)["decision"]["action"] == "forward"
+    assert await asyncio.to_thread(main, [*args, "--store"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["decision"]["action"] == "strip"
+    assert doc["consent"]["advertising"] == {"state": "denied", "source": "store"}
