@@ -98,12 +98,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     # The store first: a gateway that cannot keep consent (unreachable, or a schema it
     # does not know) refuses to start rather than serve without it.
     store = await open_store(gw.config.store)
-    book = ConsentBook(
-        store,
-        ConsentCache(gw.config.store.cache_size, gw.config.store.cache_ttl),
-        gw.metrics,
-    )
-    follower = app[FOLLOWER] = ChangeFollower(book, gw.config.store.poll_interval)
+    cfg = gw.config.store
+    cache = ConsentCache(cfg.cache_size, cfg.cache_ttl, change_ttl=gw.config.consent.max_age)
+    book = ConsentBook(store, cache, gw.metrics)
+    # Half the cache for the newest changes: recent withdrawals are known from the start.
+    preload = cfg.cache_size // 2
+    follower = app[FOLLOWER] = ChangeFollower(book, cfg.poll_interval, preload)
     await follower.start()
     # Webhooks follow the same feed: each change this instance records wakes them at
     # once; changes recorded elsewhere are picked up by their poll.

@@ -330,7 +330,7 @@ class StoreConfig:
     migrate_on_start: bool = True
     cache_size: int = 100_000
     #: how long a looked-up state is kept; changes replace entries at once, so this bounds
-    #: memory, not staleness
+    #: memory, not staleness (states set by changes are kept for `consent.max_age`)
     cache_ttl: float = 600.0
     #: how often the change feed is read when nothing announces changes (SQLite, and
     #: PostgreSQL as a safety net behind LISTEN/NOTIFY)

@@ -24,6 +24,8 @@ from gateway.config import parse_config
 from gateway.decision_log import LogQuery, query_records, run_logs
 from gateway.edges import TRANSPARENT_GIF
 from gateway.store.base import ConsentRecord
+from gateway.store.migrations import migrate
+from gateway.store.sqlite import SqliteStore
 from tests.conftest import ROOT, TEST_KEY, FakeVendor, cookie_for, overrides_for
 
 GA4 = "www.google-analytics.com"
@@ -464,3 +466,44 @@ async def test_the_subject_header_is_believed_only_from_server_networks(
     else:
         await asyncio.sleep(0.2)
         assert fake_vendor.seen == []
+
+
+# -- a withdrawal made before this instance started, or long ago, still wins ------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "sleep"),
+    [
+        ({}, 0.0),  # made before the gateway started: preloaded from the change feed
+        ({"store": {"cache_ttl": "100ms"}}, 0.3),  # outlives the lookup TTL
+    ],
+)
+async def test_a_withdrawal_recorded_elsewhere_wins_on_the_first_request(
+    tmp_path: Path,
+    gateway_factory: Callable[..., Any],
+    fake_vendor: FakeVendor,
+    extra: dict[str, object],
+    sleep: float,
+) -> None:
+    issued = int(time.time()) - 60
+    store = SqliteStore(tmp_path / "data" / "consent.db")
+    (tmp_path / "data").mkdir(exist_ok=True)
+    await store.open()
+    await migrate(store)
+    for subject in ("withdrawn", "kept"):
+        purposes = {"analytics": True, "advertising": True}
+        await store.record(ConsentRecord(subject, purposes, "banner", 1, issued, None, None))
+    withdrawal = {"analytics": False, "advertising": False}
+    await store.record(ConsentRecord("withdrawn", withdrawal, "api", 1, issued + 30, None, None))
+    await store.close()
+
+    client: TestClient[Any, Any] = await gateway_factory(hosts=[GA4], extra=extra)
+    await asyncio.sleep(sleep)
+    everything = {"analytics": "granted", "advertising": "granted"}
+    for subject in ("withdrawn", "kept"):
+        cookie = cookie_for(everything, subject=subject, issued_at=issued)
+        resp = await raw_get(client, GA4_HIT + f"&dl={subject}", {"Cookie": f"cg_consent={cookie}"})
+        assert resp.status == 204
+    [seen] = await fake_vendor.wait_for(1)
+    await asyncio.sleep(0.2)
+    assert len(fake_vendor.seen) == 1 and "dl=kept" in seen.query

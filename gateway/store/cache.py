@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from cachetools import TTLCache
+from cachetools import TLRUCache, TTLCache
 
 from gateway.metrics import Metrics
 from gateway.store.base import (
@@ -77,12 +77,28 @@ class ConsentCache:
 
     Changes win over lookups: a lookup that started before a change to its subject was
     applied does not overwrite it (it may have read the older state).
+
+    A looked-up entry lives `ttl` seconds; an entry a change made lives `change_ttl`
+    (default: `ttl`). Give changes the consent's `max_age`: a withdrawal must stay known
+    for as long as a cookie issued before it could still be presented, or the first
+    request after the entry expired would be decided on that cookie. Size is bounded by
+    `maxsize`, least recently used first.
     """
 
     def __init__(
-        self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic
+        self,
+        maxsize: int,
+        ttl: float,
+        timer: Callable[[], float] = time.monotonic,
+        *,
+        change_ttl: float | None = None,
     ) -> None:
-        self._entries: TTLCache[str, _Entry] = TTLCache(maxsize, ttl, timer=timer)
+        long = ttl if change_ttl is None else max(ttl, change_ttl)
+
+        def expires(_subject: str, entry: _Entry, now: float) -> float:
+            return now + (long if entry.seq else ttl)
+
+        self._entries: TLRUCache[str, _Entry] = TLRUCache(maxsize, expires, timer=timer)
         # subject -> epoch of the last change applied to it; kept as long as the entries
         self._touched: TTLCache[str, int] = TTLCache(maxsize, ttl, timer=timer)
         self._epoch = 0

@@ -37,9 +37,11 @@ _BACKOFF_MAX: Final = 5.0
 class ChangeFollower:
     """Applies the feed's changes to `book`'s cache from `start` to `close`."""
 
-    def __init__(self, book: ConsentBook, poll_interval: float) -> None:
+    def __init__(self, book: ConsentBook, poll_interval: float, preload: int = 0) -> None:
         self.book = book
         self.poll_interval = poll_interval
+        #: how many of the newest changes `start` puts in the cache
+        self.preload = preload
         #: the last seq read from the feed (notify, poll or resync): everything up to it
         #: has been applied
         self.seen = 0
@@ -64,13 +66,20 @@ class ChangeFollower:
         return isinstance(self.book.store, PostgresStore)
 
     async def start(self) -> None:
-        """Start at the current end of the feed (the cache is empty: nothing to catch up).
+        """Start at the current end of the feed, with the newest `preload` changes in the
+        cache: a withdrawal made before this instance started is known at once, without
+        waiting for the subject's next request to miss and look it up.
 
         LISTEN comes first, so a change committed while starting is heard or read."""
         if self._uses_notify:
             with contextlib.suppress(StoreError):
                 await self._listen()
         self.seen = await self.book.store.last_seq()
+        if self.preload > 0:
+            for change in await self.book.store.changes_since(
+                max(0, self.seen - self.preload), self.preload
+            ):
+                self.book.changed(change, "preload")
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run())
 

@@ -220,3 +220,16 @@ async def test_a_failing_store_is_logged_now_and_then_not_per_request(
         assert sample(book.metrics, "gateway_consent_store_errors_total", operation="current") == 50
     finally:
         await book.close()
+
+
+def test_a_change_outlives_the_lookup_ttl() -> None:
+    """A withdrawal stays known as long as the cookies it outdates (change_ttl)."""
+    now = [0.0]
+    c = ConsentCache(10, 60, timer=lambda: now[0], change_ttl=3600)
+    c.put("looked-up", state("looked-up"), c.epoch)
+    c.apply(change(1, subject="withdrawn", analytics=False))
+    now[0] = 61.0
+    assert c.get("looked-up") is MISS
+    assert c.get("withdrawn") is not MISS
+    now[0] = 3601.0
+    assert c.get("withdrawn") is MISS

@@ -160,3 +160,23 @@ async def test_close_is_prompt_and_idempotent(tmp_path: Path) -> None:
             await f.close()
         await f.close()
         assert not f.healthy
+
+
+async def test_start_preloads_the_newest_changes(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "c.db")
+    await store.open()
+    await migrate(store)
+    for i in range(10):
+        await store.record(rec(f"s{i}", at=1.0, analytics=i % 2 == 0))
+    book = ConsentBook(store, ConsentCache(100, 600), Metrics())
+    follower = ChangeFollower(book, 30.0, preload=4)
+    await follower.start()
+    try:
+        # the four newest changes are known before any request; older ones are not
+        assert [book.cache.get(f"s{i}") is MISS for i in range(10)] == [True] * 6 + [False] * 4
+        assert _purposes(book, "s9") == {"analytics": False}
+        assert sample(book.metrics, "gateway_consent_changes_applied_total", via="preload") == 4
+    finally:
+        await follower.close()
+        await book.close()
+        await store.close()
