@@ -321,13 +321,15 @@ async def _issue(
     consent now in force. A store that cannot record answers 503 and sets no cookie:
     the visitor's choice is never acknowledged without its proof."""
     cfg = gw.config
+    book = gw.book
+    if book is None:
+        return edges.error_response(503, "the consent store is not available")
     facts = _consent_facts(request, gw, dict(request.cookies))
-    store = await _stored_lookup(gw, facts)
     current = read_cookie(facts, cfg.consent, cfg.cookie)
     # An authentic but stale cookie still names the visitor: re-consent keeps the subject.
     subject = current.subject or new_subject_id()
     merged: dict[str, bool] = {}
-    stored = store(subject) if store is not None else None
+    stored = await book.lookup(current.subject) if current.subject is not None else None
     # Whole seconds (the cookie's resolution), never older than the record in force: the
     # new choice must become the subject's current state even if that record was made
     # earlier in this same second, or by an instance whose clock runs a little ahead.
@@ -346,10 +348,8 @@ async def _issue(
             }
     merged.update(purposes)
     merged.pop(NECESSARY, None)
-    if gw.book is None:
-        return edges.error_response(503, "the consent store is not available")
     try:
-        written = await gw.book.record(
+        written = await book.record(
             ConsentRecord(
                 subject=subject,
                 purposes=merged,
@@ -376,7 +376,7 @@ async def _issue(
         _consent_facts(request, gw, {**request.cookies, cfg.cookie.name: value}),
         cfg.consent,
         cfg.cookie,
-        gw.book.state_now,
+        book.state_now,
     )
     doc = _state_json(state, outcome)
     doc["record"] = {"id": written.id, "at": written.at}

@@ -27,6 +27,7 @@ from gateway.state import Gateway
 __all__ = [
     "REQUEST_ID",
     "TRANSPARENT_GIF",
+    "address_in",
     "client_ip",
     "is_websocket",
     "proxy_websocket",
@@ -158,11 +159,18 @@ def country_of(gw: Gateway, request: web.Request, headers: Headers) -> str | Non
 def _peer_in(
     request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 ) -> bool:
+    return address_in(request.remote, trusted)
+
+
+def address_in(
+    address: str | None, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    """Whether `address` is a valid IP address inside one of `networks`."""
     try:
-        addr = ipaddress.ip_address(request.remote or "")
+        addr = ipaddress.ip_address(address or "")
     except ValueError:
         return False
-    return any(addr in n for n in trusted)
+    return any(addr in n for n in networks)
 
 
 def error_response(status: int, message: str) -> web.Response:

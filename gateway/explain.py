@@ -23,7 +23,7 @@ from gateway.consent.cookie import ConsentCookie, sign_cookie
 from gateway.consent.resolve import read_cookie
 from gateway.errors import BadDestination, UnknownDestination
 from gateway.model import Facts, Headers, Outgoing
-from gateway.pipeline import Evaluation, evaluate
+from gateway.pipeline import Evaluation, evaluate, server_subject
 from gateway.ruleset.match import RuleSet, normalize_host
 from gateway.store.base import CurrentConsent
 
@@ -90,19 +90,12 @@ def _facts(req: ExplainRequest, config: GatewayConfig) -> Facts:
     )
 
 
-def _server_subject(facts: Facts, config: GatewayConfig) -> str | None:
-    header = config.store.subject_header
-    if header is None or header not in facts.headers:
-        return None
-    return facts.headers[header].strip()
-
-
 def subjects_of(req: ExplainRequest, config: GatewayConfig) -> list[str]:
     """The subjects whose stored state the request's decision depends on: the one a
     back end names in `store.subject_header`, else the consent cookie's. Raises
     RequestError as `explain` does for a bad URL."""
     facts = _facts(req, config)
-    server = _server_subject(facts, config)
+    server = server_subject(config, facts, check_network=False)
     if server is not None:
         return [server] if server else []
     subject = read_cookie(facts, config.consent, config.cookie).subject
@@ -116,10 +109,10 @@ def explain(req: ExplainRequest, config: GatewayConfig, rules: RuleSet) -> tuple
     if rules.vendor_for_host(facts.host) is None:
         raise UnknownDestination("no rule lists this host: the gateway would REJECT it")
     stored = req.stored
-    server_subject = _server_subject(facts, config)
+    named = server_subject(config, facts, check_network=False)
     server = None
-    if server_subject is not None:
-        server = (server_subject, stored.get(server_subject) if stored else None)
+    if named is not None:
+        server = (named, stored.get(named) if stored else None)
     ev = evaluate(
         facts,
         config,

@@ -15,7 +15,6 @@ traceback, never a forward.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from gateway.state import Gateway
 from gateway.store.base import CurrentConsent
 from gateway.transform import transform
 
-__all__ = ["Evaluation", "evaluate", "run"]
+__all__ = ["Evaluation", "evaluate", "run", "server_subject"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
     # looked up in the cache without waiting
     book = gw.book
     server: tuple[str, CurrentConsent | None] | None = None
-    subject = _server_subject(gw, facts)
+    subject = server_subject(gw.config, facts)
     if subject is not None:
         state = await book.lookup(subject) if book is not None and subject else None
         server = (subject, state)
@@ -182,16 +181,24 @@ def evaluate(
 _SENDS = frozenset({Action.FORWARD, Action.STRIP})
 
 
-def _server_subject(gw: Gateway, facts: Facts) -> str | None:
+def server_subject(
+    config: GatewayConfig, facts: Facts, *, check_network: bool = True
+) -> str | None:
     """The subject a server-to-server event names in `store.subject_header`, if any.
 
     A header that is present but empty or overlong still marks the request as
-    server-to-server: it names no known subject, so it has no consent (fail closed)."""
-    store = gw.config.store
+    server-to-server: it names no known subject, so it has no consent (fail closed).
+    From outside `store.server_networks` (unless `check_network` is False, for
+    `explain`) the header is not believed: None."""
+    store = config.store
     header = store.subject_header
     if header is None or header not in facts.headers:
         return None
-    if store.server_networks and not _from_server(facts.client_ip, store.server_networks):
+    if (
+        check_network
+        and store.server_networks
+        and not edges.address_in(facts.client_ip, store.server_networks)
+    ):
         # SECURITY: not a back end: the header is ignored, the request judged as a browser's
         return None
     value = facts.headers[header].strip()
@@ -199,17 +206,6 @@ def _server_subject(gw: Gateway, facts: Facts) -> str | None:
 
 
 _MAX_SUBJECT = 256
-
-
-def _from_server(
-    address: str | None,
-    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
-) -> bool:
-    try:
-        ip = ipaddress.ip_address(address or "")
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
 
 
 _NO_CONSENT = ConsentState(purposes={}, regime="none")

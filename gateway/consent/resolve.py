@@ -122,12 +122,7 @@ def read_cookie(facts: Facts, consent: ConsentConfig, cookie: CookieConfig) -> C
         return CookieOutcome(None, "expired", record.subject)
     if record.policy_version < consent.policy_version:
         return CookieOutcome(None, "old-policy", record.subject)
-    known = set(consent.purposes) - {NECESSARY}
-    purposes = {
-        p: ConsentValue.GRANTED if granted else ConsentValue.DENIED
-        for p, granted in record.purposes.items()
-        if p in known
-    }
+    purposes = _answered(record.purposes, consent)
     answer = SourceAnswer(
         source="cookie",
         purposes=MappingProxyType(purposes),
@@ -160,10 +155,7 @@ def resolve(facts: Facts, consent: ConsentConfig, answers: Sequence[SourceAnswer
         if purpose != NECESSARY:
             purposes[purpose] = _combine(purpose, explicit, newest) or default
     if gpc:
-        # The signal overrides every other source (DESIGN §2). A GPC purpose missing
-        # from consent.purposes is denied too rather than left unknown.
-        for purpose in sorted(consent.gpc_purposes - {NECESSARY}):
-            purposes[purpose] = PurposeConsent(ConsentValue.DENIED, "gpc")
+        _deny_gpc_purposes(purposes, consent)
 
     return ConsentState(
         purposes=MappingProxyType(purposes),
@@ -205,16 +197,7 @@ def stored_answer(state: CurrentConsent, consent: ConsentConfig, now: float) -> 
     cookie still puts the older cookie out of force.
     """
     fresh = now - state.at <= consent.max_age and state.policy_version >= consent.policy_version
-    known = set(consent.purposes) - {NECESSARY}
-    purposes = (
-        {
-            p: ConsentValue.GRANTED if granted else ConsentValue.DENIED
-            for p, granted in state.purposes.items()
-            if p in known
-        }
-        if fresh
-        else {}
-    )
+    purposes = _answered(state.purposes, consent) if fresh else {}
     return SourceAnswer(
         source="store",
         purposes=MappingProxyType(purposes),
@@ -236,28 +219,43 @@ def resolve_server(
     unknown subject has no consent. `Sec-GPC: 1` denies as in `resolve`.
     """
     regime = regime_for(consent, facts.country)
-    answer = stored_answer(state, consent, facts.now) if state is not None else None
-    given = answer.purposes if answer is not None else {}
     purposes: dict[str, PurposeConsent] = {
         NECESSARY: PurposeConsent(ConsentValue.GRANTED, NECESSARY)
     }
+    unanswered = PurposeConsent(ConsentValue.DENIED, "store:none")
+    answer = stored_answer(state, consent, facts.now) if state is not None else None
     for purpose in consent.purposes:
-        if purpose == NECESSARY:
-            continue
-        value = given.get(purpose)
-        if value is None:
-            purposes[purpose] = PurposeConsent(ConsentValue.DENIED, "store:none")
-        else:
-            at = answer.at if answer is not None else None
-            version = answer.policy_version if answer is not None else None
-            purposes[purpose] = PurposeConsent(value, "store", at, version)
+        if purpose != NECESSARY:
+            value = answer.purposes.get(purpose) if answer is not None else None
+            purposes[purpose] = (
+                unanswered
+                if answer is None or value is None
+                else PurposeConsent(value, "store", answer.at, answer.policy_version)
+            )
     gpc = regime.gpc_binds and gpc_signal(facts.headers)
     if gpc:
-        for purpose in sorted(consent.gpc_purposes - {NECESSARY}):
-            purposes[purpose] = PurposeConsent(ConsentValue.DENIED, "gpc")
+        _deny_gpc_purposes(purposes, consent)
     return ConsentState(
         purposes=MappingProxyType(purposes), regime=regime.name, subject=subject, gpc=gpc
     )
+
+
+def _answered(purposes: Mapping[str, bool], consent: ConsentConfig) -> dict[str, ConsentValue]:
+    """A record's answers (cookie or store) for the configured purposes, `necessary`
+    excepted (it is never a record's to deny)."""
+    known = set(consent.purposes) - {NECESSARY}
+    return {
+        p: ConsentValue.GRANTED if granted else ConsentValue.DENIED
+        for p, granted in purposes.items()
+        if p in known
+    }
+
+
+def _deny_gpc_purposes(purposes: dict[str, PurposeConsent], consent: ConsentConfig) -> None:
+    """`Sec-GPC: 1` overrides every other source (DESIGN §2). A GPC purpose missing from
+    consent.purposes is denied too rather than left unknown."""
+    for purpose in sorted(consent.gpc_purposes - {NECESSARY}):
+        purposes[purpose] = PurposeConsent(ConsentValue.DENIED, "gpc")
 
 
 def _when(answer: SourceAnswer) -> float:
