@@ -52,6 +52,9 @@ GATEWAY = web.AppKey("gateway", Gateway)
 RELOADER = web.AppKey("reloader", RuleReloader)
 FOLLOWER = web.AppKey("follower", ChangeFollower)
 
+#: seconds between the webhook dispatcher's own looks at the feed (it is woken on changes)
+_WEBHOOK_POLL = 5.0
+
 #: the consent API reads small JSON documents only
 _CONSENT_BODY_LIMIT = 16 * 1024
 
@@ -105,10 +108,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     preload = cfg.cache_size // 2
     follower = app[FOLLOWER] = ChangeFollower(book, cfg.poll_interval, preload)
     await follower.start()
-    # Webhooks follow the same feed: each change this instance records wakes them at
-    # once; changes recorded elsewhere are picked up by their poll.
+    # Webhooks follow the same feed: every change the book records or the follower hears
+    # (from any instance) wakes them at once, so their own poll is only a safety net and
+    # need not read the feed as often as the follower already does.
     webhooks = WebhookDispatcher(
-        store, gw.config.webhooks, gw.metrics, poll_interval=gw.config.store.poll_interval
+        store,
+        gw.config.webhooks,
+        gw.metrics,
+        poll_interval=max(_WEBHOOK_POLL, cfg.poll_interval),
     )
     await webhooks.start()
     book.on_change.append(lambda _change: webhooks.poke())

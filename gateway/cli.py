@@ -465,7 +465,7 @@ def _with_store(
     """Run `body` on the configured store (`cfg`, else loaded from `--config`), opened
     and schema-checked unless `check` is False (as for `migrate`); a StoreError is
     printed and exits 1."""
-    from gateway.store.migrations import latest_version, new_store
+    from gateway.store.migrations import new_store, schema_behind
 
     cfg = cfg or _load(args.config)
     if cfg is None:
@@ -475,15 +475,9 @@ def _with_store(
         store = new_store(cfg.store)
         await store.open()
         try:
-            if check:
-                current, latest = await store.schema_version(), latest_version(store.backend)
-                if current < latest:
-                    print(
-                        f"the consent store's schema is at version {current}, this code"
-                        f" needs {latest}: run `consent-gateway migrate`",
-                        file=sys.stderr,
-                    )
-                    return 1
+            if check and (behind := await schema_behind(store)) is not None:
+                print(behind, file=sys.stderr)
+                return 1
             return await body(store)
         finally:
             await store.close()

@@ -473,13 +473,6 @@ def _server(node: Node | None, root: Node) -> ServerConfig:
         ]
     )
     d = ServerConfig()
-    proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    if "trusted_proxies" in m:
-        for item in m["trusted_proxies"].list():
-            try:
-                proxies.append(ipaddress.ip_network(item.str(), strict=False))
-            except ValueError:
-                item.problem("not an IP network (e.g. 10.0.0.0/8)")
     level = m["log_level"].str(d.log_level).upper() if "log_level" in m else d.log_level
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         m["log_level"].problem("must be one of DEBUG, INFO, WARNING, ERROR")
@@ -489,7 +482,7 @@ def _server(node: Node | None, root: Node) -> ServerConfig:
         host=m["host"].str(d.host),
         port=m["port"].int(d.port, min=0, max=65535),
         workers=m["workers"].int(d.workers, min=1, max=256),
-        trusted_proxies=tuple(proxies),
+        trusted_proxies=_networks(m["trusted_proxies"]),
         max_body_bytes=m["max_body_bytes"].int(d.max_body_bytes, min=0, max=64 * 1024 * 1024),
         country_header=header or None,
         consent_api=m["consent_api"].bool(True),
@@ -906,12 +899,6 @@ def _store(node: Node, env: Mapping[str, str], base: Path, data_dir: Path) -> St
     if header is not None and not _HEADER_NAME.fullmatch(header):
         m["subject_header"].problem("must be an HTTP header name, e.g. X-Consent-Subject")
         header = None
-    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for item in m["server_networks"].list() if "server_networks" in m else []:
-        try:
-            networks.append(ipaddress.ip_network(item.str(), strict=False))
-        except ValueError:
-            item.problem("not an IP network (e.g. 10.0.0.0/8)")
     return StoreConfig(
         backend=backend,
         sqlite_path=sqlite_path,
@@ -922,8 +909,19 @@ def _store(node: Node, env: Mapping[str, str], base: Path, data_dir: Path) -> St
         cache_ttl=_positive(m["cache_ttl"], d.cache_ttl),
         poll_interval=_positive(m["poll_interval"], d.poll_interval),
         subject_header=header or None,
-        server_networks=tuple(networks),
+        server_networks=_networks(m["server_networks"]),
     )
+
+
+def _networks(node: Node) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A list of IP networks (a bare address is its /32 or /128); empty when missing."""
+    out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for item in node.list():
+        try:
+            out.append(ipaddress.ip_network(item.str(), strict=False))
+        except ValueError:
+            item.problem("not an IP network (e.g. 10.0.0.0/8)")
+    return tuple(out)
 
 
 def _positive(node: Node, default: float) -> float:

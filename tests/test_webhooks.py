@@ -722,8 +722,10 @@ async def test_two_dispatchers_one_deliverer_in_order(
     r = await receivers()
     cfg = webhooks(endpoint(r))
     m1, m2 = Metrics(), Metrics()
-    d1 = dispatchers(store, cfg, m1, owner="instance-1")
-    d2 = dispatchers(store, cfg, m2, owner="instance-2")
+    # a long lease: only the release on close may hand delivery over, never a lease
+    # that lapsed because a loaded machine starved the loop
+    d1 = dispatchers(store, cfg, m1, owner="instance-1", lease=30.0)
+    d2 = dispatchers(store, cfg, m2, owner="instance-2", lease=30.0)
     await asyncio.gather(d1.start(), d2.start())
     subjects = [new_subject() for _ in range(4)]
     changes = []

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 from gateway.errors import StoreError
 
 __all__ = [
+    "CURSOR_SELECT",
     "ERASED_PREFIX",
     "ERASURE_SOURCE",
     "Change",
@@ -57,6 +58,11 @@ __all__ = [
 
 #: every erasure token starts with this, so an erased subject is recognisable as such.
 ERASED_PREFIX: Final = "erased:"
+#: both backends' query for webhook cursors, in `WebhookCursor`'s field order
+CURSOR_SELECT: Final = (
+    "SELECT endpoint, last_seq, attempts, next_attempt, last_error, last_success, delivered"
+    " FROM webhook_cursors"
+)
 #: the source of an erased subject's state: no purposes, as of the erasure
 ERASURE_SOURCE: Final = "erasure"
 _MAX_ID: Final = 256

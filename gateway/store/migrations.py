@@ -27,6 +27,7 @@ __all__ = [
     "migrate",
     "new_store",
     "open_store",
+    "schema_behind",
     "steps_for",
 ]
 
@@ -228,6 +229,18 @@ def new_store(cfg: StoreConfig) -> ConsentStore:
     return SqliteStore(cfg.sqlite_path)
 
 
+async def schema_behind(store: ConsentStore) -> str | None:
+    """Why an open `store` cannot be used until `consent-gateway migrate` has run, or
+    None when its schema is current. (A newer schema is refused by `open` itself.)"""
+    current, latest = await store.schema_version(), latest_version(store.backend)
+    if current >= latest:
+        return None
+    return (
+        f"the consent store's schema is at version {current}, this code needs {latest}:"
+        " run `consent-gateway migrate`"
+    )
+
+
 async def open_store(cfg: StoreConfig) -> ConsentStore:
     """Open the configured store with its schema checked, as the gateway starts.
 
@@ -237,14 +250,10 @@ async def open_store(cfg: StoreConfig) -> ConsentStore:
     store = new_store(cfg)
     await store.open()
     try:
-        current = await store.schema_version()
-        latest = latest_version(store.backend)
-        if current < latest:
+        behind = await schema_behind(store)
+        if behind is not None:
             if not cfg.migrate_on_start:
-                raise StoreError(
-                    f"the consent store's schema is at version {current}, this gateway"
-                    f" needs {latest}: run `consent-gateway migrate`"
-                )
+                raise StoreError(behind)
             await migrate(store)
     except BaseException:
         await store.close()

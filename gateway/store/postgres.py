@@ -23,6 +23,7 @@ import asyncpg
 import orjson
 
 from gateway.store.base import (
+    CURSOR_SELECT,
     ERASURE_SOURCE,
     Change,
     ChangeKind,
@@ -41,11 +42,6 @@ from gateway.store.migrations import Migration, latest_version
 __all__ = ["CHANGES_LOCK_ID", "MIGRATION_LOCK_ID", "PostgresStore"]
 
 log = logging.getLogger(__name__)
-
-_CURSOR_SELECT: Final = (
-    "SELECT endpoint, last_seq, attempts, next_attempt, last_error, last_success, delivered"
-    " FROM webhook_cursors"
-)
 
 
 def _cursor(row: Any) -> WebhookCursor:
@@ -404,7 +400,7 @@ class PostgresStore(ConsentStore):
                     " ON CONFLICT (endpoint) DO NOTHING",
                     endpoint,
                 )
-                return await conn.fetchrow(_CURSOR_SELECT + " WHERE endpoint = $1", endpoint)
+                return await conn.fetchrow(CURSOR_SELECT + " WHERE endpoint = $1", endpoint)
 
         return _cursor(await self._run(register))
 
@@ -468,7 +464,7 @@ class PostgresStore(ConsentStore):
 
     async def webhook_cursors(self) -> list[WebhookCursor]:
         async def read(conn: Any) -> list[Any]:
-            rows: list[Any] = await conn.fetch(_CURSOR_SELECT + " ORDER BY endpoint")
+            rows: list[Any] = await conn.fetch(CURSOR_SELECT + " ORDER BY endpoint")
             return rows
 
         return [_cursor(r) for r in await self._run(read)]

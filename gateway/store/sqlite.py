@@ -11,17 +11,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from gateway.store.base import (
+    CURSOR_SELECT,
     ERASURE_SOURCE,
     Change,
     ChangeKind,
@@ -39,10 +41,20 @@ from gateway.store.migrations import Migration, latest_version
 
 __all__ = ["SqliteStore"]
 
-_CURSOR_SELECT = (
-    "SELECT endpoint, last_seq, attempts, next_attempt, last_error, last_success, delivered"
-    " FROM webhook_cursors"
-)
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, taking the write lock at once (BEGIN IMMEDIATE, so it never
+    fails half-way on a lock upgrade); committed when the block ends, rolled back if it
+    raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _insert_change(
@@ -193,8 +205,7 @@ class SqliteStore(ConsentStore):
     async def record_change(self, rec: ConsentRecord) -> tuple[ConsentRecord, Change | None]:
         def write(conn: sqlite3.Connection) -> tuple[int, Change | None]:
             purposes = dump_purposes(rec.purposes)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 cur = conn.execute(
                     "INSERT INTO consent_records (subject, purposes, source, policy_version,"
                     " at, notice_hash, request_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -225,11 +236,6 @@ class SqliteStore(ConsentStore):
                     change = _insert_change(
                         conn, ChangeKind.CONSENT, rec.subject, purposes, rec, rid
                     )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             return rid, change
 
         rid, change = await self._run(write)
@@ -287,8 +293,7 @@ class SqliteStore(ConsentStore):
 
     async def erase_change(self, subject: str) -> tuple[str, Change]:
         def unlink(conn: sqlite3.Connection) -> tuple[str, Change]:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 conn.execute(
                     "INSERT OR IGNORE INTO store_meta (key, value) VALUES (?, ?)",
                     (_SALT_KEY, secrets.token_hex(32)),
@@ -325,11 +330,6 @@ class SqliteStore(ConsentStore):
                     token=token,
                     at=erasure_time(newest),
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             return token, change
 
         return await self._run(unlink)
@@ -355,19 +355,13 @@ class SqliteStore(ConsentStore):
 
     async def webhook_register(self, endpoint: str) -> WebhookCursor:
         def register(conn: sqlite3.Connection) -> Any:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 conn.execute(
                     "INSERT OR IGNORE INTO webhook_cursors (endpoint, last_seq)"
                     " SELECT ?, coalesce(max(seq), 0) FROM consent_changes",
                     (endpoint,),
                 )
-                row = conn.execute(_CURSOR_SELECT + " WHERE endpoint = ?", (endpoint,)).fetchone()
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                row = conn.execute(CURSOR_SELECT + " WHERE endpoint = ?", (endpoint,)).fetchone()
             return row
 
         return WebhookCursor(*await self._run(register))
@@ -420,7 +414,7 @@ class SqliteStore(ConsentStore):
 
     async def webhook_cursors(self) -> list[WebhookCursor]:
         def read(conn: sqlite3.Connection) -> list[Any]:
-            return conn.execute(_CURSOR_SELECT + " ORDER BY endpoint").fetchall()
+            return conn.execute(CURSOR_SELECT + " ORDER BY endpoint").fetchall()
 
         return [WebhookCursor(*row) for row in await self._run(read)]
 
@@ -448,11 +442,9 @@ class SqliteStore(ConsentStore):
 
     async def apply_migration(self, step: Migration) -> bool:
         def apply(conn: sqlite3.Connection) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 version = int(conn.execute("PRAGMA user_version").fetchone()[0])
                 if version >= step.version:
-                    conn.execute("ROLLBACK")
                     return False
                 if version != step.version - 1:
                     raise StoreError(f"cannot apply step {step.version} to version {version}")
@@ -460,11 +452,6 @@ class SqliteStore(ConsentStore):
                     conn.execute(statement)
                 # user_version lives in the file header: written in this same transaction
                 conn.execute(f"PRAGMA user_version = {int(step.version)}")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             return True
 
         return await self._run(apply)
