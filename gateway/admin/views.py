@@ -74,6 +74,7 @@ from gateway.store.base import (
     CurrentConsent,
     StoreError,
     subject_export,
+    subject_history,
 )
 from gateway.store.cache import ConsentBook
 
@@ -957,9 +958,7 @@ async def _subjects_page(request: web.Request) -> web.Response:
         context["error"] = "the consent store is not open"
         return _render(request, "subjects.html", context, status=503)
     try:
-        # the queries of `subject_export`, in its order
-        current = await book.store.current(subject)
-        records = await book.store.history(subject)
+        current, records = await subject_history(book.store, subject)
     except StoreError as e:
         # SECURITY: a driver's message may quote a parameter; the subject stays out of logs.
         log.warning("admin: the consent store cannot be read: %s", str(e).replace(subject, "-"))

@@ -54,6 +54,7 @@ __all__ = [
     "erasure_token",
     "load_purposes",
     "subject_export",
+    "subject_history",
 ]
 
 #: every erasure token starts with this, so an erased subject is recognisable as such.
@@ -392,6 +393,14 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
 
 
+async def subject_history(
+    store: ConsentStore, subject: str
+) -> tuple[CurrentConsent | None, list[ConsentRecord]]:
+    """A subject's current state and every record, oldest first: what an export shows.
+    Raises StoreError."""
+    return await store.current(subject), await store.history(subject)
+
+
 async def subject_export(store: ConsentStore, subject: str) -> dict[str, object]:
     """A subject's current state and full history as one JSON-ready document: the proof
     of consent, for audits and access requests. Raises StoreError.
@@ -399,8 +408,7 @@ async def subject_export(store: ConsentStore, subject: str) -> dict[str, object]
     An erased subject has no history under its old id; its records are under the token
     `erase` returned. Each time is given as epoch seconds (`at`) and ISO 8601 UTC.
     """
-    current = await store.current(subject)
-    records = await store.history(subject)
+    current, records = await subject_history(store, subject)
     return {
         "subject": subject,
         "current": None

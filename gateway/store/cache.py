@@ -167,20 +167,25 @@ class ConsentBook:
         self.cache = cache
         self.metrics = metrics
         self.on_change: list[Callable[[Change], None]] = []
+        # bound once: a labelled child per request would cost a lookup on the hot path
+        self._hits = metrics.store_cache.labels("hit")
+        self._misses = metrics.store_cache.labels("miss")
         self._pending: dict[str, asyncio.Task[None]] = {}
         self._closed = False
         self._last_warning = -math.inf
 
     # -- reads ----------------------------------------------------------------------------
 
+    def _cached(self, subject: str) -> CurrentConsent | None | Miss:
+        state = self.cache.get(subject)
+        (self._misses if isinstance(state, Miss) else self._hits).inc()
+        return state
+
     def peek(self, subject: str) -> CurrentConsent | None | Miss:
         """The cached state now (None: no record), or MISS with a fetch started."""
-        state = self.cache.get(subject)
-        if state is MISS:
-            self.metrics.store_cache.labels("miss").inc()
+        state = self._cached(subject)
+        if isinstance(state, Miss):
             self._prefetch(subject)
-        else:
-            self.metrics.store_cache.labels("hit").inc()
         return state
 
     def state_now(self, subject: str) -> CurrentConsent | None:
@@ -193,12 +198,8 @@ class ConsentBook:
         """The subject's state, from the cache or else the store (waiting for it).
 
         A failing store answers None (no record, so no consent) and is counted."""
-        state = self.cache.get(subject)
-        if not isinstance(state, Miss):
-            self.metrics.store_cache.labels("hit").inc()
-            return state
-        self.metrics.store_cache.labels("miss").inc()
-        return await self._fetch(subject)
+        state = self._cached(subject)
+        return await self._fetch(subject) if isinstance(state, Miss) else state
 
     async def _fetch(self, subject: str) -> CurrentConsent | None:
         epoch = self.cache.epoch
