@@ -70,11 +70,17 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
         rules = load_rules(config.rules.paths, frozenset(config.consent.purposes))
     metrics = Metrics()
     app = web.Application(middlewares=[_errors_middleware], client_max_size=_CONSENT_BODY_LIMIT)
+    holder = RulesHolder(rules)
     gw = Gateway(
         config=config,
-        rules=RulesHolder(rules),
+        rules=holder,
         metrics=metrics,
-        upstream=Upstream(config.upstream, metrics),
+        # SECURITY: the upstream gate asks the rules in force now, not those at start
+        upstream=Upstream(
+            config.upstream,
+            metrics,
+            listed=lambda host: holder.current.vendor_for_host(host) is not None,
+        ),
         decision_log=DecisionLog(config.decision_log, metrics),
         own_cookies=frozenset({config.cookie.name}),
     )

@@ -194,6 +194,8 @@ def local_answer(kind: EndpointKind | None) -> web.Response:
             )
         case EndpointKind.BEACON | EndpointKind.API | None:
             return web.Response(status=204, headers=_NO_STORE)
+        case EndpointKind.WEBSOCKET:
+            return error_response(403, "no consent for this stream")
 
 
 async def deliver(
@@ -209,9 +211,10 @@ async def deliver(
     if endpoint.forward_mode is ForwardMode.ASYNC:
         gw.upstream.enqueue(out, decision.vendor or "-")
         return local_answer(endpoint.kind)
+    vendor = decision.vendor or "-"
     resp: web.StreamResponse | None = None
     try:
-        async with gw.upstream.open(out, decision.vendor or "-") as upstream:
+        async with gw.upstream.open(out, vendor) as upstream:
             if 300 <= upstream.status < 400 and decision.action is Action.STRIP:
                 # SECURITY: following a vendor redirect, the browser would reach the vendor
                 # directly with its own cookies: exactly what was just stripped.
@@ -223,7 +226,7 @@ async def deliver(
             if upstream.content_length is not None:
                 resp.content_length = upstream.content_length
             await resp.prepare(request)
-            async for chunk in upstream.content.iter_chunked(65536):
+            async for chunk in gw.upstream.body(upstream, vendor):
                 await resp.write(chunk)
             await resp.write_eof()
             return resp
@@ -232,6 +235,11 @@ async def deliver(
         if resp is not None and resp.prepared:
             return resp  # headers already sent: the visitor sees a truncated body
         return error_response(504 if e.kind == "timeout" else 502, "vendor unavailable")
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        # The visitor went away while its answer streamed back: its doing, not the vendor's.
+        gw.metrics.client_disconnects.labels("response").inc()
+        log.debug("visitor disconnected during the answer (%s/%s)", vendor, decision.endpoint)
+        return resp if resp is not None else local_answer(endpoint.kind)
 
 
 def is_websocket(request: web.Request) -> bool:
@@ -249,10 +257,8 @@ async def proxy_websocket(
     """
     if decision.action is not Action.FORWARD and not decision.report_only:
         return error_response(403, "no consent for this stream")
-    url = gw.upstream.url_for(out)
-    url = url.with_scheme({"https": "wss", "http": "ws"}[url.scheme])
     try:
-        upstream = await gw.upstream.ws_connect(url, out)
+        upstream = await gw.upstream.ws_connect(out, decision.vendor or "-")
     except UpstreamError as e:
         log.info("websocket to vendor failed: %s (%s)", e.kind, decision.vendor)
         return error_response(502, "vendor unavailable")

@@ -24,7 +24,10 @@ GatewayError                  base of everything the gateway raises on purpose
 │                             the pipeline drops the request instead of forwarding it
 └── UpstreamError             the vendor could not be reached or answered badly; the one
     │                         place aiohttp.ClientError / TimeoutError are mapped (upstream.py)
-    └── UpstreamTimeout
+    ├── UpstreamTimeout
+    └── UpstreamRefused       the upstream gate refused a connection: a host no rule lists
+                              and no override names, a redirect, or a request made outside
+                              the gate. Never retried, counted and logged as a warning
 ```
 
 Messages never contain query values, cookie values, consent strings, bodies or
@@ -53,6 +56,7 @@ __all__ = [
     "TransformError",
     "UnknownDestination",
     "UpstreamError",
+    "UpstreamRefused",
     "UpstreamTimeout",
 ]
 
@@ -163,3 +167,10 @@ class UpstreamError(GatewayError):
 class UpstreamTimeout(UpstreamError):
     def __init__(self, message: str = "") -> None:
         super().__init__("timeout", message)
+
+
+class UpstreamRefused(UpstreamError):
+    """The upstream gate refused the connection before any socket was opened."""
+
+    def __init__(self, kind: str = "refused", message: str = "") -> None:
+        super().__init__(kind, message)

@@ -41,8 +41,14 @@ class Metrics:
         )
         self.upstream_errors = Counter(
             "gateway_upstream_errors",
-            "Forwarding failures by kind (connect, timeout, status, other)",
+            "Forwarding failures by kind (connect, timeout, status, refused, other)",
             ["kind"],
+            registry=r,
+        )
+        self.client_disconnects = Counter(
+            "gateway_client_disconnects",
+            "Visitors that went away mid-request (while sending the body, or receiving the answer)",
+            ["stage"],
             registry=r,
         )
         self.queue_depth = Gauge(

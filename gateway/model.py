@@ -67,6 +67,9 @@ class EndpointKind(enum.StrEnum):
     PIXEL = "pixel"  # answered with a 43-byte transparent GIF
     SCRIPT = "script"  # answered with an empty text/javascript
     API = "api"  # answered 204; its response matters, so forwarded synchronously
+    #: the only kind whose requests may be upgraded to a WebSocket and relayed both ways;
+    #: dropped: 403 (a refused upgrade). A plain request to it is refused (426).
+    WEBSOCKET = "websocket"
 
 
 class BodyKind(enum.StrEnum):

@@ -28,7 +28,15 @@ from gateway.consent.signals import Signals, resolve_with_signals, vendor_consen
 from gateway.decide import decide, reject
 from gateway.decision_log import record_for
 from gateway.errors import RequestError, TransformError
-from gateway.model import Action, ConsentState, Decision, Facts, Outgoing, StripSpec
+from gateway.model import (
+    Action,
+    ConsentState,
+    Decision,
+    EndpointKind,
+    Facts,
+    Outgoing,
+    StripSpec,
+)
 from gateway.ruleset.match import Match, RuleSet
 from gateway.state import Gateway
 from gateway.store.base import CurrentConsent
@@ -98,7 +106,15 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
     # 7. upstream or local answer
     if decision.action is Action.REJECT:
         return edges.error_response(404, "unknown destination")
-    if edges.is_websocket(request):
+    upgrade = edges.is_websocket(request)
+    stream = match is not None and match.endpoint.kind is EndpointKind.WEBSOCKET
+    if upgrade != stream:
+        # SECURITY: an upgrade is relayed only where a rule declares a WebSocket endpoint;
+        # any other endpoint upgraded would be a raw two-way tunnel to the vendor's host.
+        if upgrade:
+            return edges.error_response(400, "this endpoint does not accept WebSocket upgrades")
+        return edges.error_response(426, "this endpoint is a WebSocket")
+    if upgrade:
         if outgoing is None:
             return edges.error_response(403, "no consent for this stream")
         return await edges.proxy_websocket(gw, request, decision, outgoing)

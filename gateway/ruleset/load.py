@@ -470,6 +470,8 @@ class _RuleParser:
             if wd.purpose in purposes:
                 merged[wd.purpose] = merged.get(wd.purpose, StripSpec()).merge(wd.strip)
         mode = m["forward_mode"].enum(ForwardMode, default_forward_mode(kind))
+        if kind is EndpointKind.WEBSOCKET and mode is not ForwardMode.SYNC:
+            m["forward_mode"].problem("a websocket endpoint is relayed live (forward_mode: sync)")
         m["notes"].str()
         if len(problems) != before or not purposes:
             # An empty `purposes` here is the vendor's, already reported where it is written.

@@ -89,7 +89,7 @@ def default_forward_mode(kind: EndpointKind) -> ForwardMode:
     match kind:
         case EndpointKind.BEACON | EndpointKind.PIXEL:
             return ForwardMode.ASYNC
-        case EndpointKind.SCRIPT | EndpointKind.API:
+        case EndpointKind.SCRIPT | EndpointKind.API | EndpointKind.WEBSOCKET:
             return ForwardMode.SYNC
 
 
