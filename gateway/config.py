@@ -26,7 +26,7 @@ import yarl
 
 from gateway.errors import ConfigError, Problem
 from gateway.model import NECESSARY, ConsentValue
-from gateway.yamlsrc import Node, YamlSource
+from gateway.yamlsrc import Node, YamlSource, read_source
 
 __all__ = [
     "AdminConfig",
@@ -397,10 +397,9 @@ _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read and validate the config file at `path`; raise ConfigError listing every problem."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError([Problem(str(p), None, "", f"cannot read: {e.strerror}")]) from e
+    text = read_source(p)
+    if isinstance(text, Problem):
+        raise ConfigError([text])
     return parse_config(text, str(p), env=os.environ if env is None else env)
 
 

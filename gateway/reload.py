@@ -90,8 +90,13 @@ class RuleReloader:
                 rules: RuleSet = await loop.run_in_executor(
                     None, load_rules, cfg.rules.paths, frozenset(cfg.consent.purposes)
                 )
-            except ConfigError as e:
-                problems = [str(p) for p in e.problems]
+            except Exception as e:
+                if isinstance(e, ConfigError):
+                    problems = [str(p) for p in e.problems]
+                else:
+                    # A bug in the loader must not leave reloads stuck: report, keep serving.
+                    log.exception("rule reload: unexpected error")
+                    problems = [f"rules could not be loaded: {type(e).__name__} (see the log)"]
                 self._gw.rules.last_error = problems
                 self._gw.metrics.rule_reloads.labels("failed").inc()
                 log.error(
@@ -109,7 +114,11 @@ class RuleReloader:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._interval)
-            current = await loop.run_in_executor(None, snapshot, self._gw.config.rules.paths)
-            if current != self._seen:
-                log.info("rule files changed: reloading")
-                await self.reload()
+            try:
+                current = await loop.run_in_executor(None, snapshot, self._gw.config.rules.paths)
+                if current != self._seen:
+                    log.info("rule files changed: reloading")
+                    await self.reload()
+            except Exception:
+                # One bad round must not end the watcher: every later edit would go unseen.
+                log.exception("rule watcher: unexpected error, still watching")

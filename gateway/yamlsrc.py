@@ -5,6 +5,11 @@ a `Node` that knows its key path and line; a wrong value records a `Problem`
 and yields a fallback, so one run reports every problem at once
 (`file:line: path: message`). The caller raises `ConfigError` when
 `source.problems` is non-empty.
+
+Anchors and aliases are refused before anything is built: config and rules have
+no use for them, and an alias is how a few hundred bytes expand into gigabytes
+("billion laughs"). With them gone, the cost of a parse is linear in the text.
+Parsing uses libyaml (`CSafeLoader`) where PyYAML was built with it.
 """
 
 from __future__ import annotations
@@ -14,13 +19,19 @@ import enum
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from gateway.errors import Problem
 
-__all__ = ["Fields", "Node", "YamlSource", "parse_duration"]
+__all__ = ["Fields", "Node", "YamlSource", "parse_duration", "read_source"]
+
+#: libyaml's parser when PyYAML has it (the C loader keeps marks), else the pure one
+_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
+    yaml, "CSafeLoader", yaml.SafeLoader
+)
 
 PathPart = str | int
 E = TypeVar("E", bound=enum.Enum)
@@ -46,6 +57,19 @@ def parse_duration(text: str | int | float) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+def read_source(path: Path) -> str | Problem:
+    """The text of the config or rule file at `path`, or the one-line problem reading it."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        return Problem(str(path), None, "", f"cannot read: {e.strerror}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        return Problem(str(path), line, "", "not UTF-8 text (save the file as UTF-8)")
+
+
 @dataclass
 class YamlSource:
     """One parsed YAML document: the plain value, the line of each key path, problems."""
@@ -54,13 +78,28 @@ class YamlSource:
     data: Any
     lines: dict[tuple[PathPart, ...], int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    _constructor: yaml.constructor.SafeConstructor = field(
+        default_factory=yaml.constructor.SafeConstructor, repr=False, compare=False
+    )
 
     @classmethod
     def parse(cls, text: str, file: str) -> YamlSource:
         """Parse `text`; a YAML syntax error becomes a problem (data is then None)."""
         src = cls(file=file, data=None)
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            # SECURITY: refuse anchors and aliases on the event stream, before composing:
+            # a composed alias is a shared node that `_build` would expand once per use.
+            for event in yaml.parse(text, Loader=_LOADER):
+                if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                    mark = event.start_mark
+                    line = mark.line + 1 if mark is not None else None
+                    src.problems.append(
+                        Problem(
+                            file, line, "", "YAML anchors and aliases (& and *) are not allowed"
+                        )
+                    )
+                    return src
+            node = yaml.compose(text, Loader=_LOADER)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
@@ -72,7 +111,7 @@ class YamlSource:
             return src
         try:
             src.data = src._build(node, ())
-        except (yaml.YAMLError, ValueError, TypeError) as e:
+        except (yaml.YAMLError, ValueError, TypeError, RecursionError) as e:
             src.problems.append(Problem(file, None, "", f"YAML: {e}"))
         return src
 
@@ -87,7 +126,7 @@ class YamlSource:
                 else:
                     k = str(key)
                 sub = (*path, str(k))
-                if str(k) in {str(x) for x in out}:
+                if str(k) in out:
                     self.problems.append(
                         Problem(
                             self.file, key_node.start_mark.line + 1, _where(sub), "duplicate key"
@@ -101,8 +140,8 @@ class YamlSource:
         return self._construct(node)
 
     def _construct(self, node: yaml.Node) -> Any:
-        # A fresh constructor per scalar resolves tags exactly as safe_load would.
-        return yaml.SafeLoader("").construct_object(node, deep=True)
+        # The safe constructor resolves tags exactly as safe_load would; one per document.
+        return self._constructor.construct_object(node, deep=True)
 
     def root(self) -> Node:
         return Node(self, (), self.data)

@@ -80,6 +80,43 @@ def test_check_reports_config_problems(tmp_path: Path, capsys: pytest.CaptureFix
     assert f"{bad}:2: server.prot: unknown key" in capsys.readouterr().out
 
 
+BOMB = "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
+
+
+@pytest.mark.parametrize("target", ["rule", "config"])
+def test_check_refuses_an_alias_bomb_at_once(
+    tmp_path: Path, config_file: Path, target: str
+) -> None:
+    # A subprocess with a timeout: on the old loader this expanded without bound.
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    bad = rules / "bomb.yaml" if target == "rule" else tmp_path / "bomb-config.yaml"
+    bad.write_text(BOMB)
+    config = config_file if target == "rule" else bad
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check", "--config", str(config), str(rules)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 1
+    assert f"{bad}:1: YAML anchors and aliases (& and *) are not allowed" in done.stdout
+
+
+def test_check_reports_a_config_that_is_not_utf8_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("server:\n  host: caf\u00e9\n".encode("latin-1"))
+    assert main(["check", "--config", str(bad), str(RULES_DIR)]) == 1
+    captured = capsys.readouterr()
+    assert f"{bad}:2: not UTF-8 text (save the file as UTF-8)" in captured.out
+    assert "Traceback" not in captured.out + captured.err
+
+
 def test_sign_mints_a_cookie_the_gateway_accepts(
     config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -132,3 +132,21 @@ def test_snapshot_sees_edits(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("xy")
     assert snapshot([tmp_path]) != first
     assert snapshot([tmp_path / "missing.yaml"]) == ()
+
+
+async def test_an_alias_bomb_is_refused_and_the_next_reload_still_applies(
+    tmp_path: Path, fake_vendor: FakeVendor, aiohttp_client: Callable[..., Any]
+) -> None:
+    from tests.test_cli import BOMB
+
+    client, ga4 = await _gateway(tmp_path, fake_vendor, aiohttp_client)
+    gw = client.app[GATEWAY]
+    bomb = ga4.parent / "bomb.yaml"
+    bomb.write_text(BOMB)
+    # Bounded: the reload answers (a failure) instead of expanding 9**9 strings forever.
+    assert await asyncio.wait_for(client.app[RELOADER].reload(), timeout=30) is False
+    assert gw.rules.last_error == [f"{bomb}:1: YAML anchors and aliases (& and *) are not allowed"]
+    bomb.unlink()
+    _make_collect_a_pixel(ga4)
+    assert await client.app[RELOADER].reload() is True
+    assert (await client.get(HIT)).status == 200  # the edit after the bomb is in force

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import enum
+import time
+from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.yamlsrc import YamlSource, parse_duration
+from gateway.errors import Problem
+from gateway.yamlsrc import YamlSource, parse_duration, read_source
 
 
 class Color(enum.StrEnum):
@@ -88,3 +92,84 @@ def test_required_keys() -> None:
 def test_parse_never_raises(text: str) -> None:
     src = YamlSource.parse(text, "fuzz.yaml")
     src.root().mapping(["a", "b"])  # reading anything only records problems
+
+
+#: "billion laughs": nine levels of nine aliases, 377 bytes that expand to 9**9 strings
+BOMB = "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (BOMB, 1),
+        ("x: 1\ny: &anchor 2\n", 2),
+        ("x: 1\ny:\n  - 1\n  - &a {k: v}\n", 4),
+        ("base: &b {k: v}\nother:\n  <<: *b\n", 1),
+        ("x: [1, 2]\ny: *undefined\n", 2),
+    ],
+    ids=["billion-laughs", "scalar-anchor", "nested-anchor", "merge-key", "dangling-alias"],
+)
+def test_anchors_and_aliases_are_refused_with_their_line(text: str, line: int) -> None:
+    src = YamlSource.parse(text, "bomb.yaml")
+    assert src.data is None
+    assert [str(p) for p in src.problems] == [
+        f"bomb.yaml:{line}: YAML anchors and aliases (& and *) are not allowed"
+    ]
+
+
+def test_an_ampersand_or_star_inside_a_string_is_not_an_anchor() -> None:
+    src = YamlSource.parse('a: "&x"\nb: "*y"\nc: a&b*c\n', "ok.yaml")
+    assert src.problems == [] and src.data == {"a": "&x", "b": "*y", "c": "a&b*c"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"a: 1\nb: caf\xe9\n", "p.yaml:2: not UTF-8 text (save the file as UTF-8)"),
+        (b"\xff\xfe", "p.yaml:1: not UTF-8 text (save the file as UTF-8)"),
+    ],
+)
+def test_read_source_reports_non_utf8_with_its_line(
+    tmp_path: Path, raw: bytes, message: str
+) -> None:
+    (tmp_path / "p.yaml").write_bytes(raw)
+    problem = read_source(tmp_path / "p.yaml")
+    assert isinstance(problem, Problem)
+    assert str(problem) == message.replace("p.yaml", str(tmp_path / "p.yaml"))
+
+
+def test_read_source_missing_file(tmp_path: Path) -> None:
+    problem = read_source(tmp_path / "nope.yaml")
+    assert isinstance(problem, Problem) and "cannot read" in problem.message
+
+
+# Linear cost: one structure repeated n and 8n times (a regression to per-scalar loaders or a
+# quadratic duplicate-key check shows up as far more than 8x).
+def test_parse_cost_is_linear_in_size() -> None:
+    def cost(n: int) -> float:
+        text = "".join(f"k{i}: {{a: [1, 2, x], b: 'v'}}\n" for i in range(n))
+        started = time.perf_counter()
+        src = YamlSource.parse(text, "big.yaml")
+        assert src.problems == [] and len(src.data) == n
+        return time.perf_counter() - started
+
+    cost(200)  # warm-up
+    small, large = min(cost(500) for _ in range(3)), min(cost(4000) for _ in range(3))
+    assert large < small * 30
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        ),
+        max_leaves=30,
+    )
+)
+def test_parse_round_trips_what_safe_dump_writes(value: object) -> None:
+    text = yaml.safe_dump({"v": value})
+    src = YamlSource.parse(text, "rt.yaml")
+    assert src.problems == [] and src.data == yaml.safe_load(text)

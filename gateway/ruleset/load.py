@@ -60,7 +60,7 @@ from gateway.ruleset.schema import (
     host_matches,
     is_dns_name,
 )
-from gateway.yamlsrc import Node, YamlSource
+from gateway.yamlsrc import Node, YamlSource, read_source
 
 __all__ = [
     "ENDPOINT_KEYS",
@@ -161,11 +161,9 @@ def load_rules(paths: Sequence[Path], known_purposes: frozenset[str]) -> RuleSet
     claims: dict[str, dict[str, tuple[str, int | None]]] = {}
     rules: list[VendorRule] = []
     for path in _rule_files(paths, problems):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-            problems.append(Problem(str(path), None, "", f"cannot read: {reason}"))
+        text = read_source(path)
+        if isinstance(text, Problem):
+            problems.append(text)
             continue
         parsed = _RuleParser(str(path), known_purposes).parse(text)
         problems += parsed.problems
