@@ -25,7 +25,7 @@ from typing import TypeVar
 import yarl
 
 from gateway.errors import ConfigError, Problem
-from gateway.model import NECESSARY, ConsentValue
+from gateway.model import CMP, NECESSARY, SIGNALS, ConsentValue
 from gateway.yamlsrc import Node, YamlSource, read_source
 
 __all__ = [
@@ -111,22 +111,8 @@ class RegimeConfig:
         return ConsentValue.DENIED if self.mode == "opt-in" else ConsentValue.GRANTED
 
 
-#: every signal the gateway can read (DESIGN §2)
-SIGNALS = (
-    "tcf",
-    "gpp",
-    "us_privacy",
-    "gcm",
-    "onetrust",
-    "cookiebot",
-    "didomi",
-    "klaro",
-    "cookieyes",
-    "complianz",
-    "commanders_act",
-)
 #: the CMPs whose categories config maps onto purposes
-CMPS = ("onetrust", "cookiebot", "didomi", "klaro", "cookieyes", "complianz", "commanders_act")
+CMPS = tuple(CMP)
 GCM_TYPES = ("ad_storage", "analytics_storage", "ad_user_data", "ad_personalization")
 
 
@@ -180,7 +166,7 @@ class SignalsConfig:
     cmp: Mapping[str, Mapping[str, tuple[str, ...]]] = field(
         default_factory=lambda: MappingProxyType(
             {
-                "onetrust": MappingProxyType(
+                CMP.ONETRUST: MappingProxyType(
                     {
                         "C0002": ("analytics",),
                         "C0003": ("functional",),
@@ -188,18 +174,18 @@ class SignalsConfig:
                         "C0005": ("advertising",),
                     }
                 ),
-                "cookiebot": MappingProxyType(
+                CMP.COOKIEBOT: MappingProxyType(
                     {
                         "preferences": ("functional", "personalization"),
                         "statistics": ("analytics",),
                         "marketing": ("advertising",),
                     }
                 ),
-                "didomi": MappingProxyType(
+                CMP.DIDOMI: MappingProxyType(
                     {"analytics": ("analytics",), "advertising": ("advertising",)}
                 ),
-                "klaro": MappingProxyType({}),
-                "cookieyes": MappingProxyType(
+                CMP.KLARO: MappingProxyType({}),
+                CMP.COOKIEYES: MappingProxyType(
                     {
                         "functional": ("functional",),
                         "analytics": ("analytics",),
@@ -207,7 +193,7 @@ class SignalsConfig:
                         "advertisement": ("advertising",),
                     }
                 ),
-                "complianz": MappingProxyType(
+                CMP.COMPLIANZ: MappingProxyType(
                     {
                         "functional": ("functional",),
                         "preferences": ("personalization",),
@@ -215,7 +201,7 @@ class SignalsConfig:
                         "marketing": ("advertising",),
                     }
                 ),
-                "commanders_act": MappingProxyType({}),
+                CMP.COMMANDERS_ACT: MappingProxyType({}),
             }
         )
     )

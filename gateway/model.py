@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = [
+    "CMP",
     "NECESSARY",
+    "SIGNALS",
     "Action",
     "BodyKind",
     "ConsentState",
@@ -32,6 +34,7 @@ __all__ = [
     "Outgoing",
     "PurposeConsent",
     "ReferrerPolicy",
+    "Signal",
     "StripSpec",
     "UserAgentPolicy",
     "VendorConsent",
@@ -52,6 +55,37 @@ class Action(enum.StrEnum):
     DROP = "drop"
     #: unknown destination or malformed request: a 4xx, never forwarded
     REJECT = "reject"
+
+
+class Signal(enum.StrEnum):
+    """The standard consent signals a site already emits (DESIGN §2), by the one name that
+    config (`consent.signals.read`), the resolver's answers (`source`) and `explain` use."""
+
+    TCF = "tcf"
+    GPP = "gpp"
+    US_PRIVACY = "us_privacy"
+    GCM = "gcm"
+
+
+class CMP(enum.StrEnum):
+    """The consent-management platforms whose cookies the gateway reads.
+
+    The one name of each CMP: config (`consent.signals.read`, `consent.signals.cmp`),
+    the decoders' registry (`gateway.consent.cmp.FORMATS`, which must have an entry for
+    every member) and the answers' `source` all use it, so a name cannot drift.
+    """
+
+    ONETRUST = "onetrust"
+    COOKIEBOT = "cookiebot"
+    DIDOMI = "didomi"
+    KLARO = "klaro"
+    COOKIEYES = "cookieyes"
+    COMPLIANZ = "complianz"
+    COMMANDERS_ACT = "commanders_act"
+
+
+#: every signal the gateway can read besides its own cookie, standard ones first
+SIGNALS: tuple[Signal | CMP, ...] = (*Signal, *CMP)
 
 
 class ConsentValue(enum.StrEnum):

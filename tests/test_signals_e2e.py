@@ -10,15 +10,21 @@
 
 from __future__ import annotations
 
-import asyncio
+import base64
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
+import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.app import GATEWAY
 from gateway.consent import gcm
+from gateway.consent.cmp import FORMATS
 from gateway.edges import TRANSPARENT_GIF
+from gateway.model import CMP
 from tests.conftest import FakeVendor, cookie_for
 from tests.consent.test_signals import ONETRUST_NO_TARGETING, TC_ADS_755, TC_ADS_NOT_755
 
@@ -28,8 +34,9 @@ US = {"server": {"country_header": "CF-IPCountry"}}
 HOSTS = ["www.facebook.com", "www.googleadservices.com", "www.google-analytics.com"]
 
 
-async def _nothing_sent(fake: FakeVendor) -> bool:
-    await asyncio.sleep(0.1)
+async def _nothing_sent(fake: FakeVendor, client: TestClient[Any, Any] | None = None) -> bool:
+    if client is not None:
+        await client.app[GATEWAY].upstream.drain()  # background forwards have all gone
     return fake.seen == []
 
 
@@ -42,7 +49,7 @@ async def test_onetrust_cookie_denying_targeting_drops_advertising_pixels(
         META, headers={**us, "Cookie": f"OptanonConsent={ONETRUST_NO_TARGETING}"}
     )
     assert await resp.read() == TRANSPARENT_GIF
-    assert await _nothing_sent(fake_vendor)
+    assert await _nothing_sent(fake_vendor, client)
     await client.get(META, headers=us)
     [seen] = await fake_vendor.wait_for(1)
     assert seen.host == "www.facebook.com"
@@ -54,7 +61,7 @@ async def test_tc_string_without_vendor_755_drops_google_ads(
     client: TestClient[Any, Any] = await gateway_factory(hosts=HOSTS)
     resp = await client.get(ADS, headers={"Cookie": f"euconsent-v2={TC_ADS_NOT_755}"})
     assert await resp.read() == TRANSPARENT_GIF
-    assert await _nothing_sent(fake_vendor)
+    assert await _nothing_sent(fake_vendor, client)
     # The same purposes with vendor 755's consent: forwarded.
     await client.get(ADS, headers={"Cookie": f"euconsent-v2={TC_ADS_755}"})
     [seen] = await fake_vendor.wait_for(1)
@@ -68,7 +75,7 @@ async def test_gpc_drops_an_advertising_pixel_the_cookie_granted(
     cookie = {"Cookie": f"cg_consent={cookie_for({'advertising': 'granted'})}"}
     resp = await client.get(META, headers={**cookie, "Sec-GPC": "1", "CF-IPCountry": "US"})
     assert await resp.read() == TRANSPARENT_GIF
-    assert await _nothing_sent(fake_vendor)
+    assert await _nothing_sent(fake_vendor, client)
     await client.get(META, headers={**cookie, "Sec-GPC": "0", "CF-IPCountry": "US"})
     await fake_vendor.wait_for(1)
 
@@ -112,3 +119,109 @@ async def test_get_consent_names_each_source(gateway_factory: Callable[..., Any]
     bad = await (await client.get("/consent", headers={"Cookie": "euconsent-v2=CQzz"})).json()
     assert bad["signal_problems"][0]["signal"] == "tcf"
     assert "CQzz" not in str(bad)
+
+
+GA4 = "/t/www.google-analytics.com/g/collect?v=2&tid=G-1&cid=1.2&en=page_view"
+_NOW_MS = int(time.time() * 1000)
+
+
+def _didomi(enabled: list[str], disabled: list[str]) -> str:
+    doc = orjson.dumps(
+        {
+            "user_id": "00000000-0000-0000-0000-000000000000",
+            "created": "2026-01-01T00:00:00.000Z",
+            "updated": "2026-01-01T00:00:00.000Z",
+            "purposes": {"enabled": enabled, "disabled": disabled},
+        }
+    )
+    return base64.b64encode(doc).decode().rstrip("=")
+
+
+#: cmp -> (cookies granting analytics, cookies denying it, the category mapping config needs)
+CMP_CASES: dict[CMP, tuple[dict[str, str], dict[str, str], dict[str, list[str]] | None]] = {
+    CMP.ONETRUST: (
+        {"OptanonConsent": "isGpcEnabled=0&groups=C0001%3A1%2CC0002%3A1"},
+        {"OptanonConsent": "isGpcEnabled=0&groups=C0001%3A1%2CC0002%3A0"},
+        None,
+    ),
+    CMP.COOKIEBOT: (
+        {
+            "CookieConsent": "{stamp:'a',necessary:true,preferences:false,statistics:true,"
+            "marketing:false,method:'explicit',ver:1}"
+        },
+        {
+            "CookieConsent": "{stamp:'a',necessary:true,preferences:false,statistics:false,"
+            "marketing:false,method:'explicit',ver:1}"
+        },
+        None,
+    ),
+    CMP.DIDOMI: (
+        {"didomi_token": _didomi(["analytics"], [])},
+        {"didomi_token": _didomi([], ["analytics"])},
+        None,
+    ),
+    CMP.KLARO: (
+        {"klaro": '{"google-analytics":true}'},
+        {"klaro": '{"google-analytics":false}'},
+        {"google-analytics": ["analytics"]},
+    ),
+    CMP.COOKIEYES: (
+        {
+            "cookieyes-consent": "consentid:abc,consent:yes,action:yes,necessary:yes,"
+            "analytics:yes,performance:yes,advertisement:no"
+        },
+        {
+            "cookieyes-consent": "consentid:abc,consent:no,action:yes,necessary:yes,"
+            "analytics:no,performance:no,advertisement:no"
+        },
+        None,
+    ),
+    CMP.COMPLIANZ: ({"cmplz_statistics": "allow"}, {"cmplz_statistics": "deny"}, None),
+    CMP.COMMANDERS_ACT: (
+        {"TC_PRIVACY": f"0@002|12|3441@2@4@{_NOW_MS}@{_NOW_MS}"},
+        {"TC_PRIVACY": f"1@002|12|3441@@4@{_NOW_MS}@{_NOW_MS}"},
+        {"2": ["analytics"]},
+    ),
+}
+
+
+def test_every_cmp_in_the_registry_has_an_end_to_end_case() -> None:
+    assert set(CMP_CASES) == set(FORMATS) == set(CMP)
+
+
+def _cookie_header(cookies: dict[str, str]) -> dict[str, str]:
+    return {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+
+
+@pytest.mark.parametrize("name", list(CMP_CASES), ids=str)
+async def test_every_cmp_grants_and_denies_through_a_live_gateway(
+    name: CMP, gateway_factory: Callable[..., Any], fake_vendor: FakeVendor
+) -> None:
+    granting, denying, mapping = CMP_CASES[name]
+    extra = {"consent": {"signals": {"cmp": {str(name): mapping}}}} if mapping else None
+    client: TestClient[Any, Any] = await gateway_factory(hosts=HOSTS, extra=extra)
+    # Denied by the CMP (and by the opt-in default): dropped, and the answer names the CMP.
+    state = await (await client.get("/consent", headers=_cookie_header(denying))).json()
+    assert state["purposes"]["analytics"]["state"] == "denied"
+    assert state["purposes"]["analytics"]["source"] == str(name)
+    assert state.get("signal_problems", []) == []
+    assert (await client.get(GA4, headers=_cookie_header(denying))).status == 204
+    assert await _nothing_sent(fake_vendor, client)
+    # Granted by the CMP alone: forwarded.
+    state = await (await client.get("/consent", headers=_cookie_header(granting))).json()
+    assert state["purposes"]["analytics"]["state"] == "granted"
+    assert state["purposes"]["analytics"]["source"] == str(name)
+    await client.get(GA4, headers=_cookie_header(granting))
+    [seen] = await fake_vendor.wait_for(1)
+    assert seen.path == "/g/collect"
+
+
+@pytest.mark.parametrize("name", list(CMP_CASES), ids=str)
+async def test_an_undecodable_cmp_cookie_is_reported_by_name(
+    name: CMP, gateway_factory: Callable[..., Any]
+) -> None:
+    client: TestClient[Any, Any] = await gateway_factory(hosts=HOSTS)
+    cookie = next(iter(CMP_CASES[name][0]))
+    state = await (await client.get("/consent", headers={"Cookie": f"{cookie}=%%%broken"})).json()
+    assert [p["signal"] for p in state["signal_problems"]] == [str(name)]
+    assert "broken" not in str(state)

@@ -20,8 +20,9 @@ A caller treats a `CMPError` as "no answer from this CMP", never as consent (DES
 Cookie values arrive percent-encoded, sometimes twice: a decoder undoes at most two
 rounds, and only while the value still looks encoded. A value encoded three times, or
 longer than a browser keeps (4096 characters), or not ASCII as received, is refused.
-`decode_cmp_cookies` runs every decoder whose cookie is present; `detect_cmp_value`
-guesses the format of a bare value (`consent-gateway decode`).
+`FORMATS` is the one registry of CMPs (keyed by `model.CMP`, the name config and the
+resolver use): `decode_cmp_cookies` runs every decoder whose cookie is present;
+`detect_cmp` guesses the format of a bare value (`consent-gateway decode`).
 """
 
 from __future__ import annotations
@@ -39,14 +40,17 @@ from urllib.parse import unquote, unquote_plus
 import orjson
 
 from gateway.errors import CMPError
+from gateway.model import CMP
 
 __all__ = [
     "CMP_COOKIES",
     "COMPLIANZ_CATEGORIES",
     "COOKIEBOT_CATEGORIES",
+    "FORMATS",
     "MAX_COOKIE_LENGTH",
     "CMPConsent",
     "CMPFailure",
+    "CMPFormat",
     "decode_cmp_cookies",
     "decode_commanders_act",
     "decode_complianz",
@@ -56,6 +60,7 @@ __all__ = [
     "decode_klaro",
     "decode_onetrust",
     "decode_onetrust_tc",
+    "detect_cmp",
     "detect_cmp_value",
 ]
 
@@ -86,9 +91,8 @@ class CMPConsent:
     is None when the cookie does not say.
     """
 
-    #: which CMP wrote the cookie: onetrust, cookiebot, didomi, klaro, cookieyes, complianz,
-    #: commandersact
-    cmp: str
+    #: which CMP wrote the cookie
+    cmp: CMP
     #: the CMP's category ids -> granted?
     categories: Mapping[str, bool]
     #: did the visitor act on the banner (False: defaults only, or none needed)
@@ -120,12 +124,12 @@ class CMPFailure(NamedTuple):
     """A CMP cookie that was present but could not be decoded: `(cmp, reason)`, safe to log.
 
     A tuple, so `for cmp, reason in failures` reads naturally. OneTrust's two cookies
-    share `cmp="onetrust"`; their reasons differ (`eupubconsent-v2` fails only with
+    share `cmp=CMP.ONETRUST`; their reasons differ (`eupubconsent-v2` fails only with
     `malformed tc string`, or the checks every decoder makes first).
     """
 
     #: which CMP's cookie failed (as in `CMPConsent.cmp`); never the cookie's value
-    cmp: str
+    cmp: CMP
     #: the `CMPError.reason`
     reason: str
 
@@ -278,7 +282,7 @@ def decode_onetrust(value: str) -> CMPConsent:
         gpc = _ONETRUST_BINARY[gpc_flag]
     datestamp = fields.get("datestamp")
     return CMPConsent(
-        cmp="onetrust",
+        cmp=CMP.ONETRUST,
         categories=_bool_map(pairs),
         interacted=interacted,
         at=None if datestamp is None else _js_date_epoch(datestamp),
@@ -296,7 +300,7 @@ def decode_onetrust_tc(value: str) -> CMPConsent:
     value = _unwrap(_check(value))
     if not _TC_CHARS.fullmatch(value):
         raise CMPError("malformed tc string")
-    return CMPConsent(cmp="onetrust", categories=MappingProxyType({}), tc_string=value)
+    return CMPConsent(cmp=CMP.ONETRUST, categories=MappingProxyType({}), tc_string=value)
 
 
 # --- Cookiebot ----------------------------------------------------------------------------
@@ -351,7 +355,7 @@ def decode_cookiebot(value: str) -> CMPConsent:
     value = _unwrap(_check(value))
     if value == _COOKIEBOT_NO_CONSENT:
         return CMPConsent(
-            cmp="cookiebot",
+            cmp=CMP.COOKIEBOT,
             categories=_bool_map((name, True) for name in COOKIEBOT_CATEGORIES),
             interacted=False,
             others=True,
@@ -371,7 +375,7 @@ def decode_cookiebot(value: str) -> CMPConsent:
         raise CMPError("malformed tc string")
     no_consent = _js_string(items.get("stamp")) == _COOKIEBOT_NO_CONSENT
     return CMPConsent(
-        cmp="cookiebot",
+        cmp=CMP.COOKIEBOT,
         categories=_bool_map(pairs),
         interacted=_COOKIEBOT_METHOD.get(_js_string(items.get("method")) or ""),
         at=None if utc is None else _epoch_ms(utc),
@@ -432,7 +436,7 @@ def decode_didomi(value: str) -> CMPConsent:
     pairs += [(p, False) for p in _purpose_ids(purposes.get("disabled"))]
     at = _iso_epoch(data.get("updated"))
     return CMPConsent(
-        cmp="didomi",
+        cmp=CMP.DIDOMI,
         categories=_bool_map(pairs),
         at=at if at is not None else _iso_epoch(data.get("created")),
     )
@@ -457,7 +461,7 @@ def decode_klaro(value: str) -> CMPConsent:
     for name, granted in data.items():
         if not 0 < len(name) <= _MAX_NAME or not name.isprintable() or type(granted) is not bool:
             raise CMPError("malformed service")
-    return CMPConsent(cmp="klaro", categories=MappingProxyType(dict(data)))
+    return CMPConsent(cmp=CMP.KLARO, categories=MappingProxyType(dict(data)))
 
 
 # --- CookieYes ----------------------------------------------------------------------------
@@ -497,7 +501,7 @@ def decode_cookieyes(value: str) -> CMPConsent:
         if key not in _COOKIEYES_META and flag
     ]
     return CMPConsent(
-        cmp="cookieyes",
+        cmp=CMP.COOKIEYES,
         categories=_bool_map(pairs),
         interacted=items.get("action") == "yes",
     )
@@ -529,7 +533,7 @@ def decode_complianz(cookies: Mapping[str, str]) -> CMPConsent | None:
     if not pairs:
         return None
     return CMPConsent(
-        cmp="complianz",
+        cmp=CMP.COMPLIANZ,
         categories=_bool_map(pairs),
         interacted=True if cookies.get(_COMPLIANZ_BANNER) == "dismissed" else None,
     )
@@ -613,24 +617,82 @@ def decode_commanders_act(value: str) -> CMPConsent:
     if stamps:
         first = int(stamps[0])
         at = first / 1000 if first > _MS_THRESHOLD else float(first)
-    return CMPConsent(cmp="commandersact", categories=_bool_map(pairs), at=at, others=others)
+    return CMPConsent(cmp=CMP.COMMANDERS_ACT, categories=_bool_map(pairs), at=at, others=others)
 
 
-# --- All of them --------------------------------------------------------------------------
+# --- All of them: the registry ----------------------------------------------------------
 
-#: cookie name -> (cmp, decoder), in the order `decode_cmp_cookies` runs them
-_DECODERS: tuple[tuple[str, str, Callable[[str], CMPConsent]], ...] = (
-    ("OptanonConsent", "onetrust", decode_onetrust),
-    ("eupubconsent-v2", "onetrust", decode_onetrust_tc),
-    ("CookieConsent", "cookiebot", decode_cookiebot),
-    ("didomi_token", "didomi", decode_didomi),
-    ("klaro", "klaro", decode_klaro),
-    ("cookieyes-consent", "cookieyes", decode_cookieyes),
-    ("TC_PRIVACY", "commandersact", decode_commanders_act),
+
+@dataclass(frozen=True, slots=True)
+class CMPFormat:
+    """One CMP's registry entry: its name, where it stores the choice, how to read it."""
+
+    cmp: CMP
+    #: the CMP's name as people write it, for messages
+    label: str
+    #: its cookies under their default names, each with its decoder, in decoding order
+    cookies: tuple[tuple[str, Callable[[str], CMPConsent]], ...] = ()
+    #: for a CMP that spreads the choice over several cookies (Complianz): reads them all
+    read_all: Callable[[Mapping[str, str]], CMPConsent | None] | None = None
+    #: the decoder `detect_cmp` tries on a bare value; None: not recognisable alone
+    detect: Callable[[str], CMPConsent] | None = None
+
+
+#: every CMP the gateway reads, in the order `decode_cmp_cookies` runs them. Config
+#: validation, signal reading and `consent-gateway decode` all iterate this one table.
+FORMATS: Mapping[CMP, CMPFormat] = MappingProxyType(
+    {
+        f.cmp: f
+        for f in (
+            CMPFormat(
+                CMP.ONETRUST,
+                "OneTrust",
+                (("OptanonConsent", decode_onetrust), ("eupubconsent-v2", decode_onetrust_tc)),
+                detect=decode_onetrust,
+            ),
+            CMPFormat(
+                CMP.COOKIEBOT,
+                "Cookiebot",
+                (("CookieConsent", decode_cookiebot),),
+                detect=decode_cookiebot,
+            ),
+            CMPFormat(
+                CMP.DIDOMI, "Didomi", (("didomi_token", decode_didomi),), detect=decode_didomi
+            ),
+            CMPFormat(CMP.KLARO, "Klaro", (("klaro", decode_klaro),), detect=decode_klaro),
+            CMPFormat(
+                CMP.COOKIEYES,
+                "CookieYes",
+                (("cookieyes-consent", decode_cookieyes),),
+                detect=decode_cookieyes,
+            ),
+            CMPFormat(
+                CMP.COMMANDERS_ACT,
+                "Commanders Act",
+                (("TC_PRIVACY", decode_commanders_act),),
+                detect=decode_commanders_act,
+            ),
+            CMPFormat(CMP.COMPLIANZ, "Complianz", read_all=decode_complianz),
+        )
+    }
+)
+if set(FORMATS) != set(CMP):  # pragma: no cover - a CMP added to the enum without an entry
+    raise ImportError(f"gateway.consent.cmp.FORMATS lacks {sorted(set(CMP) - set(FORMATS))}")
+
+#: the order `detect_cmp` tries formats on a bare value: most distinctive first
+_DETECT_ORDER = (
+    CMP.ONETRUST,
+    CMP.COOKIEBOT,
+    CMP.COOKIEYES,
+    CMP.COMMANDERS_ACT,
+    CMP.DIDOMI,
+    CMP.KLARO,
 )
 
 #: the single-cookie CMPs' default cookie names -> cmp (Complianz: `cmplz_<category>`)
-CMP_COOKIES: Mapping[str, str] = MappingProxyType({name: cmp for name, cmp, _ in _DECODERS})
+CMP_COOKIES: Mapping[str, CMP] = MappingProxyType(
+    {name: f.cmp for f in FORMATS.values() for name, _ in f.cookies}
+)
 
 
 def decode_cmp_cookies(
@@ -641,54 +703,53 @@ def decode_cmp_cookies(
     Returns `(decoded, failures)`: one `CMPConsent` per cookie that decodes (OneTrust may
     give two: `OptanonConsent` and `eupubconsent-v2`; Complianz one for all its
     cookies), and one `CMPFailure` per cookie that is present but raised CMPError, so
-    the caller can log why without the value. Both lists follow a fixed order
-    (`CMP_COOKIES`, then Complianz). Never raises CMPError; cookie names are matched
-    exactly (they are case-sensitive), under the CMPs' default names only.
+    the caller can log why without the value. Both lists follow `FORMATS`' order.
+    Never raises CMPError; cookie names are matched exactly (they are case-sensitive),
+    under the CMPs' default names only.
     """
     decoded: list[CMPConsent] = []
     failures: list[CMPFailure] = []
-    for name, cmp, decoder in _DECODERS:
-        raw = cookies.get(name)
-        if raw is None:
-            continue
-        try:
-            decoded.append(decoder(raw))
-        except CMPError as e:
-            failures.append(CMPFailure(cmp=cmp, reason=e.reason))
-    try:
-        complianz = decode_complianz(cookies)
-    except CMPError as e:
-        failures.append(CMPFailure(cmp="complianz", reason=e.reason))
-    else:
-        if complianz is not None:
-            decoded.append(complianz)
+    for f in FORMATS.values():
+        for name, decoder in f.cookies:
+            raw = cookies.get(name)
+            if raw is None:
+                continue
+            try:
+                decoded.append(decoder(raw))
+            except CMPError as e:
+                failures.append(CMPFailure(cmp=f.cmp, reason=e.reason))
+        if f.read_all is not None:
+            try:
+                found = f.read_all(cookies)
+            except CMPError as e:
+                failures.append(CMPFailure(cmp=f.cmp, reason=e.reason))
+            else:
+                if found is not None:
+                    decoded.append(found)
     return decoded, failures
 
 
-#: formats `detect_cmp_value` tries, in order (most distinctive first)
-_DETECTORS: tuple[tuple[str, Callable[[str], CMPConsent]], ...] = (
-    ("onetrust", decode_onetrust),
-    ("cookiebot", decode_cookiebot),
-    ("cookieyes", decode_cookieyes),
-    ("commandersact", decode_commanders_act),
-    ("didomi", decode_didomi),
-    ("klaro", decode_klaro),
-)
+def detect_cmp(value: str) -> CMPConsent | None:
+    """A bare value decoded by the first CMP format that accepts it (see `detect_cmp_value`)."""
+    for name in _DETECT_ORDER:
+        detect = FORMATS[name].detect
+        if detect is None:  # pragma: no cover - _DETECT_ORDER lists detectable CMPs only
+            continue
+        try:
+            return detect(value)
+        except CMPError:
+            continue
+    return None
 
 
-def detect_cmp_value(value: str) -> str | None:
+def detect_cmp_value(value: str) -> CMP | None:
     """Which CMP's cookie format a bare value is in (`consent-gateway decode`), or None.
 
     The answer is the first of onetrust (groups query string), cookiebot (object
-    literal, or `-1`), cookieyes (`consentid:` list), commandersact (`@` fields),
+    literal, or `-1`), cookieyes (`consentid:` list), commanders_act (`@` fields),
     didomi (base64 JSON with `user_id`) and klaro (JSON of booleans) whose decoder
     accepts the value. TC strings are not CMP formats (see gateway.consent.tcf).
     Never raises.
     """
-    for cmp, decoder in _DETECTORS:
-        try:
-            decoder(value)
-        except CMPError:
-            continue
-        return cmp
-    return None
+    found = detect_cmp(value)
+    return None if found is None else found.cmp

@@ -21,14 +21,7 @@ __all__ = ["decode_any", "render_table"]
 _USP: Final = re.compile(r"1[YNyn-]{3}")
 _GCS: Final = re.compile(r"G1[01-]{2}")
 _GCD: Final = re.compile(r"1[0-9A-Za-z_-]{9}(?:[0-9A-Za-z_-]{2})?")
-_CMP_DECODERS: Final = {
-    "onetrust": cmp.decode_onetrust,
-    "cookiebot": cmp.decode_cookiebot,
-    "didomi": cmp.decode_didomi,
-    "klaro": cmp.decode_klaro,
-    "cookieyes": cmp.decode_cookieyes,
-    "commanders_act": cmp.decode_commanders_act,
-}
+_CMP_LABELS: Final = ", ".join(f.label for f in cmp.FORMATS.values() if f.detect is not None)
 
 
 def _states(states: Mapping[str, ConsentValue]) -> dict[str, object]:
@@ -61,10 +54,9 @@ def decode_any(value: str) -> tuple[str, dict[str, object]]:
         return "tcf", tcf.decode_tc_string(v).to_json()
     if v[:1] == "D":
         return "gpp", gpp.decode_gpp(v).to_json()
-    name = cmp.detect_cmp_value(v)
-    if name is not None and name in _CMP_DECODERS:
-        c = _CMP_DECODERS[name](v)
-        return name, {
+    c = cmp.detect_cmp(v)
+    if c is not None:
+        return c.cmp, {
             "categories": dict(c.categories),
             "interacted": c.interacted,
             "at": c.at,
@@ -73,7 +65,7 @@ def decode_any(value: str) -> tuple[str, dict[str, object]]:
         }
     raise SignalError(
         "not a consent value the gateway knows (TCF, GPP, us_privacy, gcs, gcd, "
-        "or a OneTrust, Cookiebot, Didomi, Klaro, CookieYes or Commanders Act cookie)"
+        f"or a cookie of {_CMP_LABELS})"
     )
 
 

@@ -31,7 +31,7 @@ from gateway.config import ConsentConfig, CookieConfig, SignalsConfig
 from gateway.consent import cmp, gcm, gpp, tcf
 from gateway.consent.resolve import CookieOutcome, SourceAnswer, StoreLookup, resolve_request
 from gateway.errors import SignalError
-from gateway.model import ConsentState, ConsentValue, Facts
+from gateway.model import CMP, ConsentState, ConsentValue, Facts, Signal
 
 __all__ = [
     "Signals",
@@ -188,59 +188,61 @@ def read_signals(facts: Facts, cfg: SignalsConfig) -> Signals:
         try:
             tc = tcf.decode_tc_string(raw)
         except SignalError as e:
-            problems.append(("tcf", e.reason))
+            problems.append((Signal.TCF, e.reason))
             return
-        answers.append(_tcf_answer(tc, cfg, "tcf"))
+        answers.append(_tcf_answer(tc, cfg, Signal.TCF))
         if vendors is None:
             vendors = TcfVendorConsent(
                 tc, cfg.tcf_purposes, cfg.tcf_special_features, cfg.tcf_legitimate_interest
             )
 
-    if "tcf" in read:
+    if Signal.TCF in read:
         # `gdpr=0` says GDPR does not apply to this hit: its TC string speaks for no one.
         if q.get("gdpr") != "0":
             tc_strings += _first(q.get("gdpr_consent"))
         tc_strings += _first(c.get("euconsent-v2"))
 
-    if "gpp" in read:
+    if Signal.GPP in read:
         for raw, sid in ((q.get("gpp"), q.get("gpp_sid")), (c.get("__gpp"), c.get("__gpp_sid"))):
             if raw:
-                _read_gpp(raw, sid, cfg, answers, problems, tc_strings, "tcf" in read)
-        if "onetrust" in read and c.get("OTGPPConsent"):
-            _read_gpp(c["OTGPPConsent"], None, cfg, answers, problems, tc_strings, "tcf" in read)
+                _read_gpp(raw, sid, cfg, answers, problems, tc_strings, Signal.TCF in read)
+        if CMP.ONETRUST in read and c.get("OTGPPConsent"):
+            _read_gpp(
+                c["OTGPPConsent"], None, cfg, answers, problems, tc_strings, Signal.TCF in read
+            )
 
-    if "us_privacy" in read:
+    if Signal.US_PRIVACY in read:
         for raw in dict.fromkeys(
             _first(q.get("us_privacy"), c.get("us_privacy"), c.get("usprivacy"))
         ):
             try:
                 usp = gpp.decode_us_privacy(raw)
             except SignalError as e:
-                problems.append(("us_privacy", e.reason))
+                problems.append((Signal.US_PRIVACY, e.reason))
                 continue
             if gpp.usp_opted_out(usp):
                 answers.append(
                     SourceAnswer(
-                        "us_privacy", dict.fromkeys(cfg.us_opt_out_purposes, _DENIED), None
+                        Signal.US_PRIVACY, dict.fromkeys(cfg.us_opt_out_purposes, _DENIED), None
                     )
                 )
 
-    if "gcm" in read and ("gcs" in q or "gcd" in q):
+    if Signal.GCM in read and ("gcs" in q or "gcd" in q):
         try:
             states = gcm.signal_answers(q.get("gcs"), q.get("gcd"))
         except SignalError as e:
-            problems.append(("gcm", e.reason))
+            problems.append((Signal.GCM, e.reason))
         else:
             mapped = _map_types(states, cfg.gcm)
             if mapped:
-                answers.append(SourceAnswer("gcm", mapped, None))
+                answers.append(SourceAnswer(Signal.GCM, mapped, None))
 
     consents, failures = cmp.decode_cmp_cookies(c)
     problems += [(name, reason) for name, reason in failures if name in read]
     for consent in consents:
         if consent.cmp not in read:
             continue
-        if consent.tc_string and "tcf" in read:
+        if consent.tc_string and Signal.TCF in read:
             # OneTrust's eupubconsent-v2, Cookiebot's iab2: TC strings in CMP clothing.
             tc_strings.append(consent.tc_string)
         if consent.no_consent_required:
@@ -269,7 +271,7 @@ def _read_gpp(
     try:
         parsed = gpp.decode_gpp(raw)
     except SignalError as e:
-        problems.append(("gpp", e.reason))
+        problems.append((Signal.GPP, e.reason))
         return
     applicable = _gpp_sid(sid, parsed.section_ids)
     if read_tcf and _GPP_TCFEUV2 in applicable:
@@ -280,7 +282,9 @@ def _read_gpp(
             tc_strings.append(sections[index])
     opted_out = gpp.us_opt_outs(parsed, applicable)
     if opted_out:
-        answers.append(SourceAnswer("gpp", dict.fromkeys(cfg.us_opt_out_purposes, _DENIED), None))
+        answers.append(
+            SourceAnswer(Signal.GPP, dict.fromkeys(cfg.us_opt_out_purposes, _DENIED), None)
+        )
 
 
 def _gpp_sid(sid: str | None, present: Iterable[int]) -> tuple[int, ...]:
@@ -347,7 +351,7 @@ def google_consent_params(
 
 
 #: sources that express a US opt-out of sale / sharing / targeted advertising
-_US_OPT_OUT_SOURCES = frozenset({"gpc", "us_privacy", "gpp"})
+_US_OPT_OUT_SOURCES = frozenset({"gpc", Signal.US_PRIVACY, Signal.GPP})
 
 
 def vendor_consent_params(

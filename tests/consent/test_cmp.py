@@ -19,12 +19,15 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.config import SignalsConfig
 from gateway.consent import cmp as cmp_mod
 from gateway.consent.cmp import (
     CMP_COOKIES,
+    FORMATS,
     MAX_COOKIE_LENGTH,
     CMPConsent,
     CMPFailure,
@@ -40,6 +43,8 @@ from gateway.consent.cmp import (
     detect_cmp_value,
 )
 from gateway.errors import CMPError, SignalError
+from gateway.model import CMP, SIGNALS
+from tests.conftest import ROOT
 
 REASONS = {
     "bad base64",
@@ -718,7 +723,7 @@ def test_commanders_act(
     value: str, categories: dict[str, bool], others: bool | None, at: float | None
 ) -> None:
     assert decode_commanders_act(value) == CMPConsent(
-        cmp="commandersact", categories=categories, others=others, at=at
+        cmp="commanders_act", categories=categories, others=others, at=at
     )
 
 
@@ -765,7 +770,7 @@ def test_decode_cmp_cookies() -> None:
         "_ga": "GA1.1.1.1",
     }
     decoded, failures = decode_cmp_cookies(cookies)
-    assert [c.cmp for c in decoded] == ["onetrust", "onetrust", "didomi", "klaro", "commandersact"]
+    assert [c.cmp for c in decoded] == ["onetrust", "onetrust", "didomi", "klaro", "commanders_act"]
     assert decoded[0].categories == ONETRUST_GROUPS
     assert decoded[1].tc_string == TC_STRING
     assert failures == [
@@ -797,7 +802,7 @@ def test_cmp_cookies_table() -> None:
         "didomi_token": "didomi",
         "klaro": "klaro",
         "cookieyes-consent": "cookieyes",
-        "TC_PRIVACY": "commandersact",
+        "TC_PRIVACY": "commanders_act",
     }
 
 
@@ -810,7 +815,7 @@ def test_cmp_cookies_table() -> None:
         (cookiebot_encoded(COOKIEBOT), "cookiebot"),
         ("-1", "cookiebot"),
         (COOKIEYES, "cookieyes"),
-        ("0@002|12|3441@1%2C3@4@1592900933049@1592900933049", "commandersact"),
+        ("0@002|12|3441@1%2C3@4@1592900933049@1592900933049", "commanders_act"),
         (didomi_token(DIDOMI), "didomi"),
         ("%7B%22matomo%22%3Afalse%7D", "klaro"),
         (TC_STRING, None),  # a TC string is not a CMP format
@@ -943,3 +948,19 @@ def test_decode_cmp_cookies_never_raises(cookies: dict[str, str]) -> None:
 @given(TEXT)
 def test_detect_never_raises(value: str) -> None:
     assert detect_cmp_value(value) in {None, *CMP_COOKIES.values()} - {"complianz"}
+
+
+def test_the_registry_covers_every_cmp_config_and_the_example_name() -> None:
+    # One name per CMP: the enum, the decoders' registry, config's defaults and the
+    # example config all agree (the drift that made Commanders Act silently ignored).
+    assert set(FORMATS) == set(CMP) == set(SignalsConfig().cmp)
+    assert set(SignalsConfig().read) == set(SIGNALS)
+    example = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    signals = example["consent"]["signals"]
+    assert set(signals["read"]) == set(SIGNALS)
+    assert set(signals["cmp"]) == set(CMP)
+    valid = dict(VALID)
+    for f in FORMATS.values():
+        assert f.cookies or f.read_all is not None, f.cmp
+        for _, decoder in f.cookies:  # each decoder names the CMP whose entry holds it
+            assert decoder(valid[decoder]).cmp is f.cmp
