@@ -273,6 +273,8 @@ async def _consent_get(request: web.Request) -> web.Response:
     doc = _state_json(state, cookie)
     # Which signals were unreadable (never their values), so a site can fix its CMP setup.
     doc["signal_problems"] = [{"signal": s, "reason": r} for s, r in signals.problems]
+    # Grants a request's own parameters claimed and that were not believed (never values).
+    doc["ignored_grants"] = [{"source": s, "purpose": p} for s, p in signals.ignored]
     return _json(doc)
 
 

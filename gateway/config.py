@@ -133,6 +133,9 @@ class SignalsConfig:
 
     #: the signals read from requests; a signal not listed is ignored
     read: frozenset[str] = frozenset(SIGNALS)
+    #: may signals in the tag request's own query (gcs, gcd, gdpr_consent, gpp, us_privacy)
+    #: grant? By default they only deny: a tag request cannot grant itself consent.
+    request_params_grant: bool = False
     #: purpose -> TCF purposes that all need consent. Default: Google's published
     #: TCF -> Consent Mode mapping (P1 storage; P3/P4 personalised ads; P7 measurement).
     tcf_purposes: Mapping[str, tuple[int, ...]] = field(
@@ -603,6 +606,7 @@ def _signals(node: Node, known: frozenset[str]) -> SignalsConfig:
             "gcm",
             "us_opt_out_purposes",
             "cmp",
+            "request_params_grant",
         ]
     )
 
@@ -650,6 +654,7 @@ def _signals(node: Node, known: frozenset[str]) -> SignalsConfig:
         us = frozenset(p for p in (purpose(i) for i in m["us_opt_out_purposes"].list()) if p)
     return SignalsConfig(
         read=read,
+        request_params_grant=m["request_params_grant"].bool(False),
         tcf_purposes=(
             _frozen(_purpose_map(m["tcf_purposes"], known, tcf_purpose))
             if "tcf_purposes" in m

@@ -192,6 +192,10 @@ def to_json(facts: Facts, ev: Evaluation) -> dict[str, object]:
         }
         if consent
         else {},
+        "ignored_grants": [
+            {"source": source, "purpose": purpose}
+            for source, purpose in (ev.signals.ignored if ev.signals else ())
+        ],
         "decision": {"action": d.action.value, "missing": sorted(d.missing), "reason": d.reason},
         "forwarded": forwarded,
     }
@@ -212,6 +216,11 @@ def render_text(facts: Facts, ev: Evaluation) -> str:
             lines.append(f"  {p:<16} {pc.state.value:<8} from {pc.source}")
     for name, reason in ev.signals.problems if ev.signals else ():
         lines.append(f"  (signal {name} unreadable: {reason})")
+    for source, purpose in ev.signals.ignored if ev.signals else ():
+        lines.append(
+            f"  ({source} granted {purpose}: ignored, the tag request cannot grant itself "
+            "consent; see consent.signals.request_params_grant)"
+        )
     lines.append(f"decision  {d.action.value.upper()}: {d.reason}")
     if d.missing:
         lines.append(f"missing   {', '.join(sorted(d.missing))}")

@@ -13,7 +13,7 @@ import pytest
 from gateway.cli import main
 from gateway.config import DEFAULT_PURPOSES
 from gateway.errors import BadDestination, UnknownDestination
-from gateway.explain import ExplainRequest, diff, explain, subjects_of, to_json
+from gateway.explain import ExplainRequest, diff, explain, render_text, subjects_of, to_json
 from gateway.ruleset.load import load_rules
 from gateway.store.base import ConsentRecord, CurrentConsent
 from gateway.store.migrations import migrate
@@ -83,7 +83,7 @@ def test_cli_json(
     )
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert set(doc) == {"vendor", "endpoint", "consent", "decision", "forwarded"}
+    assert set(doc) == {"vendor", "endpoint", "consent", "ignored_grants", "decision", "forwarded"}
     assert doc["decision"]["action"] == "strip"
     assert main(["explain", "--config", str(path), "https://evil.example/", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["decision"]["action"] == "reject"
@@ -157,3 +157,33 @@ async def test_cli_explain_reads_the_store(
     doc = json.loads(capsys.readouterr().out)
     assert doc["decision"]["action"] == "strip"
     assert doc["consent"]["advertising"] == {"state": "denied", "source": "store"}
+
+
+GA4_SELF_GRANTED = "https://www.google-analytics.com/g/collect?v=2&tid=G-1&cid=1.2&en=x&gcs=G111"
+
+
+@pytest.mark.parametrize(
+    ("grant", "analytics", "source", "ignored"),
+    [
+        (
+            False,
+            "denied",
+            "default:opt-in",
+            [{"source": "gcm:query", "purpose": "analytics"}],
+        ),
+        (True, "granted", "gcm:query", []),
+    ],
+    ids=["params-may-not-grant", "params-may-grant"],
+)
+def test_a_tag_cannot_grant_itself_consent_unless_config_says_so(
+    tmp_path: Path, grant: bool, analytics: str, source: str, ignored: list[dict[str, str]]
+) -> None:
+    cfg = make_config(tmp_path, extra={"consent": {"signals": {"request_params_grant": grant}}})
+    facts, ev = explain(ExplainRequest(GA4_SELF_GRANTED), cfg, RULES)
+    doc = to_json(facts, ev)
+    # gcs=G111 grants analytics_storage: the hit is dropped unless the request may grant
+    assert doc["decision"]["action"] == ("drop" if analytics == "denied" else "strip")  # type: ignore[index]
+    assert doc["consent"]["analytics"] == {"state": analytics, "source": source}  # type: ignore[index]
+    assert doc["ignored_grants"] == ignored
+    text = render_text(facts, ev)
+    assert ("gcm:query granted analytics: ignored" in text) is (not grant)

@@ -225,3 +225,31 @@ async def test_an_undecodable_cmp_cookie_is_reported_by_name(
     state = await (await client.get("/consent", headers={"Cookie": f"{cookie}=%%%broken"})).json()
     assert [p["signal"] for p in state["signal_problems"]] == [str(name)]
     assert "broken" not in str(state)
+
+
+@pytest.mark.parametrize(
+    ("query", "grant", "forwarded"),
+    [
+        ("gcs=G111", False, False),
+        ("gcd=11r1r1r1r5", False, False),
+        ("gcs=G111", True, True),
+    ],
+)
+async def test_a_tag_hit_cannot_grant_itself_consent(
+    gateway_factory: Callable[..., Any],
+    fake_vendor: FakeVendor,
+    query: str,
+    grant: bool,
+    forwarded: bool,
+) -> None:
+    # Defect 5 of issue 10: with no cookie and no CMP, `gcs=G111` made analytics
+    # "granted from gcm" and the hit was forwarded.
+    extra = {"consent": {"signals": {"request_params_grant": grant}}}
+    client: TestClient[Any, Any] = await gateway_factory(hosts=HOSTS, extra=extra)
+    resp = await client.get(f"{GA4}&{query}")
+    if forwarded:
+        [seen] = await fake_vendor.wait_for(1)
+        assert seen.path == "/g/collect"
+    else:
+        assert resp.status == 204
+        assert await _nothing_sent(fake_vendor, client)

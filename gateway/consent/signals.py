@@ -15,8 +15,12 @@ gateway can read without the site changing anything (DESIGN §2):
 |              | Commanders Act                                             |               |
 
 `read_signals(facts, cfg)` decodes what is there and maps it onto the
-gateway's purposes with `consent.signals` from config. A signal that cannot be
-decoded is reported in `problems` and otherwise ignored: it never grants
+gateway's purposes with `consent.signals` from config. What the tag request says
+about itself (its query: `gcs`, `gcd`, `gdpr_consent`, `gpp`, `us_privacy`) is
+named `<signal>:query` and may deny or restrict but never grant, unless config sets
+`consent.signals.request_params_grant: true`: a tag must not grant itself consent.
+The site's first-party cookies (CMP cookies, `euconsent-v2`, `__gpp`) may grant.
+A signal that cannot be decoded is reported in `problems` and otherwise ignored: it never grants
 anything (fail closed). US opt-outs only ever deny. Everything here is pure.
 """
 
@@ -34,6 +38,7 @@ from gateway.errors import SignalError
 from gateway.model import CMP, ConsentState, ConsentValue, Facts, Signal
 
 __all__ = [
+    "REQUEST_SUFFIX",
     "Signals",
     "TcfVendorConsent",
     "gcm_states",
@@ -47,6 +52,8 @@ __all__ = [
 _GRANTED, _DENIED = ConsentValue.GRANTED, ConsentValue.DENIED
 #: section id of the TC string inside a GPP string
 _GPP_TCFEUV2 = 2
+#: appended to a signal's name when the tag request's own query carried it (`gcm:query`)
+REQUEST_SUFFIX = ":query"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,9 @@ class Signals:
     vendors: TcfVendorConsent | None = None
     #: (signal, reason) for each signal present but undecodable; reasons never quote values
     problems: tuple[tuple[str, str], ...] = ()
+    #: (source, purpose) for each grant the request's own parameters claimed and that was
+    #: not believed (`consent.signals.request_params_grant: false`)
+    ignored: tuple[tuple[str, str], ...] = ()
 
 
 #: the query parameters that carry signals (tag hits and ad-tech macros)
@@ -115,10 +125,6 @@ def query_params(raw: str, names: frozenset[str] = _SIGNAL_PARAMS) -> dict[str, 
         if name in names and name not in out:
             out[name] = unquote_plus(value) if ("%" in value or "+" in value) else value
     return out
-
-
-def _first(*values: str | None) -> list[str]:
-    return [v for v in values if v]
 
 
 def _tcf_answer(tc: tcf.TCString, cfg: SignalsConfig, source: str) -> SourceAnswer:
@@ -174,117 +180,142 @@ def _map_types(
 
 
 def read_signals(facts: Facts, cfg: SignalsConfig) -> Signals:
-    """Decode every enabled signal on `facts` into answers (see the module table)."""
+    """Decode every enabled signal on `facts` into answers (see the module table).
+
+    Signals the tag request carries about itself (its query) are named `<signal>:query`
+    and, unless `cfg.request_params_grant`, keep only their denials: a tag cannot grant
+    itself consent. The grants dropped are listed in `Signals.ignored`.
+    """
     q = query_params(facts.query)
     c = facts.cookies
     read = cfg.read
-    answers: list[SourceAnswer] = []
-    problems: list[tuple[str, str]] = []
+    out = _Collect(cfg)
     vendors: TcfVendorConsent | None = None
-    tc_strings: list[str] = []
+    # TC string -> carried only by the request (False once any cookie carries it too)
+    tc_strings: dict[str, bool] = {}
 
-    def add_tc(raw: str) -> None:
-        nonlocal vendors
-        try:
-            tc = tcf.decode_tc_string(raw)
-        except SignalError as e:
-            problems.append((Signal.TCF, e.reason))
-            return
-        answers.append(_tcf_answer(tc, cfg, Signal.TCF))
-        if vendors is None:
-            vendors = TcfVendorConsent(
-                tc, cfg.tcf_purposes, cfg.tcf_special_features, cfg.tcf_legitimate_interest
-            )
+    def add_tc(raw: str | None, from_request: bool) -> None:
+        if raw:
+            tc_strings[raw] = tc_strings.get(raw, True) and from_request
 
     if Signal.TCF in read:
         # `gdpr=0` says GDPR does not apply to this hit: its TC string speaks for no one.
         if q.get("gdpr") != "0":
-            tc_strings += _first(q.get("gdpr_consent"))
-        tc_strings += _first(c.get("euconsent-v2"))
+            add_tc(q.get("gdpr_consent"), True)
+        add_tc(c.get("euconsent-v2"), False)
 
     if Signal.GPP in read:
-        for raw, sid in ((q.get("gpp"), q.get("gpp_sid")), (c.get("__gpp"), c.get("__gpp_sid"))):
+        gpps = [(q.get("gpp"), q.get("gpp_sid"), True), (c.get("__gpp"), c.get("__gpp_sid"), False)]
+        if CMP.ONETRUST in read:
+            gpps.append((c.get("OTGPPConsent"), None, False))
+        for raw, sid, from_request in gpps:
             if raw:
-                _read_gpp(raw, sid, cfg, answers, problems, tc_strings, Signal.TCF in read)
-        if CMP.ONETRUST in read and c.get("OTGPPConsent"):
-            _read_gpp(
-                c["OTGPPConsent"], None, cfg, answers, problems, tc_strings, Signal.TCF in read
-            )
+                section = _read_gpp(raw, sid, cfg, out, from_request)
+                if section is not None and Signal.TCF in read:
+                    add_tc(section, from_request)
 
     if Signal.US_PRIVACY in read:
-        for raw in dict.fromkeys(
-            _first(q.get("us_privacy"), c.get("us_privacy"), c.get("usprivacy"))
-        ):
+        usps = {c.get("us_privacy"): False, c.get("usprivacy"): False}
+        usps.setdefault(q.get("us_privacy"), True)
+        for raw, from_request in usps.items():
+            if not raw:
+                continue
             try:
                 usp = gpp.decode_us_privacy(raw)
             except SignalError as e:
-                problems.append((Signal.US_PRIVACY, e.reason))
+                out.problems.append((Signal.US_PRIVACY, e.reason))
                 continue
             if gpp.usp_opted_out(usp):
-                answers.append(
-                    SourceAnswer(
-                        Signal.US_PRIVACY, dict.fromkeys(cfg.us_opt_out_purposes, _DENIED), None
-                    )
-                )
+                denied = dict.fromkeys(cfg.us_opt_out_purposes, _DENIED)
+                out.add(SourceAnswer(Signal.US_PRIVACY, denied, None), from_request)
 
     if Signal.GCM in read and ("gcs" in q or "gcd" in q):
         try:
             states = gcm.signal_answers(q.get("gcs"), q.get("gcd"))
         except SignalError as e:
-            problems.append((Signal.GCM, e.reason))
+            out.problems.append((Signal.GCM, e.reason))
         else:
-            mapped = _map_types(states, cfg.gcm)
-            if mapped:
-                answers.append(SourceAnswer(Signal.GCM, mapped, None))
+            # Consent Mode travels only on Google's tag hits: always the request's own word.
+            out.add(SourceAnswer(Signal.GCM, _map_types(states, cfg.gcm), None), True)
 
     consents, failures = cmp.decode_cmp_cookies(c)
-    problems += [(name, reason) for name, reason in failures if name in read]
+    out.problems += [(name, reason) for name, reason in failures if name in read]
     for consent in consents:
         if consent.cmp not in read:
             continue
         if consent.tc_string and Signal.TCF in read:
             # OneTrust's eupubconsent-v2, Cookiebot's iab2: TC strings in CMP clothing.
-            tc_strings.append(consent.tc_string)
+            add_tc(consent.tc_string, False)
         if consent.no_consent_required:
             # Cookiebot's "-1": its own geolocation found no consent needed. The gateway's
             # regime (from the operator's trusted geo header) decides that, not the CMP.
             continue
         mapped = _map_categories(consent.categories, cfg.cmp.get(consent.cmp, {}), consent.others)
-        if mapped:
-            answers.append(SourceAnswer(consent.cmp, mapped, consent.at))
+        out.add(SourceAnswer(consent.cmp, mapped, consent.at), False)
 
-    for raw in dict.fromkeys(tc_strings):  # the same string in two places counts once
-        add_tc(raw)
+    for raw, from_request in tc_strings.items():  # the same string in two places counts once
+        try:
+            tc = tcf.decode_tc_string(raw)
+        except SignalError as e:
+            out.problems.append((Signal.TCF, e.reason))
+            continue
+        out.add(_tcf_answer(tc, cfg, Signal.TCF), from_request)
+        if vendors is None:
+            # Vendor-level consent only ever denies (TcfVendorConsent.denied): safe from
+            # the request's own string too.
+            vendors = TcfVendorConsent(
+                tc, cfg.tcf_purposes, cfg.tcf_special_features, cfg.tcf_legitimate_interest
+            )
 
-    return Signals(tuple(answers), vendors, tuple(problems))
+    return Signals(tuple(out.answers), vendors, tuple(out.problems), tuple(out.ignored))
+
+
+class _Collect:
+    """Answers and problems as `read_signals` finds them; the one place the request's own
+    signals lose their grants."""
+
+    def __init__(self, cfg: SignalsConfig) -> None:
+        self._grant = cfg.request_params_grant
+        self.answers: list[SourceAnswer] = []
+        self.problems: list[tuple[str, str]] = []
+        self.ignored: list[tuple[str, str]] = []
+
+    def add(self, answer: SourceAnswer, from_request: bool) -> None:
+        if from_request:
+            source = f"{answer.source}{REQUEST_SUFFIX}"
+            purposes = dict(answer.purposes)
+            if not self._grant:
+                # SECURITY: the tag request speaks for itself here (gcs=G111, its own
+                # gdpr_consent...): it may deny or restrict, never grant.
+                for p, v in answer.purposes.items():
+                    if v is _GRANTED:
+                        self.ignored.append((source, p))
+                        del purposes[p]
+            answer = dataclasses.replace(answer, source=source, purposes=purposes)
+        if answer.purposes:
+            self.answers.append(answer)
 
 
 def _read_gpp(
-    raw: str,
-    sid: str | None,
-    cfg: SignalsConfig,
-    answers: list[SourceAnswer],
-    problems: list[tuple[str, str]],
-    tc_strings: list[str],
-    read_tcf: bool,
-) -> None:
+    raw: str, sid: str | None, cfg: SignalsConfig, out: _Collect, from_request: bool
+) -> str | None:
+    """Add the GPP string's US opt-outs to `out`; return its TCF EU section, if in force."""
     try:
         parsed = gpp.decode_gpp(raw)
     except SignalError as e:
-        problems.append((Signal.GPP, e.reason))
-        return
+        out.problems.append((Signal.GPP, e.reason))
+        return None
     applicable = _gpp_sid(sid, parsed.section_ids)
-    if read_tcf and _GPP_TCFEUV2 in applicable:
+    if gpp.us_opt_outs(parsed, applicable):
+        denied = dict.fromkeys(cfg.us_opt_out_purposes, _DENIED)
+        out.add(SourceAnswer(Signal.GPP, denied, None), from_request)
+    if _GPP_TCFEUV2 in applicable:
         # Bit for bit a TC string (GPP spec, section 2): decode it as one.
         index = parsed.section_ids.index(_GPP_TCFEUV2)
         sections = raw.split("~")[1:]
         if index < len(sections):
-            tc_strings.append(sections[index])
-    opted_out = gpp.us_opt_outs(parsed, applicable)
-    if opted_out:
-        answers.append(
-            SourceAnswer(Signal.GPP, dict.fromkeys(cfg.us_opt_out_purposes, _DENIED), None)
-        )
+            return sections[index]
+    return None
 
 
 def _gpp_sid(sid: str | None, present: Iterable[int]) -> tuple[int, ...]:
@@ -351,7 +382,10 @@ def google_consent_params(
 
 
 #: sources that express a US opt-out of sale / sharing / targeted advertising
-_US_OPT_OUT_SOURCES = frozenset({"gpc", Signal.US_PRIVACY, Signal.GPP})
+_US_OPT_OUT_SOURCES = frozenset(
+    {"gpc", Signal.US_PRIVACY, Signal.GPP}
+    | {f"{s}{REQUEST_SUFFIX}" for s in (Signal.US_PRIVACY, Signal.GPP)}
+)
 
 
 def vendor_consent_params(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.config import ConsentConfig, CookieConfig, CookieKey, SignalsConfig
 from gateway.consent.signals import (
@@ -55,20 +57,21 @@ def answers(f: Facts, cfg: SignalsConfig = CFG) -> dict[str, dict[str, ConsentVa
     [
         (facts(), {}),
         (
+            # the tag request's own TC string: its denials count, its grants do not
             facts(f"gdpr=1&gdpr_consent={TC_ANALYTICS}"),
-            {"tcf": {"functional": G, "analytics": G, "advertising": D, "personalization": D}},
+            {"tcf:query": {"advertising": D, "personalization": D}},
         ),
         (facts(f"gdpr=0&gdpr_consent={TC_ANALYTICS}"), {}),  # GDPR does not apply to this hit
         (
             facts(cookies={"euconsent-v2": TC_ADS_755}),
             {"tcf": {"functional": G, "analytics": D, "advertising": G, "personalization": D}},
         ),
-        (facts("gcs=G101"), {"gcm": {"analytics": G, "advertising": D}}),
-        (facts("gcs=G110"), {"gcm": {"analytics": D}}),
+        (facts("gcs=G101"), {"gcm:query": {"advertising": D}}),
+        (facts("gcs=G110"), {"gcm:query": {"analytics": D}}),
         # ad_storage granted, the rest denied: advertising needs all three ad types
-        (facts("gcd=11r1q1q1q5"), {"gcm": {"analytics": D, "advertising": D}}),
-        (facts("gcd=11r1r1r1r5"), {"gcm": {"analytics": G, "advertising": G}}),
-        (facts("us_privacy=1YYN"), {"us_privacy": {"advertising": D}}),
+        (facts("gcd=11r1q1q1q5"), {"gcm:query": {"analytics": D, "advertising": D}}),
+        (facts("gcd=11r1r1r1r5"), {}),  # a tag cannot grant itself consent
+        (facts("us_privacy=1YYN"), {"us_privacy:query": {"advertising": D}}),
         (facts("us_privacy=1YNN"), {}),
         (facts(cookies={"usprivacy": "1YYN"}), {"us_privacy": {"advertising": D}}),
         (
@@ -94,6 +97,79 @@ def test_signal_table(f: Facts, expected: dict[str, dict[str, ConsentValue]]) ->
     assert answers(f) == expected
 
 
+GRANTING = SignalsConfig(request_params_grant=True)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected", "ignored"),
+    [
+        (
+            f"gdpr=1&gdpr_consent={TC_ANALYTICS}",
+            {
+                "tcf:query": {
+                    "functional": G,
+                    "analytics": G,
+                    "advertising": D,
+                    "personalization": D,
+                }
+            },
+            [("tcf:query", "functional"), ("tcf:query", "analytics")],
+        ),
+        (
+            "gcs=G101",
+            {"gcm:query": {"analytics": G, "advertising": D}},
+            [("gcm:query", "analytics")],
+        ),
+        (
+            "gcd=11r1r1r1r5",
+            {"gcm:query": {"analytics": G, "advertising": G}},
+            [("gcm:query", "analytics"), ("gcm:query", "advertising")],
+        ),
+        ("us_privacy=1YYN", {"us_privacy:query": {"advertising": D}}, []),
+    ],
+)
+def test_request_params_grant_only_when_config_says_so(
+    query: str, expected: dict[str, dict[str, ConsentValue]], ignored: list[tuple[str, str]]
+) -> None:
+    assert answers(facts(query), GRANTING) == expected
+    assert read_signals(facts(query), GRANTING).ignored == ()
+    # By default the same grants are dropped, and named so explain can say why.
+    assert list(read_signals(facts(query), CFG).ignored) == ignored
+
+
+def test_a_tc_string_in_both_the_cookie_and_the_query_counts_as_the_cookie() -> None:
+    f = facts(f"gdpr=1&gdpr_consent={TC_ANALYTICS}", cookies={"euconsent-v2": TC_ANALYTICS})
+    assert answers(f) == {
+        "tcf": {"functional": G, "analytics": G, "advertising": D, "personalization": D}
+    }
+
+
+_SIGNAL_QUERIES = st.lists(
+    st.sampled_from(
+        [
+            "gcs=G111",
+            "gcs=G101",
+            "gcd=11r1r1r1r5",
+            "gcd=13t3t3t3t5",
+            f"gdpr=1&gdpr_consent={TC_ADS_755}",
+            f"gdpr_consent={TC_ANALYTICS}",
+            "us_privacy=1NNN",
+            "npa=0",
+            "gpp=DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA&gpp_sid=2",
+        ]
+    ),
+    max_size=5,
+).map("&".join)
+
+
+@given(_SIGNAL_QUERIES)
+def test_nothing_in_the_query_grants_by_default(query: str) -> None:
+    # The invariant behind `request_params_grant: false`: with no cookie, whatever the
+    # tag request says about itself, no purpose comes out granted.
+    for a in read_signals(facts(query), CFG).answers:
+        assert G not in a.purposes.values(), (a.source, query)
+
+
 def test_usnat_opt_out_in_gpp_denies_advertising() -> None:
     # iabgpp-java UsNatTest: SaleOptOut=1 ... (usnat core with sale opt-out) - build via header
     from gateway.consent import gpp
@@ -102,7 +178,7 @@ def test_usnat_opt_out_in_gpp_denies_advertising() -> None:
     gpp_string = f"DBABBg~{usca}"
     parsed = gpp.decode_gpp(gpp_string)
     assert parsed.section_ids == (8,)
-    assert answers(facts(f"gpp={quote(gpp_string)}&gpp_sid=8")) == {"gpp": {"advertising": D}}
+    assert answers(facts(f"gpp={quote(gpp_string)}&gpp_sid=8")) == {"gpp:query": {"advertising": D}}
     # Not in force for this hit: gpp_sid names another section.
     assert answers(facts(f"gpp={quote(gpp_string)}&gpp_sid=7")) == {}
 
@@ -120,7 +196,7 @@ def test_undecodable_signals_are_reported_and_grant_nothing() -> None:
 def test_read_list_turns_signals_off() -> None:
     cfg = SignalsConfig(read=frozenset({"gcm"}))
     assert answers(facts(f"gcs=G100&gdpr_consent={TC_ANALYTICS}&us_privacy=1YYN"), cfg) == {
-        "gcm": {"analytics": D, "advertising": D}
+        "gcm:query": {"analytics": D, "advertising": D}
     }
 
 
