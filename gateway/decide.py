@@ -11,6 +11,8 @@ the pipeline to forward with only the `always` strips.
 
 from __future__ import annotations
 
+import dataclasses
+
 from gateway.model import NECESSARY, Action, ConsentState, Decision, StripSpec
 from gateway.ruleset.match import Match
 
@@ -59,13 +61,18 @@ def decide(match: Match | None, consent: ConsentState, *, report_only: bool = Fa
         tcf_note = f" (TCF: vendor {vendor.tcf_vendor_id} not permitted for {denied})"
     ro = report_only or vendor.report_only
     if not missing:
+        strips = endpoint.always
+        if not required and any(not consent.granted(p) for p in consent.purposes if p != NECESSARY):
+            # SECURITY: an endpoint that needs no consent (a consent API, a loader) still
+            # carries nothing that identifies a visitor who refused a purpose.
+            strips = dataclasses.replace(strips, identifiers=True)
         return Decision(
             Action.FORWARD,
             vendor.vendor,
             endpoint.id,
             required,
             missing,
-            endpoint.always,
+            strips,
             "all required purposes granted" if required else "needs no consent",
             ro,
         )
@@ -81,9 +88,15 @@ def decide(match: Match | None, consent: ConsentState, *, report_only: bool = Fa
             f"no consent for {', '.join(unstrippable)} and no strip that makes it safe{tcf_note}",
             ro,
         )
+    specs = [endpoint.when_denied[p] for p in sorted(missing)]
     strips = endpoint.always
-    for p in sorted(missing):
-        strips = strips.merge(endpoint.when_denied[p])
+    for spec in specs:
+        strips = strips.merge(spec)
+    # SECURITY: a rule lists its vendor's fields; identifiers it did not foresee (another
+    # platform's click id, a hashed e-mail in a custom field) go too (gateway.identifiers),
+    # but for what every denied purpose's strip keeps.
+    keep = frozenset.intersection(*(spec.keep for spec in specs))
+    strips = dataclasses.replace(strips, identifiers=True, keep=keep)
     return Decision(
         Action.STRIP,
         vendor.vendor,

@@ -168,6 +168,14 @@ class StripSpec:
     ip: IpPolicy = IpPolicy.KEEP
     user_agent: UserAgentPolicy = UserAgentPolicy.KEEP
     referrer: ReferrerPolicy = ReferrerPolicy.KEEP
+    #: also remove what is an identifier by name or shape wherever it is, listed or not
+    #: (gateway.identifiers); set on every STRIP decision
+    identifiers: bool = False
+    #: field names (lower case, matched like gateway.identifiers' names) that
+    #: `identifiers` leaves alone: what the visitor submitted on purpose (a newsletter
+    #: form's e-mail) or an identifier of a purpose that is granted. A rule writes it per
+    #: denied purpose; a field is kept only if every denied purpose's strip keeps it.
+    keep: frozenset[str] = frozenset()
 
     def merge(self, other: StripSpec) -> StripSpec:
         """The union of two specs: every field of either is removed, the stricter policy wins."""
@@ -182,6 +190,10 @@ class StripSpec:
             ip=max(self.ip, other.ip, key=_IP_ORDER.index),
             user_agent=max(self.user_agent, other.user_agent, key=_UA_ORDER.index),
             referrer=max(self.referrer, other.referrer, key=_REF_ORDER.index),
+            identifiers=self.identifiers or other.identifiers,
+            # one purpose's vendor-level and endpoint-level strips keep what either keeps;
+            # across denied purposes `decide` keeps only what all of them keep
+            keep=self.keep | other.keep,
         )
 
     @property
@@ -190,7 +202,7 @@ class StripSpec:
 
     @property
     def touches_body(self) -> bool:
-        return bool(self.query or self.json or self.url_fields)
+        return bool(self.query or self.json or self.url_fields or self.identifiers)
 
     def field_names(self) -> list[str]:
         """Names of what this spec removes, for the decision log (never values)."""

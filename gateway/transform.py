@@ -33,6 +33,18 @@ from urllib.parse import quote, unquote, unquote_plus, urlencode, urlsplit
 import orjson
 
 from gateway.errors import TransformError
+from gateway.identifiers import (
+    EMAIL,
+    REGISTRY,
+    USER_DATA_CONTAINERS,
+    IdKind,
+    is_hashed_identifier,
+    is_identifier_name,
+    is_identifier_value,
+    looks_like_url,
+    name_in,
+    name_kind,
+)
 from gateway.model import (
     BodyKind,
     Decision,
@@ -46,6 +58,7 @@ from gateway.model import (
 
 __all__ = [
     "IDENTITY_PARAMS",
+    "drop_json_identifiers",
     "MAX_INFLATED_BODY",
     "scrub_url",
     "strip_json",
@@ -144,26 +157,24 @@ def strip_query(raw: str, names: frozenset[str]) -> str:
     return _strip_pairs(raw, _names(names))
 
 
-def _edit_pairs(raw: str, names: _NameSet, urls: _NameSet) -> str:
-    """Named pairs removed, then identifiers scrubbed from URL-valued pairs."""
+#: `keep` argument meaning "no identifier scrub" (StripSpec.identifiers is off)
+_NO_SCRUB: Final = None
+
+
+def _edit_pairs(
+    raw: str, names: _NameSet, urls: _NameSet, keep: frozenset[str] | None = _NO_SCRUB
+) -> str:
+    """Named pairs removed, identifiers scrubbed from URL-valued pairs, and unless `keep`
+    is None every pair that is an identifier by name or shape removed (but those named
+    in `keep`)."""
     out = _strip_pairs(raw, names) if names.exact or names.prefixes else raw
-    return _scrub_pairs(out, urls) if urls.exact or urls.prefixes else out
+    out = _scrub_pairs(out, urls) if urls.exact or urls.prefixes else out
+    return out if keep is None else _drop_identifiers(out, keep)
 
 
-#: parameters that identify a person or a click wherever they appear inside a URL
-#: (vendors.md A3: click ids of every major ad platform, Google's linker, e-mail
-#: campaign ids, and obvious personal keys); compared case-insensitively
-IDENTITY_PARAMS: Final = frozenset(
-    {
-        "gclid", "gbraid", "wbraid", "dclid", "gclsrc", "_gl", "fbclid", "ttclid",
-        "msclkid", "li_fat_id", "twclid", "sccid", "rdt_cid", "epik", "tblci",
-        "outbrainclickid", "dicbo", "qclid", "yclid", "_kx", "mc_eid", "_hsenc",
-        "_hsmi", "__hstc", "__hssc", "__hsfp", "mkt_tok", "email", "e", "phone",
-        "token", "reset", "session",
-    }
-)  # fmt: skip
-#: an e-mail address anywhere in a decoded value
-_EMAIL: Final = re.compile(r"[^\s@/?&=#:;,]+@[^\s@/?&=#:;,]+\.[A-Za-z]{2,}")
+#: parameters that identify a person or a click wherever they appear inside a URL: every
+#: name in the one registry (gateway.identifiers), compared case-insensitively
+IDENTITY_PARAMS: Final = frozenset(REGISTRY)
 _NO_NAMES: Final = _NameSet(frozenset(), ())
 
 
@@ -175,7 +186,7 @@ def scrub_url(url: str) -> str:
         return url
     head, hash_, fragment = url.partition("#")
     base, q, query = head.partition("?")
-    new_base = _EMAIL.sub("", base) if "@" in base else base
+    new_base = EMAIL.sub("", base) if "@" in base else base
     new_query = _scrub_query(query) if q else query
     new_fragment = _scrub_query(fragment) if hash_ and "=" in fragment else fragment
     if new_base is base and new_query is query and new_fragment is fragment:
@@ -194,7 +205,12 @@ def _scrub_query(query: str) -> str:
     for pair in query.split("&"):
         name, _, value = pair.partition("=")
         decoded_value = unquote_plus(value) if "%" in value or "+" in value else value
-        if _decode(name).lower() in IDENTITY_PARAMS or _EMAIL.search(decoded_value):
+        dname = _decode(name)
+        if (
+            is_identifier_name(dname, in_url=True)
+            or is_identifier_value(decoded_value)
+            or is_hashed_identifier(dname, decoded_value)
+        ):
             removed = True
             continue
         kept.append(pair)
@@ -223,6 +239,107 @@ def _scrubbed(name: str, value: str) -> str | None:
     return None if clean is url else f"{name}={quote(clean, safe='')}"
 
 
+def _drop_identifiers(raw: str, keep: frozenset[str], sep: str = "&") -> str:
+    """`raw` (pairs joined by `sep`) without the pairs that are identifiers by name or by
+    shape (gateway.identifiers), URL values scrubbed and JSON values walked the same way.
+    `raw` itself when nothing changes."""
+    kept: list[str] = []
+    changed = False
+    for pair in raw.split(sep):
+        name, eq, value = pair.partition("=")
+        dname = _decode(name) if "%" in name or "+" in name else name
+        dvalue = unquote_plus(value) if "%" in value or "+" in value else value
+        if eq and looks_like_url(dvalue):
+            # a URL is the page's, never the visitor's submission: scrubbed even when kept
+            clean = scrub_url(dvalue)
+            if clean is not dvalue:
+                pair, dvalue, changed = f"{name}={quote(clean, safe='')}", clean, True
+        # a click id is never what the visitor submitted: `keep` cannot save it
+        if name_kind(dname) is not IdKind.CLICK_ID and name_in(dname, keep):
+            kept.append(pair)
+            continue
+        if is_identifier_name(dname):
+            changed = True
+            continue
+        if eq and dvalue[:1] in ("{", "["):
+            # JSON in a field (Intercom's user_data, Twitter's event): walked, not judged whole
+            edited = _json_value_without_identifiers(dvalue, keep)
+            if edited is not None:
+                if edited is not dvalue:
+                    pair, changed = f"{name}={quote(edited, safe='')}", True
+                kept.append(pair)
+                continue
+        if is_identifier_value(dvalue) or is_hashed_identifier(dname, dvalue):
+            changed = True
+            continue
+        kept.append(pair)
+    return sep.join(kept) if changed else raw
+
+
+def _json_value_without_identifiers(text: str, keep: frozenset[str]) -> str | None:
+    """A field's JSON value without identifiers (`text` itself when there were none), or
+    None when it is not JSON."""
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return orjson.dumps(doc).decode() if drop_json_identifiers(doc, keep) else text
+
+
+def drop_json_identifiers(
+    value: object, keep: frozenset[str] = frozenset(), name: str = "", in_user_data: bool = False
+) -> bool:
+    """Remove, in place, every key and array element of a JSON document that is an
+    identifier by name or shape (gateway.identifiers), but keys named in `keep`; True if
+    anything was removed."""
+    changed = False
+    if isinstance(value, dict):
+        for key in list(value):
+            item = value[key]
+            if name_kind(key) is not IdKind.CLICK_ID and name_in(key, keep):
+                if isinstance(item, str) and looks_like_url(item):
+                    clean = scrub_url(item)  # as in `_drop_identifiers`: kept, but scrubbed
+                    if clean is not item:
+                        value[key], changed = clean, True
+                continue
+            if is_identifier_name(key):
+                del value[key]
+                changed = True
+                continue
+            if isinstance(item, str):
+                kept = _json_string(item, key, in_user_data)
+                if kept is None:
+                    del value[key]
+                    changed = True
+                elif kept is not item:
+                    value[key], changed = kept, True
+            elif isinstance(item, dict | list):
+                inner = in_user_data or key.lower() in USER_DATA_CONTAINERS
+                changed = drop_json_identifiers(item, keep, key, inner) or changed
+    elif isinstance(value, list):
+        for i in reversed(range(len(value))):
+            item = value[i]
+            if isinstance(item, str):
+                kept = _json_string(item, name, in_user_data)
+                if kept is None:
+                    del value[i]
+                    changed = True
+                elif kept is not item:
+                    value[i], changed = kept, True
+            elif isinstance(item, dict | list):
+                changed = drop_json_identifiers(item, keep, name, in_user_data) or changed
+    return changed
+
+
+def _json_string(value: str, name: str, in_user_data: bool) -> str | None:
+    """A JSON string kept as is, scrubbed (a URL), or None when it is an identifier."""
+    if looks_like_url(value):
+        value = scrub_url(value)
+    if is_identifier_value(value) or is_hashed_identifier(name, value, in_user_data=in_user_data):
+        return None
+    return value
+
+
 def strip_path_params(path: str, names: frozenset[str], urls: frozenset[str]) -> str:
     """`path` without the `;name=value` parameters named in `names`, and with the values
     of those named in `urls` scrubbed as URLs (Floodlight's `~oref`). `path` itself when
@@ -247,14 +364,18 @@ def strip_path_params(path: str, names: frozenset[str], urls: frozenset[str]) ->
     return ";".join([first, *kept]) if changed else path
 
 
-def _strip_form(body: bytes, names: _NameSet, urls: _NameSet = _NO_NAMES) -> bytes:
+def _strip_form(
+    body: bytes, names: _NameSet, urls: _NameSet = _NO_NAMES, keep: frozenset[str] | None = None
+) -> bytes:
     # surrogateescape round-trips any bytes exactly, so undecodable bytes in values survive
     text = body.decode("utf-8", "surrogateescape")
-    out = _edit_pairs(text, names, urls)
+    out = _edit_pairs(text, names, urls, keep)
     return body if out is text else out.encode("utf-8", "surrogateescape")
 
 
-def _strip_ga4_batch(body: bytes, names: _NameSet, urls: _NameSet = _NO_NAMES) -> bytes:
+def _strip_ga4_batch(
+    body: bytes, names: _NameSet, urls: _NameSet = _NO_NAMES, keep: frozenset[str] | None = None
+) -> bytes:
     text = body.decode("utf-8", "surrogateescape")
     lines = text.split("\n")
     changed = False
@@ -262,7 +383,7 @@ def _strip_ga4_batch(body: bytes, names: _NameSet, urls: _NameSet = _NO_NAMES) -
         # keep `\r\n` line ends even when a line's last pair is removed
         cr = "\r" if line.endswith("\r") else ""
         hit = line[:-1] if cr else line
-        out = _edit_pairs(hit, names, urls)
+        out = _edit_pairs(hit, names, urls, keep)
         if out is not hit:
             lines[i] = out + cr
             changed = True
@@ -342,7 +463,9 @@ def strip_json(doc: object, paths: frozenset[str]) -> bool:
     return removed
 
 
-def _strip_json_body(body: bytes, paths: frozenset[str]) -> bytes:
+def _strip_json_body(
+    body: bytes, paths: frozenset[str], keep: frozenset[str] | None = None
+) -> bytes:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -352,6 +475,8 @@ def _strip_json_body(body: bytes, paths: frozenset[str]) -> bytes:
     # keys, so `{"user_data": {"em": 1}, "user_data": {}}` looks clean to us; a vendor
     # whose parser keeps the first would still read `em` from the original bytes.
     strip_json(doc, paths)
+    if keep is not None:
+        drop_json_identifiers(doc, keep)
     try:
         return orjson.dumps(doc)
     except orjson.JSONEncodeError:
@@ -363,7 +488,7 @@ def _strip_json_body(body: bytes, paths: frozenset[str]) -> bytes:
 _DATA_FIELD: Final = "data"
 
 
-def _strip_data_field(form: str, paths: frozenset[str]) -> str:
+def _strip_data_field(form: str, paths: frozenset[str], keep: frozenset[str] | None = None) -> str:
     """`form` with the JSON in its `data` field (plain, or standard/url-safe base64 of it)
     stripped of `paths` and put back in the same encoding. `form` itself if there is no
     `data` field. Raises TransformError for a `data` field that is neither."""
@@ -384,7 +509,7 @@ def _strip_data_field(form: str, paths: frozenset[str]) -> str:
             except (binascii.Error, ValueError):
                 raise TransformError("data field is neither JSON nor base64 JSON") from None
             was_b64 = True
-        new = _strip_json_body(doc_bytes, paths)
+        new = _strip_json_body(doc_bytes, paths, keep)
         encoded = base64.b64encode(new).decode() if was_b64 else new.decode()
         pairs[i] = f"{name}={quote(encoded, safe='')}"
         changed = True
@@ -427,6 +552,11 @@ def _decoded(facts: Facts) -> tuple[bytes, bool]:
     return plain, True
 
 
+def _keep(strips: StripSpec) -> frozenset[str] | None:
+    """What the identifier scrub leaves alone, or None when the scrub is off."""
+    return strips.keep if strips.identifiers else _NO_SCRUB
+
+
 def _body(facts: Facts, strips: StripSpec, body_kind: BodyKind) -> bytes:
     body = facts.body
     if not body:
@@ -438,7 +568,7 @@ def _body(facts: Facts, strips: StripSpec, body_kind: BodyKind) -> bytes:
                 raise TransformError("body of an endpoint declared without a body")
             return body
         case BodyKind.FORM | BodyKind.GA4_BATCH:
-            if not (strips.query or strips.url_fields):
+            if not (strips.query or strips.url_fields or strips.identifiers):
                 return body
             ctype = facts.headers.get("content-type", "").lower()
             if ctype.lstrip().startswith("multipart/"):
@@ -446,23 +576,28 @@ def _body(facts: Facts, strips: StripSpec, body_kind: BodyKind) -> bytes:
                 raise TransformError("cannot strip a multipart body")
             plain, gzipped = _decoded(facts)
             names, urls = _names(strips.query), _names(strips.url_fields)
+            keep = _keep(strips)
             if body_kind is BodyKind.FORM:
-                out = _strip_form(plain, names, urls)
+                out = _strip_form(plain, names, urls, keep)
             else:
-                out = _strip_ga4_batch(plain, names, urls)
+                out = _strip_ga4_batch(plain, names, urls, keep)
         case BodyKind.JSON | BodyKind.TEXT:
-            if not strips.json:
+            if not (strips.json or strips.identifiers):
                 return body
             plain, gzipped = _decoded(facts)
-            out = _strip_json_body(plain, strips.json)
+            out = _strip_json_body(plain, strips.json, _keep(strips))
         case BodyKind.FORM_JSON:
-            if not (strips.query or strips.json or strips.url_fields):
+            if not (strips.query or strips.json or strips.url_fields or strips.identifiers):
                 return body
             plain, gzipped = _decoded(facts)
             text = plain.decode("utf-8", "surrogateescape")
-            edited = _edit_pairs(text, _names(strips.query), _names(strips.url_fields))
-            if strips.json:
-                edited = _strip_data_field(edited, strips.json)
+            # the `data` field first: the pair pass must not drop it as JSON it cannot read
+            edited = text
+            if strips.json or strips.identifiers:
+                edited = _strip_data_field(edited, strips.json, _keep(strips))
+            edited = _edit_pairs(
+                edited, _names(strips.query), _names(strips.url_fields), _keep(strips)
+            )
             out = plain if edited is text else edited.encode("utf-8", "surrogateescape")
     if out is plain:
         return body
@@ -684,6 +819,14 @@ def transform(
     query = strip_query(facts.query, strips.query)
     if strips.url_fields and query:
         query = _scrub_pairs(query, _names(strips.url_fields))
+    if strips.identifiers and query:
+        query = _drop_identifiers(query, strips.keep)
+    path = strip_path_params(facts.path, strips.path_params, strips.url_fields)
+    if strips.identifiers and ";" in path:
+        first, _, params = path.partition(";")
+        kept = _drop_identifiers(params, strips.keep, ";")
+        if kept is not params:
+            path = f"{first};{kept}" if kept else first
     if set_query:
         query = strip_query(query, frozenset(set_query))
         extra = urlencode(sorted(set_query.items()))
@@ -691,7 +834,7 @@ def transform(
     return Outgoing(
         method=facts.method,
         host=facts.host,
-        path=strip_path_params(facts.path, strips.path_params, strips.url_fields),
+        path=path,
         query=query,
         headers=tuple(_headers(facts, strips, own_cookies, forward_headers)),
         body=_set_json(_body(facts, strips, body_kind), body_kind, set_json, facts),

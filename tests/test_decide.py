@@ -75,14 +75,14 @@ def match(path: str) -> Match:
             {"analytics": "granted", "advertising": "denied"},
             Action.STRIP,
             {"advertising"},
-            StripSpec(query=frozenset({"_uip", "gclid"}), ip=IpPolicy.DROP),
+            StripSpec(query=frozenset({"_uip", "gclid"}), ip=IpPolicy.DROP, identifiers=True),
         ),
         (
             "/hit",
             {"analytics": "granted", "advertising": "unknown"},
             Action.STRIP,
             {"advertising"},
-            StripSpec(query=frozenset({"_uip", "gclid"}), ip=IpPolicy.DROP),
+            StripSpec(query=frozenset({"_uip", "gclid"}), ip=IpPolicy.DROP, identifiers=True),
         ),
         (
             "/hit",

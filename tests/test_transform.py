@@ -931,3 +931,123 @@ def test_form_json_unreadable_data_fails_closed() -> None:
     d = Decision(Action.STRIP, "v", "e", frozenset(), frozenset(), spec, "t")
     with pytest.raises(TransformError):
         transform(facts, d, BodyKind.FORM_JSON)
+
+
+# --- the identifier scrub (StripSpec.identifiers, gateway.identifiers) --------------------
+
+IDS = StripSpec(identifiers=True)
+JSON_CT = (("Content-Type", "application/json"),)
+FORM_CT = (("Content-Type", "application/x-www-form-urlencoded"),)
+SHA = "309a0a5c3e211326ae75ca18196d301a9bdbd1a882a4d2569511033da23f0abd"
+
+
+@pytest.mark.parametrize(
+    ("strips", "query", "expected"),
+    [
+        (IDS, "v=2&fbclid=IwAR1&en=x", "v=2&en=x"),
+        (IDS, "v=2&FbClId=IwAR1&ScCid=1&irclickid=9", "v=2"),
+        (IDS, "v=2&em=tv.1~em.abc&x=jane%40mail.example", "v=2"),
+        (IDS, "v=2&ud%5Bem%5D=abc&ud%5Bct%5D=paris", "v=2&ud%5Bct%5D=paris"),
+        (IDS, f"v=2&hashed_email={SHA}&event_id={SHA}", f"v=2&event_id={SHA}"),
+        (
+            IDS,
+            "dl=https%3A%2F%2Fs.example%2F%3Fgclid%3Dx%26a%3D1&v=2",
+            "dl=https%3A%2F%2Fs.example%2F%3Fa%3D1&v=2",
+        ),
+        (IDS, "e=pageview&token=x", "e=pageview&token=x"),  # URL-only names: fields here
+        (
+            StripSpec(identifiers=True, keep=frozenset({"email"})),
+            "email=jane%40mail.example&gclid=1",
+            "email=jane%40mail.example",
+        ),
+        (
+            StripSpec(identifiers=True, keep=frozenset({"gclid"})),
+            "gclid=1&v=2",
+            "v=2",
+        ),  # never kept
+        (NO_STRIPS, "v=2&fbclid=IwAR1", "v=2&fbclid=IwAR1"),  # off on a FORWARD
+    ],
+)
+def test_identifier_scrub_in_the_query(strips: StripSpec, query: str, expected: str) -> None:
+    assert run(strips, query=query).query == expected
+
+
+def test_identifier_scrub_in_path_parameters() -> None:
+    facts = Facts(
+        "r",
+        "GET",
+        "ad.doubleclick.net",
+        "/activity;src=1;em=tv.1~em.abc;u3=jane%40mail.example;type=sales;fbclid=x",
+        "",
+    )
+    out = transform(facts, make_decision(IDS), BodyKind.NONE)
+    assert out.path == "/activity;src=1;type=sales"
+
+
+@pytest.mark.parametrize(
+    ("body_kind", "headers", "body", "gone", "kept"),
+    [
+        (
+            BodyKind.JSON,
+            JSON_CT,
+            orjson.dumps(
+                {
+                    "event": "Purchase",
+                    "user_data": {"external_id": "u1", "x": [SHA], "fbp": "fb.1.2"},
+                    "note": "call jane@mail.example",
+                    "page": "https://s.example/?ttclid=T1&q=kettle",
+                    "items": [{"id": "k", "msclkid": "M1"}],
+                }
+            ),
+            ["external_id", SHA, "fb.1.2", "jane@mail.example", "T1", "M1"],
+            ["Purchase", "kettle", '"id":"k"'],
+        ),
+        (
+            BodyKind.FORM,
+            FORM_CT,
+            b"en=x&gclid=G1&email=jane%40mail.example&dl=https%3A%2F%2Fs.example%2F%3Ftwclid%3DW1",
+            ["G1", "jane", "W1"],
+            ["en=x", "dl="],
+        ),
+        (
+            BodyKind.FORM,
+            FORM_CT,
+            b"user_data=%7B%22email%22%3A%22jane%40mail.example%22%2C%22plan%22%3A%22pro%22%7D",
+            ["jane"],
+            ["plan"],
+        ),
+        (
+            BodyKind.GA4_BATCH,
+            (("Content-Type", "text/plain"),),
+            b"en=page_view&_et=5\r\nen=purchase&em=tv.1~em.abc&fbclid=F1",
+            ["tv.1", "F1"],
+            ["en=purchase", "_et=5\r\n"],
+        ),
+        (
+            BodyKind.FORM_JSON,
+            FORM_CT,
+            b"data=%5B%7B%22event%22%3A%22x%22%2C%22properties%22%3A%7B%22gclid%22%3A%22G9%22%7D%7D%5D",
+            ["G9"],
+            ["event"],
+        ),
+    ],
+    ids=["json", "form", "json-in-form-field", "ga4-batch", "form-json-data"],
+)
+def test_identifier_scrub_in_bodies(
+    body_kind: BodyKind,
+    headers: tuple[tuple[str, str], ...],
+    body: bytes,
+    gone: list[str],
+    kept: list[str],
+) -> None:
+    out = run(IDS, body_kind, headers=headers, body=body, method="POST")
+    text = unquote_plus(out.body.decode())
+    assert [g for g in gone if g in text] == []
+    assert [k for k in kept if k not in text] == []
+
+
+def test_a_kept_field_keeps_its_value_but_not_the_click_ids_in_its_url() -> None:
+    strips = StripSpec(identifiers=True, keep=frozenset({"*"}))
+    body = b"email=jane%40mail.example&page=https%3A%2F%2Fs.example%2F%3Fgclid%3DG1"
+    out = run(strips, BodyKind.FORM, headers=FORM_CT, body=body, method="POST")
+    assert out.body == b"email=jane%40mail.example&page=https%3A%2F%2Fs.example%2F"

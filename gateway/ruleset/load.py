@@ -112,6 +112,7 @@ STRIP_KEYS = (
     "ip",
     "user_agent",
     "referrer",
+    "keep",
 )
 EXAMPLE_KEYS = (
     "url",
@@ -380,10 +381,12 @@ class _RuleParser:
         return route, exact[0]
 
     # -- strips ---------------------------------------------------------------
-    def _strip(self, node: Node) -> StripSpec:
+    def _strip(self, node: Node, when_denied: bool = False) -> StripSpec:
         if node.missing:
             return StripSpec()
         m = node.mapping(STRIP_KEYS)
+        if not when_denied and not m["keep"].missing:
+            m["keep"].problem("keep applies only to a when_denied strip")
         all_cookies = m["cookies"].value == "all"
         headers = self._names(m["headers"], lambda h: check_header_name(h.lower()))
         return StripSpec(
@@ -397,6 +400,11 @@ class _RuleParser:
             ip=m["ip"].enum(IpPolicy, IpPolicy.KEEP),
             user_agent=m["user_agent"].enum(UserAgentPolicy, UserAgentPolicy.KEEP),
             referrer=m["referrer"].enum(ReferrerPolicy, ReferrerPolicy.KEEP),
+            # a bare `*` keeps every field: allowed here, where it removes nothing
+            keep=frozenset(
+                n.lower()
+                for n in self._names(m["keep"], lambda n: None if n == "*" else check_field_name(n))
+            ),
         )
 
     def _when_denied(self, node: Node) -> list[_WhenDenied]:
@@ -407,7 +415,7 @@ class _RuleParser:
             if purpose == NECESSARY:
                 sub.problem(f"{NECESSARY!r} is always granted: a strip for it never applies")
                 continue
-            out.append(_WhenDenied(purpose, self._strip(sub), sub))
+            out.append(_WhenDenied(purpose, self._strip(sub, when_denied=True), sub))
         return out
 
     # -- endpoints ------------------------------------------------------------
