@@ -159,10 +159,15 @@ def _load(path: str) -> GatewayConfig | None:
 
 
 def _setup_logging(level: str) -> None:
+    from gateway.access_log import install_log_privacy
+
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # SECURITY: aiohttp logs malformed request lines (query values) and full client
+    # addresses; every record is filtered before it is written anywhere.
+    install_log_privacy(*logging.getLogger().handlers)
 
 
 # -- serve -------------------------------------------------------------------------
@@ -213,8 +218,9 @@ def _worker_main(config_path: str, overrides: dict[str, object]) -> None:
 
 
 def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
-    from aiohttp import web, web_log
+    from aiohttp import web_log
 
+    from gateway.access_log import access_logger_for, run_app
     from gateway.app import build_app
 
     try:
@@ -230,18 +236,16 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
             print(problem, file=sys.stderr)
         return 1
     log.info("starting on http://%s:%d (pid %d)", cfg.server.host, cfg.server.port, os.getpid())
-    from gateway.access_log import access_logger_for
-
     logger_class = access_logger_for(cfg.server.access_log)
     try:
-        web.run_app(
+        # Not web.run_app: its runner answers a malformed request by echoing it back.
+        run_app(
             app,
             host=cfg.server.host,
             port=cfg.server.port,
-            reuse_port=reuse_port or None,
+            reuse_port=reuse_port,
             access_log=logging.getLogger("gateway.access") if logger_class else None,
             access_log_class=logger_class or web_log.AccessLogger,
-            print=None,
             shutdown_timeout=10.0,
         )
     except StoreError as e:

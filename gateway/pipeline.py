@@ -98,7 +98,7 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
 
     # 6. decision log: every non-FORWARD, and everything in report-only mode
     if decision.action is not Action.FORWARD or decision.report_only:
-        gw.decision_log.submit(record_for(facts, decision, consent))
+        gw.decision_log.submit(record_for(facts, decision, consent, match))
     gw.metrics.requests.labels(
         decision.vendor or "-", decision.endpoint or "-", decision.action.value
     ).inc()

@@ -4,6 +4,7 @@ reading back (`query_records`, `run_logs`), all against real temporary files."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import logging
 import sqlite3
@@ -18,6 +19,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gateway.decision_log as decision_log
 from gateway.config import DecisionLogConfig
@@ -36,6 +39,7 @@ from gateway.decision_log import (
     record_for,
     record_to_dict,
     run_logs,
+    sanitize_path,
     unknown_hosts,
 )
 from gateway.metrics import Metrics
@@ -50,6 +54,7 @@ from gateway.model import (
     PurposeConsent,
     StripSpec,
 )
+from tests.conftest import RULES_DIR
 
 T0 = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC).timestamp()
 
@@ -225,29 +230,110 @@ def test_record_never_holds_request_values(decision: Decision, name: str) -> Non
     for what, secret in SECRETS.items():
         for text in rendered:
             assert secret not in text, f"{what} leaked into the {name} record"
-    assert r.path == "/activityi;src;u1;ord"
+    assert r.path == "/activityi;src={…};u1={…};ord={…}"
 
 
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
+        # plain words stay: the shape of the request
         ("/g/collect", "/g/collect"),
-        ("/activityi;src=123;u1=abc", "/activityi;src;u1"),
-        ("/activityi;src=123;type=x;cat=y;ord=1?", "/activityi;src;type;cat;ord"),
-        ("/ddm/activity/src=123;type=invmedia;u1=abc", "/ddm/activity/src;type;u1"),
-        ("/a;flag;b=1", "/a;flag;b"),
-        ("/a;;b=", "/a;b"),
+        ("/v1/collect", "/v1/collect"),
+        ("/tr/", "/tr/"),
+        ("/en_US/fbevents.js", "/en_US/fbevents.js"),
+        ("/conversion_events", "/conversion_events"),
+        ("/pixel_v2.gif", "/pixel_v2.gif"),
+        ("/caf\u00e9", "/caf\u00e9"),
+        ("", ""),
+        # no query, no fragment
         ("/g/collect?cid=1.2&v=2", "/g/collect"),
         ("/page#frag=1", "/page"),
-        ("/a\x00b\x1b[31m\r\n", "/a?b?[31m??"),
+        # `;` parameters: names stay if plain, values never
+        ("/activityi;src=123;u1=abc", "/activityi;src={…};u1={…}"),
+        ("/activityi;src=123;type=x;cat=y;ord=1?", "/activityi;src={…};type={…};cat={…};ord={…}"),
+        ("/ddm/activity/src=123;type=invmedia;u1=abc", "/ddm/activity/src={…};type={…};u1={…}"),
+        ("/a;flag;b=1", "/a;flag;b={…}"),
+        ("/a;;b=", "/a;;b={…}"),
+        ("/a;alice@example.com=1", "/a;{…}"),
+        ("/a;GCLIDLEAK123", "/a;{…}"),
+        # segments that look like values
+        ("/t/u/alice%40example.com/GCLIDLEAK123", "/t/u/{…}/{…}"),
+        ("/u/alice@example.com/x", "/u/{…}/x"),
+        ("/u/alice%2540example.com", "/u/{…}"),
+        ("/v18.0/1234567890/events", "/v18.0/{…}/events"),
+        ("/order/123456", "/order/{…}"),
+        ("/order/12345", "/order/12345"),
+        ("/h/deadbeef01", "/h/{…}"),
+        ("/id/550e8400-e29b-41d4-a716-446655440000/x", "/id/{…}/x"),
+        ("/tok/dGhpcyBpcyBhIHRva2VuIQ", "/tok/{…}"),
+        ("/tok/abcdefghijklmnopQRST", "/tok/{…}"),
+        ("/ip/203.0.113.77", "/ip/{…}"),
+        ("/ip/2001:db8::1", "/ip/{…}"),
+        ("/u/user1234", "/u/{…}"),
+        ("/x/" + "a" * 41, "/x/{…}"),
+        ("/a%3Bb=1/c", "/{…}/c"),
+        ("/a%3Fgclid%3DX/c", "/{…}/c"),
+        ("/a%2Fb/c", "/{…}/c"),
+        # control characters would forge log lines; other non-printables become `?`
+        ("/a\x00b\x1b[31m\r\n", "/{…}"),
         ("/zero\u200bwidth\u202eltr", "/zero?width?ltr"),
-        ("/caf\u00e9", "/caf\u00e9"),
         ("/x\ud800y", "/x?y"),
-        ("", ""),
     ],
 )
-def test_record_path_is_reduced(path: str, expected: str) -> None:
+def test_record_path_is_a_template(path: str, expected: str) -> None:
     assert record_for(make_facts(path=path), make_decision(), None).path == expected
+    assert sanitize_path(path) == expected
+
+
+def test_record_path_of_a_match_is_the_endpoint_pattern() -> None:
+    """With a matched endpoint, the path is the rule's own text: nothing the visitor sent."""
+    from gateway.config import DEFAULT_PURPOSES
+    from gateway.ruleset.load import load_rules
+
+    rules = load_rules([RULES_DIR], frozenset(DEFAULT_PURPOSES))
+    cases = [
+        ("www.google-analytics.com", "/g/collect", "/g/collect"),
+        ("ad.doubleclick.net", "/activityi;src=1;u1=alice@example.com", "~/activityi?(;.*)?"),
+        ("graph.facebook.com", "/v18.0/1234567890/events", None),
+    ]
+    for host, path, expected in cases:
+        match = rules.match(host, path, "POST" if "events" in path else "GET")
+        assert match is not None, (host, path)
+        out = record_for(make_facts(host=host, path=path), make_decision(), None, match).path
+        assert out == (expected or match.endpoint.pattern)
+        assert "alice" not in out and "1234567890" not in out
+
+
+_PLAIN_WORDS = st.from_regex(r"[a-z]{1,7}(_[a-z]{1,7})?(\.js)?", fullmatch=True)
+# Emails whose local part holds a URL delimiter would cut the path itself (`?`, `#`).
+_EMAILS = st.emails().filter(lambda e: not set(e) & set("/?#;=%\\"))
+_VALUES = st.one_of(
+    _EMAILS,
+    _EMAILS.map(lambda e: e.replace("@", "%40")),
+    st.from_regex(r"[0-9]{6,20}", fullmatch=True),
+    st.from_regex(r"[0-9a-f]{8,40}", fullmatch=True).filter(lambda v: not v.isalpha()),
+    st.uuids().map(str),
+    st.from_regex(r"[A-Za-z]{4,12}[0-9]{1,8}[A-Za-z0-9]{0,8}", fullmatch=True).filter(
+        lambda v: len(v) >= 8
+    ),
+    st.binary(min_size=12, max_size=48)
+    .map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("="))
+    .filter(lambda v: any(c.isdigit() for c in v) or v.lower() != v),
+    st.ip_addresses().map(str),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(words=st.lists(_PLAIN_WORDS, min_size=1, max_size=5), value=_VALUES, at=st.integers(0, 5))
+def test_sanitize_path_never_keeps_a_value(words: list[str], value: str, at: int) -> None:
+    """Invariant: a value anywhere in the path (segment, `;` parameter, `name=value`)
+    never survives, and the plain words around it do."""
+    for shaped in (value, f"p;v={value}", f"{value};x", f"src={value}"):
+        segments = [*words]
+        segments.insert(min(at, len(segments)), shaped)
+        out = sanitize_path("/" + "/".join(segments))
+        assert value not in out, (value, out)
+        assert [s for s in out.split("/") if s and "{…}" not in s] == words
 
 
 @pytest.mark.parametrize(
@@ -272,16 +358,33 @@ def test_record_path_is_capped(path: str, absent: str | None) -> None:
     [
         ("www.google-analytics.com", "www.google-analytics.com"),
         ("user:pw@evil.example", "evil.example"),
+        ("alice@example.com:pw@evil.example", "evil.example"),
         ("a@b@evil.example", "evil.example"),
         ("user%40evil.example", "evil.example"),
-        ("evil.example;sid=abc", "evil.example;sid"),
-        ("evil\x07.example\n", "evil?.example?"),
+        ("evil.example;sid=abc", "evil.example"),
+        ("evil.example:8080", "evil.example"),
+        ("evil\x07.example\n", "{…}"),
+        ("evil%2eexample", "{…}"),
+        ("[::1]", "{…}"),
+        ("203.0.113.77", "{…}"),
+        ("GCLIDLEAK123", "{…}"),
+        ("h" * 300 + ".example", "{…}"),
+        ("Evil.Example", "evil.example"),
         ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ("alice@", ""),
     ],
 )
-def test_record_host_is_sanitised(host: str, expected: str) -> None:
+def test_record_host_is_a_name(host: str, expected: str) -> None:
     decision = make_decision(Action.REJECT, vendor=None, endpoint=None)
     assert record_for(make_facts(host=host), decision, None).host == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [("GET", "GET"), ("POST", "POST"), ("OPTIONS", "OPTIONS"), ("GCLIDLEAK123", "{…}")],
+)
+def test_record_method_is_standard_or_a_mark(method: str, expected: str) -> None:
+    assert record_for(make_facts(method=method), make_decision(), None).method == expected
 
 
 def test_record_caps_every_string() -> None:
@@ -290,7 +393,7 @@ def test_record_caps_every_string() -> None:
     assert len(r.host) <= 253
     assert len(r.reason) <= 300
     assert len(r.request_id) <= 128
-    assert len(r.method) <= 16
+    assert r.method == "{…}"
     assert "\n" not in r.reason
 
 

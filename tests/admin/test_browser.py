@@ -416,7 +416,8 @@ def test_markup_in_path_is_shown_as_text(
 
     expect(page.locator("#live-status")).to_have_text(LIVE)
     assert gateway.send(XSS_LIVE_HIT) == 404
-    live = page.locator("table#records tr.record.live td.path", has_text=IMG)
+    # the path is stored as a template: markup survives up to the value it carried
+    live = page.locator("table#records tr.record.live td.path", has_text="<img/src/onerror=")
     expect(live.first).to_be_visible(timeout=5_000)
     page.wait_for_timeout(300)  # an onerror handler, had one been parsed, fires by now
 
