@@ -303,6 +303,7 @@ def record_for(
     decision: Decision,
     consent: ConsentState | None,
     match: Match | None = None,
+    removed: Sequence[str] | None = None,
 ) -> DecisionRecord:
     """The log record of one decision; the only way request data enters the decision log.
 
@@ -314,6 +315,9 @@ def record_for(
     characters replaced by `?`. `consent` is None where the pipeline stopped before
     resolving it (e.g. an unknown host); `match` is None where no endpoint matched.
     Records every decision given; which ones to log is the pipeline's choice.
+    `removed` is what the transform actually took out (`transform.removed_fields`);
+    without it (report-only: nothing was removed) `stripped` names what the decision's
+    strips would remove.
     """
     sources: Mapping[str, str] = MappingProxyType(
         {
@@ -333,11 +337,22 @@ def record_for(
         method=sanitize_method(facts.method),
         host=sanitize_host(facts.host),
         path=log_path(facts.path, match),
-        # SECURITY: field_names() yields what kind of thing was removed, never its value.
-        stripped=tuple(_clean(n, _SHORT_CAP) for n in decision.strips.field_names()),
+        # SECURITY: names of what was removed, never values; a name a visitor chose that
+        # looks like a value (`;alice@example.com=1`) is itself replaced.
+        stripped=tuple(
+            _stripped_name(n)
+            for n in (decision.strips.field_names() if removed is None else removed)
+        ),
         reason=_clean(decision.reason, _REASON_CAP),
         report_only=decision.report_only,
     )
+
+
+def _stripped_name(name: str) -> str:
+    kind, sep, field = name.partition(":")
+    if sep and looks_like_value(field):
+        return f"{_clean(kind, _SHORT_CAP)}:{VALUE_MARK}"
+    return _clean(name, _SHORT_CAP)
 
 
 def _iso(ts: float, timespec: str = "milliseconds") -> str:
@@ -678,6 +693,13 @@ class DecisionLog:
             return False
         return True
 
+    async def drain(self) -> None:
+        """Wait until every record accepted so far is written (or counted lost): what a
+        test or an operator's check reads next is complete. Returns at once when the
+        log has no writer."""
+        if self._writer is not None and not self._writer.done():
+            await self._queue.join()
+
     async def close(self) -> None:
         """Stop accepting, write every accepted record, close the sinks; idempotent.
 
@@ -736,6 +758,7 @@ class DecisionLog:
         while not stop:
             first = await self._queue.get()
             if first is None:
+                self._queue.task_done()
                 break
             batch = [first]
             deadline = loop.time() + self._cfg.flush_interval
@@ -752,10 +775,13 @@ class DecisionLog:
                     except TimeoutError:
                         break
                 if item is None:
+                    self._queue.task_done()
                     stop = True
                     break
                 batch.append(item)
             await self._write(batch)
+            for _ in batch:
+                self._queue.task_done()
 
     async def _write(self, batch: Sequence[DecisionRecord]) -> None:
         assert self._executor is not None

@@ -26,7 +26,7 @@ from gateway.config import GatewayConfig
 from gateway.consent.resolve import CookieOutcome, StoreLookup, resolve_server
 from gateway.consent.signals import Signals, resolve_with_signals, vendor_consent_params
 from gateway.decide import decide, reject
-from gateway.decision_log import record_for
+from gateway.decision_log import record_for, sanitize_method, sanitize_path
 from gateway.errors import RequestError, TransformError
 from gateway.model import (
     Action,
@@ -40,7 +40,7 @@ from gateway.model import (
 from gateway.ruleset.match import Match, RuleSet
 from gateway.state import Gateway
 from gateway.store.base import CurrentConsent
-from gateway.transform import transform
+from gateway.transform import removed_fields, transform
 
 __all__ = ["Evaluation", "evaluate", "run", "server_subject"]
 
@@ -98,13 +98,22 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
 
     # 6. decision log: every non-FORWARD, and everything in report-only mode
     if decision.action is not Action.FORWARD or decision.report_only:
-        gw.decision_log.submit(record_for(facts, decision, consent, match))
+        removed: tuple[str, ...] | None = None  # report-only: what the strips would remove
+        if not decision.report_only:
+            removed = (
+                removed_fields(facts, outgoing, match.endpoint.body)
+                if outgoing is not None and match is not None
+                else ()
+            )
+        gw.decision_log.submit(record_for(facts, decision, consent, match, removed))
     gw.metrics.requests.labels(
         decision.vendor or "-", decision.endpoint or "-", decision.action.value
     ).inc()
 
     # 7. upstream or local answer
     if decision.action is Action.REJECT:
+        if decision.vendor is not None:
+            return edges.error_response(404, "no endpoint of this vendor matches this request")
         return edges.error_response(404, "unknown destination")
     upgrade = edges.is_websocket(request)
     stream = match is not None and match.endpoint.kind is EndpointKind.WEBSOCKET
@@ -167,6 +176,11 @@ def evaluate(
     match = rules.match(facts.host, facts.path, facts.method)
     # 4. decision
     decision = decide(match, consent, report_only=config.rules.report_only)
+    if match is None and (owner := rules.vendor_for_host(facts.host)) is not None:
+        # A listed host, a request none of its endpoints accepts: the vendor is known, and
+        # the operator's fix is to that vendor's rule, not a new one.
+        method, path = sanitize_method(facts.method), sanitize_path(facts.path)
+        decision = reject(f"no endpoint of {owner.vendor} matches {method} {path}", owner.vendor)
     # 5. transform: the request as it would leave (None when nothing leaves)
     outgoing = None
     if match is not None and (decision.report_only or decision.action in _SENDS):

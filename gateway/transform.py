@@ -59,6 +59,7 @@ from gateway.model import (
 __all__ = [
     "IDENTITY_PARAMS",
     "drop_json_identifiers",
+    "removed_fields",
     "MAX_INFLATED_BODY",
     "scrub_url",
     "strip_json",
@@ -839,3 +840,100 @@ def transform(
         headers=tuple(_headers(facts, strips, own_cookies, forward_headers)),
         body=_set_json(_body(facts, strips, body_kind), body_kind, set_json, facts),
     )
+
+
+# --- what was removed, for the decision log -----------------------------------------------
+
+#: the most names `removed_fields` reports (a body can hold thousands of fields)
+_MAX_REMOVED: Final = 64
+
+
+def removed_fields(facts: Facts, out: Outgoing, body_kind: BodyKind) -> tuple[str, ...]:
+    """What `transform` actually took out of this request, as `kind:name` (never values):
+    `query:gclid`, `path:u1`, `form:email`, `json:user_data.em`, `url:dl` (identifiers
+    removed from inside a URL value), `cookie:_ga`, `header:x-…`, and the address, user
+    agent and referrer policies that changed something (`ip:truncate`, …). Sorted, at
+    most `_MAX_REMOVED` names (then `…`)."""
+    names: set[str] = set()
+    names |= _pair_changes(facts.path.split(";")[1:], out.path.split(";")[1:], "path")
+    names |= _pair_changes(facts.query.split("&"), out.query.split("&"), "query")
+    if out.body != facts.body:
+        names |= _body_changes(facts, out, body_kind)
+    sent = {k.lower(): v for k, v in out.headers}
+    before_cookies = set(facts.cookies)
+    after_cookies = {c.split("=", 1)[0].strip() for c in sent.get("cookie", "").split(";")}
+    names |= {f"cookie:{c}" for c in before_cookies - after_cookies}
+    for name in facts.headers:
+        lname = name.lower()
+        if lname in sent or lname in ("cookie", "host", "content-length"):
+            continue
+        if lname == "user-agent" or lname.startswith(_CLIENT_HINTS):
+            names.add("user_agent:drop")
+        elif lname == "referer":
+            names.add("referrer:drop")
+        elif lname in _ALLOWED_HEADERS:
+            names.add(f"header:{lname}")
+    if "referer" in sent and sent["referer"] != facts.headers.get("referer"):
+        names.add("referrer:origin")
+    if facts.client_ip and sent.get(_XFF.lower()) != facts.client_ip:
+        names.add("ip:truncate" if sent.get(_XFF.lower()) else "ip:drop")
+    ordered = sorted(names)
+    return tuple(ordered[:_MAX_REMOVED] + (["…"] if len(ordered) > _MAX_REMOVED else []))
+
+
+def _pair_changes(before: list[str], after: list[str], where: str) -> set[str]:
+    """`where:name` for each pair gone, `url:name` for each whose value was rewritten."""
+    if before == after:
+        return set()
+    b: dict[str, str] = {}
+    for pair in before:
+        if pair:
+            name, _, value = pair.partition("=")
+            b.setdefault(_decode(name), value)
+    a: dict[str, str] = {}
+    for pair in after:
+        if pair:
+            name, _, value = pair.partition("=")
+            a.setdefault(_decode(name), value)
+    gone = {f"{where}:{n}" for n in b if n not in a}
+    rewritten = {f"url:{n}" for n in b if n in a and a[n] != b[n]}
+    return gone | rewritten
+
+
+def _body_changes(facts: Facts, out: Outgoing, body_kind: BodyKind) -> set[str]:
+    try:
+        before, gzipped = _decoded(facts)
+        after = (
+            zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(out.body, MAX_INFLATED_BODY)
+            if gzipped
+            else out.body
+        )
+    except (TransformError, zlib.error):
+        return {"body"}
+    match body_kind:
+        case BodyKind.FORM | BodyKind.GA4_BATCH | BodyKind.FORM_JSON:
+            b = before.decode("utf-8", "surrogateescape").replace("\n", "&").split("&")
+            a = after.decode("utf-8", "surrogateescape").replace("\n", "&").split("&")
+            return {n.replace("query:", "form:", 1) for n in _pair_changes(b, a, "query")}
+        case BodyKind.JSON | BodyKind.TEXT:
+            try:
+                gone = _json_paths(orjson.loads(before)) - _json_paths(orjson.loads(after))
+            except orjson.JSONDecodeError:
+                return {"body"}
+            return {f"json:{p}" for p in gone} or {"body"}
+        case _:
+            return {"body"}
+
+
+def _json_paths(value: object, prefix: str = "") -> set[str]:
+    """Every key path in a JSON document, arrays as `[]` (`data[].user_data.em`)."""
+    out: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            out.add(path)
+            out |= _json_paths(item, path)
+    elif isinstance(value, list):
+        for item in value:
+            out |= _json_paths(item, prefix + "[]")
+    return out

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import GATEWAY, build_app
 from gateway.config import parse_config
-from gateway.decision_log import LogQuery, query_records, run_logs
+from gateway.decision_log import LogQuery, query_records, run_logs, unknown_hosts
 from gateway.edges import TRANSPARENT_GIF
 from gateway.store.base import ConsentRecord
 from gateway.store.migrations import migrate
@@ -70,12 +70,7 @@ async def raw_get(
 
 async def _drain_log(client: TestClient[Any, Any]) -> None:
     """Wait until the decision log has written what it was given."""
-    log = client.app[GATEWAY].decision_log
-    for _ in range(200):
-        if log.depth == 0:
-            await asyncio.sleep(0.05)
-            return
-        await asyncio.sleep(0.01)
+    await client.app[GATEWAY].decision_log.drain()
 
 
 async def test_no_consent_ga4_hit_is_answered_locally_and_logged_without_values(
@@ -253,6 +248,38 @@ async def test_reject_is_logged_with_a_sanitised_host(
     [record] = query_records(tmp_path / "data" / "decisions.db", LogQuery(action="reject"))
     assert record.host == "evil.example" and record.vendor is None
     assert "a@b.example" not in repr(record)
+
+
+async def test_a_listed_host_with_no_matching_endpoint_names_its_vendor(
+    example_gateway: TestClient[Any, Any], tmp_path: Path
+) -> None:
+    # Defect 9 of issue 10: this was "(unknown destination) - no rule lists this
+    # destination" and counted on the Unknown destinations page.
+    resp = await example_gateway.delete(f"/t/{GA4}/g/alice%40example.com/collect?x=1")
+    assert resp.status == 404
+    assert await resp.json() == {"error": "no endpoint of this vendor matches this request"}
+    await _drain_log(example_gateway)
+    db = tmp_path / "data" / "decisions.db"
+    [record] = query_records(db, LogQuery(action="reject"))
+    assert record.vendor == "google-analytics-4"
+    assert record.reason == "no endpoint of google-analytics-4 matches DELETE /g/{…}/collect"
+    assert unknown_hosts(db) == []
+
+
+async def test_stripped_names_what_was_removed_from_this_request(
+    example_gateway: TestClient[Any, Any], tmp_path: Path
+) -> None:
+    # analytics granted, advertising denied: GA4's strip lists gclid, dclid, gbraid...;
+    # this hit carries only gclid and an unlisted click id (the identifier scrub's).
+    cookie = cookie_for({"analytics": "granted", "advertising": "denied"})
+    hit = f"{GA4_HIT}&gclid=Cj0K&ttclid=T1"
+    resp = await raw_get(example_gateway, hit, {"Cookie": f"cg_consent={cookie}"})
+    assert resp.status == 204
+    await _drain_log(example_gateway)
+    [record] = query_records(tmp_path / "data" / "decisions.db", LogQuery(action="strip"))
+    assert "query:gclid" in record.stripped and "query:ttclid" in record.stripped
+    assert "query:dclid" not in record.stripped and "query:gbraid" not in record.stripped
+    assert "cookie:cg_consent" in record.stripped
 
 
 async def test_body_over_the_limit_is_413(

@@ -24,7 +24,7 @@ from gateway.model import (
     StripSpec,
     UserAgentPolicy,
 )
-from gateway.transform import strip_json, strip_query, transform, truncate_ip
+from gateway.transform import removed_fields, strip_json, strip_query, transform, truncate_ip
 
 CONSENT_COOKIE = frozenset({"cg_consent"})
 
@@ -1051,3 +1051,70 @@ def test_a_kept_field_keeps_its_value_but_not_the_click_ids_in_its_url() -> None
     body = b"email=jane%40mail.example&page=https%3A%2F%2Fs.example%2F%3Fgclid%3DG1"
     out = run(strips, BodyKind.FORM, headers=FORM_CT, body=body, method="POST")
     assert out.body == b"email=jane%40mail.example&page=https%3A%2F%2Fs.example%2F"
+
+
+@pytest.mark.parametrize(
+    ("strips", "body_kind", "query", "body", "headers", "expected"),
+    [
+        (NO_STRIPS, BodyKind.NONE, "v=2&cid=1", b"", (), ()),
+        (
+            StripSpec(query=frozenset({"gclid", "dclid"})),
+            BodyKind.NONE,
+            "v=2&gclid=x",
+            b"",
+            (),
+            ("query:gclid",),
+        ),
+        (
+            StripSpec(url_fields=frozenset({"dl"})),
+            BodyKind.NONE,
+            "dl=https%3A%2F%2Fs.example%2F%3Ffbclid%3Dx",
+            b"",
+            (),
+            ("url:dl",),
+        ),
+        (IDS, BodyKind.FORM, "v=2", b"en=x&email=a%40b.example", FORM_CT, ("form:email",)),
+        (
+            IDS,
+            BodyKind.JSON,
+            "v=2",
+            b'{"e":1,"user_data":{"em":"x","fbp":"y"}}',
+            JSON_CT,
+            ("json:user_data.em", "json:user_data.fbp"),
+        ),
+        (
+            StripSpec(all_cookies=True, ip=IpPolicy.TRUNCATE, user_agent=UserAgentPolicy.DROP),
+            BodyKind.NONE,
+            "v=2",
+            b"",
+            (("User-Agent", "Mozilla/5.0"), ("Cookie", "_ga=1")),
+            ("cookie:_ga", "ip:truncate", "user_agent:drop"),
+        ),
+    ],
+    ids=["nothing", "listed-and-present-only", "url-value", "form", "json", "cookies-ip-ua"],
+)
+def test_removed_fields_names_what_this_request_lost(
+    strips: StripSpec,
+    body_kind: BodyKind,
+    query: str,
+    body: bytes,
+    headers: tuple[tuple[str, str], ...],
+    expected: tuple[str, ...],
+) -> None:
+    facts = Facts(
+        request_id="r1",
+        method="POST" if body else "GET",
+        host="www.google-analytics.com",
+        path="/g/collect",
+        query=query,
+        headers=Headers(headers),
+        cookies={
+            k: v
+            for k, _, v in (c.partition("=") for c in dict(headers).get("Cookie", "").split("; "))
+            if k
+        },
+        body=body,
+        client_ip="203.0.113.77",
+    )
+    out = transform(facts, make_decision(strips), body_kind)
+    assert removed_fields(facts, out, body_kind) == expected
