@@ -69,7 +69,15 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
     if rules is None:
         rules = load_rules(config.rules.paths, frozenset(config.consent.purposes))
     metrics = Metrics()
-    app = web.Application(middlewares=[_errors_middleware], client_max_size=_CONSENT_BODY_LIMIT)
+    app = web.Application(
+        middlewares=[_errors_middleware],
+        client_max_size=_CONSENT_BODY_LIMIT,
+        # SECURITY: aiohttp's idle timer runs from a connection's start and from each
+        # answer until the next request's headers are complete: a client trickling its
+        # headers (slowloris) is closed after read_timeout, not an hour. Bodies are
+        # timed in edges.read_facts.
+        handler_args={"keepalive_timeout": config.server.read_timeout},
+    )
     holder = RulesHolder(rules)
     gw = Gateway(
         config=config,

@@ -83,6 +83,10 @@ class ServerConfig:
     log_level: str = "INFO"
     #: one line per request: `off`, `text` or `json` (never query strings or full IPs)
     access_log: str = "off"
+    #: seconds a client may take to send a request's headers (from connecting, or from the
+    #: previous answer on a kept-alive connection) and, separately, its body; a client
+    #: slower than that is disconnected (slowloris)
+    read_timeout: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,6 +462,7 @@ def _server(node: Node | None, root: Node) -> ServerConfig:
             "consent_api",
             "log_level",
             "access_log",
+            "read_timeout",
         ]
     )
     d = ServerConfig()
@@ -476,6 +481,7 @@ def _server(node: Node | None, root: Node) -> ServerConfig:
         consent_api=m["consent_api"].bool(True),
         log_level=level,
         access_log=_access_log(m["access_log"]),
+        read_timeout=_positive(m["read_timeout"], d.read_timeout),
     )
 
 

@@ -334,3 +334,33 @@ async def test_an_erased_subjects_old_cookie_no_longer_counts_even_after_a_resta
     # the visitor may choose again: a new record stands
     resp = await again.post("/consent", json={"purposes": {"analytics": True}}, headers=headers)
     assert (await resp.json())["purposes"]["analytics"]["state"] == "granted"
+
+
+async def test_a_client_trickling_its_headers_is_disconnected(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    # slowloris: without server.read_timeout aiohttp held such a connection for an hour
+    client = await gateway_factory(extra={"server": {"read_timeout": "300ms"}})
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n")
+    closed = False
+    try:
+        async with asyncio.timeout(10):
+            while not closed:
+                try:
+                    closed = await asyncio.wait_for(reader.read(1024), 0.05) == b""
+                except TimeoutError:
+                    writer.write(b"X-Slow: 1\r\n")  # one more header line, never the end
+    finally:
+        writer.close()
+    assert closed and 0.25 < loop.time() - started < 5
+
+
+async def test_a_prompt_client_on_a_kept_alive_connection_is_served(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    client = await gateway_factory(extra={"server": {"read_timeout": "300ms"}})
+    for _ in range(3):
+        assert (await client.get("/healthz")).status == 200
