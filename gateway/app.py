@@ -33,6 +33,7 @@ from gateway.decision_log import DecisionLog
 from gateway.errors import RequestError
 from gateway.metrics import Metrics
 from gateway.model import NECESSARY, ConsentState, ConsentValue, Facts, Headers
+from gateway.ratelimit import NetworkLimiter
 from gateway.reload import RuleReloader
 from gateway.ruleset.load import load_rules
 from gateway.ruleset.match import RuleSet, normalize_host
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 GATEWAY = web.AppKey("gateway", Gateway)
 RELOADER = web.AppKey("reloader", RuleReloader)
 FOLLOWER = web.AppKey("follower", ChangeFollower)
+CONSENT_LIMITER = web.AppKey("consent_limiter", NetworkLimiter)
 
 #: seconds between the webhook dispatcher's own looks at the feed (it is woken on changes)
 _WEBHOOK_POLL = 5.0
@@ -93,6 +95,7 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
         own_cookies=frozenset({config.cookie.name}),
     )
     app[GATEWAY] = gw
+    app[CONSENT_LIMITER] = NetworkLimiter(config.server.consent_rate_limit)
     app.cleanup_ctx.append(_lifecycle)
 
     r = app.router
@@ -286,9 +289,23 @@ async def _consent_get(request: web.Request) -> web.Response:
     return _json(doc)
 
 
+def _rate_limited(request: web.Request, gw: Gateway) -> web.Response | None:
+    """429 when the client's network has used its consent writes for now (gateway.ratelimit)."""
+    ip = edges.client_ip(request, gw.config.server.trusted_proxies)
+    limiter, now = request.app[CONSENT_LIMITER], time.monotonic()
+    if limiter.allow(ip, now):
+        return None
+    gw.metrics.consent_rate_limited.inc()
+    resp = edges.error_response(429, "too many consent changes from this network; retry later")
+    resp.headers[hdrs.RETRY_AFTER] = str(limiter.retry_after(ip, now))
+    return resp
+
+
 async def _consent_post(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     _check_same_origin(request)
+    if (limited := _rate_limited(request, gw)) is not None:
+        return limited
     if request.content_type != "application/json":
         return edges.error_response(415, "send application/json")
     try:
@@ -321,6 +338,8 @@ async def _consent_post(request: web.Request) -> web.Response:
 async def _consent_delete(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     _check_same_origin(request)
+    if (limited := _rate_limited(request, gw)) is not None:
+        return limited
     withdrawn = {p: False for p in gw.config.consent.purposes if p != NECESSARY}
     return await _issue(request, gw, withdrawn, "withdrawal", merge=False)
 

@@ -87,6 +87,9 @@ class ServerConfig:
     #: previous answer on a kept-alive connection) and, separately, its body; a client
     #: slower than that is disconnected (slowloris)
     read_timeout: float = 15.0
+    #: POST and DELETE /consent a client network (IPv4 /24, IPv6 /48) may make a minute;
+    #: past it they are answered 429
+    consent_rate_limit: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,6 +466,7 @@ def _server(node: Node | None, root: Node) -> ServerConfig:
             "log_level",
             "access_log",
             "read_timeout",
+            "consent_rate_limit",
         ]
     )
     d = ServerConfig()
@@ -482,6 +486,7 @@ def _server(node: Node | None, root: Node) -> ServerConfig:
         log_level=level,
         access_log=_access_log(m["access_log"]),
         read_timeout=_positive(m["read_timeout"], d.read_timeout),
+        consent_rate_limit=m["consent_rate_limit"].int(d.consent_rate_limit, min=1, max=1_000_000),
     )
 
 

@@ -68,6 +68,11 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.consent_rate_limited = Counter(
+            "gateway_consent_rate_limited",
+            "POST/DELETE /consent answered 429: the client network's writes used up",
+            registry=r,
+        )
         self.consent_cookie_invalid = Counter(
             "gateway_consent_cookie_invalid",
             "Consent cookies treated as absent, by reason",

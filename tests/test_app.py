@@ -364,3 +364,25 @@ async def test_a_prompt_client_on_a_kept_alive_connection_is_served(
     client = await gateway_factory(extra={"server": {"read_timeout": "300ms"}})
     for _ in range(3):
         assert (await client.get("/healthz")).status == 200
+
+
+async def test_consent_writes_are_limited_per_network(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    # 300 anonymous 15 KB notices in 0.7 s were all stored before the limit
+    extra = {"server": {"consent_rate_limit": 5, "trusted_proxies": ["127.0.0.1/32"]}}
+    client = await gateway_factory(extra=extra)
+    body = {"purposes": {"analytics": True}}
+    net_a = {"X-Forwarded-For": "203.0.113.7"}
+    statuses = [(await client.post("/consent", json=body, headers=net_a)).status for _ in range(5)]
+    assert statuses == [200] * 5
+    refused = await client.post("/consent", json=body, headers=net_a)
+    assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert (await client.delete("/consent", headers=net_a)).status == 429
+    # another network is not affected, nor are reads
+    assert (
+        await client.post("/consent", json=body, headers={"X-Forwarded-For": "198.51.100.4"})
+    ).status == 200
+    assert (await client.get("/consent", headers=net_a)).status == 200
+    metrics = client.app[GATEWAY].metrics.registry
+    assert metrics.get_sample_value("gateway_consent_rate_limited_total") == 2
