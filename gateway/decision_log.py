@@ -1041,10 +1041,14 @@ def parse_since(text: str, now: float) -> float:
     Durations: a number and one of `s m h d w` (`90s`, `30m`, `1h`, `2d`, `1.5h`).
     A timestamp without a UTC offset is taken as UTC. Anything else: `ValueError`.
     """
-    text = text.strip()
+    text = text.strip()[:64]
     m = _DURATION.fullmatch(text)
     if m is not None:
-        return now - float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        back = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        if back > _MAX_SINCE:
+            # A bound keeps every query's time arithmetic finite (1000000000000d is not).
+            raise ValueError(f"{text!r} is too far back: at most {_MAX_SINCE // 86400}d")
+        return now - back
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -1053,7 +1057,14 @@ def parse_since(text: str, now: float) -> float:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+    ts = when.timestamp()
+    if ts < 0:
+        raise ValueError(f"{text!r} is before 1970")
+    return ts
+
+
+#: the furthest back `parse_since` goes: a century, longer than any log is kept
+_MAX_SINCE: Final = 100 * 365 * 86400
 
 
 def format_record(r: DecisionRecord) -> str:
