@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -25,6 +25,9 @@ from gateway import __version__
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError, Problem, StoreError
 from gateway.store.base import ConsentStore, CurrentConsent
+
+if TYPE_CHECKING:
+    from gateway.ruleset.match import RuleSet
 
 __all__ = ["main"]
 
@@ -282,6 +285,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         warnings = lint_rules(ruleset.rules)
     except ConfigError as e:
         problems += e.problems
+    else:
+        if cfg is not None:
+            problems += _unused_overrides(cfg, ruleset, str(args.config))
     for problem in problems + warnings:
         print(problem)
     if problems or (warnings and args.strict):
@@ -290,6 +296,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
     lint = f", {len(warnings)} lint warning(s)" if warnings else ""
     print(f"ok: config {'valid' if cfg else 'not checked'}, {count} vendor rule(s){lint}")
     return 0
+
+
+def _unused_overrides(cfg: GatewayConfig, ruleset: RuleSet, file: str) -> list[Problem]:
+    """An `upstream.overrides` origin whose host no rule lists can never be used: the
+    gateway refuses that destination before it would look the override up."""
+    return [
+        Problem(
+            file,
+            None,
+            f"upstream.overrides[{origin!r}]",
+            "no rule lists this host, so this override is never used",
+        )
+        for origin in sorted(cfg.upstream.overrides)
+        if ruleset.vendor_for_host(origin.removeprefix("https://")) is None
+    ]
 
 
 # -- logs ---------------------------------------------------------------------------

@@ -799,6 +799,14 @@ def _upstream(node: Node | None, root: Node) -> UpstreamConfig:
         if o.scheme not in ("http", "https") or not o.host or o.path not in ("", "/"):
             on.problem("key must be an origin such as https://www.google-analytics.com")
             continue
+        if o.scheme != "https" or o.explicit_port or o.user or o.query_string or o.fragment:
+            # The gateway only ever reaches a vendor at https://<rule host>: any other key
+            # would be accepted and silently never used.
+            on.problem(
+                "key must be https://<host> (no port, user or query): "
+                "vendors are reached over https only"
+            )
+            continue
         if target.scheme not in ("http", "https") or not target.host:
             on.problem("must be an http(s) base URL")
             continue

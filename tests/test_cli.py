@@ -661,3 +661,36 @@ def test_store_commands_on_an_unusable_sqlite_folder(
     code, out, err = run(capsys, "migrate", "--config", str(config_file))
     assert (code, out) == (1, "")
     assert err.startswith("consent store: ")
+
+
+def test_check_refuses_overrides_that_can_never_be_used(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = yaml.safe_load(config_file.read_text())
+    doc["upstream"]["overrides"] = {
+        "https://www.google-analytics.com": "http://127.0.0.1:9/",  # listed: fine
+        "https://nobody-lists-this.example": "http://127.0.0.1:9/",
+    }
+    config_file.write_text(yaml.safe_dump(doc))
+    assert main(["check", "--config", str(config_file)]) == 1
+    out = capsys.readouterr().out
+    assert "upstream.overrides['https://nobody-lists-this.example']: no rule lists this host" in out
+    assert "www.google-analytics.com" not in out
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://www.google-analytics.com",
+        "https://www.google-analytics.com:8443",
+        "https://u@x.example",
+    ],
+)
+def test_check_refuses_an_override_origin_that_is_not_plain_https(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str], origin: str
+) -> None:
+    doc = yaml.safe_load(config_file.read_text())
+    doc["upstream"]["overrides"] = {origin: "http://127.0.0.1:9/"}
+    config_file.write_text(yaml.safe_dump(doc))
+    assert main(["check", "--config", str(config_file)]) == 1
+    assert "key must be https://<host>" in capsys.readouterr().out
