@@ -6,7 +6,9 @@ COPY gateway ./gateway
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.12-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# CONSENT_GATEWAY_IMAGE: every container is one of many, so cookie.dev_key_file is refused
+# and the signing key must come from CONSENT_GATEWAY_COOKIE_KEY (config.yaml).
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 CONSENT_GATEWAY_IMAGE=1
 COPY --from=build /install /usr/local
 RUN useradd --system --uid 10001 --home-dir /app gateway \
     && mkdir -p /app/data && chown gateway /app/data

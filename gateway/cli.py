@@ -189,6 +189,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print("--workers must be >= 1", file=sys.stderr)
         return 2
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, **overrides))
+    if cfg.cookie.dev_key and cfg.server.workers > 1:
+        from gateway.config import dev_key_refused
+
+        print(
+            f"{args.config}: {dev_key_refused(f'{cfg.server.workers} worker processes')}",
+            file=sys.stderr,
+        )
+        return 1
     _setup_logging(cfg.server.log_level)
     if cfg.server.workers == 1:
         return _serve_one(cfg, reuse_port=False)

@@ -266,6 +266,8 @@ class CookieConfig:
     same_site: str = "Lax"
     domain: str | None = None
     path: str = "/"
+    #: the only key is `dev_key_file`'s: fine for one process, wrong for a fleet
+    dev_key: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,11 +427,11 @@ def parse_config(
     server = _server(top.get("server"), root)
     rules = _rules(top.get("rules"), root, base)
     consent = _consent(top.get("consent"), root)
-    cookie = _cookie(top.get("cookie"), root, env, data_dir)
     upstream = _upstream(top.get("upstream"), root)
     dlog = _decision_log(top.get("decision_log"), root, base, data_dir)
     admin = _admin(top["admin"], env)
     store = _store(top["store"], env, base, data_dir)
+    cookie = _cookie(top.get("cookie"), root, env, data_dir, _fleet(server, store, env))
     webhooks = _webhooks(top["webhooks"], env)
     if src.problems:
         raise ConfigError(src.problems)
@@ -691,7 +693,38 @@ def _decode_key(text: str) -> bytes | None:
     return raw if len(raw) >= 16 else None
 
 
-def _cookie(node: Node | None, root: Node, env: Mapping[str, str], data_dir: Path) -> CookieConfig:
+#: set in the container image: every container is one of many (Dockerfile)
+IMAGE_ENV = "CONSENT_GATEWAY_IMAGE"
+
+
+def _fleet(server: ServerConfig, store: StoreConfig, env: Mapping[str, str]) -> str | None:
+    """Why this gateway is (or may be) one of several instances, or None: then every
+    instance must sign cookies with the same key, and a dev key file cannot be it."""
+    if env.get(IMAGE_ENV) == "1":
+        return "a container image, where each container would mint its own"
+    if server.workers > 1:
+        return f"{server.workers} worker processes (server.workers)"
+    if store.backend == StoreBackend.POSTGRES:
+        return "a PostgreSQL store, which is there for several instances"
+    return None
+
+
+def dev_key_refused(reason: str) -> str:
+    """The message for a dev key where a fleet needs a shared one (config and `serve`)."""
+    return (
+        f"a dev key file is for one process on one machine, not for {reason}: cookies "
+        "signed by one instance would not verify on another. Set the environment variable "
+        "named by cookie.keys[].secret_env (make a key with `consent-gateway keygen`)"
+    )
+
+
+def _cookie(
+    node: Node | None,
+    root: Node,
+    env: Mapping[str, str],
+    data_dir: Path,
+    fleet: str | None = None,
+) -> CookieConfig:
     n = _or_empty(node, root, "cookie")
     m = n.mapping(
         ["name", "keys", "dev_key_file", "secure", "http_only", "same_site", "domain", "path"]
@@ -722,9 +755,18 @@ def _cookie(node: Node | None, root: Node, env: Mapping[str, str], data_dir: Pat
             )
             continue
         keys.append(CookieKey(kid, secret))
+    dev = False
+    fleet_refused: str | None = None
     if not keys and "dev_key_file" in m and not m["dev_key_file"].missing:
-        keys.append(_dev_key(m["dev_key_file"], data_dir))
-    if not keys:
+        if fleet is not None:
+            fleet_refused = fleet
+            # SECURITY of the promise, not of a secret: a key per instance makes every
+            # visitor's consent vanish on the next instance (and on every redeploy).
+            m["dev_key_file"].problem(dev_key_refused(fleet))
+        else:
+            keys.append(_dev_key(m["dev_key_file"], data_dir))
+            dev = True
+    if not keys and fleet_refused is None:
         n.problem(
             "no signing key: set the environment variable named by cookie.keys[].secret_env "
             "(see `consent-gateway keygen`), or set cookie.dev_key_file for a single machine"
@@ -746,6 +788,7 @@ def _cookie(node: Node | None, root: Node, env: Mapping[str, str], data_dir: Pat
         same_site=same_site,
         domain=m["domain"].opt_str() or None,
         path=m["path"].str("/") if "path" in m else "/",
+        dev_key=dev,
     )
 
 

@@ -694,3 +694,21 @@ def test_check_refuses_an_override_origin_that_is_not_plain_https(
     config_file.write_text(yaml.safe_dump(doc))
     assert main(["check", "--config", str(config_file)]) == 1
     assert "key must be https://<host>" in capsys.readouterr().out
+
+
+def test_serve_with_workers_refuses_a_dev_key(
+    tmp_path: Path,
+    config_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    doc = yaml.safe_load(config_file.read_text())
+    doc["cookie"]["keys"] = []
+    doc["cookie"]["dev_key_file"] = "dev.key"
+    config_file.write_text(yaml.safe_dump(doc))
+    monkeypatch.delenv("CONSENT_GATEWAY_IMAGE", raising=False)
+    # one process: the dev key is fine (the config loads); --workers 2: refused at once
+    assert load_config(config_file).cookie.dev_key
+    assert main(["serve", "--config", str(config_file), "--workers", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "dev key file is for one process on one machine, not for 2 worker processes" in err

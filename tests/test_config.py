@@ -131,6 +131,37 @@ def test_dev_key_file_is_created_once_and_reused(tmp_path: Path) -> None:
     assert (tmp_path / "dev.key").stat().st_mode & 0o077 == 0  # owner-only
 
 
+@pytest.mark.parametrize(
+    ("extra", "env", "why"),
+    [
+        ("server: {workers: 4}\n", {}, "4 worker processes"),
+        (
+            "store: {backend: postgres, postgres_dsn_env: PG}\n",
+            {"PG": "postgresql://x@127.0.0.1/db"},
+            "a PostgreSQL store",
+        ),
+        ("", {"CONSENT_GATEWAY_IMAGE": "1"}, "a container image"),
+    ],
+    ids=["workers", "postgres", "image"],
+)
+def test_a_dev_key_file_is_refused_for_a_fleet(
+    tmp_path: Path, extra: str, env: dict[str, str], why: str
+) -> None:
+    # Each instance minted its own key: cookies stopped validating across replicas.
+    text = f"data_dir: {tmp_path}\ncookie:\n  keys: []\n  dev_key_file: dev.key\n{extra}"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, str(tmp_path / "c.yaml"), env=env)
+    [problem] = [str(p) for p in info.value.problems]
+    assert problem.startswith(f"{tmp_path / 'c.yaml'}:4: cookie.dev_key_file: ")
+    assert why in problem and "secret_env" in problem
+    assert not (tmp_path / "dev.key").exists()  # refused before any key was minted
+
+
+def test_a_shared_key_is_fine_for_a_fleet() -> None:
+    cfg = parse_config(KEYS + "server: {workers: 4}\n", env=ENV)
+    assert cfg.cookie.dev_key is False and cfg.server.workers == 4
+
+
 def test_key_rotation_order_newest_first() -> None:
     text = "cookie:\n  keys:\n    - {id: k2, secret_env: NEW}\n    - {id: k1, secret_env: OLD}\n"
     new = "bmV3LWtleS1uZXcta2V5LW5ldy1rZXk"
