@@ -16,9 +16,11 @@ WORKDIR /app
 COPY rules ./rules
 COPY config.example.yaml ./config.yaml
 USER gateway
-EXPOSE 8080
+# 8080: tag traffic and the consent API (public). 9091: /_admin, /metrics, /healthz,
+# /readyz for operators and probes: publish it to your private network only.
+EXPOSE 8080 9091
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"
+  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9091/healthz', timeout=2).status == 200 else 1)"
 # Listen on all interfaces inside the container; the signing key comes from
 # CONSENT_GATEWAY_COOKIE_KEY (see config.yaml).
-CMD ["consent-gateway", "serve", "--config", "config.yaml", "--host", "0.0.0.0"]
+CMD ["consent-gateway", "serve", "--config", "config.yaml", "--host", "0.0.0.0", "--admin-host", "0.0.0.0"]

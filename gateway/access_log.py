@@ -286,9 +286,11 @@ def run_app(
     access_log: logging.Logger | None,
     access_log_class: type[AbstractAccessLogger],
     shutdown_timeout: float,
+    ops: tuple[web.Application, str, int] | None = None,
 ) -> None:
     """Serve `app` on `host:port` until SIGINT or SIGTERM, like `web.run_app`, through
-    `GatewayRunner`. Exceptions from the app's startup (cleanup contexts) propagate.
+    `GatewayRunner`, and `ops` (the operators' app, its host and port), if given, on its
+    own listener. Exceptions from the app's startup (cleanup contexts) propagate.
     """
 
     async def serve() -> None:
@@ -299,11 +301,21 @@ def run_app(
             access_log_class=access_log_class,
             shutdown_timeout=shutdown_timeout,
         )
-        await runner.setup()
+        await runner.setup()  # the main app's startup: the state both apps serve
+        ops_runner: GatewayRunner | None = None
         try:
             await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+            if ops is not None:
+                ops_app, ops_host, ops_port = ops
+                ops_runner = GatewayRunner(ops_app, handle_signals=False, access_log=None)
+                await ops_runner.setup()
+                await web.TCPSite(
+                    ops_runner, ops_host, ops_port, reuse_port=reuse_port or None
+                ).start()
             await asyncio.Event().wait()  # until a signal ends the loop
         finally:
+            if ops_runner is not None:
+                await ops_runner.cleanup()
             await runner.cleanup()
 
     # asyncio.run cancels `serve` on the way out, so the runner is cleaned up (the

@@ -25,6 +25,7 @@ from yarl import URL
 
 from gateway import edges, pipeline
 from gateway.admin import ADMIN_PREFIX, build_admin_app
+from gateway.admin.auth import AdminAuth, client_key
 from gateway.config import GatewayConfig
 from gateway.consent.cookie import ConsentCookie, new_subject_id, sign_cookie
 from gateway.consent.resolve import CookieOutcome, StoreLookup, read_cookie, stored_answer
@@ -45,7 +46,7 @@ from gateway.store.migrations import open_store
 from gateway.upstream import Upstream
 from gateway.webhooks import WebhookDispatcher
 
-__all__ = ["FOLLOWER", "GATEWAY", "RELOADER", "build_app"]
+__all__ = ["FOLLOWER", "GATEWAY", "MAIN", "OPS", "RELOADER", "build_app"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,12 @@ GATEWAY = web.AppKey("gateway", Gateway)
 RELOADER = web.AppKey("reloader", RuleReloader)
 FOLLOWER = web.AppKey("follower", ChangeFollower)
 CONSENT_LIMITER = web.AppKey("consent_limiter", NetworkLimiter)
+#: on the public app: the operators' app, when it has its own listener (server.admin_port)
+OPS = web.AppKey("ops", web.Application)
+#: on the operators' app: the public app, whose lifecycle holds the running state
+MAIN = web.AppKey("main", web.Application)
+#: on an app serving /metrics on the public port: the admin token it requires
+METRICS_AUTH = web.AppKey("metrics_auth", AdminAuth)
 
 #: seconds between the webhook dispatcher's own looks at the feed (it is woken on changes)
 _WEBHOOK_POLL = 5.0
@@ -71,14 +78,15 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
     if rules is None:
         rules = load_rules(config.rules.paths, frozenset(config.consent.purposes))
     metrics = Metrics()
+    # SECURITY: aiohttp's idle timer runs from a connection's start and from each answer
+    # until the next request's headers are complete: a client trickling its headers
+    # (slowloris) is closed after read_timeout, not an hour. Bodies are timed in
+    # edges.read_facts.
+    handler_args = {"keepalive_timeout": config.server.read_timeout}
     app = web.Application(
         middlewares=[_errors_middleware],
         client_max_size=_CONSENT_BODY_LIMIT,
-        # SECURITY: aiohttp's idle timer runs from a connection's start and from each
-        # answer until the next request's headers are complete: a client trickling its
-        # headers (slowloris) is closed after read_timeout, not an hour. Bodies are
-        # timed in edges.read_facts.
-        handler_args={"keepalive_timeout": config.server.read_timeout},
+        handler_args=handler_args,
     )
     holder = RulesHolder(rules)
     gw = Gateway(
@@ -98,16 +106,25 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
     app[CONSENT_LIMITER] = NetworkLimiter(config.server.consent_rate_limit)
     app.cleanup_ctx.append(_lifecycle)
 
+    # The operators' routes: on their own listener unless server.admin_port is null.
+    # SECURITY: /metrics names every vendor and the consent rates, /_admin the blocked
+    # requests: neither belongs on the port the whole internet sends tags to.
+    ops = app
+    if config.server.admin_port is not None:
+        ops = web.Application(middlewares=[_errors_middleware], handler_args=handler_args)
+        ops[GATEWAY], ops[MAIN], app[OPS] = gw, app, ops
+    else:
+        app[METRICS_AUTH] = AdminAuth(config.admin)
+    ops.router.add_get("/healthz", _healthz)
+    ops.router.add_get("/readyz", _readyz)
+    ops.router.add_get("/metrics", _metrics)
+    # Before the catch-all prefix route; answers 401 to everything without admin.token.
+    ops.add_subapp(ADMIN_PREFIX, build_admin_app(gw))
     r = app.router
-    r.add_get("/healthz", _healthz)
-    r.add_get("/readyz", _readyz)
-    r.add_get("/metrics", _metrics)
     if config.server.consent_api:
         r.add_get("/consent", _consent_get)
         r.add_post("/consent", _consent_post)
         r.add_delete("/consent", _consent_delete)
-    # Before the catch-all prefix route; answers 401 to everything without admin.token.
-    app.add_subapp(ADMIN_PREFIX, build_admin_app(gw))
     r.add_route("*", "/t/{tail:.*}", _tag_route)
     r.add_route("*", "/{tail:.*}", _prefix_route)
     return app
@@ -209,7 +226,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    follower = request.app.get(FOLLOWER)
+    follower = request.app.get(MAIN, request.app).get(FOLLOWER)
     checks = {
         "rules": bool(gw.rules.current.rules),
         "decision_log": gw.decision_log.running,
@@ -226,6 +243,20 @@ async def _readyz(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
+    auth = request.app.get(METRICS_AUTH)
+    if auth is not None:
+        # The public port: the admin token, with the admin's failure limit.
+        client, now = client_key(request.remote), auth.clock()
+        if auth.limiter.blocked(client, now):
+            return edges.error_response(429, "too many failed attempts; wait a minute")
+        scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        if scheme.lower() != "bearer" or not auth.check_token(token.strip()):
+            auth.limiter.failed(client, now)
+            resp = edges.error_response(
+                401, "/metrics on the public port needs the admin token (or set server.admin_port)"
+            )
+            resp.headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
+            return resp
     gw.metrics.queue_depth.set(gw.upstream.depth)
     resp = web.Response(body=gw.metrics.render())
     resp.headers[hdrs.CONTENT_TYPE] = CONTENT_TYPE_LATEST

@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(s)
     s.add_argument("--host", help="listen address (overrides server.host)")
     s.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    s.add_argument(
+        "--admin-host", help="the operators' listener address (overrides server.admin_host)"
+    )
+    s.add_argument(
+        "--admin-port", type=int, help="the operators' listener port (overrides server.admin_port)"
+    )
     s.add_argument("--workers", type=int, help="processes sharing the port (server.workers)")
     s.set_defaults(func=_cmd_serve)
 
@@ -182,7 +188,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 1
     overrides = {
         k: v
-        for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers))
+        for k, v in (
+            ("host", args.host),
+            ("port", args.port),
+            ("workers", args.workers),
+            ("admin_host", args.admin_host),
+            ("admin_port", args.admin_port),
+        )
         if v is not None
     }
     if args.workers is not None and args.workers < 1:
@@ -247,6 +259,17 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
             print(problem, file=sys.stderr)
         return 1
     log.info("starting on http://%s:%d (pid %d)", cfg.server.host, cfg.server.port, os.getpid())
+    from gateway.app import OPS
+
+    ops_app = app.get(OPS)
+    ops = None
+    if ops_app is not None and cfg.server.admin_port is not None:
+        ops = (ops_app, cfg.server.admin_host, cfg.server.admin_port)
+        log.info(
+            "operators' listener (/_admin, /metrics, /healthz, /readyz) on http://%s:%d",
+            cfg.server.admin_host,
+            cfg.server.admin_port,
+        )
     logger_class = access_logger_for(cfg.server.access_log)
     try:
         # Not web.run_app: its runner answers a malformed request by echoing it back.
@@ -258,6 +281,7 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
             access_log=logging.getLogger("gateway.access") if logger_class else None,
             access_log_class=logger_class or web_log.AccessLogger,
             shutdown_timeout=10.0,
+            ops=ops,
         )
     except StoreError as e:
         # the gateway refuses to start without its consent store (unreachable, or a

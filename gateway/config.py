@@ -87,6 +87,11 @@ class ServerConfig:
     #: previous answer on a kept-alive connection) and, separately, its body; a client
     #: slower than that is disconnected (slowloris)
     read_timeout: float = 15.0
+    #: the operators' listener: /_admin, /metrics, /healthz and /readyz are served here and
+    #: not on the public port. None: they share the public port, and /metrics then needs
+    #: the admin token
+    admin_port: int | None = 9091
+    admin_host: str = "127.0.0.1"
     #: POST and DELETE /consent a client network (IPv4 /24, IPv6 /48) may make a minute;
     #: past it they are answered 429
     consent_rate_limit: int = 30
@@ -469,9 +474,16 @@ def _server(node: Node | None, root: Node) -> ServerConfig:
             "access_log",
             "read_timeout",
             "consent_rate_limit",
+            "admin_port",
+            "admin_host",
         ]
     )
     d = ServerConfig()
+    admin_port: int | None = d.admin_port
+    if "admin_port" in m:
+        admin_port = (
+            None if m["admin_port"].value is None else m["admin_port"].int(0, min=0, max=65535)
+        )
     level = m["log_level"].str(d.log_level).upper() if "log_level" in m else d.log_level
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         m["log_level"].problem("must be one of DEBUG, INFO, WARNING, ERROR")
@@ -489,6 +501,8 @@ def _server(node: Node | None, root: Node) -> ServerConfig:
         access_log=_access_log(m["access_log"]),
         read_timeout=_positive(m["read_timeout"], d.read_timeout),
         consent_rate_limit=m["consent_rate_limit"].int(d.consent_rate_limit, min=1, max=1_000_000),
+        admin_port=admin_port,
+        admin_host=m["admin_host"].str(d.admin_host),
     )
 
 

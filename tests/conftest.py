@@ -106,6 +106,9 @@ def config_text(
     """YAML for a test gateway: shipped rules, SQLite log in tmp_path, fake upstreams."""
     doc: dict[str, object] = {
         "data_dir": str(tmp_path / "data"),
+        # one test client, one port: the operators' routes share it (/metrics then
+        # needs the admin token); tests of the separate listener set a port
+        "server": {"admin_port": None},
         "rules": {"paths": [str(RULES_DIR)]},
         "cookie": {"keys": [{"id": "k1", "secret_env": "CG_TEST_KEY"}], "secure": False},
         "upstream": {"overrides": overrides or {}, "connect_timeout": 1, "total_timeout": 3},

@@ -22,10 +22,24 @@ from tests.conftest import cookie_for, make_config
 Client = TestClient[Any, Any]
 
 
+ADMIN_TOKEN = "app-test-admin-token-0123456789"
+ADMIN = {"admin": {"token_env": "CG_ADMIN", "secure_cookie": False}}
+BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 @pytest.fixture
 async def client(gateway_factory: Callable[..., Any]) -> Client:
-    c: Client = await gateway_factory(hosts=["www.google-analytics.com"])
+    c: Client = await gateway_factory(
+        hosts=["www.google-analytics.com"], extra=ADMIN, env={"CG_ADMIN": ADMIN_TOKEN}
+    )
     return c
+
+
+async def _metrics(client: Client) -> str:
+    """/metrics on the shared port (the test client's), with the admin token it needs."""
+    resp = await client.get("/metrics", headers=BEARER)
+    assert resp.status == 200
+    return await resp.text()
 
 
 async def test_get_consent_without_cookie_is_the_regime_default(client: Client) -> None:
@@ -109,7 +123,7 @@ async def test_health_ready_and_metrics(client: Client) -> None:
     ready = await client.get("/readyz")
     assert ready.status == 200 and (await ready.json())["checks"]["rules"] is True
     await client.get("/t/www.google-analytics.com/g/collect?v=2&tid=G-1&en=x")
-    text = await (await client.get("/metrics")).text()
+    text = await _metrics(client)
     families = {f.name: f for f in text_string_to_metric_families(text)}
     drops = [
         s
@@ -144,8 +158,10 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_metrics_counters_move_with_traffic(
     gateway_factory: Callable[..., Any], fake_vendor: Any
 ) -> None:
-    client: Client = await gateway_factory(hosts=["www.google-analytics.com"])
-    before = _samples(await (await client.get("/metrics")).text())
+    client: Client = await gateway_factory(
+        hosts=["www.google-analytics.com"], extra=ADMIN, env={"CG_ADMIN": ADMIN_TOKEN}
+    )
+    before = _samples(await _metrics(client))
     granted = cookie_for({"analytics": "granted", "advertising": "granted"})
     hit = "/t/www.google-analytics.com/g/collect?v=2&tid=G-1&en=x"
     await client.get(hit)  # dropped
@@ -153,13 +169,8 @@ async def test_metrics_counters_move_with_traffic(
     await client.get("/t/evil.example/x")  # rejected
     await client.get(hit, headers={"Cookie": "cg_consent=k1.forged.sig"})  # bad cookie
     await fake_vendor.wait_for(1)
-    log = client.app[GATEWAY].decision_log
-    for _ in range(100):
-        if log.depth == 0:
-            break
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.1)
-    after = _samples(await (await client.get("/metrics")).text())
+    await client.app[GATEWAY].decision_log.drain()
+    after = _samples(await _metrics(client))
 
     def moved(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
@@ -386,3 +397,51 @@ async def test_consent_writes_are_limited_per_network(
     assert (await client.get("/consent", headers=net_a)).status == 200
     metrics = client.app[GATEWAY].metrics.registry
     assert metrics.get_sample_value("gateway_consent_rate_limited_total") == 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong-token"}, 401),
+        ({"Authorization": f"Basic {ADMIN_TOKEN}"}, 401),
+        (BEARER, 200),
+    ],
+)
+async def test_metrics_on_the_public_port_need_the_admin_token(
+    client: Client, headers: dict[str, str], status: int
+) -> None:
+    # /metrics was open on the public tag port, naming every vendor and the consent rates
+    resp = await client.get("/metrics", headers=headers)
+    assert resp.status == status
+    if status == 401:
+        assert "gateway_requests" not in await resp.text()
+
+
+async def test_without_an_admin_token_public_metrics_stay_closed(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    client: Client = await gateway_factory()
+    assert (await client.get("/metrics")).status == 401
+
+
+async def test_the_operators_routes_have_their_own_listener(
+    gateway_factory: Callable[..., Any], aiohttp_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    from gateway.app import OPS
+
+    # the default: server.admin_port set, so the public app serves none of them
+    client: Client = await gateway_factory(
+        extra={"server": {"admin_port": 0}, **ADMIN}, env={"CG_ADMIN": ADMIN_TOKEN}
+    )
+    for path in ("/metrics", "/healthz", "/readyz", "/_admin/", "/_admin/api/records"):
+        resp = await client.get(path, headers=BEARER)
+        assert resp.status == 404, path
+    ops: Client = await aiohttp_client(client.app[OPS])
+    assert (await ops.get("/healthz")).status == 200
+    assert (await ops.get("/readyz")).status == 200  # the main app's state, started
+    assert (await ops.get("/metrics")).status == 200  # a private listener: no token asked
+    assert (await ops.get("/_admin/api/records", headers=BEARER)).status == 200
+    assert (await ops.get("/_admin/api/records")).status == 401  # the admin still asks
+    # the public side still serves tags and the consent API
+    assert (await client.get("/consent")).status == 200

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -175,7 +176,7 @@ def _get(url: str) -> int:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_runs_answers_health_and_stops_cleanly(config_file: Path, workers: int) -> None:
-    port = _free_port()
+    port, admin_port = _free_port(), _free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -188,6 +189,8 @@ def test_serve_runs_answers_health_and_stops_cleanly(config_file: Path, workers:
             str(port),
             "--workers",
             str(workers),
+            "--admin-port",
+            str(admin_port),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -197,8 +200,13 @@ def test_serve_runs_answers_health_and_stops_cleanly(config_file: Path, workers:
         deadline = time.monotonic() + 30
         while True:
             try:
-                assert _get(f"http://127.0.0.1:{port}/healthz") == 200
-                assert _get(f"http://127.0.0.1:{port}/readyz") == 200
+                # the operators' listener answers health; the public port does not
+                assert _get(f"http://127.0.0.1:{admin_port}/healthz") == 200
+                assert _get(f"http://127.0.0.1:{admin_port}/readyz") == 200
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    _get(f"http://127.0.0.1:{port}/metrics")
+                refused.value.close()
+                assert refused.value.code == 404
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:

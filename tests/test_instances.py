@@ -65,9 +65,17 @@ class GatewayProcess:
 
     def __init__(self, tmp: Path, name: str, doc: dict[str, Any], env: dict[str, str]) -> None:
         self.port = _free_port()
+        self.admin_port = _free_port()
         self.name = name
         self.config = tmp / f"{name}.yaml"
-        doc = {**doc, "server": {**doc.get("server", {}), "port": self.port}}
+        server = {
+            # these tests write consent as fast as they can: not the rate limit's business
+            "consent_rate_limit": 1_000_000,
+            **doc.get("server", {}),
+            "port": self.port,
+            "admin_port": self.admin_port,
+        }
+        doc = {**doc, "server": server}
         self.config.write_text(yaml.safe_dump(doc))
         self.env = {**os.environ, "CG_TEST_KEY": TEST_KEY, **env}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -76,6 +84,11 @@ class GatewayProcess:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ops(self) -> str:
+        """The operators' listener: /readyz, /metrics."""
+        return f"http://127.0.0.1:{self.admin_port}"
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         with self.log.open("ab") as out:
@@ -88,7 +101,7 @@ class GatewayProcess:
         deadline = time.monotonic() + 30
         while True:
             try:
-                async with session.get(self.base + "/readyz") as resp:
+                async with session.get(self.ops + "/readyz") as resp:
                     if resp.status == 200:
                         return
             except aiohttp.ClientError:
@@ -213,7 +226,7 @@ async def test_withdrawal_through_one_instance_reaches_another_at_once(
 
 
 async def _cache_hits(session: aiohttp.ClientSession, gw: GatewayProcess) -> float:
-    async with session.get(gw.base + "/metrics") as resp:
+    async with session.get(gw.ops + "/metrics") as resp:
         text = await resp.text()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -386,7 +399,7 @@ async def test_webhooks_survive_a_down_receiver_and_a_restart(
                     f"{len(receiver.events)} of {total} events arrived:\n{gw.log.read_text()}"
                 )
                 await asyncio.sleep(0.05)
-            async with session.get(gw.base + "/readyz") as resp:
+            async with session.get(gw.ops + "/readyz") as resp:
                 assert resp.status == 200
         finally:
             gw.stop()

@@ -309,7 +309,7 @@ async def test_no_planted_value_reaches_any_sink(
     gw = app[GATEWAY]
     sinks = await send_everything(base)
     metrics_text = ""
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=BEARER) as session:
         async with session.get(base + "/metrics") as resp:
             metrics_text = await resp.text()
     # Explicit drain: close() writes every accepted record and closes the sinks.
