@@ -53,6 +53,9 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"  # the only address this benchmark ever binds or connects to
 KEY_ENV = "CG_BENCH_COOKIE_KEY"
+#: the bench serves one port; /metrics there needs the admin token (server.admin_port: null)
+ADMIN_ENV = "CG_BENCH_ADMIN_TOKEN"
+ADMIN_TOKEN = "bench-admin-token-0123456789"
 
 GA4_HOST = "www.google-analytics.com"
 GA4_PATH = "/g/collect"
@@ -294,7 +297,8 @@ def _gateway_config(tmp: Path, vendor_url: str) -> str:
     """The gateway's YAML: shipped rules, SQLite log and data in `tmp`, vendors overridden."""
     doc = {
         "data_dir": str(tmp / "data"),
-        "server": {"host": LOOPBACK, "log_level": "WARNING"},
+        "server": {"host": LOOPBACK, "log_level": "WARNING", "admin_port": None},
+        "admin": {"token_env": ADMIN_ENV, "secure_cookie": False},
         "rules": {"paths": [str(ROOT / "rules")]},
         "cookie": {"keys": [{"id": "bench", "secret_env": KEY_ENV}], "secure": False},
         "upstream": {"overrides": {f"https://{h}": f"{vendor_url}/{h}" for h in VENDOR_HOSTS}},
@@ -477,7 +481,7 @@ async def _gateway_counters(session: aiohttp.ClientSession, url: str | None) -> 
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
-        async with session.get(url) as resp:
+        async with session.get(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
             text = await resp.text()
     except aiohttp.ClientError:
         return {}
@@ -860,7 +864,7 @@ def _servers(
         config_file = tmp / "config.yaml"
         config_text = _gateway_config(tmp, vendor.url)
         config_file.write_text(config_text, encoding="utf-8")
-        env = {KEY_ENV: key}
+        env = {KEY_ENV: key, ADMIN_ENV: ADMIN_TOKEN}
         try:
             setup = _inspect(config_text, str(config_file), env)
         except SetupError:
