@@ -82,7 +82,9 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
     # until the next request's headers are complete: a client trickling its headers
     # (slowloris) is closed after read_timeout, not an hour. Bodies are timed in
     # edges.read_facts.
-    handler_args = {"keepalive_timeout": config.server.read_timeout}
+    # auto_decompress off: bodies are read exactly as sent, decoded once and bounded by
+    # gateway.bodies, and forwarded in the encoding their headers name.
+    handler_args = {"keepalive_timeout": config.server.read_timeout, "auto_decompress": False}
     app = web.Application(
         middlewares=[_errors_middleware],
         client_max_size=_CONSENT_BODY_LIMIT,

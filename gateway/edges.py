@@ -17,8 +17,9 @@ import aiohttp
 import orjson
 from aiohttp import hdrs, web
 
+from gateway import bodies
 from gateway.consent.regimes import country_from
-from gateway.errors import BadDestination, BodyTooLarge, UpstreamError
+from gateway.errors import BadDestination, BodyTimeout, BodyTooLarge, ClientGone, UpstreamError
 from gateway.model import Action, Decision, EndpointKind, Facts, Headers, Outgoing
 from gateway.ruleset.match import Match
 from gateway.ruleset.schema import ForwardMode
@@ -119,17 +120,12 @@ async def read_facts(gw: Gateway, request: web.Request, host: str | None, path: 
     limit = gw.config.server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge("request body too large")
-    body = b""
-    if request.body_exists:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_chunked(65536):
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge("request body too large")
-            chunks.append(chunk)
-        body = b"".join(chunks)
+    body = await _read_body(request, limit, gw.config.server.read_timeout)
     headers = Headers(tuple(request.headers.items()))
+    codings = bodies.encodings(headers.items_all())
+    # Decoded once, here: a body that is not what its header says is the client's error
+    # (400), a compression bomb is refused (413) before any stage looks at it.
+    decoded = bodies.decode(body, codings, bodies.MAX_DECODED) if codings and body else None
     return Facts(
         request_id=request_id(request),
         method=request.method,
@@ -142,7 +138,30 @@ async def read_facts(gw: Gateway, request: web.Request, host: str | None, path: 
         client_ip=client_ip(request, gw.config.server.trusted_proxies),
         country=country_of(gw, request, headers),
         now=time.time(),
+        decoded_body=decoded,
     )
+
+
+async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The body exactly as sent (the server does not decompress it), at most `limit` bytes,
+    within `timeout` seconds. Raises BodyTooLarge, BodyTimeout or ClientGone."""
+    if not request.body_exists:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.content.iter_chunked(65536):
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge("request body too large")
+                chunks.append(chunk)
+    except TimeoutError:
+        # SECURITY: a body trickled byte by byte would hold a connection and its buffer
+        raise BodyTimeout("request body not received in time") from None
+    except ConnectionResetError:
+        raise ClientGone from None
+    return b"".join(chunks)
 
 
 def country_of(gw: Gateway, request: web.Request, headers: Headers) -> str | None:

@@ -17,7 +17,13 @@ GatewayError                  base of everything the gateway raises on purpose
 │   ├── UnknownDestination    no rule lists the host (or no endpoint the path): 404
 │   ├── BadDestination        the host segment is not a plain DNS name (userinfo, port,
 │   │                         IP literal, encoded separators...): 400
-│   └── BodyTooLarge          the body exceeds server.max_body_bytes: 413
+│   ├── BodyTooLarge          the body exceeds server.max_body_bytes, as sent or once
+│   │                         decompressed: 413
+│   ├── BodyCorrupt           the body is not what its Content-Encoding says: 400
+│   ├── BodyEncodingUnknown   a Content-Encoding the gateway cannot read: 415
+│   └── BodyTimeout           the body did not arrive within server.read_timeout: 408
+├── ClientGone                the visitor disconnected while sending its request: its
+│                             doing, counted, never logged as an error
 ├── StoreError                the consent store failed or refused (unreachable, not open,
 │                             schema newer than the code); callers fail closed
 ├── TransformError            a body the rule says to strip could not be read safely;
@@ -40,8 +46,12 @@ from dataclasses import dataclass
 
 __all__ = [
     "BadDestination",
+    "BodyCorrupt",
+    "BodyEncodingUnknown",
+    "BodyTimeout",
     "BodyTooLarge",
     "CMPError",
+    "ClientGone",
     "GCMError",
     "GPPError",
     "SignalError",
@@ -146,10 +156,26 @@ class BodyTooLarge(RequestError):
     status = 413
 
 
+class BodyCorrupt(RequestError):
+    status = 400
+
+
+class BodyEncodingUnknown(RequestError):
+    status = 415
+
+
+class BodyTimeout(RequestError):
+    status = 408
+
+
 class StoreError(GatewayError):
     """The consent store failed or refused: unreachable, not open, or its schema is newer
     than this code knows. Callers fail closed (unreadable consent is no consent).
     Messages never contain subject ids, purposes or DSNs."""
+
+
+class ClientGone(GatewayError):
+    """The visitor disconnected before its request was read; nobody waits for an answer."""
 
 
 class TransformError(GatewayError):

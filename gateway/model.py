@@ -280,11 +280,15 @@ class Facts:
     query: str
     headers: Headers = field(default_factory=Headers)
     cookies: Mapping[str, str] = field(default_factory=dict)
+    #: the body exactly as the client sent it (still in its Content-Encoding)
     body: bytes = b""
     client_ip: str | None = None
     country: str | None = None
     #: seconds since the epoch when the request arrived (consent ages are measured against it)
     now: float = 0.0
+    #: `body` with its Content-Encoding undone (gateway.bodies), when it has one; None
+    #: when the body is plain, or was not decoded yet (the transform then decodes it)
+    decoded_body: bytes | None = None
 
     def __repr__(self) -> str:
         # SECURITY: never render query, cookies, body or the client address.

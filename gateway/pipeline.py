@@ -27,7 +27,7 @@ from gateway.consent.resolve import CookieOutcome, StoreLookup, resolve_server
 from gateway.consent.signals import Signals, resolve_with_signals, vendor_consent_params
 from gateway.decide import decide, reject
 from gateway.decision_log import record_for, sanitize_method, sanitize_path
-from gateway.errors import RequestError, TransformError
+from gateway.errors import ClientGone, RequestError, TransformError
 from gateway.model import (
     Action,
     ConsentState,
@@ -55,6 +55,10 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
         facts = await edges.read_facts(gw, request, host, path)
     except RequestError as e:
         return _refuse(gw, request, host, path, e)
+    except ClientGone:
+        # The visitor went away mid-request: its doing, nothing to decide or log.
+        gw.metrics.client_disconnects.labels("request").inc()
+        return web.Response(status=400)
 
     rules = gw.rules.current
     # 2a. stored consent: a server-to-server event names its subject and is judged by the

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import re
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,7 +30,8 @@ from urllib.parse import quote, unquote, unquote_plus, urlencode, urlsplit
 
 import orjson
 
-from gateway.errors import TransformError
+from gateway import bodies
+from gateway.errors import RequestError, TransformError
 from gateway.identifiers import (
     EMAIL,
     REGISTRY,
@@ -75,8 +74,8 @@ _ALLOWED_HEADERS: Final = frozenset(
         "accept",
         "accept-language",
         "content-type",
-        # The body is forwarded as received unless it was rewritten, and a rewritten
-        # body was first checked to be `identity`-encoded: the header stays true.
+        # The body is forwarded as received, or rewritten and encoded again in the
+        # same codings (gateway.bodies): the header stays true either way.
         "content-encoding",
         "user-agent",
         "referer",
@@ -520,37 +519,28 @@ def _strip_data_field(form: str, paths: frozenset[str], keep: frozenset[str] | N
 # --- bodies ------------------------------------------------------------------------------
 
 
-#: the largest body the gateway will inflate to strip it (a gzip bomb is refused)
-MAX_INFLATED_BODY: Final = 8 * 1024 * 1024
+#: the largest body the gateway will decompress to strip it (a bomb is refused)
+MAX_INFLATED_BODY: Final = bodies.MAX_DECODED
 
 
-def _decoded(facts: Facts) -> tuple[bytes, bool]:
-    """The body as the vendor will read it, and whether it arrived gzip-encoded.
+def _decoded(facts: Facts) -> tuple[bytes, tuple[str, ...]]:
+    """The body as the vendor will read it, and the content codings it arrived in.
 
-    Raises TransformError for any other content encoding, or a gzip body that is
-    corrupt or inflates beyond MAX_INFLATED_BODY.
+    Uses the body `edges.read_facts` decoded; decodes it here for facts built elsewhere
+    (`explain`, tests). Raises TransformError for a coding the gateway cannot read, or a
+    body that is corrupt or decompresses beyond MAX_INFLATED_BODY.
     """
-    tokens = [
-        t.strip().lower()
-        for name, value in facts.headers.items_all()
-        if name.lower() == "content-encoding"
-        for t in value.split(",")
-        if t.strip().lower() not in ("", "identity")
-    ]
-    if not tokens:
-        return facts.body, False
-    if tokens not in (["gzip"], ["x-gzip"]):
+    codings = bodies.encodings(facts.headers.items_all())
+    if not codings:
+        return facts.body, ()
+    if facts.decoded_body is not None:
+        return facts.decoded_body, codings
+    try:
+        return bodies.decode(facts.body, codings, MAX_INFLATED_BODY), codings
+    except RequestError as e:
         # SECURITY: a body we cannot decode cannot be searched; forwarding it would forward
         # whatever identifiers it holds.
-        raise TransformError("cannot strip a body with this content encoding")
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        plain = inflater.decompress(facts.body, MAX_INFLATED_BODY)
-    except zlib.error:
-        raise TransformError("corrupt gzip body") from None
-    if inflater.unconsumed_tail or not inflater.eof:
-        raise TransformError("gzip body too large or truncated")
-    return plain, True
+        raise TransformError(e.message) from None
 
 
 def _keep(strips: StripSpec) -> frozenset[str] | None:
@@ -575,7 +565,7 @@ def _body(facts: Facts, strips: StripSpec, body_kind: BodyKind) -> bytes:
             if ctype.lstrip().startswith("multipart/"):
                 # SECURITY: multipart parts are not `name=value` pairs; stripping would miss them.
                 raise TransformError("cannot strip a multipart body")
-            plain, gzipped = _decoded(facts)
+            plain, codings = _decoded(facts)
             names, urls = _names(strips.query), _names(strips.url_fields)
             keep = _keep(strips)
             if body_kind is BodyKind.FORM:
@@ -585,12 +575,12 @@ def _body(facts: Facts, strips: StripSpec, body_kind: BodyKind) -> bytes:
         case BodyKind.JSON | BodyKind.TEXT:
             if not (strips.json or strips.identifiers):
                 return body
-            plain, gzipped = _decoded(facts)
+            plain, codings = _decoded(facts)
             out = _strip_json_body(plain, strips.json, _keep(strips))
         case BodyKind.FORM_JSON:
             if not (strips.query or strips.json or strips.url_fields or strips.identifiers):
                 return body
-            plain, gzipped = _decoded(facts)
+            plain, codings = _decoded(facts)
             text = plain.decode("utf-8", "surrogateescape")
             # the `data` field first: the pair pass must not drop it as JSON it cannot read
             edited = text
@@ -601,9 +591,9 @@ def _body(facts: Facts, strips: StripSpec, body_kind: BodyKind) -> bytes:
             )
             out = plain if edited is text else edited.encode("utf-8", "surrogateescape")
     if out is plain:
-        return body
+        return body  # unchanged: the bytes as sent, in the encoding the header names
     # Content-Encoding is forwarded as received, so the body must stay in that encoding.
-    return gzip.compress(out, mtime=0) if gzipped else out
+    return bodies.encode(out, codings) if codings else out
 
 
 def _set_json(
@@ -902,13 +892,9 @@ def _pair_changes(before: list[str], after: list[str], where: str) -> set[str]:
 
 def _body_changes(facts: Facts, out: Outgoing, body_kind: BodyKind) -> set[str]:
     try:
-        before, gzipped = _decoded(facts)
-        after = (
-            zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(out.body, MAX_INFLATED_BODY)
-            if gzipped
-            else out.body
-        )
-    except (TransformError, zlib.error):
+        before, codings = _decoded(facts)
+        after = bodies.decode(out.body, codings, MAX_INFLATED_BODY) if codings else out.body
+    except (TransformError, RequestError):
         return {"body"}
     match body_kind:
         case BodyKind.FORM | BodyKind.GA4_BATCH | BodyKind.FORM_JSON:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
@@ -118,3 +119,198 @@ async def test_websocket_is_proxied_only_with_consent(
         await client.ws_connect("/t/ws.hotjar.com/api/v2/client/ws")
     assert info.value.status == 403
     assert seen == ["hello"]
+
+
+# --- request bodies: read once as sent, decoded once, forwarded as their headers say --------
+
+AMPLITUDE = "api2.amplitude.com"
+SEGMENT = "api.segment.io"
+AMP_DOC = {
+    "api_key": "3d5e7f9a1b2c4d6e8f0a1b2c3d4e5f6a",
+    "events": [{"device_id": "d-1", "event_type": "Search", "ip": "203.0.113.7"}],
+}
+SEG_DOC = {"type": "track", "event": "Added", "anonymousId": "a-1", "context": {"ip": "1.2.3.4"}}
+
+
+def _encoded(doc: object, coding: str) -> bytes:
+    import gzip
+    import zlib
+
+    import brotli
+    import orjson
+
+    raw = orjson.dumps(doc)
+    return {
+        "gzip": gzip.compress,
+        "deflate": zlib.compress,
+        "br": brotli.compress,
+        "identity": lambda b: b,
+    }[coding](raw)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "identity"])
+@pytest.mark.parametrize(
+    ("host", "path", "doc", "gone"),
+    [
+        (AMPLITUDE, "/2/httpapi", AMP_DOC, "203.0.113.7"),  # sync api, always strips events[].ip
+        (SEGMENT, "/v1/t", SEG_DOC, "1.2.3.4"),  # background beacon, strips context.ip
+    ],
+    ids=["amplitude", "segment"],
+)
+async def test_a_compressed_body_reaches_the_vendor_decodable_and_stripped(
+    gateway_factory: object,
+    fake_vendor: object,
+    host: str,
+    path: str,
+    doc: dict[str, object],
+    gone: str,
+    coding: str,
+) -> None:
+    """Issue 10, defect 4: aiohttp's server already inflated the body, the transform
+    inflated it again, failed, and dropped every compressed hit."""
+    import orjson
+
+    from tests.conftest import FakeVendor, cookie_for
+
+    assert isinstance(fake_vendor, FakeVendor)
+    client = await gateway_factory(hosts=[host])  # type: ignore[operator]
+    headers = {
+        "Content-Type": "application/json",
+        "Cookie": f"cg_consent={cookie_for({'analytics': 'granted'})}",
+    }
+    if coding != "identity":
+        headers["Content-Encoding"] = coding
+    resp = await client.post(f"/t/{host}{path}", data=_encoded(doc, coding), headers=headers)
+    assert resp.status < 300
+    [seen] = await fake_vendor.wait_for(1)
+    # the fake vendor's server decoded it by the header the gateway sent: they agree
+    assert seen.headers.get("content-encoding", "identity") == coding
+    sent = orjson.loads(seen.body)
+    assert gone not in seen.body.decode()
+    assert {k: v for k, v in sent.items() if k not in ("events", "context")} == {
+        k: v for k, v in doc.items() if k not in ("events", "context")
+    }
+
+
+@pytest.mark.parametrize(
+    ("coding", "body", "status"),
+    [
+        ("gzip", b'{"plain": "json labelled gzip"}', 400),
+        ("br", b"\xff\xfe\xfd not brotli", 400),
+        ("deflate", b"\x78\x9c\x01\x02", 400),
+        ("zstd", b"whatever", 415),
+    ],
+)
+async def test_a_body_that_is_not_what_its_header_says_is_refused(
+    gateway_factory: object, fake_vendor: object, coding: str, body: bytes, status: int
+) -> None:
+    from tests.conftest import FakeVendor, cookie_for
+
+    assert isinstance(fake_vendor, FakeVendor)
+    client = await gateway_factory(hosts=[AMPLITUDE])  # type: ignore[operator]
+    headers = {
+        "Content-Type": "application/json",
+        "Content-Encoding": coding,
+        "Cookie": f"cg_consent={cookie_for({'analytics': 'granted'})}",
+    }
+    resp = await client.post(f"/t/{AMPLITUDE}/2/httpapi", data=body, headers=headers)
+    assert resp.status == status
+    assert set(await resp.json()) == {"error"}
+    assert fake_vendor.seen == []  # never forwarded empty, nor as it came
+
+
+async def test_a_compression_bomb_is_413(gateway_factory: object, fake_vendor: object) -> None:
+    import gzip
+
+    from tests.conftest import FakeVendor, cookie_for
+
+    assert isinstance(fake_vendor, FakeVendor)
+    client = await gateway_factory(hosts=[AMPLITUDE])  # type: ignore[operator]
+    bomb = gzip.compress(b"{" + b" " * (64 * 1024 * 1024) + b"}")
+    assert len(bomb) < 64 * 1024  # under server.max_body_bytes as sent
+    resp = await client.post(
+        f"/t/{AMPLITUDE}/2/httpapi",
+        data=bomb,
+        headers={
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+            "Cookie": f"cg_consent={cookie_for({'analytics': 'granted'})}",
+        },
+    )
+    assert resp.status == 413
+    assert fake_vendor.seen == []
+
+
+async def test_a_client_gone_mid_body_is_counted_not_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10, defect 8: this was a 500 and an ERROR traceback for the client's doing.
+
+    Served by `GatewayRunner` as `serve` does: aiohttp's test server cancels a handler
+    whose client left (`handler_cancellation=True`); production lets it run and the body
+    read fails instead, which is the path under test.
+    """
+    import asyncio
+    import logging
+
+    from aiohttp import web
+
+    from gateway.access_log import GatewayRunner
+    from gateway.app import GATEWAY, build_app
+    from tests.conftest import make_config
+
+    caplog.set_level(logging.DEBUG)
+    app = build_app(make_config(tmp_path))
+    runner = GatewayRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        metrics = app[GATEWAY].metrics.registry
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"POST /t/{AMPLITUDE}/2/httpapi HTTP/1.1\r\nHost: gw\r\n"
+            "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{".encode()
+        )
+        await writer.drain()
+        writer.close()
+        # explicit: wait until the gateway has counted it, never a fixed sleep
+        async with asyncio.timeout(5):
+            while not metrics.get_sample_value(
+                "gateway_client_disconnects_total", {"stage": "request"}
+            ):
+                await asyncio.sleep(0.01)
+    finally:
+        await runner.cleanup()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert (
+        metrics.get_sample_value(
+            "gateway_requests_total", {"vendor": "-", "endpoint": "-", "action": "reject"}
+        )
+        is None
+    )
+
+
+async def test_a_body_trickled_past_read_timeout_is_408(gateway_factory: object) -> None:
+    import asyncio
+
+    client = await gateway_factory(  # type: ignore[operator]
+        hosts=[AMPLITUDE], extra={"server": {"read_timeout": "300ms"}}
+    )
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        f"POST /t/{AMPLITUDE}/2/httpapi HTTP/1.1\r\nHost: gw\r\n"
+        "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{".encode()
+    )
+    try:
+        async with asyncio.timeout(10):
+            status = b""
+            while not status:
+                try:
+                    status = await asyncio.wait_for(reader.readline(), 0.05)
+                except TimeoutError:
+                    writer.write(b" ")  # a byte at a time, never the whole body
+    finally:
+        writer.close()
+    assert status.startswith(b"HTTP/1.1 408")
