@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
+import logging
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from gateway.edges import TRANSPARENT_GIF, client_ip, local_answer, raw_host_hint
@@ -241,33 +246,44 @@ async def test_a_compression_bomb_is_413(gateway_factory: object, fake_vendor: o
     assert fake_vendor.seen == []
 
 
-async def test_a_client_gone_mid_body_is_counted_not_an_error(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Issue 10, defect 8: this was a 500 and an ERROR traceback for the client's doing.
+@contextlib.asynccontextmanager
+async def _served_as_in_production(app: web.Application) -> AsyncIterator[int]:
+    """`app` served by `GatewayRunner` as `serve` does, on a free port.
 
-    Served by `GatewayRunner` as `serve` does: aiohttp's test server cancels a handler
-    whose client left (`handler_cancellation=True`); production lets it run and the body
-    read fails instead, which is the path under test.
+    aiohttp's test server cancels a handler whose client left (handler_cancellation);
+    production lets it run, so a client leaving makes reads and writes fail instead:
+    the paths these tests are about.
     """
-    import asyncio
-    import logging
-
-    from aiohttp import web
-
     from gateway.access_log import GatewayRunner
-    from gateway.app import GATEWAY, build_app
-    from tests.conftest import make_config
 
-    caplog.set_level(logging.DEBUG)
-    app = build_app(make_config(tmp_path))
     runner = GatewayRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        metrics = app[GATEWAY].metrics.registry
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+async def _until(check: Callable[[], object]) -> None:
+    """Wait until `check()` is truthy: an explicit condition, never a fixed sleep."""
+    async with asyncio.timeout(5):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_client_gone_mid_body_is_counted_not_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10, defect 8: this was a 500 and an ERROR traceback for the client's doing."""
+    from gateway.app import GATEWAY, build_app
+    from tests.conftest import make_config
+
+    caplog.set_level(logging.DEBUG)
+    app = build_app(make_config(tmp_path))
+    metrics = app[GATEWAY].metrics.registry
+    async with _served_as_in_production(app) as port:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
             f"POST /t/{AMPLITUDE}/2/httpapi HTTP/1.1\r\nHost: gw\r\n"
@@ -275,14 +291,11 @@ async def test_a_client_gone_mid_body_is_counted_not_an_error(
         )
         await writer.drain()
         writer.close()
-        # explicit: wait until the gateway has counted it, never a fixed sleep
-        async with asyncio.timeout(5):
-            while not metrics.get_sample_value(
+        await _until(
+            lambda: metrics.get_sample_value(
                 "gateway_client_disconnects_total", {"stage": "request"}
-            ):
-                await asyncio.sleep(0.01)
-    finally:
-        await runner.cleanup()
+            )
+        )
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert (
         metrics.get_sample_value(
@@ -290,6 +303,39 @@ async def test_a_client_gone_mid_body_is_counted_not_an_error(
         )
         is None
     )
+
+
+async def test_a_visitor_gone_while_a_script_streams_back_is_not_an_upstream_error(
+    tmp_path: Path, fake_vendor: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10, defect 8: the visitor's disconnect was counted as an upstream connect
+    error (errors were mapped around the whole exchange, not only the vendor's side)."""
+    from gateway.app import GATEWAY, build_app
+    from tests.conftest import FakeVendor, make_config, overrides_for
+
+    assert isinstance(fake_vendor, FakeVendor)
+    host = "www.googletagmanager.com"
+    fake_vendor.answers["/gtag/js"] = (
+        200,
+        {"Content-Type": "text/javascript"},
+        b"/*x*/" * 2_000_000,
+    )
+    caplog.set_level(logging.DEBUG)
+    app = build_app(make_config(tmp_path, overrides_for(fake_vendor, [host])))
+    metrics = app[GATEWAY].metrics.registry
+    async with _served_as_in_production(app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET /t/{host}/gtag/js?id=G-1 HTTP/1.1\r\nHost: gw\r\n\r\n".encode())
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        writer.transport.abort()  # gone, mid-answer (a reset, not a polite close)
+        await _until(
+            lambda: metrics.get_sample_value(
+                "gateway_client_disconnects_total", {"stage": "response"}
+            )
+        )
+    for kind in ("connect", "other", "timeout"):
+        assert not metrics.get_sample_value("gateway_upstream_errors_total", {"kind": kind})
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_a_body_trickled_past_read_timeout_is_408(gateway_factory: object) -> None:
