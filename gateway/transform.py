@@ -58,6 +58,7 @@ from gateway.model import (
 __all__ = [
     "IDENTITY_PARAMS",
     "drop_json_identifiers",
+    "json_paths",
     "removed_fields",
     "MAX_INFLATED_BODY",
     "scrub_url",
@@ -307,28 +308,37 @@ def drop_json_identifiers(
                 changed = True
                 continue
             if isinstance(item, str):
-                kept = _json_string(item, key, in_user_data)
-                if kept is None:
-                    del value[key]
-                    changed = True
-                elif kept is not item:
-                    value[key], changed = kept, True
+                changed = _edit_string(value, key, item, key, in_user_data) or changed
             elif isinstance(item, dict | list):
                 inner = in_user_data or key.lower() in USER_DATA_CONTAINERS
                 changed = drop_json_identifiers(item, keep, key, inner) or changed
     elif isinstance(value, list):
-        for i in reversed(range(len(value))):
+        for i in reversed(range(len(value))):  # reversed: deleting keeps the rest in place
             item = value[i]
             if isinstance(item, str):
-                kept = _json_string(item, name, in_user_data)
-                if kept is None:
-                    del value[i]
-                    changed = True
-                elif kept is not item:
-                    value[i], changed = kept, True
+                changed = _edit_string(value, i, item, name, in_user_data) or changed
             elif isinstance(item, dict | list):
                 changed = drop_json_identifiers(item, keep, name, in_user_data) or changed
     return changed
+
+
+def _edit_string(
+    container: dict[str, object] | list[object],
+    at: str | int,
+    item: str,
+    name: str,
+    in_user_data: bool,
+) -> bool:
+    """Remove or rewrite the string `container[at]` (a key's value or an array element)
+    when it is an identifier or a URL carrying one; True if it changed."""
+    kept = _json_string(item, name, in_user_data)
+    if kept is item:
+        return False
+    if kept is None:
+        del container[at]  # type: ignore[arg-type]
+    else:
+        container[at] = kept  # type: ignore[index]
+    return True
 
 
 def _json_string(value: str, name: str, in_user_data: bool) -> str | None:
@@ -903,7 +913,7 @@ def _body_changes(facts: Facts, out: Outgoing, body_kind: BodyKind) -> set[str]:
             return {n.replace("query:", "form:", 1) for n in _pair_changes(b, a, "query")}
         case BodyKind.JSON | BodyKind.TEXT:
             try:
-                gone = _json_paths(orjson.loads(before)) - _json_paths(orjson.loads(after))
+                gone = json_paths(orjson.loads(before)) - json_paths(orjson.loads(after))
             except orjson.JSONDecodeError:
                 return {"body"}
             return {f"json:{p}" for p in gone} or {"body"}
@@ -911,15 +921,17 @@ def _body_changes(facts: Facts, out: Outgoing, body_kind: BodyKind) -> set[str]:
             return {"body"}
 
 
-def _json_paths(value: object, prefix: str = "") -> set[str]:
-    """Every key path in a JSON document, arrays as `[]` (`data[].user_data.em`)."""
+def json_paths(doc: object, prefix: str = "") -> set[str]:
+    """Every key path in a JSON document, arrays as `[]` (`data[].user_data.em`), each
+    array itself too (`data[]`): the names `StripSpec.json` entries are written in."""
     out: set[str] = set()
-    if isinstance(value, dict):
-        for key, item in value.items():
+    if isinstance(doc, dict):
+        for key, item in doc.items():
             path = f"{prefix}.{key}" if prefix else str(key)
             out.add(path)
-            out |= _json_paths(item, path)
-    elif isinstance(value, list):
-        for item in value:
-            out |= _json_paths(item, prefix + "[]")
+            out |= json_paths(item, path)
+    elif isinstance(doc, list):
+        for item in doc:
+            out.add(prefix + "[]")
+            out |= json_paths(item, prefix + "[]")
     return out

@@ -19,6 +19,7 @@ import orjson
 from gateway.errors import Problem
 from gateway.model import StripSpec
 from gateway.ruleset.schema import EndpointSpec, ExampleSpec, VendorRule
+from gateway.transform import json_paths
 
 __all__ = ["lint_rules", "shadowed_by"]
 
@@ -65,22 +66,8 @@ def _example_fields(ex: ExampleSpec) -> set[str]:
             for line in body.decode("utf-8", "replace").splitlines():
                 names |= {k for k, _ in parse_qsl(line, keep_blank_values=True)}
         else:
-            names |= {"json:" + p for p in _json_paths(doc, "")}
+            names |= {"json:" + p for p in json_paths(doc)}
     return names
-
-
-def _json_paths(doc: object, prefix: str) -> set[str]:
-    out: set[str] = set()
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            path = f"{prefix}.{k}" if prefix else str(k)
-            out.add(path)
-            out |= _json_paths(v, path)
-    elif isinstance(doc, list):
-        for item in doc:
-            out.add(prefix + "[]")
-            out |= _json_paths(item, prefix + "[]")
-    return out
 
 
 def _strip_names(spec: StripSpec) -> set[str]:
