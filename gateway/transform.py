@@ -26,23 +26,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import Final
-from urllib.parse import quote, unquote, unquote_plus, urlencode, urlsplit
+from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 
 import orjson
 
 from gateway import bodies
 from gateway.errors import RequestError, TransformError
 from gateway.identifiers import (
-    EMAIL,
-    REGISTRY,
-    USER_DATA_CONTAINERS,
-    IdKind,
-    is_hashed_identifier,
-    is_identifier_name,
-    is_identifier_value,
-    looks_like_url,
-    name_in,
-    name_kind,
+    decode_name,
+    drop_identifiers,
+    drop_json_identifiers,
+    scrub_url,
+    scrubbed_pair,
 )
 from gateway.model import (
     BodyKind,
@@ -56,8 +51,6 @@ from gateway.model import (
 )
 
 __all__ = [
-    "IDENTITY_PARAMS",
-    "drop_json_identifiers",
     "json_paths",
     "removed_fields",
     "MAX_INFLATED_BODY",
@@ -120,12 +113,6 @@ def _names(names: frozenset[str]) -> _NameSet:
 # --- query strings and form bodies -------------------------------------------------------
 
 
-def _decode(name: str) -> str:
-    """A pair's name as the vendor reads it: '+' is a space, then percent-decoding."""
-    # SECURITY: match what the vendor decodes (`%67clid` is `gclid`), not what was sent.
-    return unquote(name.replace("+", " "))
-
-
 def _strip_pairs(raw: str, names: _NameSet) -> str:
     # Hot path (every query and form body): one loop, no call per pair unless it is encoded.
     exact, prefixes = names.exact, names.prefixes
@@ -135,7 +122,7 @@ def _strip_pairs(raw: str, names: _NameSet) -> str:
         if pair:
             name = pair.partition("=")[0]
             if "%" in name or "+" in name:
-                name = _decode(name)
+                name = decode_name(name)
             if name in exact or name.startswith(prefixes):
                 removed = True
                 continue
@@ -170,52 +157,10 @@ def _edit_pairs(
     in `keep`)."""
     out = _strip_pairs(raw, names) if names.exact or names.prefixes else raw
     out = _scrub_pairs(out, urls) if urls.exact or urls.prefixes else out
-    return out if keep is None else _drop_identifiers(out, keep)
+    return out if keep is None else drop_identifiers(out, keep)
 
 
-#: parameters that identify a person or a click wherever they appear inside a URL: every
-#: name in the one registry (gateway.identifiers), compared case-insensitively
-IDENTITY_PARAMS: Final = frozenset(REGISTRY)
 _NO_NAMES: Final = _NameSet(frozenset(), ())
-
-
-def scrub_url(url: str) -> str:
-    """`url` without identity-bearing parameters (IDENTITY_PARAMS, or any whose value holds
-    an e-mail address) in its query or fragment, and with e-mail addresses in its path
-    removed. Returns `url` itself when there is nothing to remove."""
-    if "?" not in url and "#" not in url and "@" not in url:
-        return url
-    head, hash_, fragment = url.partition("#")
-    base, q, query = head.partition("?")
-    new_base = EMAIL.sub("", base) if "@" in base else base
-    new_query = _scrub_query(query) if q else query
-    new_fragment = _scrub_query(fragment) if hash_ and "=" in fragment else fragment
-    if new_base is base and new_query is query and new_fragment is fragment:
-        return url
-    out = new_base
-    if q and new_query:
-        out += "?" + new_query
-    if hash_ and new_fragment:
-        out += "#" + new_fragment
-    return out
-
-
-def _scrub_query(query: str) -> str:
-    kept: list[str] = []
-    removed = False
-    for pair in query.split("&"):
-        name, _, value = pair.partition("=")
-        decoded_value = unquote_plus(value) if "%" in value or "+" in value else value
-        dname = _decode(name)
-        if (
-            is_identifier_name(dname, in_url=True)
-            or is_identifier_value(decoded_value)
-            or is_hashed_identifier(dname, decoded_value)
-        ):
-            removed = True
-            continue
-        kept.append(pair)
-    return "&".join(kept) if removed else query
 
 
 def _scrub_pairs(raw: str, urls: _NameSet) -> str:
@@ -224,130 +169,13 @@ def _scrub_pairs(raw: str, urls: _NameSet) -> str:
     changed = False
     for pair in raw.split("&"):
         name, eq, value = pair.partition("=")
-        dname = _decode(name) if "%" in name or "+" in name else name
+        dname = decode_name(name) if "%" in name or "+" in name else name
         if eq and (dname in urls.exact or dname.startswith(urls.prefixes)):
-            scrubbed = _scrubbed(name, value)
+            scrubbed = scrubbed_pair(name, value)
             if scrubbed is not None:
                 pair, changed = scrubbed, True
         out.append(pair)
     return "&".join(out) if changed else raw
-
-
-def _scrubbed(name: str, value: str) -> str | None:
-    """`name=value` with the URL in `value` scrubbed, or None when it holds nothing to remove."""
-    url = unquote_plus(value)
-    clean = scrub_url(url)
-    return None if clean is url else f"{name}={quote(clean, safe='')}"
-
-
-def _drop_identifiers(raw: str, keep: frozenset[str], sep: str = "&") -> str:
-    """`raw` (pairs joined by `sep`) without the pairs that are identifiers by name or by
-    shape (gateway.identifiers), URL values scrubbed and JSON values walked the same way.
-    `raw` itself when nothing changes."""
-    kept: list[str] = []
-    changed = False
-    for pair in raw.split(sep):
-        name, eq, value = pair.partition("=")
-        dname = _decode(name) if "%" in name or "+" in name else name
-        dvalue = unquote_plus(value) if "%" in value or "+" in value else value
-        if eq and looks_like_url(dvalue):
-            # a URL is the page's, never the visitor's submission: scrubbed even when kept
-            clean = scrub_url(dvalue)
-            if clean is not dvalue:
-                pair, dvalue, changed = f"{name}={quote(clean, safe='')}", clean, True
-        # a click id is never what the visitor submitted: `keep` cannot save it
-        if name_kind(dname) is not IdKind.CLICK_ID and name_in(dname, keep):
-            kept.append(pair)
-            continue
-        if is_identifier_name(dname):
-            changed = True
-            continue
-        if eq and dvalue[:1] in ("{", "["):
-            # JSON in a field (Intercom's user_data, Twitter's event): walked, not judged whole
-            edited = _json_value_without_identifiers(dvalue, keep)
-            if edited is not None:
-                if edited is not dvalue:
-                    pair, changed = f"{name}={quote(edited, safe='')}", True
-                kept.append(pair)
-                continue
-        if is_identifier_value(dvalue) or is_hashed_identifier(dname, dvalue):
-            changed = True
-            continue
-        kept.append(pair)
-    return sep.join(kept) if changed else raw
-
-
-def _json_value_without_identifiers(text: str, keep: frozenset[str]) -> str | None:
-    """A field's JSON value without identifiers (`text` itself when there were none), or
-    None when it is not JSON."""
-    try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    return orjson.dumps(doc).decode() if drop_json_identifiers(doc, keep) else text
-
-
-def drop_json_identifiers(
-    value: object, keep: frozenset[str] = frozenset(), name: str = "", in_user_data: bool = False
-) -> bool:
-    """Remove, in place, every key and array element of a JSON document that is an
-    identifier by name or shape (gateway.identifiers), but keys named in `keep`; True if
-    anything was removed."""
-    changed = False
-    if isinstance(value, dict):
-        for key in list(value):
-            item = value[key]
-            if name_kind(key) is not IdKind.CLICK_ID and name_in(key, keep):
-                if isinstance(item, str) and looks_like_url(item):
-                    clean = scrub_url(item)  # as in `_drop_identifiers`: kept, but scrubbed
-                    if clean is not item:
-                        value[key], changed = clean, True
-                continue
-            if is_identifier_name(key):
-                del value[key]
-                changed = True
-                continue
-            if isinstance(item, str):
-                changed = _edit_string(value, key, item, key, in_user_data) or changed
-            elif isinstance(item, dict | list):
-                inner = in_user_data or key.lower() in USER_DATA_CONTAINERS
-                changed = drop_json_identifiers(item, keep, key, inner) or changed
-    elif isinstance(value, list):
-        for i in reversed(range(len(value))):  # reversed: deleting keeps the rest in place
-            item = value[i]
-            if isinstance(item, str):
-                changed = _edit_string(value, i, item, name, in_user_data) or changed
-            elif isinstance(item, dict | list):
-                changed = drop_json_identifiers(item, keep, name, in_user_data) or changed
-    return changed
-
-
-def _edit_string(
-    container: dict[str, object] | list[object],
-    at: str | int,
-    item: str,
-    name: str,
-    in_user_data: bool,
-) -> bool:
-    """Remove or rewrite the string `container[at]` (a key's value or an array element)
-    when it is an identifier or a URL carrying one; True if it changed."""
-    kept = _json_string(item, name, in_user_data)
-    if kept is item:
-        return False
-    if kept is None:
-        del container[at]  # type: ignore[arg-type]
-    else:
-        container[at] = kept  # type: ignore[index]
-    return True
-
-
-def _json_string(value: str, name: str, in_user_data: bool) -> str | None:
-    """A JSON string kept as is, scrubbed (a URL), or None when it is an identifier."""
-    if looks_like_url(value):
-        value = scrub_url(value)
-    if is_identifier_value(value) or is_hashed_identifier(name, value, in_user_data=in_user_data):
-        return None
-    return value
 
 
 def strip_path_params(path: str, names: frozenset[str], urls: frozenset[str]) -> str:
@@ -362,12 +190,12 @@ def strip_path_params(path: str, names: frozenset[str], urls: frozenset[str]) ->
     changed = False
     for param in params:
         name, eq, value = param.partition("=")
-        dname = _decode(name)
+        dname = decode_name(name)
         if dname in drop.exact or dname.startswith(drop.prefixes):
             changed = True
             continue
         if eq and (dname in scrub.exact or dname.startswith(scrub.prefixes)):
-            scrubbed = _scrubbed(name, value)
+            scrubbed = scrubbed_pair(name, value)
             if scrubbed is not None:
                 param, changed = scrubbed, True
         kept.append(param)
@@ -506,7 +334,7 @@ def _strip_data_field(form: str, paths: frozenset[str], keep: frozenset[str] | N
     changed = False
     for i, pair in enumerate(pairs):
         name, eq, value = pair.partition("=")
-        if not eq or _decode(name) != _DATA_FIELD:
+        if not eq or decode_name(name) != _DATA_FIELD:
             continue
         raw = unquote_plus(value)
         if raw.lstrip().startswith(("{", "[")):
@@ -821,11 +649,11 @@ def transform(
     if strips.url_fields and query:
         query = _scrub_pairs(query, _names(strips.url_fields))
     if strips.identifiers and query:
-        query = _drop_identifiers(query, strips.keep)
+        query = drop_identifiers(query, strips.keep)
     path = strip_path_params(facts.path, strips.path_params, strips.url_fields)
     if strips.identifiers and ";" in path:
         first, _, params = path.partition(";")
-        kept = _drop_identifiers(params, strips.keep, ";")
+        kept = drop_identifiers(params, strips.keep, ";")
         if kept is not params:
             path = f"{first};{kept}" if kept else first
     if set_query:
@@ -889,12 +717,12 @@ def _pair_changes(before: list[str], after: list[str], where: str) -> set[str]:
     for pair in before:
         if pair:
             name, _, value = pair.partition("=")
-            b.setdefault(_decode(name), value)
+            b.setdefault(decode_name(name), value)
     a: dict[str, str] = {}
     for pair in after:
         if pair:
             name, _, value = pair.partition("=")
-            a.setdefault(_decode(name), value)
+            a.setdefault(decode_name(name), value)
     gone = {f"{where}:{n}" for n in b if n not in a}
     rewritten = {f"url:{n}" for n in b if n in a and a[n] != b[n]}
     return gone | rewritten

@@ -793,7 +793,7 @@ def test_strip_path_params(names: set[str], urls: set[str], expected: str) -> No
     ],
 )
 def test_scrub_url(url: str, expected: str) -> None:
-    from gateway.transform import scrub_url
+    from gateway.identifiers import scrub_url
 
     assert scrub_url(url) == expected
 
