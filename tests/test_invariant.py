@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 from gateway.app import GATEWAY, build_app
 from gateway.config import DEFAULT_PURPOSES, GatewayConfig
-from gateway.model import NECESSARY, BodyKind
+from gateway.model import NECESSARY, BodyKind, EndpointKind
 from gateway.ruleset.load import load_rules
 from gateway.ruleset.match import is_safe_path
 from gateway.ruleset.schema import EndpointSpec, VendorRule
@@ -70,7 +70,14 @@ def _paths(rule: VendorRule, ep: EndpointSpec) -> st.SearchStrategy[str]:
     return st.sampled_from(examples) | generated if examples else generated
 
 
-ENDPOINTS = [(rule, ep) for rule in RULES.rules for ep in rule.endpoints]
+# A WebSocket endpoint answers a plain request 426 and relays only an upgrade, with
+# consent (tests/test_edges.py, tests/security/test_open_proxy.py): not a forward here.
+ENDPOINTS = [
+    (rule, ep)
+    for rule in RULES.rules
+    for ep in rule.endpoints
+    if ep.kind is not EndpointKind.WEBSOCKET
+]
 
 
 def _names(ep: EndpointSpec) -> tuple[set[str], set[str]]:
