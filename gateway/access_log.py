@@ -41,14 +41,14 @@ from aiohttp.client_exceptions import ClientPayloadError
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.decision_log import (
+from gateway.edges import REQUEST_ID
+from gateway.redact import (
     VALUE_MARK,
     looks_like_value,
     sanitize_host,
     sanitize_method,
     sanitize_path,
 )
-from gateway.edges import REQUEST_ID
 from gateway.transform import truncate_ip
 
 __all__ = [

@@ -43,20 +43,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any, Final, Protocol, TextIO
-from urllib.parse import unquote
 
 import orjson
 
 from gateway.config import DecisionLogConfig
 from gateway.metrics import Metrics
 from gateway.model import Action, ConsentState, Decision, Facts
+from gateway.redact import (
+    RAW_CAP,
+    VALUE_MARK,
+    clean,
+    clean_opt,
+    log_path,
+    looks_like_value,
+    sanitize_host,
+    sanitize_method,
+)
 from gateway.ruleset.match import Match
-from gateway.ruleset.schema import is_dns_name
 
 __all__ = [
     "MAX_QUERY_LIMIT",
     "SCHEMA_VERSION",
-    "VALUE_MARK",
     "DecisionCounts",
     "DecisionLog",
     "DecisionRecord",
@@ -68,15 +75,11 @@ __all__ = [
     "count_decisions",
     "format_record",
     "log_path",
-    "looks_like_value",
     "parse_since",
     "query_records",
     "record_for",
     "record_to_dict",
     "run_logs",
-    "sanitize_host",
-    "sanitize_method",
-    "sanitize_path",
     "unknown_hosts",
 ]
 
@@ -87,11 +90,9 @@ SCHEMA_VERSION: Final = 1
 #: the largest `LogQuery.limit` (the admin API passes visitor-chosen limits through).
 MAX_QUERY_LIMIT: Final = 10_000
 
-_PATH_CAP: Final = 256
 _REASON_CAP: Final = 300
 _SHORT_CAP: Final = 128  # request id, vendor, endpoint, regime, purposes, source names
 # Raw input beyond this is never looked at: the result is capped far below it anyway.
-_RAW_CAP: Final = 8192
 _WARN_EVERY: Final = 10.0  # seconds between two warnings about lost records
 
 
@@ -130,174 +131,6 @@ class DecisionRecord:
     id: int | None = None
 
 
-_NON_PRINTABLE = re.compile(r"[^\x20-\x7e]")
-
-
-def _clean(text: str, cap: int) -> str:
-    """`text` with every non-printable character as `?`, at most `cap` characters.
-
-    Cut text ends in `…` so a reader knows it was cut.
-    """
-    text = text[:_RAW_CAP]
-    if _NON_PRINTABLE.search(text):
-        # SECURITY: control characters would let a visitor forge log lines or drive a terminal.
-        text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= cap else text[: cap - 1] + "…"
-
-
-def _clean_opt(text: str | None, cap: int) -> str | None:
-    return None if text is None else _clean(text, cap)
-
-
-#: what a path segment (or a `;` parameter value) that looks like a value is stored as
-VALUE_MARK: Final = "{…}"
-
-# What a value looks like inside one path segment, tried on its percent-decoded text.
-# False positives only cost a log reader some detail; a false negative stores an
-# identifier, so each shape errs towards replacing.
-_VALUE_SHAPES: Final = re.compile(
-    r"@"  # an email, or userinfo
-    r"|\d{6,}"  # a long number: an account, order or phone number, a timestamp
-    r"|\d{1,3}(?:\.\d{1,3}){3}"  # an IPv4 address
-    r"|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:"  # an IPv6 address
-    r"|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-"  # a UUID
-    r"|[=;&?#/\\]"  # separators that were percent-encoded: a smuggled query or parameter
-    r"|[\x00-\x1f\x7f]"  # control characters: no path word has them
-)
-_TOKEN: Final = re.compile(r"[A-Za-z0-9]+")
-_BASE64_RUN: Final = re.compile(r"[A-Za-z0-9+/_=-]{16,}")
-#: a `;name=value` parameter name kept in the log: short and plain
-_PARAM_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}")
-#: longer than any word a path is made of
-_LONG_SEGMENT: Final = 40
-
-
-def _decoded(text: str) -> str:
-    """`text` percent-decoded until stable (at most three rounds: `%2540` is `@` too)."""
-    for _ in range(3):
-        if "%" not in text:
-            break
-        decoded = unquote(text, errors="replace")
-        if decoded == text:
-            break
-        text = decoded
-    return text
-
-
-def looks_like_value(segment: str) -> bool:
-    """Whether one path segment (or one parameter's name) may identify someone.
-
-    Values: emails (also `%40`-encoded), numbers of 6 digits or more, IP addresses,
-    UUIDs, letter-and-digit tokens of 8 characters or more (ids, hex), base64-like
-    runs of 16 or more with a digit or a capital (tokens), anything over 40
-    characters and anything hiding an encoded separator. Short plain words
-    (`collect`, `v1`, `tr`, `g`, `fbevents.js`) are not values.
-    """
-    text = _decoded(segment)
-    if len(text) > _LONG_SEGMENT or _VALUE_SHAPES.search(text):
-        return True
-    for token in _TOKEN.findall(text):
-        if len(token) >= 8 and not token.isalpha() and not token.isdigit():
-            return True  # an id or hex: letters and digits mixed
-    for run in _BASE64_RUN.findall(text):
-        if run.lower() != run or any(c.isdigit() for c in run):
-            return True
-    return False
-
-
-def _template_segment(segment: str) -> str:
-    """One path segment as a template: a value becomes `{…}`; in `a;name=value;flag`
-    parameters each value becomes `{…}` and each name is kept if plain."""
-    head, sep, params = segment.partition(";")
-    # More parameters than the capped path can show are left in the last part, unread.
-    parts = [head, *params.split(";", _PATH_CAP // 2)] if sep else [head]
-    out: list[str] = []
-    size = 0
-    for part in parts:
-        if size > _PATH_CAP:
-            break  # cut from the logged path anyway
-        name, eq, _value = part.partition("=")
-        if not eq:
-            out.append(VALUE_MARK if looks_like_value(part) else part)
-        elif _PARAM_NAME.fullmatch(name) and not looks_like_value(name):
-            # DoubleClick writes `/ddm/activity/src=123;type=x`: the names say which
-            # activity, the values who.
-            out.append(f"{name}={VALUE_MARK}")
-        else:
-            out.append(VALUE_MARK)
-        size += len(out[-1]) + 1
-    return ";".join(out)
-
-
-def sanitize_path(path: str) -> str:
-    """The request path as every log keeps it: a template without values.
-
-    The query and fragment are cut; each segment that looks like a value
-    (`looks_like_value`: emails, ids, long numbers, tokens, addresses) becomes
-    `{…}`, as does each `;name=value` parameter's value (plain names stay):
-    `/u/alice%40example.com/GCLID123456/collect;src=9;u1=x` ->
-    `/u/{…}/{…}/collect;src={…};u1={…}`. The result is printable and capped.
-    The decision log, the access log and the admin pages all store or show this.
-    """
-    # SECURITY: visitors put identifiers in path segments and `;` parameters as freely as
-    # in the query; the log keeps the shape of the path, never what filled it.
-    raw = path[:_RAW_CAP].split("?", 1)[0].split("#", 1)[0]
-    out: list[str] = []
-    size = 0
-    for segment in raw.split("/"):
-        if size > _PATH_CAP:
-            break  # the rest would be cut anyway: never spend time on it
-        out.append(_template_segment(segment))
-        size += len(out[-1]) + 1
-    return _clean("/".join(out), _PATH_CAP)
-
-
-def log_path(path: str, match: Match | None) -> str:
-    """The path a decision record keeps: the matched endpoint's pattern as the rule
-    wrote it (`/g/collect`, `/tr/*`, `~/v[0-9]+/events`), which holds nothing the
-    visitor sent; without a match, `sanitize_path`."""
-    if match is not None:
-        return _clean(match.endpoint.pattern, _PATH_CAP)
-    return sanitize_path(path)
-
-
-#: methods kept as sent; any other token is a visitor's free text
-_METHODS: Final = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
-)
-
-
-def sanitize_method(method: str) -> str:
-    """The method as every log keeps it: a standard HTTP method, or `{…}`.
-
-    aiohttp accepts any token as a method (with its pure-Python parser): a made-up
-    method is visitor text like any other.
-    """
-    return method if method in _METHODS else VALUE_MARK
-
-
-_USERINFO = re.compile(r"^.*(?:@|%40)", re.IGNORECASE | re.DOTALL)
-
-
-def sanitize_host(host: str) -> str:
-    """The host as every log keeps it: a DNS name a rule could list, or `{…}`.
-
-    For a rejected request this is the visitor's raw `/t/{host}/` segment: userinfo
-    (`user:pw@`, also `%40`), a port and `;` parameters are cut, and the rest is
-    kept, lower-cased, only if it is a plain DNS name (`is_dns_name`). An IP
-    literal, a single label, percent-encoding or control characters become `{…}`:
-    no rule can list such a host, so the Unknown destinations page loses nothing.
-    An empty segment stays empty.
-    """
-    # SECURITY: a raw host segment may carry `user:password@`, `;name=value` parameters,
-    # an address or any other text; the logs and the admin pages show names only.
-    name = _USERINFO.sub("", host[:_RAW_CAP]).split(";", 1)[0].split(":", 1)[0]
-    if not name:
-        return ""
-    name = name.lower() if name.isascii() else name
-    return name if is_dns_name(name) else VALUE_MARK
-
-
 def record_for(
     facts: Facts,
     decision: Decision,
@@ -321,19 +154,19 @@ def record_for(
     """
     sources: Mapping[str, str] = MappingProxyType(
         {
-            _clean(p, _SHORT_CAP): _clean(s, _SHORT_CAP)
+            clean(p, _SHORT_CAP): clean(s, _SHORT_CAP)
             for p, s in (consent.sources() if consent is not None else {}).items()
         }
     )
     return DecisionRecord(
         ts=float(facts.now) if facts.now > 0 else time.time(),
-        request_id=_clean(facts.request_id, _SHORT_CAP),
+        request_id=clean(facts.request_id, _SHORT_CAP),
         action=str(decision.action),
-        vendor=_clean_opt(decision.vendor, _SHORT_CAP),
-        endpoint=_clean_opt(decision.endpoint, _SHORT_CAP),
-        missing=tuple(sorted(_clean(p, _SHORT_CAP) for p in decision.missing)),
+        vendor=clean_opt(decision.vendor, _SHORT_CAP),
+        endpoint=clean_opt(decision.endpoint, _SHORT_CAP),
+        missing=tuple(sorted(clean(p, _SHORT_CAP) for p in decision.missing)),
         sources=sources,
-        regime=_clean_opt(consent.regime if consent is not None else None, _SHORT_CAP),
+        regime=clean_opt(consent.regime if consent is not None else None, _SHORT_CAP),
         method=sanitize_method(facts.method),
         host=sanitize_host(facts.host),
         path=log_path(facts.path, match),
@@ -343,7 +176,7 @@ def record_for(
             _stripped_name(n)
             for n in (decision.strips.field_names() if removed is None else removed)
         ),
-        reason=_clean(decision.reason, _REASON_CAP),
+        reason=clean(decision.reason, _REASON_CAP),
         report_only=decision.report_only,
     )
 
@@ -351,8 +184,8 @@ def record_for(
 def _stripped_name(name: str) -> str:
     kind, sep, field = name.partition(":")
     if sep and looks_like_value(field):
-        return f"{_clean(kind, _SHORT_CAP)}:{VALUE_MARK}"
-    return _clean(name, _SHORT_CAP)
+        return f"{clean(kind, _SHORT_CAP)}:{VALUE_MARK}"
+    return clean(name, _SHORT_CAP)
 
 
 def _iso(ts: float, timespec: str = "milliseconds") -> str:
@@ -1093,7 +926,7 @@ def format_record(r: DecisionRecord) -> str:
     if r.reason:
         parts.append(r.reason)
     # SECURITY: rows may come from a file someone else wrote; never emit control characters.
-    return _clean(" ".join(parts), _RAW_CAP)
+    return clean(" ".join(parts), RAW_CAP)
 
 
 def run_logs(

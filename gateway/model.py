@@ -14,8 +14,10 @@ these to these, so any stage can be tested without a server.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "BodyKind",
     "ConsentState",
     "ConsentValue",
+    "CurrentConsent",
     "Decision",
     "EndpointKind",
     "Facts",
@@ -35,9 +38,12 @@ __all__ = [
     "PurposeConsent",
     "ReferrerPolicy",
     "Signal",
+    "StoreLookup",
     "StripSpec",
     "UserAgentPolicy",
     "VendorConsent",
+    "check_record_fields",
+    "frozen_purposes",
 ]
 
 #: The purpose that is always granted: a rule that needs only it always forwards.
@@ -377,3 +383,55 @@ class Outgoing:
 
     def __repr__(self) -> str:
         return f"Outgoing({self.method} {self.host}{self.path})"
+
+
+# --- a subject's stored consent, as the core sees it ----------------------------------------
+
+#: the longest subject id a record may carry
+_MAX_ID = 256
+
+
+def frozen_purposes(purposes: Mapping[str, bool]) -> Mapping[str, bool]:
+    """A purpose -> answer mapping, checked and frozen (stored records, current state)."""
+    out: dict[str, bool] = {}
+    for key, value in purposes.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError("purpose names must be non-empty strings")
+        if not isinstance(value, bool):
+            raise ValueError("purpose answers must be booleans")
+        out[key] = value
+    return MappingProxyType(out)
+
+
+def check_record_fields(subject: str, source: str, policy_version: int, at: float) -> None:
+    """Raise ValueError unless these fields of a consent record are well formed."""
+    if not isinstance(subject, str) or not subject or len(subject) > _MAX_ID:
+        raise ValueError(f"subject must be a non-empty string of at most {_MAX_ID} characters")
+    if not isinstance(source, str) or not source:
+        raise ValueError("source must be a non-empty string")
+    if isinstance(policy_version, bool) or not isinstance(policy_version, int):
+        raise ValueError("policy_version must be an int")
+    if policy_version < 0:
+        raise ValueError("policy_version must be >= 0")
+    if not isinstance(at, int | float) or not math.isfinite(at):
+        raise ValueError("at must be a finite number (seconds since the epoch)")
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentConsent:
+    """A subject's current state: the purposes, policy version, time and source of its
+    newest record. `purposes` is frozen on construction."""
+
+    subject: str
+    purposes: Mapping[str, bool]
+    policy_version: int
+    at: float
+    source: str
+
+    def __post_init__(self) -> None:
+        check_record_fields(self.subject, self.source, self.policy_version, self.at)
+        object.__setattr__(self, "purposes", frozen_purposes(self.purposes))
+
+
+#: the store's answer for a subject, when it has one at hand (None: not known now)
+StoreLookup = Callable[[str], CurrentConsent | None]

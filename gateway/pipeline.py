@@ -26,7 +26,7 @@ from gateway.config import GatewayConfig
 from gateway.consent.resolve import CookieOutcome, StoreLookup, resolve_server
 from gateway.consent.signals import Signals, resolve_with_signals, vendor_consent_params
 from gateway.decide import decide, reject
-from gateway.decision_log import record_for, sanitize_method, sanitize_path
+from gateway.decision_log import record_for
 from gateway.errors import ClientGone, RequestError, TransformError
 from gateway.model import (
     Action,
@@ -37,6 +37,7 @@ from gateway.model import (
     Outgoing,
     StripSpec,
 )
+from gateway.redact import sanitize_method, sanitize_path
 from gateway.ruleset.match import Match, RuleSet
 from gateway.state import Gateway
 from gateway.store.base import CurrentConsent

@@ -26,7 +26,7 @@ store's state comes through a lookup function that never waits: see gateway.stor
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -35,8 +35,15 @@ from gateway.consent.cookie import verify_cookie
 from gateway.consent.gpc import gpc_signal
 from gateway.consent.regimes import regime_for
 from gateway.errors import ConsentCookieError
-from gateway.model import NECESSARY, ConsentState, ConsentValue, Facts, PurposeConsent
-from gateway.store.base import CurrentConsent
+from gateway.model import (
+    NECESSARY,
+    ConsentState,
+    ConsentValue,
+    CurrentConsent,
+    Facts,
+    PurposeConsent,
+    StoreLookup,
+)
 
 __all__ = [
     "FUTURE_SKEW",
@@ -50,10 +57,6 @@ __all__ = [
     "resolve_server",
     "stored_answer",
 ]
-
-#: the store's state for a subject without waiting: None when the store has no record
-#: or it is not known yet (then the cookie stands)
-StoreLookup = Callable[[str], CurrentConsent | None]
 
 #: seconds a cookie's issued-at may lie ahead of the gateway's clock (clock skew between
 #: instances); further ahead, the payload is not one this gateway could have issued

@@ -28,7 +28,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Final
 
 import orjson
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from gateway.store.migrations import Migration
 
 from gateway.errors import StoreError
+from gateway.model import CurrentConsent, check_record_fields, frozen_purposes
 
 __all__ = [
     "CURSOR_SELECT",
@@ -66,31 +66,6 @@ CURSOR_SELECT: Final = (
 )
 #: the source of an erased subject's state: no purposes, as of the erasure
 ERASURE_SOURCE: Final = "erasure"
-_MAX_ID: Final = 256
-
-
-def _frozen_purposes(purposes: Mapping[str, bool]) -> Mapping[str, bool]:
-    out: dict[str, bool] = {}
-    for key, value in purposes.items():
-        if not isinstance(key, str) or not key:
-            raise ValueError("purpose names must be non-empty strings")
-        if not isinstance(value, bool):
-            raise ValueError("purpose answers must be booleans")
-        out[key] = value
-    return MappingProxyType(out)
-
-
-def _check_common(subject: str, source: str, policy_version: int, at: float) -> None:
-    if not isinstance(subject, str) or not subject or len(subject) > _MAX_ID:
-        raise ValueError(f"subject must be a non-empty string of at most {_MAX_ID} characters")
-    if not isinstance(source, str) or not source:
-        raise ValueError("source must be a non-empty string")
-    if isinstance(policy_version, bool) or not isinstance(policy_version, int):
-        raise ValueError("policy_version must be an int")
-    if policy_version < 0:
-        raise ValueError("policy_version must be >= 0")
-    if not isinstance(at, int | float) or not math.isfinite(at):
-        raise ValueError("at must be a finite number (seconds since the epoch)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,28 +88,12 @@ class ConsentRecord:
     id: int | None = None
 
     def __post_init__(self) -> None:
-        _check_common(self.subject, self.source, self.policy_version, self.at)
-        object.__setattr__(self, "purposes", _frozen_purposes(self.purposes))
+        check_record_fields(self.subject, self.source, self.policy_version, self.at)
+        object.__setattr__(self, "purposes", frozen_purposes(self.purposes))
         if self.notice_hash is not None and not isinstance(self.notice_hash, str):
             raise ValueError("notice_hash must be a string or None")
         if self.request_id is not None and not isinstance(self.request_id, str):
             raise ValueError("request_id must be a string or None")
-
-
-@dataclass(frozen=True, slots=True)
-class CurrentConsent:
-    """A subject's current state: the purposes, policy version, time and source of its
-    newest record. `purposes` is frozen on construction."""
-
-    subject: str
-    purposes: Mapping[str, bool]
-    policy_version: int
-    at: float
-    source: str
-
-    def __post_init__(self) -> None:
-        _check_common(self.subject, self.source, self.policy_version, self.at)
-        object.__setattr__(self, "purposes", _frozen_purposes(self.purposes))
 
 
 class ChangeKind(enum.StrEnum):
@@ -170,7 +129,7 @@ class Change:
     record_id: int | None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "purposes", _frozen_purposes(self.purposes))
+        object.__setattr__(self, "purposes", frozen_purposes(self.purposes))
 
     def current(self) -> CurrentConsent | None:
         """The subject's current state after this change (None: erased, no consent)."""
