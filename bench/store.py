@@ -5,7 +5,7 @@
                           [--quick] [--json]
 
 In-process, on one event loop (uvloop when installed), with no server and no network
-but the PostgreSQL connection: `gateway.pipeline.evaluate` is called directly on
+but the PostgreSQL connection: `gateway.core.evaluate` is called directly on
 prepared facts of a GA4 collect hit, as `pipeline.run` calls it for a request. For each
 backend (SQLite in a temporary file; PostgreSQL in a fresh schema `cg_bench_<random>`,
 dropped afterwards) it seeds `--subjects` subjects with a stored consent, then measures:
@@ -58,9 +58,9 @@ import yaml
 
 from gateway.config import GatewayConfig, parse_config
 from gateway.consent.cookie import ConsentCookie, new_subject_id, sign_cookie
+from gateway.core import Evaluation, evaluate
 from gateway.metrics import Metrics
 from gateway.model import Facts, Headers
-from gateway.pipeline import Evaluation, evaluate
 from gateway.ruleset.load import load_rules
 from gateway.ruleset.match import RuleSet
 from gateway.store.base import ConsentRecord, ConsentStore, StoreError, dump_purposes

@@ -19,6 +19,7 @@ from aiohttp import hdrs, web
 
 from gateway import bodies
 from gateway.consent.regimes import country_from
+from gateway.core import address_in
 from gateway.errors import BadDestination, BodyTimeout, BodyTooLarge, ClientGone, UpstreamError
 from gateway.model import Action, Decision, EndpointKind, Facts, Headers, Outgoing
 from gateway.ruleset.match import Match
@@ -28,7 +29,6 @@ from gateway.state import Gateway
 __all__ = [
     "REQUEST_ID",
     "TRANSPARENT_GIF",
-    "address_in",
     "client_ip",
     "is_websocket",
     "proxy_websocket",
@@ -179,17 +179,6 @@ def _peer_in(
     request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 ) -> bool:
     return address_in(request.remote, trusted)
-
-
-def address_in(
-    address: str | None, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-) -> bool:
-    """Whether `address` is a valid IP address inside one of `networks`."""
-    try:
-        addr = ipaddress.ip_address(address or "")
-    except ValueError:
-        return False
-    return any(addr in n for n in networks)
 
 
 def error_response(status: int, message: str) -> web.Response:

@@ -1,7 +1,7 @@
 """`consent-gateway explain`: what the gateway would do with a request, and why.
 
 For rule authors: a request described on the command line runs through the
-same pure stages as live traffic (`pipeline.evaluate`), and the result is shown
+same pure stages as live traffic (`core.evaluate`), and the result is shown
 as the matched vendor and endpoint, the consent with each answer's source, the
 decision, and the request that would be forwarded as a diff against the
 original. Nothing is sent anywhere.
@@ -21,11 +21,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from gateway.config import GatewayConfig
 from gateway.consent.cookie import ConsentCookie, sign_cookie
 from gateway.consent.resolve import read_cookie
+from gateway.core import Evaluation, evaluate, server_subject
 from gateway.errors import BadDestination, UnknownDestination
-from gateway.model import Facts, Headers, Outgoing
-from gateway.pipeline import Evaluation, evaluate, server_subject
+from gateway.model import CurrentConsent, Facts, Headers, Outgoing
 from gateway.ruleset.match import RuleSet, normalize_host
-from gateway.store.base import CurrentConsent
 
 __all__ = ["ExplainRequest", "explain", "render_text", "subjects_of", "to_json"]
 

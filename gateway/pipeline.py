@@ -14,36 +14,21 @@ traceback, never a forward.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from dataclasses import dataclass
 
 from aiohttp import web
 
 from gateway import edges
-from gateway.config import GatewayConfig
-from gateway.consent.resolve import CookieOutcome, StoreLookup, resolve_server
-from gateway.consent.signals import Signals, resolve_with_signals, vendor_consent_params
+from gateway.core import NO_CONSENT, Evaluation, drop, evaluate, server_subject
 from gateway.decide import decide, reject
 from gateway.decision_log import record_for
-from gateway.errors import ClientGone, RequestError, TransformError
-from gateway.model import (
-    Action,
-    ConsentState,
-    Decision,
-    EndpointKind,
-    Facts,
-    Outgoing,
-    StripSpec,
-)
-from gateway.redact import sanitize_method, sanitize_path
-from gateway.ruleset.match import Match, RuleSet
+from gateway.errors import ClientGone, RequestError
+from gateway.model import Action, CurrentConsent, EndpointKind, Facts
 from gateway.state import Gateway
-from gateway.store.base import CurrentConsent
-from gateway.transform import removed_fields, transform
+from gateway.transform import removed_fields
 
-__all__ = ["Evaluation", "evaluate", "run", "server_subject"]
+__all__ = ["run"]
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +72,8 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
             found = rules.match(facts.host, facts.path, facts.method)
         except Exception:
             found = None
-        fallback = decide(found, _NO_CONSENT) if found else reject("internal error")
-        ev = Evaluation(
-            None, found, None, _drop(fallback, "internal error (see gateway log)"), None
-        )
+        fallback = decide(found, NO_CONSENT) if found else reject("internal error")
+        ev = Evaluation(None, found, None, drop(fallback, "internal error (see gateway log)"), None)
     consent, match, decision, outgoing = ev.consent, ev.match, ev.decision, ev.outgoing
     if consent is not None:
         for purpose in gw.config.consent.purposes:
@@ -135,121 +118,6 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
     if outgoing is None or match is None:
         return edges.local_answer(match.endpoint.kind if match else None)
     return await edges.deliver(gw, request, match, decision, outgoing)
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """Stages 2-5 for one request: what the gateway resolved, matched, decided and built."""
-
-    consent: ConsentState | None
-    match: Match | None
-    outgoing: Outgoing | None
-    decision: Decision
-    signals: Signals | None
-    cookie_problem: str | None = None
-
-    @property
-    def signal_problems(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.signals.problems) if self.signals else ()
-
-
-def evaluate(
-    facts: Facts,
-    config: GatewayConfig,
-    rules: RuleSet,
-    own_cookies: frozenset[str] = frozenset(),
-    *,
-    store: StoreLookup | None = None,
-    server: tuple[str, CurrentConsent | None] | None = None,
-) -> Evaluation:
-    """The pure middle of the pipeline: consent, rule match, decision, transform.
-
-    No I/O: `run` wraps it with reading the request, answering and logging, and
-    `consent-gateway explain` calls it on a request described on the command line.
-    `store` answers the cookie subject's stored state without waiting (None: not known
-    now); `server` is the subject and stored state of a server-to-server event, which is
-    judged by that alone (`consent.resolve.resolve_server`).
-    """
-    # 2. consent: per purpose, with its source (cookie, store, standard signals, GPC, regime)
-    signals: Signals | None = None
-    if server is not None:
-        consent = resolve_server(facts, config.consent, *server)
-        cookie = CookieOutcome(None, None)
-    else:
-        consent, cookie, signals = resolve_with_signals(facts, config.consent, config.cookie, store)
-    # 3. rule match: host index, then the vendor's ordered endpoints
-    match = rules.match(facts.host, facts.path, facts.method)
-    # 4. decision
-    decision = decide(match, consent, report_only=config.rules.report_only)
-    if match is None and (owner := rules.vendor_for_host(facts.host)) is not None:
-        # A listed host, a request none of its endpoints accepts: the vendor is known, and
-        # the operator's fix is to that vendor's rule, not a new one.
-        method, path = sanitize_method(facts.method), sanitize_path(facts.path)
-        decision = reject(f"no endpoint of {owner.vendor} matches {method} {path}", owner.vendor)
-    # 5. transform: the request as it would leave (None when nothing leaves)
-    outgoing = None
-    if match is not None and (decision.report_only or decision.action in _SENDS):
-        strips = match.endpoint.always if decision.report_only else decision.strips
-        # A vendor that reads its own consent parameters must not be told more than
-        # the gateway resolved (a hit saying gcs=G111 when analytics is denied).
-        params: dict[str, str] = {}
-        fields: dict[str, object] = {}
-        if match.vendor.consent_params is not None and not decision.report_only:
-            params, fields = vendor_consent_params(
-                match.vendor.consent_params.value, consent, config.consent.signals, facts.query
-            )
-        try:
-            outgoing = transform(
-                facts,
-                dataclasses.replace(decision, strips=strips),
-                match.endpoint.body,
-                own_cookies=own_cookies,
-                set_query=params,
-                set_json=fields,
-                forward_headers=match.endpoint.forward_headers,
-            )
-        except TransformError as e:
-            decision = _drop(decision, f"body could not be read safely: {e}")
-    return Evaluation(consent, match, outgoing, decision, signals, cookie.problem)
-
-
-_SENDS = frozenset({Action.FORWARD, Action.STRIP})
-
-
-def server_subject(
-    config: GatewayConfig, facts: Facts, *, check_network: bool = True
-) -> str | None:
-    """The subject a server-to-server event names in `store.subject_header`, if any.
-
-    A header that is present but empty or overlong still marks the request as
-    server-to-server: it names no known subject, so it has no consent (fail closed).
-    From outside `store.server_networks` (unless `check_network` is False, for
-    `explain`) the header is not believed: None."""
-    store = config.store
-    header = store.subject_header
-    if header is None or header not in facts.headers:
-        return None
-    if (
-        check_network
-        and store.server_networks
-        and not edges.address_in(facts.client_ip, store.server_networks)
-    ):
-        # SECURITY: not a back end: the header is ignored, the request judged as a browser's
-        return None
-    value = facts.headers[header].strip()
-    return value if 0 < len(value) <= _MAX_SUBJECT else ""
-
-
-_MAX_SUBJECT = 256
-
-
-_NO_CONSENT = ConsentState(purposes={}, regime="none")
-
-
-def _drop(decision: Decision, reason: str) -> Decision:
-    return dataclasses.replace(
-        decision, action=Action.DROP, strips=StripSpec(), reason=reason, report_only=False
-    )
 
 
 def _refuse(

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gateway.config import DEFAULT_PURPOSES
+from gateway.core import evaluate
 from gateway.identifiers import (
     REGISTRY,
     IdKind,
@@ -25,7 +26,6 @@ from gateway.identifiers import (
     name_kind,
 )
 from gateway.model import NECESSARY, BodyKind, ConsentValue, Facts, Headers
-from gateway.pipeline import evaluate
 from gateway.ruleset.load import load_rules
 from gateway.ruleset.schema import EndpointSpec, VendorRule
 from tests.conftest import RULES_DIR, make_config

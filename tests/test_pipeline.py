@@ -366,7 +366,7 @@ async def test_exception_in_the_core_drops_never_forwards(
     example_gateway: TestClient[Any, Any], fake_vendor: FakeVendor
 ) -> None:
     cookie = cookie_for({"analytics": "granted", "advertising": "granted"})
-    with mock.patch("gateway.pipeline.transform", side_effect=RuntimeError("bug")):
+    with mock.patch("gateway.core.transform", side_effect=RuntimeError("bug")):
         resp = await example_gateway.get(GA4_HIT, headers={"Cookie": f"cg_consent={cookie}"})
     assert resp.status == 204
     await asyncio.sleep(0.05)

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from gateway.config import DEFAULT_PURPOSES, CookieKey
 from gateway.consent import cmp, gcm, gpp, tcf
 from gateway.consent.cookie import verify_cookie
+from gateway.core import evaluate
 from gateway.errors import (
     CMPError,
     ConsentCookieError,
@@ -38,7 +39,6 @@ from gateway.errors import (
     TCFError,
 )
 from gateway.model import Facts, Headers
-from gateway.pipeline import evaluate
 from gateway.ruleset.load import load_rules
 from gateway.ruleset.match import is_safe_path, normalize_host
 from tests.conftest import RULES_DIR, make_config
