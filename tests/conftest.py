@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +64,9 @@ class FakeVendor:
 
 
 @pytest.fixture
-async def fake_vendor(aiohttp_server: Callable[..., object]) -> AsyncIterator[FakeVendor]:
+async def fake_vendor(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> AsyncIterator[FakeVendor]:
     holder: list[FakeVendor] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -91,7 +93,7 @@ async def fake_vendor(aiohttp_server: Callable[..., object]) -> AsyncIterator[Fa
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
-    server = await aiohttp_server(app)  # type: ignore[operator]
+    server = await aiohttp_server(app)
     assert isinstance(server, TestServer)
     fv = FakeVendor(url=str(server.make_url("")).rstrip("/"))
     holder.append(fv)
@@ -146,7 +148,9 @@ def overrides_for(fake: FakeVendor, hosts: Iterable[str]) -> dict[str, str]:
 
 @pytest.fixture
 def gateway_factory(
-    tmp_path: Path, fake_vendor: FakeVendor, aiohttp_client: Callable[..., object]
+    tmp_path: Path,
+    fake_vendor: FakeVendor,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
 ) -> Callable[..., object]:
     """`await gateway_factory(hosts=[...], extra={...}, env={...})` -> TestClient of a
     gateway whose vendor origins for `hosts` go to the fake vendor (`env`: variables
@@ -160,7 +164,7 @@ def gateway_factory(
         from gateway.app import build_app  # imported late: the fixtures serve pure tests too
 
         cfg = make_config(tmp_path, overrides_for(fake_vendor, hosts), extra, env)
-        client = await aiohttp_client(build_app(cfg))  # type: ignore[operator]
+        client = await aiohttp_client(build_app(cfg))
         assert isinstance(client, TestClient)
         return client
 

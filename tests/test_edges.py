@@ -145,12 +145,13 @@ def _encoded(doc: object, coding: str) -> bytes:
     import orjson
 
     raw = orjson.dumps(doc)
-    return {
+    encoders: dict[str, Callable[[bytes], bytes]] = {
         "gzip": gzip.compress,
         "deflate": zlib.compress,
         "br": brotli.compress,
         "identity": lambda b: b,
-    }[coding](raw)
+    }
+    return encoders[coding](raw)
 
 
 @pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "identity"])
@@ -261,7 +262,9 @@ async def _served_as_in_production(app: web.Application) -> AsyncIterator[int]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        yield int(server.sockets[0].getsockname()[1])
     finally:
         await runner.cleanup()
 

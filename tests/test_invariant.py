@@ -163,8 +163,8 @@ class LiveGateway:
         await site.start()
         self.runners.append(runner)
         server = site._server
-        assert server is not None
-        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        assert isinstance(server, asyncio.Server)
+        return int(server.sockets[0].getsockname()[1])
 
     async def _start(self) -> None:
         async def record(request: web.Request) -> web.Response:

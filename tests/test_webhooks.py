@@ -1036,4 +1036,4 @@ def test_lease_outlasts_two_timeouts(lease: float, timeout: float, effective: fl
 )
 def test_dispatcher_refuses_bad_timings(kw: dict[str, float]) -> None:
     with pytest.raises(ValueError):
-        WebhookDispatcher(cast(ConsentStore, None), WebhooksConfig(), **kw)
+        WebhookDispatcher(cast(ConsentStore, None), WebhooksConfig(), **kw)  # type: ignore[arg-type]

@@ -15,7 +15,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-import gateway.admin.auth as auth_mod
 from gateway.admin.auth import (
     COOKIE_NAME,
     Access,
@@ -179,7 +178,7 @@ def test_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> 
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(auth_mod.hmac, "compare_digest", spy)
+    monkeypatch.setattr(hmac, "compare_digest", spy)
     auth = make_auth()
     assert auth.check_token(TOKEN) and not auth.check_token("wrong")
     value, session = auth.new_session()

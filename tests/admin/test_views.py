@@ -177,7 +177,7 @@ async def page(client: Client, path: str, status: int = 200) -> Node:
     return parse(await resp.text())
 
 
-async def api(client: Client, path: str, status: int = 200) -> Any:
+async def api(client: Client, path: str | URL, status: int = 200) -> Any:
     resp = await client.get(path, headers=BEARER)
     assert resp.status == status, await resp.text()
     assert resp.content_type == "application/json"
@@ -1386,7 +1386,8 @@ async def _erasure_token(client: Client) -> str:
     await consent(client, {"advertising": False})
     book = client.app[GATEWAY].book
     assert book is not None
-    return await book.erase(subject)
+    token: str = await book.erase(subject)
+    return token
 
 
 async def _stored(client: Client, subject: str, policy_version: int, at: float) -> str:
@@ -1538,6 +1539,8 @@ async def test_consent_records_page_answers_503_when_the_store_fails(
             await book.store.close()  # every call now raises StoreError
         case "no-book":
             monkeypatch.setattr(gw, "book", None)
+        case _:
+            raise AssertionError(failure)
     caplog.set_level(logging.DEBUG)
     resp = await client.get(subjects_path(subject), headers=BEARER)
     assert resp.status == 503 and resp.content_type == "text/html"

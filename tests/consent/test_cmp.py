@@ -130,7 +130,7 @@ ONETRUST_GROUPS = {"C0001": True, "C0002": False, "C0003": True, "C0004": True, 
 def test_onetrust(times: int) -> None:
     got = decode_onetrust(enc(ONETRUST, times))
     assert got == CMPConsent(
-        cmp="onetrust",
+        cmp=CMP.ONETRUST,
         categories=ONETRUST_GROUPS,
         interacted=True,
         at=1694505600.0,  # 2023-09-12T08:00:00Z
@@ -236,7 +236,7 @@ TC_STRING = "COtybn4PA_zT4KjACBENAPCIAEBAAECAAIAAAAAAAAAA"
 )
 def test_onetrust_tc(value: str, tc_string: str) -> None:
     got = decode_onetrust_tc(value)
-    assert got == CMPConsent(cmp="onetrust", categories={}, tc_string=tc_string)
+    assert got == CMPConsent(cmp=CMP.ONETRUST, categories={}, tc_string=tc_string)
     # SECURITY: the consent string stays out of reprs (and so out of logs)
     assert tc_string not in repr(got)
 
@@ -279,7 +279,7 @@ def cookiebot_encoded(value: str) -> str:
 )
 def test_cookiebot(value: str) -> None:
     assert decode_cookiebot(value) == CMPConsent(
-        cmp="cookiebot",
+        cmp=CMP.COOKIEBOT,
         categories=COOKIEBOT_CATEGORIES,
         interacted=True,
         at=1698057791.35,
@@ -293,7 +293,7 @@ def test_cookiebot(value: str) -> None:
         (
             "-1",
             CMPConsent(
-                cmp="cookiebot",
+                cmp=CMP.COOKIEBOT,
                 categories=dict.fromkeys(COOKIEBOT_CATEGORIES, True),
                 interacted=False,
                 others=True,
@@ -308,7 +308,7 @@ def test_cookiebot(value: str) -> None:
                 "%27VN%27}"
             ),
             CMPConsent(
-                cmp="cookiebot",
+                cmp=CMP.COOKIEBOT,
                 categories=dict.fromkeys(COOKIEBOT_CATEGORIES, True),
                 interacted=False,
                 at=1709627572.438,
@@ -320,7 +320,7 @@ def test_cookiebot(value: str) -> None:
         (
             "{stamp:'X',necessary:true,preferences:false,statistics:false,marketing:true,ver:1}",
             CMPConsent(
-                cmp="cookiebot",
+                cmp=CMP.COOKIEBOT,
                 categories={
                     "necessary": True,
                     "preferences": False,
@@ -337,7 +337,7 @@ def test_cookiebot(value: str) -> None:
                 "gacm:'2~AA==fmR2Lg=',region:'us-34'}"
             ),
             CMPConsent(
-                cmp="cookiebot",
+                cmp=CMP.COOKIEBOT,
                 categories=dict.fromkeys(COOKIEBOT_CATEGORIES, False) | {"necessary": True},
                 interacted=True,
                 at=1715723726.358,
@@ -351,7 +351,7 @@ def test_cookiebot(value: str) -> None:
                 "marketing : true }"
             ),
             CMPConsent(
-                cmp="cookiebot",
+                cmp=CMP.COOKIEBOT,
                 categories={
                     "necessary": True,
                     "preferences": True,
@@ -426,7 +426,7 @@ def didomi_token(data: object, urlsafe: bool = False, padded: bool = False) -> s
 )
 def test_didomi(value: str) -> None:
     assert decode_didomi(value) == CMPConsent(
-        cmp="didomi",
+        cmp=CMP.DIDOMI,
         categories={
             "cookies": True,
             "analytics": True,
@@ -521,7 +521,7 @@ def test_didomi_rejects(value: str, why: str) -> None:
     ],
 )
 def test_klaro(value: str, categories: dict[str, bool]) -> None:
-    assert decode_klaro(value) == CMPConsent(cmp="klaro", categories=categories)
+    assert decode_klaro(value) == CMPConsent(cmp=CMP.KLARO, categories=categories)
 
 
 @pytest.mark.parametrize(
@@ -638,7 +638,7 @@ def test_cookieyes_rejects(value: str, why: str) -> None:
                 "cmplz_banner-status": "dismissed",
             },
             CMPConsent(
-                cmp="complianz",
+                cmp=CMP.COMPLIANZ,
                 categories=dict.fromkeys(
                     ["functional", "preferences", "statistics", "marketing"], True
                 ),
@@ -648,7 +648,7 @@ def test_cookieyes_rejects(value: str, why: str) -> None:
         (
             {"cmplz_functional": "allow", "cmplz_marketing": "deny", "cmplz_statistics": "deny"},
             CMPConsent(
-                cmp="complianz",
+                cmp=CMP.COMPLIANZ,
                 categories={"functional": True, "statistics": False, "marketing": False},
             ),
         ),
@@ -723,7 +723,7 @@ def test_commanders_act(
     value: str, categories: dict[str, bool], others: bool | None, at: float | None
 ) -> None:
     assert decode_commanders_act(value) == CMPConsent(
-        cmp="commanders_act", categories=categories, others=others, at=at
+        cmp=CMP.COMMANDERS_ACT, categories=categories, others=others, at=at
     )
 
 
@@ -774,9 +774,9 @@ def test_decode_cmp_cookies() -> None:
     assert decoded[0].categories == ONETRUST_GROUPS
     assert decoded[1].tc_string == TC_STRING
     assert failures == [
-        CMPFailure(cmp="cookiebot", reason="malformed object literal"),
-        CMPFailure(cmp="cookieyes", reason="no consentid"),
-        CMPFailure(cmp="complianz", reason="malformed flag"),
+        CMPFailure(cmp=CMP.COOKIEBOT, reason="malformed object literal"),
+        CMPFailure(cmp=CMP.COOKIEYES, reason="no consentid"),
+        CMPFailure(cmp=CMP.COMPLIANZ, reason="malformed flag"),
     ]
     assert [(cmp, why) for cmp, why in failures][0] == ("cookiebot", "malformed object literal")
     # SECURITY: failures carry names and reasons, never values
@@ -790,7 +790,7 @@ def test_decode_cmp_cookies_without_cmp_cookies() -> None:
 
 def test_decode_cmp_cookies_complianz() -> None:
     decoded, failures = decode_cmp_cookies({"cmplz_statistics": "deny"})
-    assert decoded == [CMPConsent(cmp="complianz", categories={"statistics": False})]
+    assert decoded == [CMPConsent(cmp=CMP.COMPLIANZ, categories={"statistics": False})]
     assert failures == []
 
 
@@ -831,7 +831,7 @@ def test_detect_cmp_value(value: str, expect: str | None) -> None:
 
 # --- properties ---------------------------------------------------------------------------
 
-VALID = [
+VALID: list[tuple[Callable[[str], CMPConsent], str]] = [
     (decode_onetrust, ONETRUST),
     (decode_onetrust_tc, TC_STRING),
     (decode_cookiebot, cookiebot_encoded(COOKIEBOT)),

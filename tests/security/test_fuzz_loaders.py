@@ -87,7 +87,11 @@ def test_loaders_take_any_value_in_any_key(
     doc = yaml.safe_load(base)
     paths = list(_key_paths(doc))
     parent, k = paths[key % len(paths)]
-    parent[k] = value
+    if isinstance(parent, dict):
+        parent[str(k)] = value
+    else:
+        assert isinstance(k, int)
+        parent[k] = value
     load(yaml.safe_dump(doc))
 
 
