@@ -100,7 +100,7 @@ def evaluate(
         decision = reject(f"no endpoint of {owner.vendor} matches {method} {path}", owner.vendor)
     # 5. transform: the request as it would leave (None when nothing leaves)
     outgoing = None
-    if match is not None and (decision.report_only or decision.action in _SENDS):
+    if match is not None and decision.sends:
         strips = match.endpoint.always if decision.report_only else decision.strips
         # A vendor that reads its own consent parameters must not be told more than
         # the gateway resolved (a hit saying gcs=G111 when analytics is denied).
@@ -123,9 +123,6 @@ def evaluate(
         except TransformError as e:
             decision = drop(decision, f"body could not be read safely: {e}")
     return Evaluation(consent, match, outgoing, decision, signals, cookie.problem)
-
-
-_SENDS = frozenset({Action.FORWARD, Action.STRIP})
 
 
 def server_subject(

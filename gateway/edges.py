@@ -263,7 +263,7 @@ async def proxy_websocket(
     Messages cannot be stripped (the stream is the body, and it is opaque), so a
     STRIP decision refuses the upgrade like a DROP: fail closed.
     """
-    if decision.action is not Action.FORWARD and not decision.report_only:
+    if decision.effective is not Action.FORWARD:
         return error_response(403, "no consent for this stream")
     try:
         upstream = await gw.upstream.ws_connect(out, decision.vendor or "-")

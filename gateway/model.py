@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Protocol, assert_never
 
 __all__ = [
     "CMP",
@@ -364,6 +364,29 @@ class Decision:
     strips: StripSpec
     reason: str
     report_only: bool = False
+
+    @property
+    def effective(self) -> Action:
+        """What the gateway does, which `action` names only outside report-only mode:
+        there a STRIP or DROP is logged as such and forwarded with the `always` strips."""
+        match self.action:
+            case Action.FORWARD | Action.REJECT:
+                return self.action
+            case Action.STRIP | Action.DROP:
+                return Action.FORWARD if self.report_only else self.action
+            case unreachable:
+                assert_never(unreachable)
+
+    @property
+    def sends(self) -> bool:
+        """Does anything of this request leave the gateway? The one answer to it."""
+        match self.effective:
+            case Action.FORWARD | Action.STRIP:
+                return True
+            case Action.DROP | Action.REJECT:
+                return False
+            case unreachable:
+                assert_never(unreachable)
 
 
 @dataclass(frozen=True, slots=True)

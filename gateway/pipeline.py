@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import assert_never
 
 from aiohttp import web
 
@@ -25,6 +26,7 @@ from gateway.decide import decide, reject
 from gateway.decision_log import record_for
 from gateway.errors import ClientGone, RequestError
 from gateway.model import Action, CurrentConsent, EndpointKind, Facts
+from gateway.ruleset.match import Match
 from gateway.state import Gateway
 from gateway.transform import removed_fields
 
@@ -99,25 +101,44 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
     ).inc()
 
     # 7. upstream or local answer
-    if decision.action is Action.REJECT:
-        if decision.vendor is not None:
-            return edges.error_response(404, "no endpoint of this vendor matches this request")
-        return edges.error_response(404, "unknown destination")
+    return await _answer(gw, request, ev)
+
+
+async def _answer(gw: Gateway, request: web.Request, ev: Evaluation) -> web.StreamResponse:
+    """The visitor's answer for what the core decided: every action handled, none forgotten."""
+    match, decision, outgoing = ev.match, ev.decision, ev.outgoing
+    match decision.effective:
+        case Action.REJECT:
+            if decision.vendor is not None:
+                return edges.error_response(404, "no endpoint of this vendor matches this request")
+            return edges.error_response(404, "unknown destination")
+        case Action.DROP:
+            if match is None:  # the core failed before matching: a generic local answer
+                return edges.local_answer(None)
+            if (refused := _upgrade_refused(request, match)) is not None:
+                return refused
+            return edges.local_answer(match.endpoint.kind)
+        case Action.FORWARD | Action.STRIP:
+            assert match is not None and outgoing is not None  # `sends`: the core built it
+            if (refused := _upgrade_refused(request, match)) is not None:
+                return refused
+            if edges.is_websocket(request):
+                return await edges.proxy_websocket(gw, request, decision, outgoing)
+            return await edges.deliver(gw, request, match, decision, outgoing)
+        case unreachable:
+            assert_never(unreachable)
+
+
+def _upgrade_refused(request: web.Request, match: Match) -> web.Response | None:
+    """An answer when the request's upgrade does not fit its endpoint, else None."""
     upgrade = edges.is_websocket(request)
-    stream = match is not None and match.endpoint.kind is EndpointKind.WEBSOCKET
-    if upgrade != stream:
-        # SECURITY: an upgrade is relayed only where a rule declares a WebSocket endpoint;
-        # any other endpoint upgraded would be a raw two-way tunnel to the vendor's host.
-        if upgrade:
-            return edges.error_response(400, "this endpoint does not accept WebSocket upgrades")
-        return edges.error_response(426, "this endpoint is a WebSocket")
+    if upgrade == (match.endpoint.kind is EndpointKind.WEBSOCKET):
+        return None
+    # SECURITY: an upgrade is relayed only where a rule declares a WebSocket endpoint;
+    # any other endpoint upgraded would be a raw two-way tunnel to the vendor's host.
     if upgrade:
-        if outgoing is None:
-            return edges.error_response(403, "no consent for this stream")
-        return await edges.proxy_websocket(gw, request, decision, outgoing)
-    if outgoing is None or match is None:
-        return edges.local_answer(match.endpoint.kind if match else None)
-    return await edges.deliver(gw, request, match, decision, outgoing)
+        return edges.error_response(400, "this endpoint does not accept WebSocket upgrades")
+    return edges.error_response(426, "this endpoint is a WebSocket")
 
 
 def _refuse(

@@ -8,8 +8,10 @@ from hypothesis import strategies as st
 
 from gateway.model import (
     NECESSARY,
+    Action,
     ConsentState,
     ConsentValue,
+    Decision,
     Facts,
     Headers,
     IpPolicy,
@@ -95,3 +97,24 @@ def test_consent_state_necessary_always_granted_and_missing_is_unknown() -> None
     assert state.state("analytics") is ConsentValue.DENIED
     assert state.state("advertising") is ConsentValue.UNKNOWN
     assert state.sources() == {"analytics": "cookie"}
+
+
+@pytest.mark.parametrize(
+    ("action", "report_only", "effective", "sends"),
+    [
+        (Action.FORWARD, False, Action.FORWARD, True),
+        (Action.STRIP, False, Action.STRIP, True),
+        (Action.DROP, False, Action.DROP, False),
+        (Action.REJECT, False, Action.REJECT, False),
+        # report-only: logged as decided, forwarded with the `always` strips
+        (Action.FORWARD, True, Action.FORWARD, True),
+        (Action.STRIP, True, Action.FORWARD, True),
+        (Action.DROP, True, Action.FORWARD, True),
+        (Action.REJECT, True, Action.REJECT, False),  # an unknown destination never leaves
+    ],
+)
+def test_effective_action_and_whether_anything_leaves(
+    action: Action, report_only: bool, effective: Action, sends: bool
+) -> None:
+    d = Decision(action, "v", "e", frozenset(), frozenset(), StripSpec(), "r", report_only)
+    assert (d.effective, d.sends) == (effective, sends)
