@@ -10,8 +10,9 @@ prepared facts of a GA4 collect hit, as `pipeline.run` calls it for a request. F
 backend (SQLite in a temporary file; PostgreSQL in a fresh schema `cg_bench_<random>`,
 dropped afterwards) it seeds `--subjects` subjects with a stored consent, then measures:
 
-- `cookie-only`: a valid signed cookie, no store (`store=None`): the baseline;
-- `cookie+cache warm`: the same with `store=book.state_now`, every subject cached;
+- `cookie-only`: a valid signed cookie, no stored state: the baseline;
+- `cookie+cache warm`: the same with the subject's state peeked by `book.state_now`
+  (as `pipeline.run` does), every subject cached;
 - `cookie+cache cold`: the same on an empty cache: each decision is a miss, decided on
   the cookie at once while the state is prefetched in the background;
 - `store lookup cold` / `warm`: server-to-server, `await book.lookup(subject)` then
@@ -58,6 +59,7 @@ import yaml
 
 from gateway.config import GatewayConfig, parse_config
 from gateway.consent.cookie import ConsentCookie, new_subject_id, sign_cookie
+from gateway.consent.resolve import read_cookie
 from gateway.core import Evaluation, evaluate
 from gateway.metrics import Metrics
 from gateway.model import Facts, Headers
@@ -531,7 +533,16 @@ async def _run_backend(
         return books[-1]
 
     def cookie_only(f: Facts) -> Evaluation:
-        return evaluate(f, cfg, rules, own, store=None)
+        return evaluate(f, cfg, rules, own)
+
+    def with_book(book: ConsentBook) -> Callable[[Facts], Evaluation]:
+        # as pipeline.run does: read the cookie, peek its subject's state, evaluate
+        def decide(f: Facts) -> Evaluation:
+            cookie = read_cookie(f, cfg.consent, cfg.cookie)
+            stored = book.state_now(cookie.subject) if cookie.subject else None
+            return evaluate(f, cfg, rules, own, cookie=cookie, stored=stored)
+
+        return decide
 
     if n > cfg.store.cache_size:
         run.notes.append(
@@ -544,7 +555,7 @@ async def _run_backend(
         say("cookie-only")
         results["cookie-only"] = _result(
             "cookie-only",
-            "valid signed cookie, no store (store=None): the baseline",
+            "valid signed cookie, no stored state: the baseline",
             await _decide_loop(facts, cookie_only, dur, endless),
         )
 
@@ -558,12 +569,10 @@ async def _run_backend(
         say("cookie+cache warm")
         hits_before = _cache_count(warm.metrics, "hit")
         misses_before = _cache_count(warm.metrics, "miss")
-        timed = await _decide_loop(
-            facts, lambda f: evaluate(f, cfg, rules, own, store=warm.state_now), dur, endless
-        )
+        timed = await _decide_loop(facts, with_book(warm), dur, endless)
         results["cookie+cache warm"] = _result(
             "cookie+cache warm",
-            "the cookie and store=book.state_now, every subject in the cache",
+            "the cookie and its subject's state peeked with book.state_now, every subject cached",
             timed,
             extra={
                 "cache_hits": _cache_count(warm.metrics, "hit") - hits_before,
@@ -574,16 +583,14 @@ async def _run_backend(
         say("cookie+cache cold")
         cold = book_for()
         gc.collect()
-        timed = await _decide_loop(
-            facts, lambda f: evaluate(f, cfg, rules, own, store=cold.state_now), dur, n
-        )
+        timed = await _decide_loop(facts, with_book(cold), dur, n)
         misses = _cache_count(cold.metrics, "miss")
         pending = sum(1 for t in asyncio.all_tasks() if not t.done()) - 1
         drain_s = await _drain_background()
         filled = len(cold.cache)
         results["cookie+cache cold"] = _result(
             "cookie+cache cold",
-            "store=book.state_now on an empty cache: decided on the cookie, state prefetched",
+            "book.state_now on an empty cache: decided on the cookie, state prefetched",
             timed,
             extra={
                 "cache_misses": misses,

@@ -28,12 +28,12 @@ from gateway.admin import ADMIN_PREFIX, build_admin_app
 from gateway.admin.auth import AdminAuth, client_key
 from gateway.config import GatewayConfig
 from gateway.consent.cookie import ConsentCookie, new_subject_id, sign_cookie
-from gateway.consent.resolve import CookieOutcome, StoreLookup, read_cookie, stored_answer
+from gateway.consent.resolve import CookieOutcome, read_cookie, stored_answer
 from gateway.consent.signals import resolve_with_signals
 from gateway.decision_log import DecisionLog
 from gateway.errors import RequestError
 from gateway.metrics import Metrics
-from gateway.model import NECESSARY, ConsentState, ConsentValue, Facts, Headers
+from gateway.model import NECESSARY, ConsentState, ConsentValue, CurrentConsent, Facts, Headers
 from gateway.ratelimit import NetworkLimiter
 from gateway.reload import RuleReloader
 from gateway.ruleset.load import load_rules
@@ -296,24 +296,22 @@ def _state_json(state: ConsentState, cookie: CookieOutcome) -> dict[str, object]
     }
 
 
-async def _stored_lookup(gw: Gateway, facts: Facts) -> StoreLookup | None:
-    """The store's state for this request's cookie subject, looked up now (the consent
-    API may wait on the store; tag requests never do)."""
-    book = gw.book
-    if book is None:
+async def _stored_for(gw: Gateway, outcome: CookieOutcome) -> CurrentConsent | None:
+    """The store's state for the cookie's subject, looked up now (the consent API may
+    wait on the store; tag requests never do)."""
+    if gw.book is None or outcome.subject is None:
         return None
-    outcome = read_cookie(facts, gw.config.consent, gw.config.cookie)
-    if outcome.subject is None:
-        return None
-    state = await book.lookup(outcome.subject)
-    return lambda _subject: state
+    return await gw.book.lookup(outcome.subject)
 
 
 async def _consent_get(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     facts = _consent_facts(request, gw, dict(request.cookies))
-    store = await _stored_lookup(gw, facts)
-    state, cookie, signals = resolve_with_signals(facts, gw.config.consent, gw.config.cookie, store)
+    outcome = read_cookie(facts, gw.config.consent, gw.config.cookie)
+    stored = await _stored_for(gw, outcome)
+    state, cookie, signals = resolve_with_signals(
+        facts, gw.config.consent, gw.config.cookie, outcome=outcome, stored=stored
+    )
     doc = _state_json(state, cookie)
     # Which signals were unreadable (never their values), so a site can fix its CMP setup.
     doc["signal_problems"] = [{"signal": s, "reason": r} for s, r in signals.problems]
@@ -451,7 +449,7 @@ async def _issue(
         _consent_facts(request, gw, {**request.cookies, cfg.cookie.name: value}),
         cfg.consent,
         cfg.cookie,
-        book.state_now,
+        stored=book.state_now(subject),
     )
     doc = _state_json(state, outcome)
     doc["record"] = {"id": written.id, "at": written.at}

@@ -28,7 +28,6 @@ from gateway.model import (
     Decision,
     Facts,
     Outgoing,
-    StoreLookup,
     StripSpec,
 )
 from gateway.redact import sanitize_method, sanitize_path
@@ -71,15 +70,18 @@ def evaluate(
     rules: RuleSet,
     own_cookies: frozenset[str] = frozenset(),
     *,
-    store: StoreLookup | None = None,
+    cookie: CookieOutcome | None = None,
+    stored: CurrentConsent | None = None,
     server: tuple[str, CurrentConsent | None] | None = None,
 ) -> Evaluation:
     """The pure middle of the pipeline: consent, rule match, decision, transform.
 
     No I/O: `run` wraps it with reading the request, answering and logging, and
     `consent-gateway explain` calls it on a request described on the command line.
-    `store` answers the cookie subject's stored state without waiting (None: not known
-    now); `server` is the subject and stored state of a server-to-server event, which is
+    Plain values only: `cookie` is `consent.resolve.read_cookie`'s answer when the caller
+    read it already (to know whose stored state to look up; read here otherwise),
+    `stored` that subject's state as the caller's store had it at hand (None: not known
+    now), `server` the subject and stored state of a server-to-server event, which is
     judged by that alone (`consent.resolve.resolve_server`).
     """
     # 2. consent: per purpose, with its source (cookie, store, standard signals, GPC, regime)
@@ -88,7 +90,9 @@ def evaluate(
         consent = resolve_server(facts, config.consent, *server)
         cookie = CookieOutcome(None, None)
     else:
-        consent, cookie, signals = resolve_with_signals(facts, config.consent, config.cookie, store)
+        consent, cookie, signals = resolve_with_signals(
+            facts, config.consent, config.cookie, outcome=cookie, stored=stored
+        )
     # 3. rule match: host index, then the vendor's ordered endpoints
     match = rules.match(facts.host, facts.path, facts.method)
     # 4. decision

@@ -112,12 +112,14 @@ def explain(req: ExplainRequest, config: GatewayConfig, rules: RuleSet) -> tuple
     server = None
     if named is not None:
         server = (named, stored.get(named) if stored else None)
+    cookie = read_cookie(facts, config.consent, config.cookie)
     ev = evaluate(
         facts,
         config,
         rules,
         frozenset({config.cookie.name}),
-        store=None if stored is None else stored.get,
+        cookie=cookie,
+        stored=stored.get(cookie.subject) if stored and cookie.subject else None,
         server=server,
     )
     return facts, ev

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol, assert_never
@@ -38,7 +38,6 @@ __all__ = [
     "PurposeConsent",
     "ReferrerPolicy",
     "Signal",
-    "StoreLookup",
     "StripSpec",
     "UserAgentPolicy",
     "VendorConsent",
@@ -454,7 +453,3 @@ class CurrentConsent:
     def __post_init__(self) -> None:
         check_record_fields(self.subject, self.source, self.policy_version, self.at)
         object.__setattr__(self, "purposes", frozen_purposes(self.purposes))
-
-
-#: the store's answer for a subject, when it has one at hand (None: not known now)
-StoreLookup = Callable[[str], CurrentConsent | None]

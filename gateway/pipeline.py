@@ -21,6 +21,7 @@ from typing import assert_never
 from aiohttp import web
 
 from gateway import edges
+from gateway.consent.resolve import read_cookie
 from gateway.core import NO_CONSENT, Evaluation, drop, evaluate, server_subject
 from gateway.decide import decide, reject
 from gateway.decision_log import record_for
@@ -59,13 +60,14 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
         state = await book.lookup(subject) if book is not None and subject else None
         server = (subject, state)
     try:
+        # The cookie's subject's stored state, peeked without waiting (a miss is decided
+        # on the cookie, and prefetched): the core gets plain values only.
+        cookie = read_cookie(facts, gw.config.consent, gw.config.cookie)
+        stored = None
+        if server is None and book is not None and cookie.subject is not None:
+            stored = book.state_now(cookie.subject)
         ev = evaluate(
-            facts,
-            gw.config,
-            rules,
-            gw.own_cookies,
-            store=book.state_now if book is not None else None,
-            server=server,
+            facts, gw.config, rules, gw.own_cookies, cookie=cookie, stored=stored, server=server
         )
     except Exception:
         # Fail closed: a bug in the core must never turn into a forward.

@@ -42,7 +42,6 @@ from gateway.model import (
     CurrentConsent,
     Facts,
     PurposeConsent,
-    StoreLookup,
 )
 
 __all__ = [
@@ -51,7 +50,6 @@ __all__ = [
     "CookieOutcome",
     "SourceAnswer",
     "read_cookie",
-    "StoreLookup",
     "resolve",
     "resolve_request",
     "resolve_server",
@@ -173,22 +171,24 @@ def resolve_request(
     consent: ConsentConfig,
     cookie: CookieConfig,
     extra: Sequence[SourceAnswer] = (),
-    store: StoreLookup | None = None,
+    *,
+    outcome: CookieOutcome | None = None,
+    stored: CurrentConsent | None = None,
 ) -> tuple[ConsentState, CookieOutcome]:
-    """Read the consent cookie and resolve it with `extra` answers (TCF, ...) and, for
-    the cookie's subject, the store's state (`store`).
+    """Resolve the consent cookie with `extra` answers (TCF, ...) and the store's state
+    for the cookie's subject (`stored`, which the caller looked up: plain values only).
 
-    The app calls this once per request, with `facts.country` filled from the trusted
-    header. The outcome is returned too, so the app can log a cookie's problem and
-    keep its subject. The store is asked about a stale cookie's subject too: a newer
-    record (re-consent on another page view) then stands instead.
+    `outcome` is `read_cookie`'s answer when the caller already read the cookie to know
+    whose state to look up; read here otherwise. It is returned too, so the app can log
+    a cookie's problem and keep its subject. A stale cookie's subject is looked up too:
+    a newer record (re-consent on another page view) then stands instead. A `stored`
+    state of another subject than the cookie's is ignored.
     """
-    outcome = read_cookie(facts, consent, cookie)
+    if outcome is None:
+        outcome = read_cookie(facts, consent, cookie)
     answers = tuple(extra) if outcome.answer is None else (outcome.answer, *extra)
-    if store is not None and outcome.subject is not None:
-        state = store(outcome.subject)
-        if state is not None:
-            answers = (*answers, stored_answer(state, consent, facts.now))
+    if stored is not None and stored.subject == outcome.subject:
+        answers = (*answers, stored_answer(stored, consent, facts.now))
     return resolve(facts, consent, answers), outcome
 
 

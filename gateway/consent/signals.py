@@ -33,9 +33,9 @@ from urllib.parse import unquote_plus
 
 from gateway.config import ConsentConfig, CookieConfig, SignalsConfig
 from gateway.consent import cmp, gcm, gpp, tcf
-from gateway.consent.resolve import CookieOutcome, SourceAnswer, StoreLookup, resolve_request
+from gateway.consent.resolve import CookieOutcome, SourceAnswer, resolve_request
 from gateway.errors import SignalError
-from gateway.model import CMP, ConsentState, ConsentValue, Facts, Signal
+from gateway.model import CMP, ConsentState, ConsentValue, CurrentConsent, Facts, Signal
 
 __all__ = [
     "REQUEST_SUFFIX",
@@ -335,13 +335,17 @@ def resolve_with_signals(
     facts: Facts,
     consent: ConsentConfig,
     cookie: CookieConfig,
-    store: StoreLookup | None = None,
+    *,
+    outcome: CookieOutcome | None = None,
+    stored: CurrentConsent | None = None,
 ) -> tuple[ConsentState, CookieOutcome, Signals]:
     """The request's consent from the gateway's cookie and the store's record of its
-    subject, the standard signals, GPC and the regime's defaults (DESIGN §2), with
-    vendor-level TCF consent attached."""
+    subject (`stored`), the standard signals, GPC and the regime's defaults (DESIGN §2),
+    with vendor-level TCF consent attached. `outcome`: as in `resolve_request`."""
     signals = read_signals(facts, consent.signals)
-    state, outcome = resolve_request(facts, consent, cookie, extra=signals.answers, store=store)
+    state, outcome = resolve_request(
+        facts, consent, cookie, signals.answers, outcome=outcome, stored=stored
+    )
     if signals.vendors is not None:
         state = dataclasses.replace(state, vendors=signals.vendors)
     return state, outcome, signals

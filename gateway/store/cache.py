@@ -189,7 +189,7 @@ class ConsentBook:
         return state
 
     def state_now(self, subject: str) -> CurrentConsent | None:
-        """`peek` as a `consent.resolve.StoreLookup`: a miss answers None (the cookie
+        """`peek` for `pipeline.run`, before `core.evaluate`: a miss answers None (the cookie
         stands for this request)."""
         state = self.peek(subject)
         return None if isinstance(state, Miss) else state

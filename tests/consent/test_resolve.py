@@ -507,14 +507,8 @@ def test_store_record_newer_than_the_cookie_wins(
     cookie_at: int, store: CurrentConsent | None, expected: ConsentValue, source: str
 ) -> None:
     f = facts(cookie=cookie_value({"advertising": True}, issued_at=cookie_at))
-    asked: list[str] = []
-
-    def lookup(subject: str) -> CurrentConsent | None:
-        asked.append(subject)
-        return store
-
-    state, _ = resolve_request(f, DEFAULT, COOKIE, store=lookup)
-    assert asked == [SUBJECT]
+    state, outcome = resolve_request(f, DEFAULT, COOKIE, stored=store)
+    assert outcome.subject == SUBJECT  # whose state the caller looks up
     assert state.purposes["advertising"].state is expected
     assert state.purposes["advertising"].source == source
 
@@ -525,17 +519,18 @@ def test_the_store_is_asked_about_a_stale_cookies_subject() -> None:
         facts(cookie=old),
         DEFAULT,
         COOKIE,
-        store=lambda s: stored({"advertising": True}, NOW - 5),
+        stored=stored({"advertising": True}, NOW - 5),
     )
     assert outcome.problem == "old-policy"
     assert state.purposes["advertising"] == PurposeConsent(G, "store", NOW - 5, 1)
 
 
-def test_no_cookie_no_store_lookup() -> None:
-    def lookup(subject: str) -> None:
-        raise AssertionError("no subject, no lookup")
-
-    state, _ = resolve_request(facts(), DEFAULT, COOKIE, store=lookup)
+def test_another_subjects_stored_state_is_ignored() -> None:
+    # plain values: the caller passes the state it looked up; one for another subject
+    # (a cache mix-up, a race with a new cookie) must not answer for this visitor
+    theirs = CurrentConsent("someone-else", {"advertising": True}, 1, NOW - 5, "api")
+    state, outcome = resolve_request(facts(), DEFAULT, COOKIE, stored=theirs)
+    assert outcome.subject is None
     assert state.purposes["advertising"].state is D
 
 
