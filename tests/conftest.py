@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.config import GatewayConfig, parse_config
+from gateway.ruleset.match import RuleSet
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"
@@ -152,7 +153,7 @@ def gateway_factory(
     fake_vendor: FakeVendor,
     aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
 ) -> Callable[..., object]:
-    """`await gateway_factory(hosts=[...], extra={...}, env={...})` -> TestClient of a
+    """`await gateway_factory(hosts=[...], extra={...}, env={...}, rules=...)` -> TestClient of a
     gateway whose vendor origins for `hosts` go to the fake vendor (`env`: variables
     the config may name, e.g. `admin.token_env`)."""
 
@@ -160,11 +161,14 @@ def gateway_factory(
         hosts: Iterable[str] = (),
         extra: dict[str, object] | None = None,
         env: dict[str, str] | None = None,
+        rules: RuleSet | None = None,
     ) -> TestClient[web.Request, web.Application]:
         from gateway.app import build_app  # imported late: the fixtures serve pure tests too
 
         cfg = make_config(tmp_path, overrides_for(fake_vendor, hosts), extra, env)
-        client = await aiohttp_client(build_app(cfg))
+        # `rules`: a compiled rule set shared by a module's tests (compiling the shipped
+        # rules is most of a gateway's start-up)
+        client = await aiohttp_client(build_app(cfg, rules))
         assert isinstance(client, TestClient)
         return client
 
@@ -248,3 +252,12 @@ def _json_has(doc: object, parts: list[str]) -> bool:
     for _ in range(arrays):
         values = [e for v in values if isinstance(v, list) for e in v]
     return any(_json_has(v, rest) for v in values)
+
+
+async def settled(client: TestClient[web.Request, web.Application]) -> None:
+    """Wait until the gateway behind `client` has sent every background forward it
+    queued (or failed it): a negative check ("nothing reached the vendor") after this
+    is exact, where a fixed sleep would pass on a slow machine even when it is wrong."""
+    from gateway.app import GATEWAY
+
+    await client.app[GATEWAY].upstream.drain()

@@ -26,7 +26,7 @@ from gateway.edges import TRANSPARENT_GIF
 from gateway.store.base import ConsentRecord
 from gateway.store.migrations import migrate
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import ROOT, TEST_KEY, FakeVendor, cookie_for, overrides_for
+from tests.conftest import ROOT, TEST_KEY, FakeVendor, cookie_for, overrides_for, settled
 
 GA4 = "www.google-analytics.com"
 ADS = "www.googleadservices.com"
@@ -80,7 +80,7 @@ async def test_no_consent_ga4_hit_is_answered_locally_and_logged_without_values(
     assert resp.status == 204
     assert resp.headers["Cache-Control"] == "no-store"
     await _drain_log(example_gateway)
-    await asyncio.sleep(0.05)
+    await settled(example_gateway)
     assert fake_vendor.seen == []
 
     out = io.StringIO()
@@ -146,7 +146,7 @@ async def test_analytics_granted_advertising_denied_drops_google_ads(
     await example_gateway.get(GA4_HIT + "&gclid=Cj0KCQjw8")
     [seen] = await fake_vendor.wait_for(1)
     assert seen.path == "/g/collect" and "gclid" not in seen.query and "cid=" in seen.query
-    await asyncio.sleep(0.05)
+    await settled(example_gateway)
     assert len(fake_vendor.seen) == 1  # nothing reached Google Ads
 
 
@@ -187,7 +187,7 @@ async def test_bad_cookie_counts_as_no_consent(
     good = cookie_for({"analytics": "granted", "advertising": "granted"})
     resp = await example_gateway.get(GA4_HIT, headers={"Cookie": f"cg_consent={make_cookie(good)}"})
     assert resp.status == 204
-    await asyncio.sleep(0.1)
+    await settled(example_gateway)
     assert fake_vendor.seen == []
     # ...whereas the untouched cookie forwards.
     await example_gateway.get(GA4_HIT, headers={"Cookie": f"cg_consent={good}"})
@@ -234,7 +234,7 @@ async def test_unknown_destinations_are_rejected_and_nothing_is_sent(
     ):
         resp = await raw_get(example_gateway, target, {"Cookie": f"cg_consent={cookie}"})
         body = await resp.json()
-        await asyncio.sleep(0.05)
+        await settled(example_gateway)
     assert 400 <= resp.status < 500
     assert set(body) == {"error"} and "evil" not in body["error"]
     assert not opened.called and not queued.called and fake_vendor.seen == []
@@ -296,7 +296,7 @@ async def test_body_over_the_limit_is_413(
         f"/t/{GA4}/g/collect?v=2", data=b"en=x&" * 100, headers={"Cookie": f"cg_consent={cookie}"}
     )
     assert resp.status == 413
-    await asyncio.sleep(0.05)
+    await settled(client)
     assert fake_vendor.seen == []
 
 
@@ -322,7 +322,7 @@ async def test_sec_gpc_denies_advertising_even_when_the_cookie_granted_it(
         headers={"Cookie": f"cg_consent={cookie}", "Sec-GPC": "1"},
     )
     assert await resp.read() == TRANSPARENT_GIF
-    await asyncio.sleep(0.05)
+    await settled(example_gateway)
     assert fake_vendor.seen == []
 
 
@@ -369,7 +369,7 @@ async def test_exception_in_the_core_drops_never_forwards(
     with mock.patch("gateway.core.transform", side_effect=RuntimeError("bug")):
         resp = await example_gateway.get(GA4_HIT, headers={"Cookie": f"cg_consent={cookie}"})
     assert resp.status == 204
-    await asyncio.sleep(0.05)
+    await settled(example_gateway)
     assert fake_vendor.seen == []
 
 
@@ -442,7 +442,7 @@ async def test_server_events_are_judged_by_the_stored_consent(
         assert "x-consent-subject" not in {k.lower() for k in seen.headers}
         assert subject not in seen.body.decode()
     else:
-        await asyncio.sleep(0.2)
+        await settled(s2s)
         assert fake_vendor.seen == []
 
 
@@ -458,7 +458,7 @@ async def test_a_withdrawal_reaches_the_next_server_event(
         ConsentRecord("all-in", {"analytics": False}, "withdrawal", 1, time.time() + 1, None, None)
     )
     await s2s.post(MP, json=MP_BODY, headers=headers)
-    await asyncio.sleep(0.2)
+    await settled(s2s)
     assert len(fake_vendor.seen) == 1
 
 
@@ -491,7 +491,7 @@ async def test_the_subject_header_is_believed_only_from_server_networks(
         assert "stranger" not in seen.body.decode()
         assert "x-consent-subject" not in {k.lower() for k in seen.headers}
     else:
-        await asyncio.sleep(0.2)
+        await settled(client)
         assert fake_vendor.seen == []
 
 
@@ -532,5 +532,5 @@ async def test_a_withdrawal_recorded_elsewhere_wins_on_the_first_request(
         resp = await raw_get(client, GA4_HIT + f"&dl={subject}", {"Cookie": f"cg_consent={cookie}"})
         assert resp.status == 204
     [seen] = await fake_vendor.wait_for(1)
-    await asyncio.sleep(0.2)
+    await settled(client)
     assert len(fake_vendor.seen) == 1 and "dl=kept" in seen.query

@@ -9,7 +9,6 @@ every `kept` field.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +20,7 @@ from gateway.config import DEFAULT_PURPOSES
 from gateway.model import Action
 from gateway.ruleset.load import load_rules
 from gateway.ruleset.schema import ExampleSpec, VendorRule
-from tests.conftest import RULES_DIR, FakeVendor, cookie_for, field_present
+from tests.conftest import RULES_DIR, FakeVendor, cookie_for, field_present, settled
 
 RULES = load_rules([RULES_DIR], frozenset(DEFAULT_PURPOSES))
 CASES = [(rule, ex) for rule in RULES.rules for ex in rule.examples]
@@ -45,7 +44,7 @@ async def test_example(
     fake_vendor: FakeVendor,
 ) -> None:
     rule, ex = case
-    client = await gateway_factory(hosts=[ex.host])
+    client = await gateway_factory(hosts=[ex.host], rules=RULES)  # one compiled rule set
     consent = {p: v.value for p, v in ex.consent.items()}
     headers = dict(ex.headers)
     headers["Cookie"] = f"cg_consent={cookie_for(consent)}"
@@ -73,7 +72,7 @@ async def test_example(
         assert taken == {ex.expect.value}, taken
 
     if ex.expect in (Action.DROP, Action.REJECT):
-        await asyncio.sleep(0.05)  # a wrongly queued background forward would land by now
+        await settled(client)  # a wrongly queued background forward has landed by now
         assert fake_vendor.seen == []
         return
     [seen] = await fake_vendor.wait_for(1)
