@@ -46,11 +46,20 @@ def test_encodings(header: str, codings: tuple[str, ...]) -> None:
         (("deflate",), raw_deflate(DOC)),  # what some clients send as "deflate"
         (("br",), brotli.compress(DOC)),
         (("gzip", "br"), brotli.compress(gzip.compress(DOC))),
+        (("gzip",), gzip.compress(DOC[:20]) + gzip.compress(DOC[20:])),  # RFC 1952 members
     ],
-    ids=["gzip", "x-gzip", "deflate-zlib", "deflate-raw", "br", "gzip-then-br"],
+    ids=["gzip", "x-gzip", "deflate-zlib", "deflate-raw", "br", "gzip-then-br", "gzip-members"],
 )
 def test_decode(codings: tuple[str, ...], body: bytes) -> None:
     assert decode(body, codings, MAX_DECODED) == DOC
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+def test_the_limit_is_exact(coding: str) -> None:
+    body = encode(bytes(1000), (coding,))
+    assert decode(body, (coding,), 1000) == bytes(1000)
+    with pytest.raises(BodyTooLarge):
+        decode(body, (coding,), 999)
 
 
 @pytest.mark.parametrize("codings", [("gzip",), ("deflate",), ("br",), ("gzip", "br")])

@@ -6,7 +6,7 @@
   `always` strips (and, for vendors that read their own consent parameters, those
   parameters set to agree with the resolved consent).
 
-Runs against one real gateway (tests/test_invariant.py's LiveGateway).
+Runs against one real gateway (tests/harness.py).
 """
 
 from __future__ import annotations
@@ -17,10 +17,15 @@ from urllib.parse import parse_qsl
 
 import pytest
 
+from gateway.config import DEFAULT_PURPOSES
 from gateway.model import NECESSARY
+from gateway.ruleset.load import load_rules
 from gateway.ruleset.schema import EndpointSpec, ExampleSpec, VendorRule
-from tests.conftest import cookie_for, field_present
-from tests.test_invariant import PROBE, PURPOSES, RULES, LiveGateway
+from tests.conftest import RULES_DIR, cookie_for, field_present
+from tests.harness import PROBE, LiveGateway, catalogue_gateway, probed
+
+RULES = load_rules([RULES_DIR], frozenset(DEFAULT_PURPOSES))
+PURPOSES = [p for p in DEFAULT_PURPOSES if p != NECESSARY]
 
 CASES = [(rule, ex) for rule in RULES.rules for ex in rule.examples if ex.expect.value != "reject"]
 _marker = itertools.count(10_000_000)
@@ -28,7 +33,7 @@ _marker = itertools.count(10_000_000)
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
-    gw = LiveGateway(tmp_path_factory.mktemp("corpus"), hosts_from_examples=True)
+    gw = catalogue_gateway(tmp_path_factory.mktemp("corpus"), RULES, hosts_from_examples=True)
     gw.start()
     yield gw
     gw.stop()
@@ -41,7 +46,7 @@ def _send(live: LiveGateway, rule: VendorRule, ex: ExampleSpec, state: str) -> t
     headers["Cookie"] = f"cg_consent={cookie_for(dict.fromkeys(PURPOSES, state))}"
     if ex.content_type:
         headers["Content-Type"] = ex.content_type
-    status = live.send(ex.method, f"/t/{ex.host}{ex.path}?{query}", ex.body or b"", headers)
+    status, _ = live.request(ex.method, f"/t/{ex.host}{ex.path}?{query}", ex.body or b"", headers)
     return marker, status
 
 
@@ -65,7 +70,7 @@ def test_all_denied_no_named_identifier_leaves(
     assert status < 500
     required = ep.purposes - {NECESSARY}
     unstrippable = [p for p in required if p not in ep.when_denied]
-    seen = live.arrived(marker, timeout=0.15 if unstrippable or ep.retired else 5.0)
+    seen = live.arrived(probed(marker))  # after every forward settled: exact either way
     if unstrippable or ep.retired:
         assert seen is None, f"{rule.vendor}/{ep.id} forwarded with every purpose denied"
         return
@@ -86,7 +91,7 @@ def test_all_granted_reaches_unchanged_but_always_strips(
     rule, ex = case
     ep = _endpoint(ex)
     marker, _ = _send(live, rule, ex, "granted")
-    seen = live.arrived(marker, timeout=0.15 if ep.retired else 5.0)
+    seen = live.arrived(probed(marker))
     if ep.retired:
         assert seen is None
         return

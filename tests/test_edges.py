@@ -247,6 +247,147 @@ async def test_a_compression_bomb_is_413(gateway_factory: object, fake_vendor: o
     assert fake_vendor.seen == []
 
 
+POSTHOG = "us.i.posthog.com"
+PH_DOC = {
+    "api_key": "phc_k2J4h5G6f7D8s9A0q1W2e3R4t5Y6u7I8o9P0",
+    "batch": [{"event": "$pageview", "distinct_id": "d-1", "properties": {"$os": "Linux"}}],
+}
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+async def test_an_opaque_compressed_body_reaches_the_vendor_as_sent(
+    gateway_factory: object, fake_vendor: object, coding: str
+) -> None:
+    """PostHog's body is never read (forward or drop): its bytes and their coding go on
+    together, so the vendor decodes exactly the batch the SDK compressed."""
+    import orjson
+
+    from tests.conftest import FakeVendor, cookie_for
+
+    assert isinstance(fake_vendor, FakeVendor)
+    client = await gateway_factory(hosts=[POSTHOG])  # type: ignore[operator]
+    resp = await client.post(
+        f"/t/{POSTHOG}/batch/",
+        data=_encoded(PH_DOC, coding),
+        headers={
+            "Content-Type": "application/json",
+            "Content-Encoding": coding,
+            "Cookie": f"cg_consent={cookie_for({'analytics': 'granted'})}",
+        },
+    )
+    assert resp.status == 200
+    [seen] = await fake_vendor.wait_for(1)
+    assert seen.headers["content-encoding"] == coding
+    assert orjson.loads(seen.body) == PH_DOC  # every field intact
+
+
+SENTRY = "o4711.ingest.sentry.io"
+PLAUSIBLE = "plausible.io"
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+@pytest.mark.parametrize(
+    ("host", "path", "doc", "kept"),
+    [
+        (
+            SENTRY,
+            "/api/4711/store/?sentry_key=0123456789abcdef0123456789abcdef",
+            {
+                "event_id": "fc6d8c0c43fc4630ad850ee518f1b9d0",
+                "message": "TypeError: x is undefined",
+                "level": "error",
+                "user": {"id": "customer-4711", "email": "jane.doe@mail.example"},
+                "request": {"url": "https://shop.example/", "cookies": "_ga=GA1.1.1"},
+                "extra": {"contact": "jane.doe@mail.example", "cart": 3},
+            },
+            {
+                "event_id": "fc6d8c0c43fc4630ad850ee518f1b9d0",
+                "message": "TypeError: x is undefined",
+                "level": "error",
+                "request": {"url": "https://shop.example/"},
+                "extra": {"cart": 3},
+            },
+        ),
+        (
+            PLAUSIBLE,
+            "/api/event",
+            {
+                "n": "pageview",
+                "u": "https://shop.example/kettle",
+                "d": "shop.example",
+                "p": {"email": "jane.doe@mail.example"},
+            },
+            {"n": "pageview", "u": "https://shop.example/kettle", "d": "shop.example"},
+        ),
+    ],
+    ids=["sentry-store", "plausible-event"],
+)
+async def test_without_consent_identifiers_are_stripped_from_a_compressed_body(
+    gateway_factory: object,
+    fake_vendor: object,
+    host: str,
+    path: str,
+    doc: dict[str, object],
+    kept: dict[str, object],
+    coding: str,
+) -> None:
+    """The strip reads the decoded body: nothing the rule (or the identifier scrub) removes
+    slips through inside a compressed one, and the rest arrives decodable."""
+    import orjson
+
+    from tests.conftest import FakeVendor, cookie_for
+
+    assert isinstance(fake_vendor, FakeVendor)
+    client = await gateway_factory(hosts=[host])  # type: ignore[operator]
+    resp = await client.post(
+        f"/t/{host}{path}",
+        data=_encoded(doc, coding),
+        headers={
+            "Content-Type": "text/plain",
+            "Content-Encoding": coding,
+            "Cookie": f"cg_consent={cookie_for({'analytics': 'denied'})}",
+        },
+    )
+    assert resp.status < 300
+    [seen] = await fake_vendor.wait_for(1)
+    assert seen.headers["content-encoding"] == coding
+    assert orjson.loads(seen.body) == kept
+    assert b"jane.doe" not in seen.body and b"customer-4711" not in seen.body
+
+
+@pytest.mark.parametrize(("size", "status"), [(3900, 200), (4200, 413)])
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+async def test_a_decoded_body_is_held_to_max_body_bytes(
+    gateway_factory: object, fake_vendor: object, coding: str, size: int, status: int
+) -> None:
+    """`server.max_body_bytes` bounds the body as sent and once decompressed alike."""
+    from tests.conftest import FakeVendor, cookie_for
+
+    assert isinstance(fake_vendor, FakeVendor)
+    client = await gateway_factory(  # type: ignore[operator]
+        hosts=[AMPLITUDE], extra={"server": {"max_body_bytes": 4096}}
+    )
+    doc = {"api_key": "k", "events": [{"device_id": "d-1", "event_type": "x" * size}]}
+    body = _encoded(doc, coding)
+    assert len(body) < 1024  # far under the limit as sent
+    resp = await client.post(
+        f"/t/{AMPLITUDE}/2/httpapi",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "Content-Encoding": coding,
+            "Cookie": f"cg_consent={cookie_for({'analytics': 'granted'})}",
+        },
+    )
+    assert resp.status == status
+    if status == 413:
+        assert await resp.json() == {"error": "request body too large once decompressed"}
+        assert fake_vendor.seen == []
+    else:
+        [seen] = await fake_vendor.wait_for(1)
+        assert len(seen.body) > 3900
+
+
 @contextlib.asynccontextmanager
 async def _served_as_in_production(app: web.Application) -> AsyncIterator[int]:
     """`app` served by `GatewayRunner` as `serve` does, on a free port.

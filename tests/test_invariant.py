@@ -16,41 +16,35 @@ background thread, so each generated example costs one HTTP round trip.
 
 from __future__ import annotations
 
-import asyncio
-import http.client
 import itertools
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.app import GATEWAY, build_app
-from gateway.config import DEFAULT_PURPOSES, GatewayConfig
+from gateway.app import GATEWAY
+from gateway.config import DEFAULT_PURPOSES
 from gateway.model import NECESSARY, BodyKind, EndpointKind
 from gateway.ruleset.load import load_rules
 from gateway.ruleset.match import is_safe_path
 from gateway.ruleset.schema import EndpointSpec, VendorRule
 from gateway.store.base import ConsentRecord
-from tests.conftest import RULES_DIR, Seen, cookie_for, field_present, make_config
+from tests.conftest import RULES_DIR, cookie_for, field_present
+from tests.harness import (
+    PROBE,
+    SUBJECT_HEADER,
+    LiveGateway,
+    catalogue_gateway,
+    concrete_host,
+    probed,
+)
 
 RULES = load_rules([RULES_DIR], frozenset(DEFAULT_PURPOSES))
 PURPOSES = [p for p in DEFAULT_PURPOSES if p != NECESSARY]
-PROBE = "zz_probe"
-SUBJECT_HEADER = "X-Consent-Subject"
-
-
-def _concrete_host(rule: VendorRule) -> str:
-    for h in rule.hosts:
-        if not h.startswith("*."):
-            return h
-    return "probe" + rule.hosts[0][1:]
 
 
 def _example_paths(rule: VendorRule, ep: EndpointSpec) -> list[str]:
@@ -140,110 +134,25 @@ def cases(draw: st.DrawFn) -> Case:
     return Case(rule, ep, path, method, consent, via)
 
 
-class LiveGateway:
-    """A gateway and a recording fake vendor on an event loop in a background thread."""
-
-    def __init__(self, tmp: Path, hosts_from_examples: bool = False) -> None:
-        self.tmp = tmp
-        self.hosts_from_examples = hosts_from_examples
-        self.seen: list[Seen] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.runners: list[web.AppRunner] = []
-        self.port = 0
-
-    def start(self) -> None:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
-
-    async def _serve(self, app: web.Application) -> int:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.runners.append(runner)
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        return int(server.sockets[0].getsockname()[1])
-
-    async def _start(self) -> None:
-        async def record(request: web.Request) -> web.Response:
-            raw = request.raw_path.partition("?")[0]
-            _, host, rest = raw.split("/", 2)
-            self.seen.append(
-                Seen(
-                    request.method,
-                    host,
-                    "/" + rest,
-                    request.raw_path.partition("?")[2],
-                    {k.lower(): v for k, v in request.headers.items()},
-                    await request.read(),
-                )
-            )
-            return web.Response(text="ok")
-
-        vendor = web.Application()
-        vendor.router.add_route("*", "/{tail:.*}", record)
-        vport = await self._serve(vendor)
-        hosts = {_concrete_host(r) for r in RULES.rules}
-        if self.hosts_from_examples:
-            hosts |= {ex.host for r in RULES.rules for ex in r.examples}
-        overrides = {f"https://{h}": f"http://127.0.0.1:{vport}/{h}" for h in hosts}
-        cfg: GatewayConfig = make_config(
-            self.tmp, overrides, extra={"store": {"subject_header": SUBJECT_HEADER}}
-        )
-        self.app = build_app(cfg, RULES)
-        self.port = await self._serve(self.app)
-
-    def store_consent(self, subject: str, consent: dict[str, str]) -> None:
-        """Record `consent` (unknown purposes left out) for `subject` in the store."""
-        book = self.app[GATEWAY].book
-        assert book is not None
-        record = ConsentRecord(
-            subject,
-            {p: v == "granted" for p, v in consent.items() if v != "unknown"},
-            "api",
-            1,
-            time.time(),
-            None,
-            None,
-        )
-        asyncio.run_coroutine_threadsafe(book.record(record), self.loop).result(10)
-
-    def stop(self) -> None:
-        async def _stop() -> None:
-            for runner in reversed(self.runners):
-                await runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-    def send(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> int:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, target, body=body or None, headers=headers)
-            resp = conn.getresponse()
-            resp.read()
-            return resp.status
-        finally:
-            conn.close()
-
-    def arrived(self, marker: str, timeout: float) -> Seen | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            for s in list(self.seen):
-                if f"{PROBE}={marker}" in s.query:
-                    return s
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.005)
+def store_consent(live: LiveGateway, subject: str, consent: dict[str, str]) -> None:
+    """Record `consent` (unknown purposes left out) for `subject` in the store."""
+    book = live.app[GATEWAY].book
+    assert book is not None
+    record = ConsentRecord(
+        subject,
+        {p: v == "granted" for p, v in consent.items() if v != "unknown"},
+        "api",
+        1,
+        time.time(),
+        None,
+        None,
+    )
+    live.run(book.record(record), timeout=10)
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
-    gw = LiveGateway(tmp_path_factory.mktemp("invariant"))
+    gw = catalogue_gateway(tmp_path_factory.mktemp("invariant"), RULES)
     gw.start()
     yield gw
     gw.stop()
@@ -268,7 +177,7 @@ def test_no_consent_means_no_identifier_leaves(live: LiveGateway, case: Case) ->
     headers = {"Cookie": f"cg_consent={cookie_for(case.consent)}; _ga=GA1.1.99"}
     if case.via == "store":
         subject = f"subject-{marker}"
-        live.store_consent(subject, case.consent)
+        store_consent(live, subject, case.consent)
         everything = cookie_for({p: "granted" for p in PURPOSES})
         headers = {SUBJECT_HEADER: subject, "Cookie": f"cg_consent={everything}; _ga=GA1.1.99"}
     if case.method == "POST":
@@ -279,8 +188,8 @@ def test_no_consent_means_no_identifier_leaves(live: LiveGateway, case: Case) ->
         elif ep.body in (BodyKind.JSON, BodyKind.TEXT):
             body = orjson.dumps(_json_doc(json_paths))
             headers["Content-Type"] = "application/json"
-    host = _concrete_host(rule)
-    status = live.send(case.method, f"/t/{host}{case.path}?{query}", body, headers)
+    host = concrete_host(rule)
+    status, _ = live.request(case.method, f"/t/{host}{case.path}?{query}", body, headers)
     assert status < 500
 
     denied = {p for p in ep.purposes - {NECESSARY} if case.consent.get(p) != "granted"}
@@ -292,7 +201,7 @@ def test_no_consent_means_no_identifier_leaves(live: LiveGateway, case: Case) ->
     } | {_concrete(q) for p in denied if p in ep.when_denied for q in ep.when_denied[p].query}
     unstrippable = {p for p in denied if p not in ep.when_denied}
 
-    seen = live.arrived(marker, timeout=0.15 if unstrippable or ep.retired else 5.0)
+    seen = live.arrived(probed(marker))  # after every forward settled: exact either way
     if ep.retired:
         assert seen is None, f"{rule.vendor}/{ep.id} is retired but was forwarded"
         return

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import copy
+import gzip
+import zlib
+from collections.abc import Callable
 from urllib.parse import unquote_plus
 
+import brotli
 import orjson
 import pytest
 from hypothesis import given
@@ -865,14 +869,14 @@ def test_bad_or_huge_gzip_is_refused(body: bytes) -> None:
 # --- compressed bodies: stripped as decoded, forwarded in the codings they came in ------
 
 #: Content-Encoding header -> (encoder, decoder): what an SDK sends, what the vendor undoes
-CODINGS = {
-    "gzip": (__import__("gzip").compress, __import__("gzip").decompress),
-    "x-gzip": (__import__("gzip").compress, __import__("gzip").decompress),
-    "deflate": (__import__("zlib").compress, __import__("zlib").decompress),
-    "br": (__import__("brotli").compress, __import__("brotli").decompress),
+CODINGS: dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]] = {
+    "gzip": (gzip.compress, gzip.decompress),
+    "x-gzip": (gzip.compress, gzip.decompress),
+    "deflate": (zlib.compress, zlib.decompress),
+    "br": (brotli.compress, brotli.decompress),
     "gzip, br": (
-        lambda b: __import__("brotli").compress(__import__("gzip").compress(b)),
-        lambda b: __import__("gzip").decompress(__import__("brotli").decompress(b)),
+        lambda b: brotli.compress(gzip.compress(b)),
+        lambda b: gzip.decompress(brotli.decompress(b)),
     ),
 }
 
@@ -924,9 +928,20 @@ def test_a_compressed_body_is_stripped_decoded_and_sent_in_its_codings(
 
 
 @pytest.mark.parametrize("coding", list(CODINGS))
-def test_a_compressed_body_with_nothing_to_strip_leaves_byte_for_byte(coding: str) -> None:
-    facts = encoded_facts(coding, b'{"event":"x","n":1}', at_edge=True)
-    out = transform(facts, make_decision(JSON_STRIP), BodyKind.JSON)
+@pytest.mark.parametrize(
+    ("kind", "strips", "plain"),
+    [
+        (BodyKind.FORM, QUERY_STRIP, b"en=x&n=1"),  # read, nothing to remove
+        (BodyKind.JSON, StripSpec(ip=IpPolicy.DROP), b'{"event":"x"}'),  # no body strip
+        (BodyKind.NONE, NO_STRIPS, b"\x00opaque"),  # never read
+    ],
+    ids=["form-unchanged", "json-unread", "opaque"],
+)
+def test_an_unchanged_compressed_body_leaves_byte_for_byte(
+    coding: str, kind: BodyKind, strips: StripSpec, plain: bytes
+) -> None:
+    facts = encoded_facts(coding, plain, at_edge=True)
+    out = transform(facts, make_decision(strips), kind)
     assert out.body is facts.body  # not re-encoded: exactly what the SDK sent
     assert values(out, "content-encoding") == [coding]
 
@@ -946,7 +961,9 @@ def test_consent_fields_are_set_inside_a_compressed_body(
     """A vendor consent flag (TikTok's limited_data_use) set in a compressed body: before,
     every compressed hit of such a vendor was dropped."""
     facts = encoded_facts(coding, b'{"user_id":"secret-1","event":"x"}', at_edge=True)
-    out = transform(facts, make_decision(strips), BodyKind.JSON, set_json={"limited_data_use": True})
+    out = transform(
+        facts, make_decision(strips), BodyKind.JSON, set_json={"limited_data_use": True}
+    )
     assert orjson.loads(CODINGS[coding][1](out.body)) == expected
     assert values(out, "content-encoding") == [coding]
 

@@ -1,8 +1,7 @@
 """Helpers for the admin page's real-browser tests (tests/admin/test_browser.py).
 
-- `LiveAdminGateway`: a real gateway (admin page on) and a recording fake vendor,
-  served on 127.0.0.1 from an event loop in a background thread, so a browser and
-  plain HTTP clients in the test thread can talk to it.
+- `LiveAdminGateway`: tests/harness.py's live gateway with the admin page on, so a
+  browser and plain HTTP clients in the test thread can talk to it.
 - `browser_problem` / `require_browser`: Debian's Chromium at /usr/bin/chromium, driven
   by Playwright (pip package `playwright`; its own browser download is not used). Under
   CI (`CI=true`) a missing browser is a failure, never a skip.
@@ -10,22 +9,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import http.client
 import importlib.util
 import os
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 
-from gateway.app import GATEWAY, build_app
-from tests.conftest import ROOT, make_config
+from gateway.app import GATEWAY
+from tests.conftest import ROOT
+from tests.harness import LiveGateway
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: flags that work on this machine's closed network (no sandbox: CI runs as root)
@@ -77,104 +73,44 @@ def require_browser() -> None:
     pytest.skip(f"admin browser tests need a browser: {problem}")
 
 
-class LiveAdminGateway:
-    """A gateway with its admin page, and a recording fake vendor, on a background loop."""
+class LiveAdminGateway(LiveGateway):
+    """The shared live gateway (tests/harness.py) with its admin page on, and the
+    vendor hosts the browser tests send to on its fake vendor."""
 
     def __init__(self, tmp: Path, token: str = ADMIN_TOKEN) -> None:
-        self.tmp = tmp
-        self.token = token
-        self.vendor_hits: list[str] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="live-admin-gateway", daemon=True
+        super().__init__(
+            tmp,
+            VENDOR_HOSTS,
+            # the test server is plain http: a Secure session cookie would never come back
+            extra={"admin": {"token_env": ADMIN_TOKEN_ENV, "secure_cookie": False}},
+            env={ADMIN_TOKEN_ENV: token},
         )
-        self.runners: list[web.AppRunner] = []
-        self.app: web.Application | None = None
-        self.port = 0
+        self.token = token
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
-
-    async def _serve(self, app: web.Application) -> int:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        self.runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        return int(server.sockets[0].getsockname()[1])
-
-    async def _start(self) -> None:
-        async def record(request: web.Request) -> web.Response:
-            self.vendor_hits.append(request.raw_path)
-            return web.Response(text="ok")
-
-        vendor = web.Application()
-        vendor.router.add_route("*", "/{tail:.*}", record)
-        vport = await self._serve(vendor)
-        overrides = {f"https://{h}": f"http://127.0.0.1:{vport}/{h}" for h in VENDOR_HOSTS}
-        cfg = make_config(
-            self.tmp,
-            overrides,
-            # the test server is plain http: a Secure session cookie would never come back
-            {"admin": {"token_env": ADMIN_TOKEN_ENV, "secure_cookie": False}},
-            env={ADMIN_TOKEN_ENV: self.token},
-        )
-        assert cfg.admin.token == self.token
-        self.app = build_app(cfg)
-        self.port = await self._serve(self.app)
+    def vendor_hits(self) -> list[str]:
+        """What reached the fake vendor (host and path), once every forward settled."""
+        self.settle()
+        return [f"/{s.host}{s.path}" for s in self.seen]
 
     def rule_vendors(self) -> list[str]:
         """The vendors of the rules the gateway has in force (read on its loop)."""
 
         async def _read() -> list[str]:
-            assert self.app is not None
             return [r.vendor for r in self.app[GATEWAY].rules.current.rules]
 
-        return asyncio.run_coroutine_threadsafe(_read(), self.loop).result(10)
-
-    def stop(self) -> None:
-        async def _stop() -> None:
-            for runner in reversed(self.runners):
-                await runner.cleanup()
-
-        try:
-            asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(30)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.close()
-
-    # -- plain HTTP from the test thread --------------------------------------------------
-
-    def request(
-        self, method: str, target: str, headers: Mapping[str, str] | None = None
-    ) -> tuple[int, bytes]:
-        """Send `target` exactly as given (raw path and query, nothing re-encoded)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, target, headers=dict(headers or {}))
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
+        return self.run(_read(), timeout=10)
 
     def send(self, target: str) -> int:
         """A visitor's tag request (no consent cookie, no country: the opt-in default)."""
-        return self.request("GET", target, {"User-Agent": "browser-test"})[0]
+        return self.request("GET", target, headers={"User-Agent": "browser-test"})[0]
 
     def api_records(self, query: str = "") -> list[dict[str, Any]]:
         """The admin JSON API's records, with the bearer token."""
         status, body = self.request(
             "GET",
             "/_admin/api/records" + (f"?{query}" if query else ""),
-            {"Authorization": f"Bearer {self.token}"},
+            headers={"Authorization": f"Bearer {self.token}"},
         )
         assert status == 200, f"GET /_admin/api/records answered {status}: {body[:200]!r}"
         doc = orjson.loads(body)

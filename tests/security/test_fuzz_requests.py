@@ -2,7 +2,7 @@
 
 The request-to-facts parser (`edges.read_facts`: host segment, path, query, headers,
 cookies, body and its Content-Encoding) and everything after it run in a live gateway
-(the invariant test's, reused); hypothesis sends arbitrary and near-valid requests
+(tests/harness.py); hypothesis sends arbitrary and near-valid requests
 over real HTTP. A 5xx would be a bug turned into an error page; every answer must be a
 decision (2xx-3xx) or a clear refusal (4xx).
 """
@@ -17,14 +17,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_invariant import RULES, LiveGateway, _concrete_host
+from gateway.config import DEFAULT_PURPOSES
+from gateway.ruleset.load import load_rules
+from tests.conftest import RULES_DIR
+from tests.harness import LiveGateway, catalogue_gateway, concrete_host
 
-HOSTS = sorted({_concrete_host(r) for r in RULES.rules})
+RULES = load_rules([RULES_DIR], frozenset(DEFAULT_PURPOSES))
+HOSTS = sorted({concrete_host(r) for r in RULES.rules})
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
-    gw = LiveGateway(tmp_path_factory.mktemp("fuzz-requests"))
+    gw = catalogue_gateway(tmp_path_factory.mktemp("fuzz-requests"), RULES)
     gw.start()
     yield gw
     gw.stop()
@@ -91,5 +95,7 @@ def test_no_request_gets_a_5xx(
     body: bytes,
 ) -> None:
     target = f"/t/{host}/" + "/".join(segments) + (f"?{query}" if query else "")
-    status = live.send(method, target, body if method not in ("GET", "HEAD") else b"", headers)
+    status, _ = live.request(
+        method, target, body if method not in ("GET", "HEAD") else b"", headers
+    )
     assert status < 500, (method, target, headers)
