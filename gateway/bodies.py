@@ -14,8 +14,9 @@ the same encoding, so the body that leaves always agrees with the headers that l
   `BodyEncodingUnknown` for a coding the gateway cannot read.
 - `encode(plain, codings)`: apply them again.
 
-Supported: `gzip` (and `x-gzip`), `deflate` (zlib-wrapped, and the raw deflate some
-clients send under that name), `br`. Pure apart from CPU.
+Supported: `gzip` (and `x-gzip`; one member or several, RFC 1952 §2.2), `deflate`
+(zlib-wrapped, and the raw deflate some clients send under that name), `br`. Pure apart
+from CPU.
 """
 
 from __future__ import annotations
@@ -86,21 +87,28 @@ def encode(plain: bytes, codings: tuple[str, ...]) -> bytes:
 
 
 def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
-    inflater = zlib.decompressobj(wbits)
     out: list[bytes] = []
     size = 0
+    pending = data
+    inflater = zlib.decompressobj(wbits)
     try:
-        pending = data
-        while pending or inflater.unconsumed_tail:
-            chunk = inflater.decompress(inflater.unconsumed_tail or pending, limit + 1 - size)
-            pending = b"" if not inflater.unconsumed_tail else pending
+        while True:
+            # Bounded output per call: a few KiB of deflate can stand for gigabytes.
+            chunk = inflater.decompress(pending, limit + 1 - size)
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge("request body too large once decompressed")
             out.append(chunk)
-            if inflater.eof or not chunk and not inflater.unconsumed_tail:
-                break
-        out.append(inflater.flush())
+            if inflater.eof:
+                pending = inflater.unused_data
+                if not pending or wbits < 0 or wbits <= zlib.MAX_WBITS:
+                    break
+                # RFC 1952 §2.2: a gzip body may be several members one after another
+                inflater = zlib.decompressobj(wbits)
+                continue
+            pending = inflater.unconsumed_tail
+            if not pending:
+                break  # the input ran out below the cap: all the output there is
     except zlib.error:
         raise BodyCorrupt("request body does not match its Content-Encoding") from None
     if not inflater.eof or inflater.unused_data:

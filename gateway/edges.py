@@ -125,7 +125,9 @@ async def read_facts(gw: Gateway, request: web.Request, host: str | None, path: 
     codings = bodies.encodings(headers.items_all())
     # Decoded once, here: a body that is not what its header says is the client's error
     # (400), a compression bomb is refused (413) before any stage looks at it.
-    decoded = bodies.decode(body, codings, bodies.MAX_DECODED) if codings and body else None
+    # SECURITY: the decoded body is held to the same limit as a plain one, so compressing
+    # buys a sender no more memory or strip work than sending plain text would.
+    decoded = bodies.decode(body, codings, limit) if codings and body else None
     return Facts(
         request_id=request_id(request),
         method=request.method,

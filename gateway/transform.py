@@ -373,8 +373,13 @@ def _decoded(facts: Facts) -> tuple[bytes, tuple[str, ...]]:
         return facts.body, ()
     if facts.decoded_body is not None:
         return facts.decoded_body, codings
+    return _inflated(facts.body, codings), codings
+
+
+def _inflated(body: bytes, codings: tuple[str, ...]) -> bytes:
+    """`body` with `codings` undone; TransformError when it cannot be (see `_decoded`)."""
     try:
-        return bodies.decode(facts.body, codings, MAX_INFLATED_BODY), codings
+        return bodies.decode(body, codings, MAX_INFLATED_BODY)
     except RequestError as e:
         # SECURITY: a body we cannot decode cannot be searched; forwarding it would forward
         # whatever identifiers it holds.
@@ -437,23 +442,27 @@ def _body(facts: Facts, strips: StripSpec, body_kind: BodyKind) -> bytes:
 def _set_json(
     body: bytes, body_kind: BodyKind, fields: Mapping[str, object] | None, facts: Facts
 ) -> bytes:
-    """`body` (a JSON object) with top-level `fields` set; other bodies unchanged."""
+    """`body` (a JSON object, in the request's content codings) with top-level `fields`
+    set, in the same codings; other bodies unchanged."""
     if not fields or not body or body_kind not in (BodyKind.JSON, BodyKind.TEXT):
         return body
-    if any(
-        n.lower() == "content-encoding" and v.strip().lower() not in ("", "identity")
-        for n, v in facts.headers.items_all()
-    ):
-        # SECURITY: a consent flag we cannot set is a claim we cannot correct: fail closed.
-        raise TransformError("cannot set consent fields in an encoded body")
+    codings = bodies.encodings(facts.headers.items_all())
+    if body is facts.body:
+        plain = _decoded(facts)[0]
+    elif codings:
+        # `_body` re-encoded what it stripped: undo that to edit, within the same bound
+        plain = _inflated(body, codings)
+    else:
+        plain = body
     try:
-        doc = orjson.loads(body)
+        doc = orjson.loads(plain)
     except orjson.JSONDecodeError:
         raise TransformError("body is not valid UTF-8 JSON") from None
     if not isinstance(doc, dict):
+        # SECURITY: a consent flag we cannot set is a claim we cannot correct: fail closed.
         raise TransformError("consent fields need a JSON object body")
     doc.update(fields)
-    return orjson.dumps(doc)
+    return bodies.encode(orjson.dumps(doc), codings) if codings else orjson.dumps(doc)
 
 
 # --- headers -----------------------------------------------------------------------------
@@ -638,11 +647,17 @@ def transform(
     The body is read only when the strips that apply to its kind are non-empty
     (`query` for FORM and GA4_BATCH, `json` for JSON and TEXT, either for NONE);
     otherwise it passes through unchanged, as it does when nothing was removed.
+    Strips and `set_json` apply to the decoded body (`Facts.decoded_body`, or the
+    body with its Content-Encoding undone here); an edited body leaves in the
+    codings it arrived in, so the forwarded Content-Encoding stays true of it
+    (Content-Length is never copied: the client computes it).
 
     Raises `TransformError` (a short message, never a value) when that body
-    cannot be read safely: a non-identity Content-Encoding, a multipart form,
-    invalid JSON or non-UTF-8 text, or a body on an endpoint declared without
-    one. The pipeline then drops the request instead of forwarding it.
+    cannot be read safely: a Content-Encoding the gateway cannot read, a
+    compressed body that is corrupt or inflates past MAX_INFLATED_BODY, a
+    multipart form, invalid JSON or non-UTF-8 text, or a body on an endpoint
+    declared without one. The pipeline then drops the request instead of
+    forwarding it.
     """
     strips = decision.strips
     query = strip_query(facts.query, strips.query)

@@ -244,6 +244,7 @@ async def test_a_compression_bomb_is_413(gateway_factory: object, fake_vendor: o
         },
     )
     assert resp.status == 413
+    assert await resp.json() == {"error": "request body too large once decompressed"}
     assert fake_vendor.seen == []
 
 
