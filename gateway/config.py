@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import ipaddress
 import logging
 import os
@@ -37,7 +38,10 @@ __all__ = [
     "DecisionLogConfig",
     "GatewayConfig",
     "RegimeConfig",
+    "AccessLog",
+    "RegimeMode",
     "RulesConfig",
+    "SameSite",
     "ServerConfig",
     "SignalsConfig",
     "StoreBackend",
@@ -60,10 +64,30 @@ OPT_IN_COUNTRIES = frozenset(
 )
 
 
-class ConflictPolicy:
+class ConflictPolicy(enum.StrEnum):
+    """How explicit sources that disagree on a purpose combine (`consent.conflict`)."""
+
     RESTRICTIVE = "restrictive"
     NEWEST = "newest"
-    ALL = (RESTRICTIVE, NEWEST)
+
+
+class RegimeMode(enum.StrEnum):
+    """What an unanswered purpose means in a regime."""
+
+    OPT_IN = "opt-in"
+    OPT_OUT = "opt-out"
+
+
+class SameSite(enum.StrEnum):
+    STRICT = "Strict"
+    LAX = "Lax"
+    NONE = "None"
+
+
+class AccessLog(enum.StrEnum):
+    OFF = "off"
+    TEXT = "text"
+    JSON = "json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +106,7 @@ class ServerConfig:
     consent_api: bool = True
     log_level: str = "INFO"
     #: one line per request: `off`, `text` or `json` (never query strings or full IPs)
-    access_log: str = "off"
+    access_log: AccessLog = AccessLog.OFF
     #: seconds a client may take to send a request's headers (from connecting, or from the
     #: previous answer on a kept-alive connection) and, separately, its body; a client
     #: slower than that is disconnected (slowloris)
@@ -113,14 +137,14 @@ class RegimeConfig:
 
     name: str
     #: `opt-in`: unknown means denied; `opt-out`: unknown means granted (unless GPC)
-    mode: str
+    mode: RegimeMode
     countries: frozenset[str] = frozenset()
     #: does `Sec-GPC: 1` deny `consent.gpc_purposes` in this regime
     gpc_binds: bool = True
 
     @property
     def default(self) -> ConsentValue:
-        return ConsentValue.DENIED if self.mode == "opt-in" else ConsentValue.GRANTED
+        return ConsentValue.DENIED if self.mode is RegimeMode.OPT_IN else ConsentValue.GRANTED
 
 
 #: the CMPs whose categories config maps onto purposes
@@ -230,15 +254,15 @@ class ConsentConfig:
     #: consent older than this (seconds) counts as unknown
     max_age: float = 180 * 86400.0
     regimes: tuple[RegimeConfig, ...] = (
-        RegimeConfig("opt-in", "opt-in", OPT_IN_COUNTRIES),
-        RegimeConfig("us", "opt-out", frozenset({"US"})),
+        RegimeConfig("opt-in", RegimeMode.OPT_IN, OPT_IN_COUNTRIES),
+        RegimeConfig("us", RegimeMode.OPT_OUT, frozenset({"US"})),
     )
     #: the regime for a visitor whose country is unknown or listed nowhere
     default_regime: str = "opt-in"
     #: purposes that `Sec-GPC: 1` denies where the regime says GPC binds
     gpc_purposes: frozenset[str] = frozenset({"advertising"})
     #: how disagreeing explicit sources combine: `restrictive` or `newest`
-    conflict: str = ConflictPolicy.RESTRICTIVE
+    conflict: ConflictPolicy = ConflictPolicy.RESTRICTIVE
     #: how the standard signals (TCF, GPP, Consent Mode, CMP cookies) map onto purposes
     signals: SignalsConfig = SignalsConfig()
 
@@ -268,7 +292,7 @@ class CookieConfig:
     keys: tuple[CookieKey, ...] = ()
     secure: bool = True
     http_only: bool = True
-    same_site: str = "Lax"
+    same_site: SameSite = SameSite.LAX
     domain: str | None = None
     path: str = "/"
     #: the only key is `dev_key_file`'s: fine for one process, wrong for a fleet
@@ -314,7 +338,7 @@ class AdminConfig:
     secure_cookie: bool = True
 
 
-class StoreBackend:
+class StoreBackend(enum.StrEnum):
     SQLITE = "sqlite"
     POSTGRES = "postgres"
 
@@ -324,7 +348,7 @@ class StoreConfig:
     """The consent store (DESIGN §6) and the cache in front of it."""
 
     #: sqlite (one file, one machine) or postgres (several instances)
-    backend: str = StoreBackend.SQLITE
+    backend: StoreBackend = StoreBackend.SQLITE
     sqlite_path: Path = Path("data/consent.db")
     #: read from `postgres_dsn_env` (a DSN may carry a password)
     postgres_dsn: str | None = field(default=None, repr=False)
@@ -506,12 +530,9 @@ def _server(node: Node | None, root: Node) -> ServerConfig:
     )
 
 
-def _access_log(node: Node) -> str:
-    mode = node.str("off")
-    if mode not in ("off", "text", "json"):
-        node.problem("must be off, text or json")
-        return "off"
-    return mode
+def _access_log(node: Node) -> AccessLog:
+    # YAML reads a bare `off` as false: the example config quotes it, this forgives it
+    return AccessLog.OFF if node.value is False else node.enum(AccessLog, AccessLog.OFF)
 
 
 def _rules(node: Node | None, root: Node, base: Path) -> RulesConfig:
@@ -561,9 +582,7 @@ def _consent(node: Node | None, root: Node) -> ConsentConfig:
         out: list[RegimeConfig] = []
         for name, rn in m["regimes"].items():
             r = rn.mapping(["mode", "countries", "gpc_binds"], required=["mode"])
-            mode = r["mode"].str() if "mode" in r else "opt-in"
-            if mode not in ("opt-in", "opt-out"):
-                r["mode"].problem("must be opt-in or opt-out")
+            mode = r["mode"].enum(RegimeMode, RegimeMode.OPT_IN)
             codes: set[str] = set()
             for cn in r["countries"].list():
                 if isinstance(cn.value, bool):
@@ -594,9 +613,7 @@ def _consent(node: Node | None, root: Node) -> ConsentConfig:
     gpc = frozenset(m["gpc_purposes"].str_list()) if "gpc_purposes" in m else d.gpc_purposes
     for p in gpc - known:
         m["gpc_purposes"].problem(f"{p!r} is not one of consent.purposes")
-    conflict = m["conflict"].str(d.conflict)
-    if conflict not in ConflictPolicy.ALL:
-        m["conflict"].problem("must be restrictive or newest")
+    conflict = m["conflict"].enum(ConflictPolicy, d.conflict)
     return ConsentConfig(
         purposes=purposes,
         policy_version=m["policy_version"].int(1, min=1),
@@ -785,11 +802,9 @@ def _cookie(
             "no signing key: set the environment variable named by cookie.keys[].secret_env "
             "(see `consent-gateway keygen`), or set cookie.dev_key_file for a single machine"
         )
-    same_site = m["same_site"].str(d.same_site)
-    if same_site not in ("Strict", "Lax", "None"):
-        m["same_site"].problem("must be Strict, Lax or None")
+    same_site = m["same_site"].enum(SameSite, d.same_site)
     secure = m["secure"].bool(True)
-    if same_site == "None" and not secure:
+    if same_site is SameSite.NONE and not secure:
         m["same_site"].problem("SameSite=None requires secure: true")
     name = m["name"].str(d.name)
     if not name or not all(c.isalnum() or c in "_-" for c in name):
@@ -940,10 +955,7 @@ def _store(node: Node, env: Mapping[str, str], base: Path, data_dir: Path) -> St
         ]
     )
     d = StoreConfig()
-    backend = m["backend"].str(d.backend)
-    if backend not in (StoreBackend.SQLITE, StoreBackend.POSTGRES):
-        m["backend"].problem("must be sqlite or postgres")
-        backend = d.backend
+    backend = m["backend"].enum(StoreBackend, d.backend)
     sqlite_path = data_dir / "consent.db"
     if "sqlite_path" in m:
         raw = m["sqlite_path"].opt_str()

@@ -139,7 +139,7 @@ def resolve(facts: Facts, consent: ConsentConfig, answers: Sequence[SourceAnswer
 
     Every purpose in `consent.purposes` (and `necessary`) gets an answer; none is left
     unknown. The regime comes from `facts.country` (an unknown or invalid country gets
-    the default regime). An unrecognised `consent.conflict` combines restrictively.
+    the default regime).
     `subject` is that of the first answer carrying one; `gpc` is True when `Sec-GPC: 1`
     was sent and binds in the visitor's regime.
     """

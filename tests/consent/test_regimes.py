@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config import ConsentConfig, RegimeConfig
+from gateway.config import ConsentConfig, RegimeConfig, RegimeMode
 from gateway.consent import regimes as regimes_mod
 from gateway.consent.regimes import (
     PLACEHOLDER_COUNTRIES,
@@ -75,9 +75,9 @@ def test_country_from(
 
 CUSTOM = ConsentConfig(
     regimes=(
-        RegimeConfig("eu", "opt-in", frozenset({"DE", "FR"})),
-        RegimeConfig("us", "opt-out", frozenset({"US"})),
-        RegimeConfig("rest", "opt-out"),
+        RegimeConfig("eu", RegimeMode.OPT_IN, frozenset({"DE", "FR"})),
+        RegimeConfig("us", RegimeMode.OPT_OUT, frozenset({"US"})),
+        RegimeConfig("rest", RegimeMode.OPT_OUT),
     ),
     default_regime="rest",
 )

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config import ConsentConfig, CookieConfig, CookieKey, SignalsConfig
+from gateway.config import ConflictPolicy, ConsentConfig, CookieConfig, CookieKey, SignalsConfig
 from gateway.consent.signals import (
     gcm_states,
     google_consent_params,
@@ -226,7 +226,7 @@ def test_resolution_is_restrictive_across_sources() -> None:
     assert state.purposes["advertising"].source in ("onetrust", "tcf")
     assert state.vendors is not None
     # With `newest`, the newer source wins (the TC string's last_updated is 1970 here).
-    newest = ConsentConfig(conflict="newest")
+    newest = ConsentConfig(conflict=ConflictPolicy.NEWEST)
     state, _, _ = resolve_with_signals(f, newest, cookie_cfg)
     assert state.state("advertising") is D and state.purposes["advertising"].source == "onetrust"
 
