@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
@@ -27,13 +26,14 @@ from gateway import edges, pipeline
 from gateway.admin import ADMIN_PREFIX, build_admin_app
 from gateway.admin.auth import AdminAuth, client_key
 from gateway.config import GatewayConfig
-from gateway.consent.cookie import ConsentCookie, new_subject_id, sign_cookie
-from gateway.consent.resolve import CookieOutcome, read_cookie, stored_answer
+from gateway.consent.choice import next_choice
+from gateway.consent.cookie import ConsentCookie, sign_cookie
+from gateway.consent.resolve import CookieOutcome, read_cookie
 from gateway.consent.signals import resolve_with_signals
 from gateway.decision_log import DecisionLog
 from gateway.errors import RequestError
 from gateway.metrics import Metrics
-from gateway.model import NECESSARY, ConsentState, ConsentValue, CurrentConsent, Facts, Headers
+from gateway.model import NECESSARY, ConsentState, CurrentConsent, Facts, Headers
 from gateway.ratelimit import NetworkLimiter
 from gateway.reload import RuleReloader
 from gateway.ruleset.load import load_rules
@@ -399,28 +399,9 @@ async def _issue(
         return edges.error_response(503, "the consent store is not available")
     facts = _consent_facts(request, gw, dict(request.cookies))
     current = read_cookie(facts, cfg.consent, cfg.cookie)
-    # An authentic but stale cookie still names the visitor: re-consent keeps the subject.
-    subject = current.subject or new_subject_id()
-    merged: dict[str, bool] = {}
     stored = await book.lookup(current.subject) if current.subject is not None else None
-    # Whole seconds (the cookie's resolution), never older than the record in force: the
-    # new choice must become the subject's current state even if that record was made
-    # earlier in this same second, or by an instance whose clock runs a little ahead.
-    issued_at = max(math.floor(facts.now), math.ceil(stored.at) if stored is not None else 0)
-    if merge:
-        # the own record in force: the cookie's, or the store's when it is newer
-        own = [a for a in (current.answer,) if a is not None]
-        if stored is not None:
-            own.append(stored_answer(stored, cfg.consent, facts.now))
-        if own:
-            newest = max(own, key=lambda a: a.at or 0.0)
-            merged = {
-                p: v is ConsentValue.GRANTED
-                for p, v in newest.purposes.items()
-                if v is not ConsentValue.UNKNOWN
-            }
-    merged.update(purposes)
-    merged.pop(NECESSARY, None)
+    choice = next_choice(current, stored, purposes, cfg.consent, facts.now, merge=merge)
+    subject, merged, issued_at = choice.subject, dict(choice.purposes), choice.issued_at
     try:
         written = await book.record(
             ConsentRecord(

@@ -24,6 +24,7 @@ from tests.conftest import ROOT, RULES_DIR, make_config
 CORE = [
     "gateway.core",
     "gateway.consent",
+    "gateway.consent.choice",
     "gateway.consent.cmp",
     "gateway.consent.cookie",
     "gateway.consent.detect",

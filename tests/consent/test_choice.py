@@ -1,0 +1,124 @@
+"""gateway.consent.choice: the consent API's choice, from the cookie, the store and the
+purposes given (a table: each row one situation a banner meets)."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import pytest
+
+from gateway.config import ConsentConfig
+from gateway.consent.choice import Choice, next_choice
+from gateway.consent.resolve import CookieOutcome, SourceAnswer
+from gateway.model import ConsentValue, CurrentConsent
+
+G, D, U = ConsentValue.GRANTED, ConsentValue.DENIED, ConsentValue.UNKNOWN
+NOW = 1_800_000_000.4
+CONSENT = ConsentConfig()
+#: the record's time: whole seconds (the cookie's resolution)
+SECOND = int(NOW)
+
+
+def cookie(at: float, subject: str = "s1", **purposes: ConsentValue) -> CookieOutcome:
+    answer = SourceAnswer("cookie", MappingProxyType(purposes), at, 1, subject)
+    return CookieOutcome(answer, None, subject)
+
+
+def stored(at: float, subject: str = "s1", **purposes: bool) -> CurrentConsent:
+    return CurrentConsent(subject, purposes, 1, at, "api")
+
+
+NO_COOKIE = CookieOutcome(None, None)
+STALE = CookieOutcome(None, "expired", "s1")  # authentic but stale: still names the visitor
+
+
+@pytest.mark.parametrize(
+    ("current", "store", "given", "merge", "expected"),
+    [
+        # a first choice: a new subject, the purposes given, now in whole seconds
+        (NO_COOKIE, None, {"analytics": True}, True, Choice("new", {"analytics": True}, SECOND)),
+        # a second choice merges over the cookie's record (unknowns are not recorded)
+        (
+            cookie(NOW - 60, analytics=G, advertising=D, functional=U),
+            None,
+            {"advertising": True},
+            True,
+            Choice("s1", {"analytics": True, "advertising": True}, SECOND),
+        ),
+        # the store's record is newer than the cookie (a change on another page): it wins
+        (
+            cookie(NOW - 60, analytics=G),
+            stored(NOW - 10, analytics=False, advertising=False),
+            {"functional": True},
+            True,
+            Choice("s1", {"analytics": False, "advertising": False, "functional": True}, SECOND),
+        ),
+        # an older store record (a write not seen yet) does not
+        (
+            cookie(NOW - 10, analytics=G),
+            stored(NOW - 600, analytics=False),
+            {},
+            True,
+            Choice("s1", {"analytics": True}, SECOND),
+        ),
+        # a withdrawal: only what is given, whatever was in force
+        (
+            cookie(NOW - 60, analytics=G, advertising=G),
+            stored(NOW - 10, analytics=True),
+            {"analytics": False, "advertising": False},
+            False,
+            Choice("s1", {"analytics": False, "advertising": False}, SECOND),
+        ),
+        # a stale cookie keeps its subject (re-consent), and merges nothing of its own
+        (STALE, None, {"analytics": True}, True, Choice("s1", {"analytics": True}, SECOND)),
+        # necessary is never recorded
+        (
+            NO_COOKIE,
+            None,
+            {"necessary": True, "ads": False},
+            True,
+            Choice("new", {"ads": False}, SECOND),
+        ),
+        # never older than the record in force, even one made later this second or by a
+        # clock running ahead
+        (
+            cookie(NOW - 60, analytics=G),
+            stored(NOW + 1.2, analytics=True),
+            {"analytics": False},
+            True,
+            Choice("s1", {"analytics": False}, SECOND + 2),
+        ),
+        # another subject's stored state never shapes this visitor's choice
+        (
+            cookie(NOW - 60, analytics=G),
+            stored(NOW - 10, subject="someone-else", analytics=False),
+            {},
+            True,
+            Choice("s1", {"analytics": True}, SECOND),
+        ),
+    ],
+    ids=[
+        "first",
+        "merge-cookie",
+        "store-newer-wins",
+        "store-older-loses",
+        "withdrawal",
+        "stale-cookie",
+        "necessary",
+        "not-older-than-store",
+        "other-subject",
+    ],
+)
+def test_next_choice(
+    current: CookieOutcome,
+    store: CurrentConsent | None,
+    given: dict[str, bool],
+    merge: bool,
+    expected: Choice,
+) -> None:
+    got = next_choice(current, store, given, CONSENT, NOW, merge=merge, new_subject=lambda: "new")
+    assert (got.subject, dict(got.purposes), got.issued_at) == (
+        expected.subject,
+        dict(expected.purposes),
+        expected.issued_at,
+    )
