@@ -9,10 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
-import multiprocessing
 import os
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,7 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-log = logging.getLogger("gateway")
 
 DEFAULT_CONFIG = "config.yaml"
 
@@ -167,18 +163,6 @@ def _load(path: str) -> GatewayConfig | None:
         return None
 
 
-def _setup_logging(level: str) -> None:
-    from gateway.access_log import install_log_privacy
-
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # SECURITY: aiohttp logs malformed request lines (query values) and full client
-    # addresses; every record is filtered before it is written anywhere.
-    install_log_privacy(*logging.getLogger().handlers)
-
-
 # -- serve -------------------------------------------------------------------------
 
 
@@ -209,86 +193,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    _setup_logging(cfg.server.log_level)
-    if cfg.server.workers == 1:
-        return _serve_one(cfg, reuse_port=False)
-    # One process per core, sharing the port through SO_REUSEPORT; the parent supervises.
-    ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=_worker_main, args=(args.config, overrides), name=f"gateway-{i}")
-        for i in range(cfg.server.workers)
-    ]
-    for proc in procs:
-        proc.start()
+    from gateway.serve import serve
 
-    def stop(signum: int, _frame: object) -> None:
-        for proc in procs:
-            if proc.pid is not None and proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for proc in procs:
-        proc.join()
-    return max((proc.exitcode or 0) for proc in procs)
-
-
-def _worker_main(config_path: str, overrides: dict[str, object]) -> None:
-    cfg = load_config(config_path)
-    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, **overrides))  # type: ignore[arg-type]
-    _setup_logging(cfg.server.log_level)
-    sys.exit(_serve_one(cfg, reuse_port=True))
-
-
-def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
-    from aiohttp import web_log
-
-    from gateway.access_log import access_logger_for, run_app
-    from gateway.app import build_app
-
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS
-        pass
-    try:
-        app = build_app(cfg)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return 1
-    log.info("starting on http://%s:%d (pid %d)", cfg.server.host, cfg.server.port, os.getpid())
-    from gateway.app import OPS
-
-    ops_app = app.get(OPS)
-    ops = None
-    if ops_app is not None and cfg.server.admin_port is not None:
-        ops = (ops_app, cfg.server.admin_host, cfg.server.admin_port)
-        log.info(
-            "operators' listener (/_admin, /metrics, /healthz, /readyz) on http://%s:%d",
-            cfg.server.admin_host,
-            cfg.server.admin_port,
-        )
-    logger_class = access_logger_for(cfg.server.access_log)
-    try:
-        # Not web.run_app: its runner answers a malformed request by echoing it back.
-        run_app(
-            app,
-            host=cfg.server.host,
-            port=cfg.server.port,
-            reuse_port=reuse_port,
-            access_log=logging.getLogger("gateway.access") if logger_class else None,
-            access_log_class=logger_class or web_log.AccessLogger,
-            shutdown_timeout=10.0,
-            ops=ops,
-        )
-    except StoreError as e:
-        # the gateway refuses to start without its consent store (unreachable, or a
-        # schema it does not know)
-        print(f"consent store: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return serve(cfg, args.config, overrides)
 
 
 # -- check -------------------------------------------------------------------------

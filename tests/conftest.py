@@ -261,3 +261,17 @@ async def settled(client: TestClient[web.Request, web.Application]) -> None:
     from gateway.app import GATEWAY
 
     await client.app[GATEWAY].upstream.drain()
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """config.example.yaml as shipped, its data and rules pointed at tmp_path and the
+    repository, the signing key in the environment: what `serve` and the CLI read."""
+    doc = yaml.safe_load((ROOT / "config.example.yaml").read_text())
+    doc["data_dir"] = str(tmp_path / "data")
+    doc["rules"]["paths"] = [str(RULES_DIR)]
+    doc["decision_log"]["sqlite_path"] = str(tmp_path / "data" / "decisions.db")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("CONSENT_GATEWAY_COOKIE_KEY", TEST_KEY)
+    return path

@@ -7,11 +7,9 @@ import asyncio
 import base64
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -27,18 +25,6 @@ from gateway.store.migrations import latest_version, migrate
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import PG_DSN, ROOT, RULES_DIR, TEST_KEY
 from tests.store.test_base import fresh_pg_schema, pg_store, sqlite_sql
-
-
-@pytest.fixture
-def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    doc = yaml.safe_load((ROOT / "config.example.yaml").read_text())
-    doc["data_dir"] = str(tmp_path / "data")
-    doc["rules"]["paths"] = [str(RULES_DIR)]
-    doc["decision_log"]["sqlite_path"] = str(tmp_path / "data" / "decisions.db")
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    monkeypatch.setenv("CONSENT_GATEWAY_COOKIE_KEY", TEST_KEY)
-    return path
 
 
 def test_check_passes_on_the_shipped_config_and_rules(
@@ -172,50 +158,6 @@ def _free_port() -> int:
 def _get(url: str) -> int:
     with urllib.request.urlopen(url, timeout=2) as resp:
         return int(resp.status)
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_serve_runs_answers_health_and_stops_cleanly(config_file: Path, workers: int) -> None:
-    port, admin_port = _free_port(), _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "serve",
-            "--config",
-            str(config_file),
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--admin-port",
-            str(admin_port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "CONSENT_GATEWAY_COOKIE_KEY": TEST_KEY},
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                # the operators' listener answers health; the public port does not
-                assert _get(f"http://127.0.0.1:{admin_port}/healthz") == 200
-                assert _get(f"http://127.0.0.1:{admin_port}/readyz") == 200
-                with pytest.raises(urllib.error.HTTPError) as refused:
-                    _get(f"http://127.0.0.1:{port}/metrics")
-                refused.value.close()
-                assert refused.value.code == 404
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out.decode()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,87 @@
+"""gateway.serve: `consent-gateway serve` as a real process, one worker or several."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from gateway.access_log import PRIVACY_FILTER
+from gateway.serve import _setup_logging
+from tests.conftest import TEST_KEY
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return int(resp.status)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_runs_answers_health_and_stops_cleanly(config_file: Path, workers: int) -> None:
+    port, admin_port = _free_port(), _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--config",
+            str(config_file),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--admin-port",
+            str(admin_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "CONSENT_GATEWAY_COOKIE_KEY": TEST_KEY},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                # the operators' listener answers health; the public port does not
+                assert _get(f"http://127.0.0.1:{admin_port}/healthz") == 200
+                assert _get(f"http://127.0.0.1:{admin_port}/readyz") == 200
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    _get(f"http://127.0.0.1:{port}/metrics")
+                refused.value.close()
+                assert refused.value.code == 404
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out.decode()
+
+
+def test_logging_goes_through_the_privacy_filter() -> None:
+    root = logging.getLogger()
+    handler = logging.StreamHandler()
+    root.addHandler(handler)
+    try:
+        _setup_logging("INFO")
+        assert PRIVACY_FILTER in handler.filters
+        assert PRIVACY_FILTER in logging.getLogger("aiohttp.server").filters
+    finally:
+        root.removeHandler(handler)
