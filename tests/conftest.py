@@ -24,6 +24,10 @@ from gateway.ruleset.match import RuleSet
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"
+#: "billion laughs": nine levels of nine aliases, 377 bytes that expand to 9**9 strings
+BOMB = "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
 TEST_KEY = base64.urlsafe_b64encode(b"k" * 32).decode().rstrip("=")
 PG_DSN = os.environ.get("GATEWAY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import GATEWAY, RELOADER, build_app
 from gateway.reload import snapshot
-from tests.conftest import RULES_DIR, FakeVendor, make_config, overrides_for
+from tests.conftest import BOMB, RULES_DIR, FakeVendor, make_config, overrides_for
 
 HIT = "/t/www.google-analytics.com/g/collect?v=2&tid=G-1&cid=1.2&en=x"
 
@@ -137,8 +137,6 @@ def test_snapshot_sees_edits(tmp_path: Path) -> None:
 async def test_an_alias_bomb_is_refused_and_the_next_reload_still_applies(
     tmp_path: Path, fake_vendor: FakeVendor, aiohttp_client: Callable[..., Any]
 ) -> None:
-    from tests.test_cli import BOMB
-
     client, ga4 = await _gateway(tmp_path, fake_vendor, aiohttp_client)
     gw = client.app[GATEWAY]
     bomb = ga4.parent / "bomb.yaml"

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.errors import Problem
 from gateway.yamlsrc import YamlSource, parse_duration, read_source
+from tests.conftest import BOMB
 
 
 class Color(enum.StrEnum):
@@ -92,12 +93,6 @@ def test_required_keys() -> None:
 def test_parse_never_raises(text: str) -> None:
     src = YamlSource.parse(text, "fuzz.yaml")
     src.root().mapping(["a", "b"])  # reading anything only records problems
-
-
-#: "billion laughs": nine levels of nine aliases, 377 bytes that expand to 9**9 strings
-BOMB = "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
-    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
-)
 
 
 @pytest.mark.parametrize(

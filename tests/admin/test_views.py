@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 import gateway.admin.views as views
-import gateway.cli as cli
+import gateway.cli.commands as cli
 from gateway.access_log import access_logger_for
 from gateway.admin.auth import COOKIE_NAME
 from gateway.admin.views import ADMIN, CSP, AdminState
@@ -1214,7 +1214,7 @@ async def test_subject_routes_leave_no_subject_id_in_the_access_log(
         "server": {"access_log": mode},
     }
     cfg = make_config(tmp_path, extra=extra, env={TOKEN_ENV: TOKEN})
-    # wired as `consent-gateway serve` does (gateway/cli.py _serve_one)
+    # wired as `consent-gateway serve` does (gateway/serve.py _serve_one)
     server = await aiohttp_server(
         build_app(cfg),
         access_log=logging.getLogger("gateway.access"),

@@ -534,7 +534,3 @@ def _cmd_webhooks_status(args: argparse.Namespace) -> int:
         return 0
 
     return _with_store(args, body, cfg=cfg)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

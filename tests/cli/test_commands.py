@@ -1,4 +1,4 @@
-"""gateway.cli: check, logs, sign, keygen, serve, and the consent store commands (migrate,
+"""gateway.cli.commands: check, logs, sign, keygen, serve, and the consent store commands (migrate,
 records, erase, webhooks status) against SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from gateway.consent.cookie import verify_cookie
 from gateway.store.base import ERASED_PREFIX, ConsentRecord, ConsentStore
 from gateway.store.migrations import latest_version, migrate
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import PG_DSN, ROOT, RULES_DIR, TEST_KEY
+from tests.conftest import BOMB, PG_DSN, ROOT, RULES_DIR, TEST_KEY
 from tests.store.test_base import fresh_pg_schema, pg_store, sqlite_sql
 
 
@@ -65,11 +65,6 @@ def test_check_reports_config_problems(tmp_path: Path, capsys: pytest.CaptureFix
     bad.write_text("server:\n  prot: 1\ncookie:\n  dev_key_file: k.key\n")
     assert main(["check", "--config", str(bad), str(RULES_DIR)]) == 1
     assert f"{bad}:2: server.prot: unknown key" in capsys.readouterr().out
-
-
-BOMB = "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
-    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
-)
 
 
 @pytest.mark.parametrize("target", ["rule", "config"])

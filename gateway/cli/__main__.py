@@ -1,0 +1,7 @@
+"""`python -m gateway.cli`: the `consent-gateway` command."""
+
+import sys
+
+from gateway.cli.commands import main
+
+sys.exit(main())
