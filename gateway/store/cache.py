@@ -43,7 +43,11 @@ from gateway.store.base import (
     StoreError,
 )
 
-__all__ = ["MISS", "ConsentBook", "ConsentCache", "Miss"]
+__all__ = ["CLOCK", "MISS", "ConsentBook", "ConsentCache", "Miss"]
+
+#: the caches' clock unless one is given: read when a cache is built, so a test can
+#: replace it to move the caches' time forward without waiting for it
+CLOCK: Callable[[], float] = time.monotonic
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +93,11 @@ class ConsentCache:
         self,
         maxsize: int,
         ttl: float,
-        timer: Callable[[], float] = time.monotonic,
+        timer: Callable[[], float] | None = None,
         *,
         change_ttl: float | None = None,
     ) -> None:
+        timer = CLOCK if timer is None else timer
         long = ttl if change_ttl is None else max(ttl, change_ttl)
 
         def expires(_subject: str, entry: _Entry, now: float) -> float:
