@@ -95,10 +95,13 @@ async def test_another_schema_is_not_heard() -> None:
     async with fresh_pg_schema() as one, fresh_pg_schema() as two:
         async with (
             _instances(lambda: pg_store(one), poll=60.0) as (a, _b, _f),
-            _instances(lambda: pg_store(two), poll=60.0) as (_a2, b2, _f2),
+            _instances(lambda: pg_store(two), poll=60.0) as (a2, b2, _f2),
         ):
             await a.record(rec("s1", at=1.0))
-            await asyncio.sleep(0.3)
+            # The barrier: PostgreSQL delivers a session's notifications in commit order,
+            # so once B2 has heard its own schema's later change it would have heard s1.
+            await a2.record(rec("s2", at=2.0))
+            await _until(lambda: b2.cache.get("s2") is not MISS)
             assert b2.cache.get("s1") is MISS
 
 
