@@ -30,7 +30,7 @@ from gateway.consent.choice import next_choice
 from gateway.consent.cookie import ConsentCookie, sign_cookie
 from gateway.consent.resolve import CookieOutcome, read_cookie
 from gateway.consent.signals import resolve_with_signals
-from gateway.decision_log import DecisionLog
+from gateway.decision_log.writer import DecisionLog
 from gateway.errors import RequestError
 from gateway.metrics import Metrics
 from gateway.model import NECESSARY, ConsentState, CurrentConsent, Facts, Headers

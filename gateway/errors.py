@@ -26,6 +26,9 @@ GatewayError                  base of everything the gateway raises on purpose
 │                             doing, counted, never logged as an error
 ├── StoreError                the consent store failed or refused (unreachable, not open,
 │                             schema newer than the code); callers fail closed
+├── LogUnavailable            the decision log's SQLite file cannot be read (not SQLite,
+│                             corrupt, unreadable, locked, a table of another shape); the
+│                             one place sqlite3.Error is mapped for readers (decision_log.query)
 ├── TransformError            a body the rule says to strip could not be read safely;
 │                             the pipeline drops the request instead of forwarding it
 └── UpstreamError             the vendor could not be reached or answered badly; the one
@@ -60,6 +63,7 @@ __all__ = [
     "ConfigError",
     "ConsentCookieError",
     "GatewayError",
+    "LogUnavailable",
     "Problem",
     "RequestError",
     "RuleError",
@@ -172,6 +176,12 @@ class StoreError(GatewayError):
     """The consent store failed or refused: unreachable, not open, or its schema is newer
     than this code knows. Callers fail closed (unreadable consent is no consent).
     Messages never contain subject ids, purposes or DSNs."""
+
+
+class LogUnavailable(GatewayError):
+    """The decision log's SQLite file cannot be read. The message names the file and
+    the SQLite failure, never record contents. A file or table not there yet is no
+    error: it reads as an empty log."""
 
 
 class ClientGone(GatewayError):

@@ -24,7 +24,7 @@ from gateway import edges
 from gateway.consent.resolve import read_cookie
 from gateway.core import NO_CONSENT, Evaluation, drop, evaluate, server_subject
 from gateway.decide import decide, reject
-from gateway.decision_log import record_for
+from gateway.decision_log.record import record_for
 from gateway.errors import ClientGone, RequestError
 from gateway.model import Action, CurrentConsent, EndpointKind, Facts
 from gateway.ruleset.match import Match

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.config import GatewayConfig
-from gateway.decision_log import DecisionLog
+from gateway.decision_log.writer import DecisionLog
 from gateway.metrics import Metrics
 from gateway.ruleset.match import RuleSet
 from gateway.store.cache import ConsentBook

@@ -3,6 +3,10 @@
 The fake vendor stands in for every vendor host: `upstream.overrides` maps each
 vendor origin to `http://127.0.0.1:{port}/{host}`, so the fake sees which vendor
 a request was for in the first path segment. No test ever reaches a real vendor.
+
+The decision log's tests (tests/decision_log/, tests/cli/test_logs.py) share their
+builders here: facts, decisions and records (`make_record`), a stored log (`log_db`),
+and the request secrets (`SECRETS`) no record may ever hold.
 """
 
 from __future__ import annotations
@@ -10,16 +14,32 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.config import GatewayConfig, parse_config
+from gateway.config import DecisionLogConfig, GatewayConfig, parse_config
+from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.sinks import SqliteSink
+from gateway.metrics import Metrics
+from gateway.model import (
+    Action,
+    ConsentState,
+    ConsentValue,
+    Decision,
+    Facts,
+    Headers,
+    IpPolicy,
+    PurposeConsent,
+    StripSpec,
+)
 from gateway.ruleset.match import RuleSet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -278,4 +298,162 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(doc))
     monkeypatch.setenv("CONSENT_GATEWAY_COOKIE_KEY", TEST_KEY)
+    return path
+
+
+# --- the decision log: records, files and the secrets they must never hold ----------------
+
+#: 2026-11-29T10:00:00Z, the time of every decision-log test record unless one says otherwise
+T0 = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC).timestamp()
+
+
+def make_facts(**kw: Any) -> Facts:
+    args: dict[str, Any] = {
+        "request_id": "req-1",
+        "method": "GET",
+        "host": "www.google-analytics.com",
+        "path": "/g/collect",
+        "query": "v=2&tid=G-X",
+        "now": T0,
+    }
+    args.update(kw)
+    return Facts(**args)
+
+
+def make_decision(action: Action = Action.DROP, **kw: Any) -> Decision:
+    args: dict[str, Any] = {
+        "action": action,
+        "vendor": "google-analytics-4",
+        "endpoint": "collect",
+        "required": frozenset({"analytics"}),
+        "missing": frozenset({"analytics"}),
+        "strips": StripSpec(),
+        "reason": "analytics not granted",
+    }
+    args.update(kw)
+    return Decision(**args)
+
+
+def make_consent(**states: ConsentValue) -> ConsentState:
+    return ConsentState(
+        {p: PurposeConsent(v, "cookie") for p, v in states.items()}, regime="opt-in"
+    )
+
+
+def make_record(request_id: str, **kw: Any) -> DecisionRecord:
+    args: dict[str, Any] = {
+        "ts": T0,
+        "request_id": request_id,
+        "action": "drop",
+        "vendor": "google-analytics-4",
+        "endpoint": "collect",
+        "missing": ("analytics",),
+        "sources": {"analytics": "default:opt-in"},
+        "regime": "opt-in",
+        "method": "GET",
+        "host": "www.google-analytics.com",
+        "path": "/g/collect",
+        "stripped": (),
+        "reason": "analytics not granted",
+    }
+    args.update(kw)
+    return DecisionRecord(**args)
+
+
+def store_records(db: Path, records: Sequence[DecisionRecord]) -> None:
+    sink = SqliteSink(db)
+    try:
+        sink.write(records)
+    finally:
+        sink.close()
+
+
+def log_config(tmp_path: Path, **kw: Any) -> DecisionLogConfig:
+    args: dict[str, Any] = {
+        "sqlite_path": tmp_path / "data" / "decisions.db",
+        "jsonl": None,
+        "queue_size": 1000,
+        "batch_size": 50,
+        "flush_interval": 0.01,
+    }
+    args.update(kw)
+    return DecisionLogConfig(**args)
+
+
+def log_written(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("gateway_decision_log_written_total") or 0.0
+
+
+SECRETS = {
+    "query value": "QSECRETcid1234",
+    "consent string": "CPzHqYAPzHqYAAHABBENBCCsAP_SECRET",
+    "cookie value": "CKSECRETga1.2.3",
+    "header value": "HDRSECRETagent",
+    "body": "BODYSECRETemail",
+    "client ip": "203.0.113.77",
+    "path parameter value": "U1SECRETxyz",
+    "userinfo": "PWSECRET",
+}
+
+
+def secret_facts(host: str = "ad.doubleclick.net") -> Facts:
+    s = SECRETS
+    return make_facts(
+        host=host,
+        path=f"/activityi;src=123;u1={s['path parameter value']};ord=1?cid={s['query value']}",
+        query=f"cid={s['query value']}&gdpr_consent={s['consent string']}",
+        headers=Headers(
+            (
+                ("User-Agent", s["header value"]),
+                ("Cookie", f"_ga={s['cookie value']}"),
+                ("X-Forwarded-For", s["client ip"]),
+            )
+        ),
+        cookies={"_ga": s["cookie value"], "euconsent-v2": s["consent string"]},
+        body=f'{{"em":"{s["body"]}"}}'.encode(),
+        client_ip=s["client ip"],
+        country="DE",
+    )
+
+
+PRIVACY_CASES = [
+    pytest.param(
+        make_decision(Action.FORWARD, missing=frozenset(), report_only=True), "forward-report"
+    ),
+    pytest.param(
+        make_decision(
+            Action.STRIP,
+            strips=StripSpec(
+                query=frozenset({"cid", "gdpr_consent"}),
+                cookies=frozenset({"_ga"}),
+                headers=frozenset({"user-agent"}),
+                ip=IpPolicy.TRUNCATE,
+            ),
+        ),
+        "strip",
+    ),
+    pytest.param(make_decision(Action.DROP), "drop"),
+    pytest.param(
+        make_decision(Action.REJECT, vendor=None, endpoint=None, missing=frozenset()), "reject"
+    ),
+]
+
+
+LOG_ROWS = [
+    make_record("a", ts=T0, vendor="ga4", action="drop", missing=("analytics",)),
+    make_record("b", ts=T0 + 10, vendor="ga4", action="strip", missing=("advertising",)),
+    make_record("c", ts=T0 + 20, vendor="meta", missing=("advertising", "analytics"), regime="us"),
+    make_record(
+        "d", ts=T0 + 30, vendor=None, endpoint=None, action="reject", missing=(), regime=None
+    ),
+    make_record(
+        "e", ts=T0 + 40, vendor="meta", action="forward", missing=("advertising",), regime="us"
+    ),
+]
+
+
+@pytest.fixture
+def log_db(tmp_path: Path) -> Path:
+    path = tmp_path / "decisions.db"
+    store_records(path, LOG_ROWS)
     return path

@@ -19,8 +19,9 @@ import yarl
 from aiohttp.test_utils import TestClient
 
 from gateway.app import GATEWAY, build_app
+from gateway.cli.logs import run_logs
 from gateway.config import parse_config
-from gateway.decision_log import LogQuery, query_records, run_logs, unknown_hosts
+from gateway.decision_log.query import LogQuery, LogReader
 from gateway.edges import TRANSPARENT_GIF
 from gateway.store import cache as cache_module
 from gateway.store.base import ConsentRecord
@@ -245,7 +246,7 @@ async def test_reject_is_logged_with_a_sanitised_host(
 ) -> None:
     await example_gateway.get("/t/evil.example/collect?email=a@b.example")
     await _drain_log(example_gateway)
-    [record] = query_records(tmp_path / "data" / "decisions.db", LogQuery(action="reject"))
+    [record] = LogReader(tmp_path / "data" / "decisions.db").records(LogQuery(action="reject"))
     assert record.host == "evil.example" and record.vendor is None
     assert "a@b.example" not in repr(record)
 
@@ -260,10 +261,10 @@ async def test_a_listed_host_with_no_matching_endpoint_names_its_vendor(
     assert await resp.json() == {"error": "no endpoint of this vendor matches this request"}
     await _drain_log(example_gateway)
     db = tmp_path / "data" / "decisions.db"
-    [record] = query_records(db, LogQuery(action="reject"))
+    [record] = LogReader(db).records(LogQuery(action="reject"))
     assert record.vendor == "google-analytics-4"
     assert record.reason == "no endpoint of google-analytics-4 matches DELETE /g/{…}/collect"
-    assert unknown_hosts(db) == []
+    assert LogReader(db).unknown_hosts() == []
 
 
 async def test_stripped_names_what_was_removed_from_this_request(
@@ -276,7 +277,7 @@ async def test_stripped_names_what_was_removed_from_this_request(
     resp = await raw_get(example_gateway, hit, {"Cookie": f"cg_consent={cookie}"})
     assert resp.status == 204
     await _drain_log(example_gateway)
-    [record] = query_records(tmp_path / "data" / "decisions.db", LogQuery(action="strip"))
+    [record] = LogReader(tmp_path / "data" / "decisions.db").records(LogQuery(action="strip"))
     assert "query:gclid" in record.stripped and "query:ttclid" in record.stripped
     assert "query:dclid" not in record.stripped and "query:gbraid" not in record.stripped
     assert "cookie:cg_consent" in record.stripped
@@ -384,7 +385,7 @@ async def test_report_only_forwards_and_logs(
     [seen] = await fake_vendor.wait_for(1)
     assert seen.query == GA4_QUERY  # forwarded, always-strips still applied
     await _drain_log(client)
-    [record] = query_records(cfg.decision_log.sqlite_path or Path(), LogQuery())
+    [record] = LogReader(cfg.decision_log.sqlite_path or Path()).records(LogQuery())
     assert record.action == "drop" and record.report_only
 
 

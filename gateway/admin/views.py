@@ -33,7 +33,6 @@ import contextlib
 import hashlib
 import logging
 import shlex
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -53,17 +52,15 @@ from gateway import edges
 from gateway.admin.auth import COOKIE_NAME, COOKIE_PATH, Access, AdminAuth, Verdict, client_key
 from gateway.admin.charts import Bar, bar_chart
 from gateway.config import ConsentConfig
-from gateway.decision_log import (
+from gateway.decision_log.query import (
     DecisionCounts,
-    DecisionRecord,
     LogQuery,
+    LogReader,
     UnknownHost,
-    count_decisions,
     parse_since,
-    query_records,
-    record_to_dict,
-    unknown_hosts,
 )
+from gateway.decision_log.record import DecisionRecord, record_to_dict
+from gateway.errors import LogUnavailable
 from gateway.model import Action, ConsentValue
 from gateway.ruleset.schema import EndpointSpec, VendorRule, check_vendor_id
 from gateway.state import Gateway
@@ -271,9 +268,9 @@ async def _admin_middleware(request: web.Request, handler: Handler) -> web.Strea
         if e.status < 400:
             raise
         resp = _error(request, e.status, e.reason, api=api)
-    except sqlite3.Error as e:
-        # The message names the file or the SQLite failure, never record contents.
-        log.warning("admin: the decision log cannot be read: %s: %s", type(e).__name__, e)
+    except LogUnavailable as e:
+        # The message names the file and the SQLite failure, never record contents.
+        log.warning("admin: the decision log cannot be read: %s", e)
         resp = _error(request, 503, "the decision log cannot be read", api=api)
     except ConnectionResetError:
         raise  # the client went away: nothing to answer
@@ -616,14 +613,15 @@ def _load_page(
     """One page of records (newest first) and the cursors around it; synchronous."""
     if db is None:
         return _Page([], None)
-    rows = query_records(db, f.query(limit + 1, before_id=before_id))
+    reader = LogReader(db)
+    rows = reader.records(f.query(limit + 1, before_id=before_id))
     more = len(rows) > limit
     rows = rows[:limit]
     page = _Page(rows, rows[-1].id if more and rows else None)
     if not with_prev or before_id is None:
         return page
     # The previous page ends with record `before_id`: it starts `limit` records above it.
-    newer = query_records(db, f.query(limit, newer_than_id=before_id))
+    newer = reader.records(f.query(limit, newer_than_id=before_id))
     prev = newer[-1].id if len(newer) == limit else None
     return replace(page, has_prev=True, prev_before_id=prev)
 
@@ -880,7 +878,7 @@ async def _counts(request: web.Request, since: float | None) -> DecisionCounts:
     db = _db(request)
     if db is None:
         return DecisionCounts(MappingProxyType({}), MappingProxyType({}), 0)
-    return await _read(count_decisions, db, since)
+    return await _read(LogReader(db).counts, since)
 
 
 async def _rules_page(request: web.Request) -> web.Response:
@@ -922,7 +920,7 @@ async def _hosts(request: web.Request, since: float | None, limit: int) -> list[
     db = _db(request)
     if db is None:
         return []
-    return await _read(unknown_hosts, db, since, limit)
+    return await _read(LogReader(db).unknown_hosts, since, limit)
 
 
 async def _subjects_page(request: web.Request) -> web.Response:

@@ -256,7 +256,7 @@ def _unused_overrides(cfg: GatewayConfig, ruleset: RuleSet, file: str) -> list[P
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
-    from gateway.decision_log import run_logs
+    from gateway.cli.logs import run_logs
 
     cfg = _load(args.config)
     if cfg is None:

@@ -26,7 +26,8 @@ from gateway.admin.auth import (
 )
 from gateway.admin.views import ADMIN, AdminState
 from gateway.config import AdminConfig
-from gateway.decision_log import DecisionRecord, SqliteSink
+from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.sinks import SqliteSink
 from tests.conftest import RULES_DIR
 
 Client = TestClient[Any, Any]

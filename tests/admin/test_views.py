@@ -27,7 +27,8 @@ from gateway.access_log import access_logger_for
 from gateway.admin.auth import COOKIE_NAME
 from gateway.admin.views import ADMIN, CSP, AdminState
 from gateway.app import GATEWAY, build_app
-from gateway.decision_log import DecisionRecord, SqliteSink, record_to_dict
+from gateway.decision_log.record import DecisionRecord, record_to_dict
+from gateway.decision_log.sinks import SqliteSink
 from gateway.store.base import ERASED_PREFIX, ConsentRecord, StoreError
 from tests.conftest import RULES_DIR, cookie_for, make_config
 

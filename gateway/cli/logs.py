@@ -1,0 +1,129 @@
+"""`consent-gateway logs`: the decision log, printed.
+
+`run_logs` reads the SQLite file back (`gateway.decision_log.query.LogReader`) and
+prints matching records oldest to newest, one `format_record` line each or
+`record_to_dict` JSON lines; with `--follow` it polls for newer rows. Exit codes:
+0, or 2 with a message on stderr for a bad `--since`, `--action` or `--limit`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+import orjson
+
+from gateway.decision_log.query import MAX_QUERY_LIMIT, LogQuery, LogReader, parse_since
+from gateway.decision_log.record import DecisionRecord, iso_utc, record_to_dict
+from gateway.model import Action
+from gateway.redact import RAW_CAP, clean
+
+__all__ = ["format_record", "run_logs"]
+
+
+def format_record(r: DecisionRecord) -> str:
+    """One human-readable line, e.g.
+
+    `2026-11-29T10:00:00Z drop google-analytics-4/collect missing=analytics GET
+    www.google-analytics.com/g/collect (regime=opt-in) analytics not granted`
+
+    Report-only records show `[report-only]` after the action; stripped field names
+    follow `missing=`. Safe to print to a terminal: control characters become `?`.
+    """
+    parts = [iso_utc(r.ts, "seconds"), r.action]
+    if r.report_only:
+        parts.append("[report-only]")
+    target = r.vendor or "-"
+    if r.endpoint:
+        target += f"/{r.endpoint}"
+    parts.append(target)
+    if r.missing:
+        parts.append("missing=" + ",".join(r.missing))
+    if r.stripped:
+        parts.append("stripped=" + ",".join(r.stripped))
+    parts.append(f"{r.method} {r.host}{r.path}")
+    if r.regime:
+        parts.append(f"(regime={r.regime})")
+    if r.reason:
+        parts.append(r.reason)
+    # SECURITY: rows may come from a file someone else wrote; never emit control characters.
+    return clean(" ".join(parts), RAW_CAP)
+
+
+def run_logs(
+    db_path: Path,
+    *,
+    since: str | None,
+    vendor: str | None,
+    action: str | None,
+    purpose: str | None,
+    as_json: bool,
+    follow: bool,
+    limit: int,
+    out: TextIO,
+    poll_interval: float = 1.0,
+    max_polls: int | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """`consent-gateway logs`: print matching records, oldest to newest, to `out`.
+
+    Shows the newest `limit` matches (the newest at the bottom), one `format_record`
+    line each, or `record_to_dict` JSON lines with `as_json`. With `follow`, polls
+    every `poll_interval` seconds for newer rows until interrupted (`max_polls`
+    bounds the polls, `sleep` waits between them: both for tests). Returns the exit
+    code: 0, or 2 with a message on stderr for a bad `since`, `action` or `limit`.
+    A file that cannot be read raises `LogUnavailable`.
+    """
+    try:
+        if action is not None and action not in {a.value for a in Action}:
+            raise ValueError(f"action must be one of {', '.join(a.value for a in Action)}")
+        since_ts = parse_since(since, time.time()) if since is not None else None
+        query = LogQuery(since=since_ts, vendor=vendor, action=action, purpose=purpose, limit=limit)
+    except ValueError as e:
+        print(f"consent-gateway logs: {e}", file=sys.stderr)
+        return 2
+    if not db_path.is_file():
+        print(f"consent-gateway logs: no decision log at {db_path} (yet)", file=sys.stderr)
+    reader = LogReader(db_path)
+
+    def emit(records: Sequence[DecisionRecord]) -> None:
+        for r in records:
+            out.write(orjson.dumps(record_to_dict(r)).decode() if as_json else format_record(r))
+            out.write("\n")
+        out.flush()
+
+    try:
+        # Read before the first query: a row committed in between is either in the
+        # first page or above this mark, so following neither repeats nor skips it.
+        last_id = reader.max_id() if follow else 0
+        records = reader.records(query)[::-1]
+        emit(records)
+        if not follow:
+            return 0
+        last_id = max([last_id, *(r.id or 0 for r in records)])
+        polls = 0
+        while max_polls is None or polls < max_polls:
+            sleep(poll_interval)
+            polls += 1
+            while True:
+                page = reader.records(
+                    LogQuery(
+                        since=since_ts,
+                        vendor=vendor,
+                        action=action,
+                        purpose=purpose,
+                        limit=MAX_QUERY_LIMIT,
+                        after_id=last_id,
+                    ),
+                )
+                emit(page)
+                if page:
+                    last_id = page[-1].id or last_id
+                if len(page) < MAX_QUERY_LIMIT:
+                    break
+    except KeyboardInterrupt:
+        pass
+    return 0

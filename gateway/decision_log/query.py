@@ -1,0 +1,312 @@
+"""Reading the decision log back: `LogReader` over its SQLite file, and the filters.
+
+`LogReader(path)` answers `consent-gateway logs` (`records`, `max_id` for `--follow`)
+and the admin page (`records` for the log, `counts` for the overview, `unknown_hosts`
+for the unknown-destinations view). It opens the file read-only for each query and
+never creates it: no file or no `decisions` table (yet) reads as empty. Every SQLite
+failure (a file that is not SQLite or is corrupt, unreadable, locked past the busy
+timeout, a table of another shape) is raised as `LogUnavailable`, whose message names
+the file and the failure and never record contents: callers never see `sqlite3.Error`.
+
+`parse_since` turns `--since` (and the admin API's `since`) into epoch seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final
+
+import orjson
+
+from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.sinks import COLUMNS
+from gateway.errors import LogUnavailable
+
+__all__ = [
+    "MAX_QUERY_LIMIT",
+    "DecisionCounts",
+    "LogQuery",
+    "LogReader",
+    "UnknownHost",
+    "parse_since",
+]
+
+#: the largest `LogQuery.limit` (the admin API passes visitor-chosen limits through).
+MAX_QUERY_LIMIT: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LogQuery:
+    """A filter over stored records.
+
+    `since` is inclusive and `until` exclusive (epoch seconds). `purpose` matches
+    records whose `missing` list contains it. `after_id` pages forward for `--follow`.
+    `limit` is 1..`MAX_QUERY_LIMIT` (`ValueError` otherwise).
+
+    Keyset paging through the newest-first order (`ts`, then `id`, both descending),
+    for the admin page: `before_id` keeps the records that come after record
+    `before_id` in that order (older ones: the next page when it is the last id of
+    this one); `newer_than_id` keeps those that come before it, nearest first (the
+    previous page, read backwards). A cursor id that is not stored matches nothing.
+    At most one of `after_id`, `before_id`, `newer_than_id` (`ValueError` otherwise).
+    """
+
+    since: float | None = None
+    until: float | None = None
+    vendor: str | None = None
+    action: str | None = None
+    purpose: str | None = None
+    regime: str | None = None
+    limit: int = 100
+    after_id: int | None = None
+    before_id: int | None = None
+    newer_than_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_QUERY_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
+        cursors = (self.after_id, self.before_id, self.newer_than_id)
+        if sum(c is not None for c in cursors) > 1:
+            raise ValueError("at most one of after_id, before_id, newer_than_id")
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionCounts:
+    """How many records a time window holds, for the admin overview."""
+
+    #: (vendor, or None for an unknown destination; action) -> records
+    by_vendor_action: Mapping[tuple[str | None, str], int]
+    #: purpose -> records that were missing it
+    by_purpose: Mapping[str, int]
+    #: every record in the window
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownHost:
+    """A destination the gateway rejected because no rule lists it."""
+
+    #: as logged (`sanitize_host`: a name without userinfo, port or parameters, or `{…}`)
+    host: str
+    count: int
+    #: epoch seconds of the first and the last rejected request in the window
+    first_seen: float
+    last_seen: float
+
+
+class LogReader:
+    """Read-only queries over the decision log's SQLite file at `path`.
+
+    Synchronous (the CLI calls it directly, the admin page through an executor). It
+    holds no connection between queries, so one reader serves any thread. Every
+    method raises `LogUnavailable` for a file it cannot read (see the module).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def records(self, q: LogQuery) -> list[DecisionRecord]:
+        """Records matching `q`: newest first; with `q.after_id` oldest first from it
+        (by id); with `q.newer_than_id` oldest first from it (by time, then id).
+        No file or no table yet -> `[]`.
+        """
+        with self._connect() as conn:
+            if conn is None:
+                return []
+            where: list[str] = []
+            args: list[object] = []
+            for clause, value in (
+                ("ts >= ?", q.since),
+                ("ts < ?", q.until),
+                ("vendor = ?", q.vendor),
+                ("action = ?", q.action),
+                ("regime = ?", q.regime),
+                ("id > ?", q.after_id),
+                ("(ts, id) < (SELECT ts, id FROM decisions WHERE id = ?)", q.before_id),
+                ("(ts, id) > (SELECT ts, id FROM decisions WHERE id = ?)", q.newer_than_id),
+                ("EXISTS (SELECT 1 FROM json_each(decisions.missing) WHERE value = ?)", q.purpose),
+            ):
+                if value is not None:
+                    where.append(clause)
+                    args.append(value)
+            sql = f"SELECT id, {COLUMNS} FROM decisions"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            if q.after_id is not None:
+                sql += " ORDER BY id ASC"
+            elif q.newer_than_id is not None:
+                sql += " ORDER BY ts ASC, id ASC"
+            else:
+                sql += " ORDER BY ts DESC, id DESC"
+            sql += " LIMIT ?"
+            args.append(q.limit)
+            conn.row_factory = sqlite3.Row
+            return [_record_from_row(row) for row in conn.execute(sql, args)]
+
+    def counts(self, since: float | None = None) -> DecisionCounts:
+        """Records since `since` (inclusive; None: all), counted by vendor and action, and
+        by missing purpose (a record missing two purposes counts once for each).
+        No file or table yet -> all zero.
+        """
+        with self._connect() as conn:
+            if conn is None:
+                return DecisionCounts(MappingProxyType({}), MappingProxyType({}), 0)
+            where, args = ("WHERE ts >= ?", [since]) if since is not None else ("", [])
+            pairs = conn.execute(
+                f"SELECT vendor, action, COUNT(*) FROM decisions {where} GROUP BY vendor, action",
+                args,
+            ).fetchall()
+            purposes = conn.execute(
+                "SELECT m.value, COUNT(*) FROM decisions, json_each(decisions.missing) AS m "
+                f"{where} GROUP BY m.value",
+                args,
+            ).fetchall()
+        by_pair = {(v, str(a)): int(n) for v, a, n in pairs}
+        return DecisionCounts(
+            by_vendor_action=MappingProxyType(by_pair),
+            by_purpose=MappingProxyType({str(p): int(n) for p, n in purposes}),
+            total=sum(by_pair.values()),
+        )
+
+    def unknown_hosts(self, since: float | None = None, limit: int = 100) -> list[UnknownHost]:
+        """Hosts of rejected requests for no vendor (action `reject`, vendor NULL) since
+        `since` (inclusive; None: all), grouped by host, most requests first (then the
+        most recently seen, then by name), at most `limit` (1..`MAX_QUERY_LIMIT`).
+
+        No file or table yet -> `[]`. Raises `ValueError` for a bad `limit`.
+        """
+        if not 1 <= limit <= MAX_QUERY_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
+        sql = (
+            "SELECT host, COUNT(*) AS n, MIN(ts), MAX(ts) AS last FROM decisions"
+            " WHERE action = 'reject' AND vendor IS NULL"
+        )
+        args: list[object] = []
+        if since is not None:
+            sql += " AND ts >= ?"
+            args.append(since)
+        sql += " GROUP BY host ORDER BY n DESC, last DESC, host ASC LIMIT ?"
+        args.append(limit)
+        with self._connect() as conn:
+            if conn is None:
+                return []
+            rows = conn.execute(sql, args).fetchall()
+        return [
+            UnknownHost(str(h), int(n), float(first), float(last)) for h, n, first, last in rows
+        ]
+
+    def max_id(self) -> int:
+        """The newest stored row id (0: none yet), where `logs --follow` starts."""
+        with self._connect() as conn:
+            if conn is None:
+                return 0
+            value = conn.execute("SELECT MAX(id) FROM decisions").fetchone()[0]
+        return int(value) if value is not None else 0
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection | None]:
+        """A read-only connection for one query, closed after it (None: no decision log
+        yet), with every SQLite failure, opening or querying, as `LogUnavailable`."""
+        try:
+            conn = _connect_ro(self.path)
+            try:
+                yield conn
+            finally:
+                if conn is not None:
+                    conn.close()
+        except sqlite3.Error as e:
+            # SECURITY: SQLite's message names the failure, never row contents.
+            raise LogUnavailable(f"{self.path}: {type(e).__name__}: {e}") from e
+
+
+def _connect_ro(db_path: Path) -> sqlite3.Connection | None:
+    """A read-only connection, or None when there is no decision log (yet) at `db_path`."""
+    if not db_path.is_file():
+        return None
+    uri = db_path.resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+    except sqlite3.OperationalError:
+        return None  # removed between the check and the open
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'"
+        ).fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    if found is None:
+        conn.close()
+        return None
+    return conn
+
+
+def _str_tuple(text: str) -> tuple[str, ...]:
+    value = orjson.loads(text)
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def _record_from_row(row: sqlite3.Row) -> DecisionRecord:
+    sources = orjson.loads(row["sources"])
+    return DecisionRecord(
+        ts=float(row["ts"]),
+        request_id=row["request_id"],
+        action=row["action"],
+        vendor=row["vendor"],
+        endpoint=row["endpoint"],
+        missing=_str_tuple(row["missing"]),
+        sources=MappingProxyType(
+            {str(k): str(v) for k, v in sources.items()} if isinstance(sources, dict) else {}
+        ),
+        regime=row["regime"],
+        method=row["method"],
+        host=row["host"],
+        path=row["path"],
+        stripped=_str_tuple(row["stripped"]),
+        reason=row["reason"],
+        report_only=bool(row["report_only"]),
+        id=int(row["id"]),
+    )
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_since(text: str, now: float) -> float:
+    """Epoch seconds for `--since`: a duration back from `now` or an ISO-8601 time.
+
+    Durations: a number and one of `s m h d w` (`90s`, `30m`, `1h`, `2d`, `1.5h`).
+    A timestamp without a UTC offset is taken as UTC. Anything else: `ValueError`.
+    """
+    text = text.strip()[:64]
+    m = _DURATION.fullmatch(text)
+    if m is not None:
+        back = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        if back > _MAX_SINCE:
+            # A bound keeps every query's time arithmetic finite (1000000000000d is not).
+            raise ValueError(f"{text!r} is too far back: at most {_MAX_SINCE // 86400}d")
+        return now - back
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a duration (90s, 30m, 1h, 2d) nor an ISO-8601 time"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    ts = when.timestamp()
+    if ts < 0:
+        raise ValueError(f"{text!r} is before 1970")
+    return ts
+
+
+#: the furthest back `parse_since` goes: a century, longer than any log is kept
+_MAX_SINCE: Final = 100 * 365 * 86400

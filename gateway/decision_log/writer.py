@@ -1,0 +1,273 @@
+"""The decision log's queue and batch writer (DESIGN §7), off the hot path.
+
+```
+DecisionLog.submit ─▶ bounded queue ─▶ batch writer task ─▶ executor thread ─▶ sinks
+                  └─▶ subscribers (the admin page's live tail)
+```
+
+- `DecisionLog.submit` never blocks and never raises: a full queue loses the
+  record and counts it (`gateway_decision_log_lost_total{reason="queue_full"}`).
+- The writer takes up to `batch_size` records (waiting at most `flush_interval`
+  after the first for more) and hands the batch to every sink in one dedicated
+  thread, so neither SQLite nor file I/O ever runs on the event loop. A failing
+  sink loses that batch, counted (`reason="sink_error"`); the writer carries on.
+- `DecisionLog.drain` waits until everything accepted so far is written (or
+  counted lost); `close` writes what is queued and closes the sinks.
+
+Counting: `log_written` and `log_lost{reason="sink_error"}` count per sink, so with
+both sinks configured each record is counted twice (once per sink it reached or
+missed). `log_lost{reason="queue_full"}` and `{reason="closed"}` count records that
+reached no sink at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final
+
+from gateway.config import DecisionLogConfig
+from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.sinks import sinks_for
+from gateway.metrics import Metrics
+
+__all__ = ["DecisionLog"]
+
+log = logging.getLogger(__name__)
+
+_WARN_EVERY: Final = 10.0  # seconds between two warnings about lost records
+
+
+class _LossWarning:
+    """A warning about lost records, at most once per `_WARN_EVERY` seconds, with the count."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._count = 0
+        self._last = -_WARN_EVERY
+
+    def hit(self, n: int, detail: str = "") -> None:
+        self._count += n
+        now = time.monotonic()
+        if now - self._last >= _WARN_EVERY:
+            self.flush(detail)
+            self._last = now
+
+    def flush(self, detail: str = "") -> None:
+        if self._count:
+            log.warning("decision log: %d records lost: %s%s", self._count, self._what, detail)
+            self._count = 0
+
+
+class DecisionLog:
+    """The queue and batch writer between the pipeline and the sinks.
+
+    Lifecycle: `start()` once the event loop runs, `submit()` from the loop's thread
+    (it is not thread-safe), `close()` on shutdown. Records submitted before `start`
+    wait in the queue. With no sink configured the log is off and `submit` discards.
+    """
+
+    def __init__(self, cfg: DecisionLogConfig, metrics: Metrics) -> None:
+        self._cfg = cfg
+        self._metrics = metrics
+        self._sinks = sinks_for(cfg)
+        #: None is the writer's stop signal, queued by `close` behind every accepted record
+        self._queue: asyncio.Queue[DecisionRecord | None] = asyncio.Queue(cfg.queue_size)
+        self._executor: ThreadPoolExecutor | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._accepting = True
+        self._started = False
+        self._closed = False
+        self._close_lock = asyncio.Lock()
+        self._full_warning = _LossWarning("queue full")
+        self._subscribers: set[asyncio.Queue[DecisionRecord]] = set()
+        self._sink_warnings = {id(s): _LossWarning(f"{s.name} sink failed") for s in self._sinks}
+
+    @property
+    def depth(self) -> int:
+        """Records waiting in the queue."""
+        return self._queue.qsize()
+
+    @property
+    def running(self) -> bool:
+        """Started and not closed, with its writer alive (for readiness checks).
+
+        A failing sink does not make the log stop running: its losses are counted.
+        """
+        if not self._started or self._closed:
+            return False
+        return self._writer is None or not self._writer.done()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any sink is configured."""
+        return bool(self._sinks)
+
+    async def start(self) -> None:
+        """Open the sinks and start the writer; a second call does nothing.
+
+        A sink that cannot open is not an error here: it is logged, and it retries
+        with every batch (records meanwhile count as lost). Raises `RuntimeError`
+        after `close`.
+        """
+        if self._closed:
+            raise RuntimeError("decision log is closed")
+        if self._started:
+            return  # started, or starting in another task
+        self._started = True
+        if not self._sinks:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log")
+        loop = asyncio.get_running_loop()
+        for sink in self._sinks:
+            try:
+                await loop.run_in_executor(self._executor, sink.open)
+            except (sqlite3.Error, OSError) as e:
+                log.warning("decision log: %s sink cannot open yet: %s", sink.name, e)
+        self._writer = loop.create_task(self._run(), name="decision-log-writer")
+
+    def subscribe(self, maxsize: int = 256) -> asyncio.Queue[DecisionRecord]:
+        """A queue that receives every record submitted from now on (the admin page's
+        live tail). A subscriber that falls behind misses records rather than slowing
+        the gateway: its queue is bounded and never waited on. `unsubscribe` when done."""
+        q: asyncio.Queue[DecisionRecord] = asyncio.Queue(maxsize)
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[DecisionRecord]) -> None:
+        self._subscribers.discard(q)
+
+    def submit(self, record: DecisionRecord) -> bool:
+        """Queue `record` for writing; never blocks, never raises.
+
+        True: accepted (it will be written, or counted lost by the sink that fails it).
+        False: lost at once and counted: the queue is full, or the log is closed.
+        """
+        for sub in self._subscribers:
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.put_nowait(record)
+        if not self._sinks:
+            return True
+        if not self._accepting:
+            self._metrics.log_lost.labels("closed").inc()
+            return False
+        try:
+            self._queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self._metrics.log_lost.labels("queue_full").inc()
+            self._full_warning.hit(1, f" (queue_size={self._cfg.queue_size})")
+            return False
+        return True
+
+    async def drain(self) -> None:
+        """Wait until every record accepted so far is written (or counted lost): what a
+        test or an operator's check reads next is complete. Returns at once when the
+        log has no writer."""
+        if self._writer is not None and not self._writer.done():
+            await self._queue.join()
+
+    async def close(self) -> None:
+        """Stop accepting, write every accepted record, close the sinks; idempotent.
+
+        A log closed without `start` is started first so its queued records are
+        written. If `close` itself is cancelled, what is still queued counts as lost.
+        """
+        async with self._close_lock:
+            if self._closed:
+                return
+            self._accepting = False
+            try:
+                if self._writer is None and self._queue.qsize():
+                    await self.start()
+                if self._writer is not None and not self._writer.done():
+                    # Behind every accepted record: nothing submitted later is accepted.
+                    await self._queue.put(None)
+                    await self._writer
+            finally:
+                self._closed = True
+                self._count_stranded()
+                await self._close_sinks()
+                self._full_warning.flush()
+                for w in self._sink_warnings.values():
+                    w.flush()
+
+    def _count_stranded(self) -> None:
+        stranded = 0
+        while not self._queue.empty():
+            if self._queue.get_nowait() is not None:
+                stranded += 1
+        if stranded:
+            self._metrics.log_lost.labels("closed").inc(stranded)
+            log.warning("decision log: %d records lost: closed before written", stranded)
+
+    async def _close_sinks(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        # Queued behind any write still in flight (one thread, first in first out), and
+        # shielded: even if close is cancelled, the connection is closed by its own thread.
+        future = executor.submit(self._close_sinks_sync)
+        executor.shutdown(wait=False)
+        await asyncio.shield(asyncio.wrap_future(future))
+
+    def _close_sinks_sync(self) -> None:
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except (sqlite3.Error, OSError) as e:
+                log.warning("decision log: %s sink failed to close: %s", sink.name, e)
+
+    async def _run(self) -> None:
+        """The writer: batches records until it takes the stop signal. Never raises."""
+        loop = asyncio.get_running_loop()
+        stop = False
+        while not stop:
+            first = await self._queue.get()
+            if first is None:
+                self._queue.task_done()
+                break
+            batch = [first]
+            deadline = loop.time() + self._cfg.flush_interval
+            while len(batch) < self._cfg.batch_size:
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        async with asyncio.timeout(remaining):
+                            item = await self._queue.get()
+                    except TimeoutError:
+                        break
+                if item is None:
+                    self._queue.task_done()
+                    stop = True
+                    break
+                batch.append(item)
+            await self._write(batch)
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _write(self, batch: Sequence[DecisionRecord]) -> None:
+        assert self._executor is not None
+        loop = asyncio.get_running_loop()
+        n = len(batch)
+        for sink in self._sinks:
+            try:
+                await loop.run_in_executor(self._executor, sink.write, batch)
+            except (sqlite3.Error, OSError) as e:
+                self._metrics.log_lost.labels("sink_error").inc(n)
+                # SECURITY: the error names the sink and its failure, never record contents.
+                self._sink_warnings[id(sink)].hit(n, f": {type(e).__name__}: {e}")
+            except Exception:
+                # A bug, not an outage; the writer must survive it all the same.
+                self._metrics.log_lost.labels("sink_error").inc(n)
+                log.exception("decision log: %s sink raised unexpectedly", sink.name)
+            else:
+                self._metrics.log_written.inc(n)
