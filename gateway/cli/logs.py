@@ -18,6 +18,7 @@ import orjson
 
 from gateway.decision_log.query import MAX_QUERY_LIMIT, LogQuery, LogReader, parse_since
 from gateway.decision_log.record import DecisionRecord, iso_utc, record_to_dict
+from gateway.errors import LogUnavailable
 from gateway.model import Action
 from gateway.redact import RAW_CAP, clean
 
@@ -74,8 +75,8 @@ def run_logs(
     line each, or `record_to_dict` JSON lines with `as_json`. With `follow`, polls
     every `poll_interval` seconds for newer rows until interrupted (`max_polls`
     bounds the polls, `sleep` waits between them: both for tests). Returns the exit
-    code: 0, or 2 with a message on stderr for a bad `since`, `action` or `limit`.
-    A file that cannot be read raises `LogUnavailable`.
+    code: 0, or 2 with a message on stderr for a bad `since`, `action` or `limit`, or 1
+    with one line on stderr naming the file and the failure when it cannot be read.
     """
     try:
         if action is not None and action not in {a.value for a in Action}:
@@ -126,4 +127,7 @@ def run_logs(
                     break
     except KeyboardInterrupt:
         pass
+    except LogUnavailable as e:
+        print(f"consent-gateway logs: cannot read the decision log: {e}", file=sys.stderr)
+        return 1
     return 0

@@ -12,7 +12,6 @@ import pytest
 
 from gateway.cli.logs import format_record, run_logs
 from gateway.decision_log.record import DecisionRecord
-from gateway.errors import LogUnavailable
 from tests.conftest import LOG_ROWS, T0, make_record, store_records
 
 
@@ -173,8 +172,16 @@ def test_run_logs_bad_arguments(
     assert message in capsys.readouterr().err
 
 
-def test_run_logs_on_a_file_that_is_not_a_log(tmp_path: Path) -> None:
+@pytest.mark.parametrize("follow", [False, True])
+def test_run_logs_on_a_file_that_is_not_a_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], follow: bool
+) -> None:
     db = tmp_path / "d.db"
     db.write_bytes(b"this is not a database " * 100)
-    with pytest.raises(LogUnavailable, match="file is not a database"):
-        logs(db)
+    code, lines = logs(db, follow=follow, max_polls=1, sleep=lambda _s: None)
+    assert (code, lines) == (1, [])
+    err = capsys.readouterr().err
+    assert err == (
+        f"consent-gateway logs: cannot read the decision log: {db}: "
+        "DatabaseError: file is not a database\n"
+    )
