@@ -44,7 +44,7 @@ from gateway.store.cache import ConsentBook, ConsentCache
 from gateway.store.feed import ChangeFollower
 from gateway.store.migrations import open_store
 from gateway.upstream import Upstream
-from gateway.webhooks import WebhookDispatcher
+from gateway.webhooks.dispatch import WebhookDispatcher
 
 __all__ = ["FOLLOWER", "GATEWAY", "MAIN", "OPS", "RELOADER", "build_app"]
 
