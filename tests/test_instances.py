@@ -40,7 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.store.base import ConsentStore
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
-from gateway.webhooks import verify
+from gateway.webhooks.wire import verify
 from tests.conftest import PG_DSN, RULES_DIR, TEST_KEY
 from tests.store.test_base import fresh_pg_schema
 

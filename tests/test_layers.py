@@ -1,6 +1,6 @@
 """The layers of the package, enforced: a module imports only its own layer or lower.
 
-    top    app, cli, serve, admin/*                wiring, HTTP routes, commands
+    top    app, cli, serve, admin/*, consent_api   wiring, HTTP routes, commands
     edge   pipeline, edges, upstream, store/*, decision_log, access_log, webhooks,
            reload, metrics, state, ratelimit       I/O: requests, sockets, files, databases
     core   core, explain                           the pure middle, run on plain values
@@ -46,7 +46,7 @@ _OF: dict[str, str] = {
         ],
         "edge",
     ),
-    **dict.fromkeys(["app", "cli", "serve", "admin", "__main__"], "top"),
+    **dict.fromkeys(["app", "cli", "serve", "admin", "consent_api", "__main__"], "top"),
     # the package itself: its version, nothing else
     "__init__": "base",
 }

@@ -271,7 +271,7 @@ async def test_an_unlisted_host_is_refused_before_connecting() -> None:
 CALL_SITES = {
     ("upstream.py", "open", "request"),
     ("upstream.py", "ws_connect", "ws_connect"),
-    ("webhooks.py", "_post", "post"),
+    ("dispatch.py", "_post", "post"),
 }
 _CLIENT_METHODS = {"request", "get", "post", "put", "patch", "delete", "head", "options"}
 
@@ -309,6 +309,6 @@ def test_sessions_are_made_in_two_places_only() -> None:
         for path in (ROOT / "gateway").rglob("*.py")
         if "ClientSession(" in path.read_text()
     }
-    assert makers == {"upstream.py", "webhooks.py"}
+    assert makers == {"upstream.py", "dispatch.py"}
     # the vendor session carries the gate as its middleware
     assert "middlewares=(_gate,)" in (ROOT / "gateway" / "upstream.py").read_text()

@@ -519,7 +519,8 @@ def _cmd_erase(args: argparse.Namespace) -> int:
 
 
 def _cmd_webhooks_status(args: argparse.Namespace) -> int:
-    from gateway.webhooks import format_status, status
+    from gateway.cli.webhooks import format_status
+    from gateway.webhooks.dispatch import status
 
     cfg = _load(args.config)
     if cfg is None:

@@ -1,8 +1,14 @@
 """A visitor's new choice (`POST`/`DELETE /consent`), worked out from what is in force.
 
-`next_choice` is the consent API's business logic, pure: which subject the record and
-the cookie belong to, which purposes they hold, and when they are dated. The app
-records the result in the store before it answers, then signs it into the cookie.
+The consent API's business logic, pure (`gateway.consent_api` does the HTTP):
+
+- `read_posted`: what a `POST /consent` body may ask for (its purposes, the source it
+  claims, the notice shown), checked; `withdrawal`: what a `DELETE` asks for.
+- `next_choice`: which subject the record and the cookie belong to, which purposes they
+  hold, and when they are dated. The API records the result in the store before it
+  answers, then signs it into the cookie.
+
+How `next_choice` decides:
 
 - An authentic cookie, even a stale one, still names the visitor: re-consent keeps
   its subject; without one a new subject is made.
@@ -18,17 +24,77 @@ records the result in the store before it answers, then signs it into the cookie
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Final
 
 from gateway.config import ConsentConfig
 from gateway.consent.cookie import new_subject_id
 from gateway.consent.resolve import CookieOutcome, stored_answer
+from gateway.errors import RequestError
 from gateway.model import NECESSARY, ConsentValue, CurrentConsent
 
-__all__ = ["Choice", "next_choice"]
+__all__ = [
+    "POST_KEYS",
+    "POST_SOURCES",
+    "Asked",
+    "Choice",
+    "next_choice",
+    "read_posted",
+    "withdrawal",
+]
+
+#: what a POST /consent body may hold, and the sources it may claim
+POST_KEYS: Final = frozenset({"purposes", "source", "notice"})
+POST_SOURCES: Final = frozenset({"banner", "api", "cmp"})
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What the visitor asks for: the purposes given, the source of the choice, and the
+    hash of the notice shown (None without one)."""
+
+    purposes: Mapping[str, bool]
+    source: str
+    notice_hash: str | None = None
+
+
+def read_posted(doc: object, consent: ConsentConfig) -> Asked:
+    """A `POST /consent` body (parsed JSON), checked: `{"purposes": {"<purpose>": bool},
+    "source": "banner"|"api"|"cmp" (default banner), "notice": "<the text shown>"}`, every
+    purpose one of `consent.purposes`. Raises RequestError (400) on anything else; its
+    message never repeats what the body holds."""
+    if not isinstance(doc, dict) or not set(doc) <= POST_KEYS:
+        raise RequestError(f"expected an object with keys {sorted(POST_KEYS)}")
+    purposes_in = doc.get("purposes")
+    if not isinstance(purposes_in, dict) or not all(
+        isinstance(v, bool) for v in purposes_in.values()
+    ):
+        raise RequestError('expected {"purposes": {"<purpose>": true|false}}')
+    known = set(consent.purposes)
+    if not set(purposes_in) <= known:
+        # SECURITY: the unknown names are not echoed back.
+        raise RequestError(f"unknown purpose; known: {', '.join(sorted(known))}")
+    source = doc.get("source", "banner")
+    if source not in POST_SOURCES:
+        raise RequestError(f"source must be one of {sorted(POST_SOURCES)}")
+    notice = doc.get("notice")
+    if notice is not None and (not isinstance(notice, str) or not notice):
+        raise RequestError("notice must be the notice text shown, a string")
+    # Only a hash of the notice is kept: enough to prove which text was shown.
+    notice_hash = None if notice is None else hashlib.sha256(notice.encode()).hexdigest()
+    purposes = {k: bool(v) for k, v in purposes_in.items()}
+    return Asked(MappingProxyType(purposes), source, notice_hash)
+
+
+def withdrawal(consent: ConsentConfig) -> Asked:
+    """What a `DELETE /consent` asks for: every purpose denied but `necessary` (which is
+    never recorded)."""
+    withdrawn = {p: False for p in consent.purposes if p != NECESSARY}
+    return Asked(MappingProxyType(withdrawn), "withdrawal")
 
 
 @dataclass(frozen=True, slots=True)

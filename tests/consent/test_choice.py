@@ -1,15 +1,18 @@
-"""gateway.consent.choice: the consent API's choice, from the cookie, the store and the
-purposes given (a table: each row one situation a banner meets)."""
+"""gateway.consent.choice: what a visitor asks for (a POST body checked, a withdrawal), and
+the consent API's choice from the cookie, the store and the purposes given (tables: each
+row one situation a banner meets)."""
 
 from __future__ import annotations
 
+import hashlib
 from types import MappingProxyType
 
 import pytest
 
 from gateway.config import ConsentConfig
-from gateway.consent.choice import Choice, next_choice
+from gateway.consent.choice import Asked, Choice, next_choice, read_posted, withdrawal
 from gateway.consent.resolve import CookieOutcome, SourceAnswer
+from gateway.errors import RequestError
 from gateway.model import ConsentValue, CurrentConsent
 
 G, D, U = ConsentValue.GRANTED, ConsentValue.DENIED, ConsentValue.UNKNOWN
@@ -122,3 +125,86 @@ def test_next_choice(
         dict(expected.purposes),
         expected.issued_at,
     )
+
+
+# -- what the visitor asks for ----------------------------------------------------------------
+
+NOTICE = "We and our partners use cookies for analytics."
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ({"purposes": {"analytics": True}}, Asked({"analytics": True}, "banner")),
+        ({"purposes": {}}, Asked({}, "banner")),  # nothing given: the record in force again
+        (
+            {"purposes": {"analytics": False, "advertising": True}, "source": "cmp"},
+            Asked({"analytics": False, "advertising": True}, "cmp"),
+        ),
+        (
+            {"purposes": {"necessary": True}, "source": "api", "notice": NOTICE},
+            Asked(
+                {"necessary": True}, "api", hashlib.sha256(NOTICE.encode()).hexdigest()
+            ),  # necessary is a known purpose; next_choice drops it
+        ),
+    ],
+    ids=["banner", "empty", "cmp", "notice"],
+)
+def test_read_posted(doc: object, expected: Asked) -> None:
+    got = read_posted(doc, CONSENT)
+    assert (dict(got.purposes), got.source, got.notice_hash) == (
+        dict(expected.purposes),
+        expected.source,
+        expected.notice_hash,
+    )
+
+
+_KEYS = "expected an object with keys ['notice', 'purposes', 'source']"
+_PURPOSES = 'expected {"purposes": {"<purpose>": true|false}}'
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ([1], _KEYS),
+        ("purposes", _KEYS),
+        (None, _KEYS),
+        ({"purposes": {"analytics": True}, "ip": "1.2.3.4"}, _KEYS),  # nothing else is taken
+        ({}, _PURPOSES),
+        ({"purposes": ["analytics"]}, _PURPOSES),
+        ({"purposes": {"analytics": "yes"}}, _PURPOSES),
+        ({"purposes": {"analytics": 1}}, _PURPOSES),
+        (
+            {"purposes": {"<script>x": True}},
+            (
+                "unknown purpose; known: advertising, analytics, functional, necessary, "
+                "personalization"
+            ),
+        ),
+        (
+            {"purposes": {"analytics": True}, "source": "withdrawal"},  # only DELETE withdraws
+            "source must be one of ['api', 'banner', 'cmp']",
+        ),
+        ({"purposes": {}, "source": None}, "source must be one of ['api', 'banner', 'cmp']"),
+        ({"purposes": {}, "notice": ""}, "notice must be the notice text shown, a string"),
+        ({"purposes": {}, "notice": 5}, "notice must be the notice text shown, a string"),
+    ],
+)
+def test_read_posted_refuses(doc: object, message: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        read_posted(doc, CONSENT)
+    assert (caught.value.status, caught.value.message) == (400, message)
+    assert "<script>" not in message  # SECURITY: nothing of the body is echoed
+
+
+def test_withdrawal_denies_every_purpose_but_necessary() -> None:
+    asked = withdrawal(CONSENT)
+    assert asked.source == "withdrawal" and asked.notice_hash is None
+    assert dict(asked.purposes) == {
+        "functional": False,
+        "analytics": False,
+        "advertising": False,
+        "personalization": False,
+    }
+    custom = ConsentConfig(purposes=("necessary", "stats"))
+    assert dict(withdrawal(custom).purposes) == {"stats": False}

@@ -1,19 +1,7 @@
-"""Signed consent-change webhooks: every change in the store's feed, POSTed to each endpoint.
+"""Webhook delivery: the store's change feed, POSTed to every endpoint, and its `status`.
 
-Wire format (what a receiver implements)
-----------------------------------------
-Each change of a subject's current consent is one POST to every configured endpoint, with
-
-- `Content-Type: application/json`, the body being `event_body(change)`:
-  `{"id", "type", "seq", "subject", "purposes", "policy_version", "source", "at",
-  "record_id"}` where `type` is `consent.updated` or `consent.erased`. The body never
-  contains the send time, so every retry of one event sends the same bytes.
-- `Consent-Gateway-Event-Id: <id>`: the event's unique, stable id (the body's `id`).
-- `Consent-Gateway-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>` (Stripe-style): the
-  HMAC is keyed by the endpoint's secret over `f"{t}.".encode() + body` (the raw bytes, before
-  any JSON parsing). A receiver checks it with `verify(secret, header, body, time.time())`,
-  which also refuses a timestamp more than 5 minutes from its clock (replays). Several `v1=`
-  entries may appear (key rotation); one matching is enough.
+The bytes and headers of each POST are `gateway.webhooks.wire`'s (what a receiver
+implements); this module decides when and where they go.
 
 Delivery guarantees
 -------------------
@@ -46,122 +34,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import math
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Final
+from collections.abc import Callable
+from typing import Final, NamedTuple
 
 import aiohttp
-import orjson
 import yarl
 
 from gateway.config import WebhookEndpoint, WebhooksConfig
 from gateway.errors import StoreError
 from gateway.metrics import Metrics
-from gateway.store.base import Change, ChangeKind, ConsentStore, WebhookCursor
+from gateway.store.base import Change, ConsentStore, WebhookCursor
+from gateway.webhooks.wire import EVENT_ID_HEADER, SIGNATURE_HEADER, event_body, sign
 
-__all__ = [
-    "EVENT_ID_HEADER",
-    "SIGNATURE_HEADER",
-    "WebhookDispatcher",
-    "backoff",
-    "event_body",
-    "format_status",
-    "sign",
-    "status",
-    "verify",
-]
+__all__ = ["WebhookDispatcher", "backoff", "status"]
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER: Final = "Consent-Gateway-Signature"
-EVENT_ID_HEADER: Final = "Consent-Gateway-Event-Id"
 #: changes read from the feed per round
 BATCH: Final = 100
-#: a signature header longer than this is refused unread (no work for garbage)
-_MAX_HEADER: Final = 4096
 #: how long `close` waits for cursor advances under way
 _ADVANCE_GRACE: Final = 5.0
-_EVENT_TYPES: Final = {
-    ChangeKind.CONSENT: "consent.updated",
-    ChangeKind.ERASURE: "consent.erased",
-}
-
-
-# -- signing ------------------------------------------------------------------------------
-
-
-def _mac(secret: bytes, body: bytes, timestamp: int) -> str:
-    return hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
-def sign(secret: bytes, body: bytes, timestamp: int) -> str:
-    """The `Consent-Gateway-Signature` value for `body` sent at `timestamp` (unix seconds):
-    `t=<timestamp>,v1=<hex HMAC-SHA256(secret, f"{timestamp}." + body)>`."""
-    return f"t={int(timestamp)},v1={_mac(secret, body, int(timestamp))}"
-
-
-def verify(secret: bytes, header: str, body: bytes, now: float, tolerance: float = 300) -> bool:
-    """True if `header` (a `Consent-Gateway-Signature` value) signs `body` with `secret` and
-    its timestamp is within `tolerance` seconds of `now`. False on anything else (malformed
-    header, wrong signature, stale or future timestamp, empty secret); never raises."""
-    try:
-        # SECURITY: an empty key would let anyone sign; a huge header is refused unread.
-        if not isinstance(secret, bytes) or not secret or not isinstance(body, bytes):
-            return False
-        if not isinstance(header, str) or len(header) > _MAX_HEADER:
-            return False
-        if not math.isfinite(now) or not math.isfinite(tolerance):
-            return False
-        timestamp: int | None = None
-        candidates: list[str] = []
-        for part in header.split(","):
-            key, sep, value = part.strip().partition("=")
-            if not sep:
-                return False
-            if key == "t":
-                # one timestamp, plain ASCII digits (int() would also take "+1", " 1", "١")
-                if timestamp is not None or not (value.isascii() and value.isdigit()):
-                    return False
-                timestamp = int(value)
-            elif key == "v1":
-                candidates.append(value)
-            # other schemes (v0, a future v2) are ignored, as Stripe's receivers do
-        if timestamp is None or not candidates or abs(now - timestamp) > tolerance:
-            return False
-        expected = _mac(secret, body, timestamp).encode()
-        ok = False
-        for candidate in candidates:
-            # SECURITY: constant-time compare, over bytes (compare_digest refuses non-ASCII
-            # str); every candidate is compared so the time does not tell which matched.
-            ok |= hmac.compare_digest(expected, candidate.encode("utf-8", "replace"))
-        return ok
-    except (ValueError, TypeError, OverflowError):
-        return False
-
-
-def event_body(change: Change) -> bytes:
-    """The JSON body POSTed for `change`: the same bytes on every retry (keys sorted, no
-    send time). `type` is `consent.updated` or `consent.erased`."""
-    doc = {
-        "id": change.event_id,
-        "type": _EVENT_TYPES[change.kind],
-        "seq": change.seq,
-        "subject": change.subject,
-        "purposes": dict(change.purposes),
-        "policy_version": change.policy_version,
-        "source": change.source,
-        # float always: a change read back from the store and one just written compare equal
-        "at": float(change.at),
-        "record_id": change.record_id,
-    }
-    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 
 def backoff(
@@ -189,11 +86,22 @@ class _LeaseLost(Exception):
     """Another owner took the endpoint's lease (or moved its cursor) during a round."""
 
 
+class _Pause(NamedTuple):
+    """What a round asks of its loop: wait `delay` seconds, ended early by a poke if
+    `pokeable`. `idle`: the round sent nothing and had nothing it could send (the feed
+    drained, or another owner holds the lease); see `WebhookDispatcher.settled`."""
+
+    delay: float
+    pokeable: bool
+    idle: bool = False
+
+
 class WebhookDispatcher:
     """Delivers the store's change feed to every configured endpoint (see the module doc).
 
     Use: `await start()`, call `poke()` after recording a change (so delivery starts at
-    once rather than at the next poll), `await close()` on shutdown. One task per
+    once rather than at the next poll), `await close()` on shutdown; `await settled()`
+    waits until everything recorded before it has been dealt with. One task per
     endpoint; each keeps going through every error (logged, retried after a pause) until
     `close`. `owner` names this dispatcher in the store's leases (default: a random id,
     so a restarted process is a new owner); `lease` seconds is how long a claim lasts
@@ -234,6 +142,11 @@ class WebhookDispatcher:
         self._held: set[str] = set()
         #: cursor advances under way, finished even if their loop is cancelled (see _advance)
         self._advancing: set[asyncio.Task[bool]] = set()
+        #: per endpoint: rounds begun, and the number of the latest idle round (`settled`)
+        self._rounds: dict[str, int] = {}
+        self._idle: dict[str, int] = {}
+        #: notified whenever a round ends, and on close
+        self._progress = asyncio.Condition()
         self._started = False
         self._closed = False
 
@@ -261,6 +174,7 @@ class WebhookDispatcher:
         loop = asyncio.get_running_loop()
         for ep in self._cfg.endpoints:
             self._wake[ep.name] = asyncio.Event()
+            self._rounds[ep.name] = self._idle[ep.name] = 0
             self._tasks.append(loop.create_task(self._loop(ep), name=f"webhook-{ep.name}"))
         if not self._cfg.endpoints:
             self._tasks.append(loop.create_task(self._scrub_loop(), name="webhook-scrub"))
@@ -271,6 +185,28 @@ class WebhookDispatcher:
         for event in self._wake.values():
             event.set()
         self._scrub_wake.set()
+
+    async def settled(self) -> None:
+        """Return once every endpoint's loop has run a whole round, begun after this call,
+        that sent nothing and had nothing it could send: its feed drained, or its lease
+        held by another owner. So every change recorded before the call has been delivered
+        (or is another owner's to deliver), and a delivery that should not happen would
+        have happened by then: an exact wait, for tests and negative checks, not a timed
+        one. Idle loops are woken at once; one backing off or waiting for the lease is
+        not, and this waits as long as deliveries keep failing (bound it with a timeout).
+        With no endpoint configured, returns at once. Raises RuntimeError if the
+        dispatcher is not started, or is closed (also while waiting)."""
+        if not self._started or self._closed:
+            raise RuntimeError("settled() needs a running WebhookDispatcher")
+        # a round already under way may have read the feed before the caller's change
+        begun = dict(self._rounds)
+        self.poke()
+        async with self._progress:
+            await self._progress.wait_for(
+                lambda: self._closed or all(self._idle[n] > r for n, r in begun.items())
+            )
+        if self._closed:
+            raise RuntimeError("the WebhookDispatcher closed while settling")
 
     async def close(self) -> None:
         """Stop every loop (an in-flight POST is abandoned: the change is sent again later,
@@ -285,6 +221,8 @@ class WebhookDispatcher:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        async with self._progress:
+            self._progress.notify_all()  # a `settled` waiting raises
         if self._advancing:
             done, _ = await asyncio.wait(set(self._advancing), timeout=_ADVANCE_GRACE)
             for adv in done:
@@ -308,24 +246,29 @@ class WebhookDispatcher:
         while True:
             # cleared before the round reads the feed: a poke during the round is kept
             wake.clear()
+            self._rounds[ep.name] += 1
             try:
-                delay, pokeable = await self._round(ep)
+                pause = await self._round(ep)
             except asyncio.CancelledError:
                 raise
             except _LeaseLost:
                 self._held.discard(ep.name)
                 log.info("webhook %s: lease lost to another instance", ep.name)
-                delay, pokeable = self._poll, False
+                pause = _Pause(self._poll, False)
             except StoreError as exc:
                 # StoreError messages never hold subjects or DSNs (gateway.errors)
                 log.warning("webhook %s: store error, retrying: %s", ep.name, exc)
-                delay, pokeable = self._poll, False
+                pause = _Pause(self._poll, False)
             except Exception:
                 # the loop must outlive any bug: log it and go on after a pause
                 log.exception("webhook %s: unexpected error in the delivery loop", ep.name)
-                delay, pokeable = self._poll, False
-            if delay > 0:
-                await self._wait(wake if pokeable else None, delay)
+                pause = _Pause(self._poll, False)
+            async with self._progress:
+                if pause.idle:
+                    self._idle[ep.name] = self._rounds[ep.name]
+                self._progress.notify_all()
+            if pause.delay > 0:
+                await self._wait(wake if pause.pokeable else None, pause.delay)
 
     @staticmethod
     async def _wait(event: asyncio.Event | None, delay: float) -> None:
@@ -351,20 +294,21 @@ class WebhookDispatcher:
         # deleted by hand while running: put it back (at the end of the feed)
         return await self._store.webhook_register(name)
 
-    async def _round(self, ep: WebhookEndpoint) -> tuple[float, bool]:
+    async def _round(self, ep: WebhookEndpoint) -> _Pause:
         """Deliver what is pending, in order, until the feed is drained or a delivery fails.
-        Returns how long to wait before the next round and whether a poke ends the wait."""
+        Returns the pause before the next round (`_Pause`: how long, whether a poke ends
+        it, whether this round was idle)."""
         name = ep.name
         if not await self._claim(name):
             log.debug("webhook %s: another instance delivers", name)
             # the backlog is the deliverer's to report: a stale value here would mislead
             self._drop_backlog(name)
-            return self._poll, False
+            return _Pause(self._poll, False, idle=True)
         claimed_at = self._clock()
         cursor = await self._cursor(name)
         if cursor.attempts and cursor.next_attempt > claimed_at:
             # backing off (perhaps set by a previous owner); wake up in time to renew the lease
-            return min(cursor.next_attempt - claimed_at, self.lease / 3), False
+            return _Pause(min(cursor.next_attempt - claimed_at, self.lease / 3), False)
         position, attempts = cursor.last_seq, cursor.attempts
         changes = await self._store.changes_since(position, BATCH)
         if len(changes) == BATCH:
@@ -372,10 +316,10 @@ class WebhookDispatcher:
         else:
             self._set_backlog(name, changes[-1].seq - position if changes else 0)
         if not changes:
-            return self._poll, True
+            return _Pause(self._poll, True, idle=True)
         advanced = False
         # drained the batch: read the next one at once (there may be more than BATCH)
-        result = (0.0, False)
+        result = _Pause(0.0, False)
         for change in changes:
             if self._clock() - claimed_at > self.lease / 3:
                 if not await self._claim(name):
@@ -410,7 +354,7 @@ class WebhookDispatcher:
                 delay,
             )
             # never skip it: wait, then this same change again (in time to renew the lease)
-            result = (min(delay, self.lease / 3), False)
+            result = _Pause(min(delay, self.lease / 3), False)
             break
         if advanced:
             await self._scrub()
@@ -501,7 +445,7 @@ class WebhookDispatcher:
                 self._metrics.webhook_backlog.remove(name)
 
 
-# -- status (`consent-gateway webhooks status`) -------------------------------------------
+# -- status (what `consent-gateway webhooks status` prints) ------------------------------
 
 
 async def status(store: ConsentStore, cfg: WebhooksConfig, now: float) -> list[dict[str, object]]:
@@ -538,40 +482,3 @@ async def status(store: ConsentStore, cfg: WebhooksConfig, now: float) -> list[d
     configured = {ep.name for ep in cfg.endpoints}
     rows += [row(name, None, False) for name in sorted(cursors) if name not in configured]
     return rows
-
-
-def _when(value: object) -> str:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value:
-        return "-"
-    return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def format_status(rows: Sequence[dict[str, object]]) -> str:
-    """`status` rows as a plain-text table (one line per endpoint, a header first).
-    Shows only what `status` returned: no secrets, no URL queries."""
-    headers: tuple[str, ...] = ("ENDPOINT", "URL", "LAST_SEQ", "BACKLOG", "DELIVERED")
-    headers += ("ATTEMPTS", "RETRY_IN", "LAST_ERROR", "LAST_SUCCESS")
-    table: list[tuple[str, ...]] = [headers]
-    for r in rows:
-        url = r.get("url") if r.get("configured", True) else "(not configured)"
-        retry = r.get("retry_in")
-        table.append(
-            (
-                str(r.get("name")),
-                "-" if url is None else str(url),
-                "-" if r.get("last_seq") is None else str(r.get("last_seq")),
-                "-" if r.get("backlog") is None else str(r.get("backlog")),
-                str(r.get("delivered", 0)),
-                str(r.get("attempts", 0)),
-                f"{retry:.1f}s" if isinstance(retry, int | float) else "-",
-                str(r.get("last_error") or "-"),
-                _when(r.get("last_success")),
-            )
-        )
-    if len(table) == 1:
-        return "no webhook endpoints configured or registered"
-    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in table
-    )
