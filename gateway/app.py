@@ -7,7 +7,7 @@
 | POST/GET/DELETE /consent      | the consent API (`gateway.consent_api`)           |
 | GET /healthz, /readyz         | liveness, readiness                               |
 | GET /metrics                  | Prometheus text format                            |
-| /_admin/…                     | the admin sub-app (`gateway.admin.views`)         |
+| /_admin/…                     | the admin sub-app (`gateway.admin.app`)           |
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ Wrong tokens, presented as a bearer or through the login form, count against the
 client's address (IPv6: its /64); beyond `max_failures_per_minute` in the last
 minute, `Verdict.LIMITED` is answered without looking at the token.
 
-This module decides; `gateway.admin.views` answers (303, 401, 403, 429). Nothing
+This module decides; `gateway.admin.app` answers (303, 401, 403, 429). Nothing
 here logs, and nothing may log a token, a cookie value or a CSRF token.
 """
 

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.admin.answers import ADMIN, AdminState
 from gateway.admin.auth import (
     COOKIE_NAME,
     Access,
@@ -24,7 +25,6 @@ from gateway.admin.auth import (
     Verdict,
     client_key,
 )
-from gateway.admin.views import ADMIN, AdminState
 from gateway.config import AdminConfig
 from gateway.decision_log.record import DecisionRecord
 from gateway.decision_log.sinks import SqliteSink

@@ -1,0 +1,199 @@
+"""The admin's HTML pages: Blocked requests, Overview, Rules, Unknown destinations and
+Consent records.
+
+Each handler parses its query (`params`), reads through `queries` or the consent
+store, and renders a template with what `present` makes of the result. A bad
+parameter is a 400 page naming the parameter, never echoing its value.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+
+from gateway.admin.answers import ADMIN, ADMIN_PREFIX, API_PREFIX, error, render
+from gateway.admin.params import (
+    ACTIONS,
+    MAX_ID,
+    MAX_SUBJECT,
+    PAGE_SIZE,
+    UNKNOWN_LIMIT,
+    WINDOWS,
+    BadParameter,
+    int_param,
+    record_filters,
+    since_param,
+    window_param,
+)
+from gateway.admin.present import (
+    charts,
+    consent_row,
+    current_view,
+    erase_command,
+    format_time,
+    purpose_shares,
+    record_row,
+    rules_doc,
+)
+from gateway.admin.queries import db_path, load_page, read, read_counts, read_hosts
+from gateway.store.base import ERASED_PREFIX, StoreError, subject_history
+
+__all__ = ["blocked_page", "overview_page", "rules_page", "subjects_page", "unknown_page"]
+
+log = logging.getLogger(__name__)
+
+
+def _bad_page(request: web.Request, e: BadParameter) -> web.Response:
+    return error(request, 400, str(e), api=False)
+
+
+async def blocked_page(request: web.Request) -> web.Response:
+    gw = request.app[ADMIN].gw
+    try:
+        f = record_filters(request, any_time=False)
+        before_id = int_param(request.query, "before_id", 1, MAX_ID)
+    except BadParameter as e:
+        return _bad_page(request, e)
+    page = await read(load_page, db_path(request), f, PAGE_SIZE, before_id, True)
+
+    def link(cursor: int | None) -> str:
+        params = f.params()
+        if cursor is not None:
+            params["before_id"] = str(cursor)
+        return f"{ADMIN_PREFIX}/?{urlencode(params)}"
+
+    cfg = gw.config
+    return render(
+        request,
+        "blocked.html",
+        {
+            "title": "Blocked requests",
+            "filters": f,
+            "windows": [*WINDOWS, "all"],
+            # A vendor filtered on may be gone from the rules; its records are not.
+            "vendors": sorted({r.vendor for r in gw.rules.current.rules} | {f.vendor or ""} - {""}),
+            "purposes": cfg.consent.purposes,
+            "actions": ACTIONS,
+            "regimes": [r.name for r in cfg.consent.regimes],
+            "rows": [record_row(r) for r in page.records],
+            "next_url": link(page.next_before_id) if page.next_before_id is not None else None,
+            "prev_url": link(page.prev_before_id) if page.has_prev else None,
+            "live": before_id is None,
+            "log_off": db_path(request) is None,
+        },
+    )
+
+
+async def overview_page(request: web.Request) -> web.Response:
+    state = request.app[ADMIN]
+    try:
+        window, since = window_param(request)
+    except BadParameter as e:
+        return _bad_page(request, e)
+    counts = await read_counts(request, since)
+    by_vendor, by_purpose = charts(counts, state.gw.config.consent.purposes)
+    return render(
+        request,
+        "overview.html",
+        {
+            "title": "Overview",
+            "window": window,
+            "windows": list(WINDOWS),
+            "total": counts.total,
+            "chart_vendor": by_vendor,
+            "chart_purpose": by_purpose,
+            "shares": purpose_shares(state.gw),
+            "started": format_time(state.started),
+            "log_off": db_path(request) is None,
+        },
+    )
+
+
+async def rules_page(request: web.Request) -> web.Response:
+    gw = request.app[ADMIN].gw
+    doc = rules_doc(gw)
+    return render(request, "rules.html", {"title": "Rules", **doc})
+
+
+async def unknown_page(request: web.Request) -> web.Response:
+    try:
+        since, since_ts = since_param(request.query.get("since"), "1w", any_time=False)
+    except BadParameter as e:
+        return _bad_page(request, e)
+    hosts = await read_hosts(request, since_ts, UNKNOWN_LIMIT)
+    rows = [
+        {
+            "host": h.host,
+            "count": h.count,
+            "first": format_time(h.first_seen),
+            "last": format_time(h.last_seen),
+        }
+        for h in hosts
+    ]
+    return render(
+        request,
+        "unknown.html",
+        {
+            "title": "Unknown destinations",
+            "since": since,
+            "windows": [*WINDOWS, "all"],
+            "rows": rows,
+            "limit": UNKNOWN_LIMIT,
+            "log_off": db_path(request) is None,
+        },
+    )
+
+
+async def subjects_page(request: web.Request) -> web.Response:
+    """Consent records: one subject's current state and full history, oldest first (what
+    `api/subjects/{subject}/records` exports), for operators answering an access request.
+
+    Read-only: erasure stays with the bearer-token API and the CLI, so no form here
+    changes anything (no CSRF surface). The subject comes in the query string, which the
+    access log never keeps; this handler never logs it either.
+    """
+    gw = request.app[ADMIN].gw
+    subject = request.query.get("subject", "")
+    context: dict[str, object] = {
+        "title": "Consent records",
+        "subject": "",
+        "cookie_name": gw.config.cookie.name,
+        "erased_prefix": ERASED_PREFIX,
+        "error": None,
+        "result": None,
+    }
+    if not subject:
+        return render(request, "subjects.html", context)
+    if len(subject) > MAX_SUBJECT:
+        # Not echoed back (nor put in the form): most likely a whole cookie value.
+        context["error"] = (
+            f"subject: at most {MAX_SUBJECT} characters (a subject id or an "
+            f"{ERASED_PREFIX}… token, not a whole cookie value)"
+        )
+        return render(request, "subjects.html", context, status=400)
+    context["subject"] = subject
+    book = gw.book
+    if book is None:
+        context["error"] = "the consent store is not open"
+        return render(request, "subjects.html", context, status=503)
+    try:
+        current, records = await subject_history(book.store, subject)
+    except StoreError as e:
+        # SECURITY: a driver's message may quote a parameter; the subject stays out of logs.
+        log.warning("admin: the consent store cannot be read: %s", str(e).replace(subject, "-"))
+        context["error"] = "the consent store cannot be read; try again later"
+        return render(request, "subjects.html", context, status=503)
+    token = subject.startswith(ERASED_PREFIX)
+    encoded = quote(subject, safe="")
+    context["result"] = {
+        "token": token,
+        "current": current_view(current, gw.config.consent),
+        "records": [consent_row(r, gw.config.consent.purposes) for r in records],
+        "export_url": f"{API_PREFIX}subjects/{encoded}/records",
+        # How to erase, while records are linked to the id (a token's already are not).
+        "erase_url": f"{API_PREFIX}subjects/{encoded}/erase" if records and not token else None,
+        "erase_cli": erase_command(subject),
+    }
+    return render(request, "subjects.html", context)

@@ -1,0 +1,156 @@
+"""The admin's query parameters: parsed, checked, and turned into decision-log filters.
+
+Pages take the windows they offer (`1h`, `1d`, `1w`, `all`); the API also takes any
+duration or ISO-8601 time `parse_since` understands. A value the admin cannot use
+raises `BadParameter`, whose message names the parameter and what it takes, never
+the value sent (pages answer it with a 400 page, the API with 400 JSON).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
+
+from aiohttp import web
+
+from gateway.admin.answers import ADMIN
+from gateway.decision_log.query import LogQuery, parse_since
+from gateway.decision_log.record import DecisionRecord
+from gateway.model import Action
+from gateway.ruleset.schema import check_vendor_id
+
+__all__ = [
+    "ACTIONS",
+    "API_MAX_LIMIT",
+    "MAX_ID",
+    "MAX_SUBJECT",
+    "PAGE_SIZE",
+    "UNKNOWN_LIMIT",
+    "WINDOWS",
+    "WINDOW_NAMES",
+    "BadParameter",
+    "Filters",
+    "int_param",
+    "record_filters",
+    "since_param",
+    "window_param",
+]
+
+#: records per page on the Blocked page (and the API's default `limit`)
+PAGE_SIZE: Final = 50
+API_MAX_LIMIT: Final = 1000
+UNKNOWN_LIMIT: Final = 200
+#: time windows offered by the pages (the API also takes any `parse_since` value)
+WINDOWS: Final = MappingProxyType({"1h": 3600.0, "1d": 86400.0, "1w": 604800.0})
+WINDOW_NAMES: Final = MappingProxyType(
+    {"1h": "last hour", "1d": "last day", "1w": "last week", "all": "all time"}
+)
+ACTIONS: Final = tuple(a.value for a in Action)
+MAX_ID: Final = 2**63 - 1
+MAX_SUBJECT: Final = 256
+
+
+class BadParameter(ValueError):
+    """A query parameter the admin cannot use; its message names the parameter only."""
+
+
+def since_param(
+    value: str | None, default: str, *, any_time: bool, name: str = "since"
+) -> tuple[str, float | None]:
+    """A `since`/`window` value and the epoch seconds it starts at (None: all time).
+
+    Pages take the offered windows (`1h`, `1d`, `1w`, `all`); the API (`any_time`) also
+    takes any duration or ISO-8601 time `parse_since` understands.
+    """
+    text = value or default
+    if text == "all":
+        return text, None
+    now = time.time()
+    if text in WINDOWS:
+        return text, now - WINDOWS[text]
+    if any_time:
+        try:
+            return text, parse_since(text, now)
+        except ValueError:
+            pass
+    also = ", a duration (90m) or an ISO-8601 time" if any_time else ""
+    raise BadParameter(f"{name}: use 1h, 1d, 1w, all{also}")
+
+
+def window_param(request: web.Request) -> tuple[str, float | None]:
+    """The overview's `window`: `1h`, `1d` (the default) or `1w`."""
+    window, since = since_param(request.query.get("window"), "1d", any_time=False, name="window")
+    if window == "all":
+        raise BadParameter("window: use 1h, 1d or 1w")
+    return window, since
+
+
+def int_param(query: Mapping[str, str], name: str, lo: int, hi: int) -> int | None:
+    value = query.get(name) or None
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or not lo <= int(value) <= hi:
+        raise BadParameter(f"{name}: a whole number from {lo} to {hi}")
+    return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The record filters of the Blocked page and `api/records` (and the stream's)."""
+
+    since: str
+    since_ts: float | None
+    vendor: str | None
+    purpose: str | None
+    action: str | None
+    regime: str | None
+
+    def query(self, limit: int, **cursor: int | None) -> LogQuery:
+        return LogQuery(
+            since=self.since_ts,
+            vendor=self.vendor,
+            purpose=self.purpose,
+            action=self.action,
+            regime=self.regime,
+            limit=limit,
+            **cursor,
+        )
+
+    def matches(self, r: DecisionRecord) -> bool:
+        return (
+            (self.vendor is None or r.vendor == self.vendor)
+            and (self.action is None or r.action == self.action)
+            and (self.purpose is None or self.purpose in r.missing)
+            and (self.regime is None or r.regime == self.regime)
+        )
+
+    def params(self) -> dict[str, str]:
+        """The query parameters that reproduce these filters (for page links)."""
+        out = {"since": self.since}
+        for key in ("vendor", "purpose", "action", "regime"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+def record_filters(request: web.Request, *, any_time: bool) -> Filters:
+    q = request.query
+    cfg = request.app[ADMIN].gw.config
+    since, since_ts = since_param(q.get("since"), "1d", any_time=any_time)
+    vendor = q.get("vendor") or None
+    if vendor is not None and check_vendor_id(vendor) is not None:
+        raise BadParameter("vendor: a vendor id (lower-case slug)")
+    purpose = q.get("purpose") or None
+    if purpose is not None and purpose not in cfg.consent.purposes:
+        raise BadParameter("purpose: one of the configured purposes")
+    action = q.get("action") or None
+    if action is not None and action not in ACTIONS:
+        raise BadParameter("action: one of " + ", ".join(ACTIONS))
+    regime = q.get("regime") or None
+    if regime is not None and regime not in {r.name for r in cfg.consent.regimes}:
+        raise BadParameter("regime: one of the configured regimes")
+    return Filters(since, since_ts, vendor, purpose, action, regime)

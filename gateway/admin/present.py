@@ -1,0 +1,289 @@
+"""Presenters: decision-log records, counts, rules and consent records as the admin's
+pages and JSON API show them.
+
+Pure functions of plain values (no request, no I/O but the metrics registry the
+consent shares are read from): rows and documents for the templates and the API,
+the overview's charts, and the CLI line that erases a subject. Times are ISO-8601
+UTC with a short display form; a record without a vendor is an unknown destination.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from gateway.admin.charts import Bar, bar_chart
+from gateway.admin.params import ACTIONS
+from gateway.config import ConsentConfig
+from gateway.decision_log.query import DecisionCounts, UnknownHost
+from gateway.decision_log.record import DecisionRecord
+from gateway.model import ConsentValue
+from gateway.ruleset.schema import EndpointSpec, VendorRule
+from gateway.state import Gateway
+from gateway.store.base import ERASURE_SOURCE, ConsentRecord, CurrentConsent
+
+__all__ = [
+    "Share",
+    "charts",
+    "consent_row",
+    "current_view",
+    "erase_command",
+    "format_time",
+    "overview_doc",
+    "purpose_shares",
+    "record_row",
+    "rules_doc",
+    "unknown_doc",
+]
+
+_STATES: Final = tuple(s.value for s in ConsentValue)
+_UNKNOWN_VENDOR: Final = "(unknown destination)"
+#: hex digits of a notice hash the Consent records page shows (the full value in a title)
+_HASH_SHOWN: Final = 12
+
+
+def format_time(ts: float) -> tuple[str, str]:
+    """(ISO-8601 UTC, short display) of epoch seconds."""
+    when = datetime.fromtimestamp(ts, UTC)
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z"), when.strftime(
+        "%Y-%m-%d %H:%M:%S"
+    )
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else format_time(ts)[0]
+
+
+def record_row(r: DecisionRecord) -> dict[str, object]:
+    iso, shown = format_time(r.ts)
+    target = r.vendor or _UNKNOWN_VENDOR
+    if r.vendor and r.endpoint:
+        target += f"/{r.endpoint}"
+    return {
+        "id": r.id,
+        "iso": iso,
+        "time": shown,
+        "action": r.action,
+        "report_only": r.report_only,
+        "vendor": target,
+        "missing": ", ".join(r.missing),
+        "regime": r.regime or "",
+        "method": r.method,
+        "host": r.host,
+        "path": r.path,
+        "stripped": ", ".join(r.stripped),
+        "reason": r.reason,
+    }
+
+
+def _rule_doc(rule: VendorRule) -> dict[str, object]:
+    return {
+        "vendor": rule.vendor,
+        "name": rule.name,
+        "file": rule.file,
+        "hosts": list(rule.hosts),
+        "route": rule.route,
+        "route_host": rule.route_host,
+        "purposes": sorted(rule.purposes),
+        "tcf_vendor_id": rule.tcf_vendor_id,
+        "report_only": rule.report_only,
+        "consent_params": rule.consent_params.value if rule.consent_params else None,
+        "endpoints": [_endpoint_doc(e) for e in rule.endpoints],
+    }
+
+
+def _endpoint_doc(e: EndpointSpec) -> dict[str, object]:
+    return {
+        "id": e.id,
+        "match": e.pattern,
+        "methods": sorted(e.methods),
+        "kind": e.kind.value,
+        "body": e.body.value,
+        "purposes": sorted(e.purposes),
+        "forward_mode": e.forward_mode.value,
+        "when_denied": {p: s.field_names() for p, s in sorted(e.when_denied.items())},
+        "always": e.always.field_names(),
+    }
+
+
+def rules_doc(gw: Gateway) -> dict[str, object]:
+    rules = sorted(gw.rules.current.rules, key=lambda r: r.vendor)
+    return {"rules": [_rule_doc(r) for r in rules], "load_errors": list(gw.rules.last_error)}
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    purpose: str
+    granted: int
+    denied: int
+    unknown: int
+
+    @property
+    def total(self) -> int:
+        return self.granted + self.denied + self.unknown
+
+    @property
+    def share(self) -> float | None:
+        """granted / total, None before the first request."""
+        return self.granted / self.total if self.total else None
+
+
+def purpose_shares(gw: Gateway) -> list[Share]:
+    """From `gateway_consent_purpose_total`: this process's counts since it started."""
+    registry = gw.metrics.registry
+
+    def count(purpose: str, state: str) -> int:
+        labels = {"purpose": purpose, "state": state}
+        return int(registry.get_sample_value("gateway_consent_purpose_total", labels) or 0)
+
+    return [Share(p, *(count(p, s) for s in _STATES)) for p in gw.config.consent.purposes]
+
+
+def overview_doc(
+    window: str,
+    since: float | None,
+    counts: DecisionCounts,
+    shares: Sequence[Share],
+    started: float,
+) -> dict[str, object]:
+    return {
+        "window": window,
+        "since": _iso(since),
+        "total": counts.total,
+        "by_vendor_action": [
+            {"vendor": v, "action": a, "count": n}
+            for (v, a), n in sorted(counts.by_vendor_action.items(), key=_pair_order)
+        ],
+        "by_purpose": [
+            {"purpose": p, "count": n}
+            for p, n in sorted(counts.by_purpose.items(), key=lambda i: (-i[1], i[0]))
+        ],
+        "purpose_share": {
+            "measured": "tag requests this gateway process handled since it started, "
+            "counted once per purpose after consent was resolved",
+            "since": _iso(started),
+            "purposes": [
+                {
+                    "purpose": s.purpose,
+                    "granted": s.granted,
+                    "denied": s.denied,
+                    "unknown": s.unknown,
+                    "total": s.total,
+                    "granted_share": s.share,
+                }
+                for s in shares
+            ],
+        },
+    }
+
+
+def _pair_order(item: tuple[tuple[str | None, str], int]) -> tuple[str, str]:
+    (vendor, action), _ = item
+    return (vendor or "", action)
+
+
+def charts(counts: DecisionCounts, purposes: Sequence[str]) -> tuple[str, str]:
+    vendors: dict[str | None, list[int]] = {}
+    for (vendor, action), n in counts.by_vendor_action.items():
+        row = vendors.setdefault(vendor, [0] * len(ACTIONS))
+        if action in ACTIONS:
+            row[ACTIONS.index(action)] += n
+    bars = [
+        Bar(v if v is not None else _UNKNOWN_VENDOR, tuple(vals))
+        for v, vals in sorted(vendors.items(), key=lambda i: (-sum(i[1]), i[0] or ""))
+    ]
+    by_vendor = bar_chart("chart-vendor-action", "Requests by vendor and action", ACTIONS, bars)
+    names = list(purposes) + sorted(set(counts.by_purpose) - set(purposes))
+    purpose_bars = [Bar(p, (counts.by_purpose.get(p, 0),)) for p in names]
+    by_purpose = bar_chart(
+        "chart-purpose", "Requests by missing purpose", ("requests missing it",), purpose_bars
+    )
+    return by_vendor, by_purpose
+
+
+def unknown_doc(
+    since: str, since_ts: float | None, hosts: Sequence[UnknownHost]
+) -> dict[str, object]:
+    return {
+        "since": since,
+        "since_time": _iso(since_ts),
+        "hosts": [
+            {
+                "host": h.host,
+                "count": h.count,
+                "first_seen": _iso(h.first_seen),
+                "last_seen": _iso(h.last_seen),
+                "first_seen_epoch": h.first_seen,
+                "last_seen_epoch": h.last_seen,
+            }
+            for h in hosts
+        ],
+    }
+
+
+def erase_command(subject: str) -> str:
+    """The CLI line that erases `subject`, quoted for a POSIX shell."""
+    # `--`: a subject id may start with `-` (base64url), which argparse takes for an option.
+    dashes = "-- " if subject.startswith("-") else ""
+    return f"consent-gateway erase {dashes}{shlex.quote(subject)}"
+
+
+def _exact_time(ts: float) -> str:
+    """ISO-8601 UTC to the millisecond: a consent record's time as stored."""
+    when = datetime.fromtimestamp(ts, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _answered(purposes: Mapping[str, bool], configured: Sequence[str]) -> list[str]:
+    """The answered purposes: configured ones in config order, then the rest sorted (a
+    purpose since dropped from the config is still part of the proof)."""
+    return [p for p in configured if p in purposes] + sorted(set(purposes) - set(configured))
+
+
+def current_view(current: CurrentConsent | None, cfg: ConsentConfig) -> dict[str, object] | None:
+    """The current state for the page (None: no record, no consent), with the reasons the
+    gateway no longer applies it, as `consent.resolve.stored_answer` decides them."""
+    if current is None:
+        return None
+    erased = current.source == ERASURE_SOURCE and not current.purposes
+    stale: list[str] = []
+    if not erased and current.policy_version < cfg.policy_version:
+        stale.append(
+            f"it was given under policy version {current.policy_version} and version "
+            f"{cfg.policy_version} is in force"
+        )
+    if not erased and time.time() - current.at > cfg.max_age:
+        stale.append("it is older than consent.max_age")
+    return {
+        "erased": erased,
+        "purposes": [(p, current.purposes[p]) for p in _answered(current.purposes, cfg.purposes)],
+        "policy_version": current.policy_version,
+        "source": current.source,
+        "iso": _exact_time(current.at),
+        "time": format_time(current.at)[1],
+        "stale": stale,
+    }
+
+
+def consent_row(r: ConsentRecord, configured: Sequence[str]) -> dict[str, object]:
+    names = _answered(r.purposes, configured)
+    notice = r.notice_hash
+    short = None
+    if notice:
+        short = notice if len(notice) <= _HASH_SHOWN else notice[:_HASH_SHOWN] + "…"
+    return {
+        "id": r.id,
+        "iso": _exact_time(r.at),
+        "time": format_time(r.at)[1],
+        "source": r.source,
+        "policy_version": r.policy_version,
+        "granted": [p for p in names if r.purposes[p]],
+        "denied": [p for p in names if not r.purposes[p]],
+        "notice_hash": notice or None,
+        "notice_short": short,
+        "request_id": r.request_id or None,
+    }
