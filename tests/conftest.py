@@ -42,6 +42,9 @@ from gateway.model import (
 )
 from gateway.ruleset.match import RuleSet
 
+#: the stores' fixtures (`backend`, `store`, `pg_schema`), for every test module
+pytest_plugins = ["tests.stores"]
+
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"
 #: "billion laughs": nine levels of nine aliases, 377 bytes that expand to 9**9 strings

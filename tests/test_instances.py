@@ -42,7 +42,7 @@ from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 from gateway.webhooks.wire import verify
 from tests.conftest import PG_DSN, RULES_DIR, TEST_KEY
-from tests.store.test_base import fresh_pg_schema
+from tests.stores import fresh_pg_schema
 
 FBEVENTS = "/t/connect.facebook.net/en_US/fbevents.js"
 SCRIPT_BODY = b"/* the vendor's script */"

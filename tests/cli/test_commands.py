@@ -24,7 +24,7 @@ from gateway.store.base import ERASED_PREFIX, ConsentRecord, ConsentStore
 from gateway.store.migrations import latest_version, migrate
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import BOMB, PG_DSN, ROOT, RULES_DIR, TEST_KEY
-from tests.store.test_base import fresh_pg_schema, pg_store, sqlite_sql
+from tests.stores import fresh_pg_schema, pg_store, sqlite_sql
 
 
 def test_check_passes_on_the_shipped_config_and_rules(

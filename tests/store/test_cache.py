@@ -20,11 +20,7 @@ from gateway.store.base import (
 )
 from gateway.store.cache import MISS, ConsentBook, ConsentCache
 from gateway.store.sqlite import SqliteStore
-from tests.store.test_base import (  # noqa: F401  (the fixtures)
-    backend_fixture,
-    rec,
-    store_fixture,
-)
+from tests.stores import rec
 
 
 def change(

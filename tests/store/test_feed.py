@@ -21,7 +21,7 @@ from gateway.store.migrations import migrate
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import PG_DSN
-from tests.store.test_base import fresh_pg_schema, pg_store, rec
+from tests.stores import fresh_pg_schema, pg_store, rec
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:

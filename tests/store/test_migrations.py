@@ -15,7 +15,7 @@ from gateway.store.migrations import (
     migrate,
     steps_for,
 )
-from tests.store.test_base import Backend, backend_fixture, rec  # noqa: F401  (fixture)
+from tests.stores import Backend, rec
 
 
 @pytest.mark.parametrize("steps", [SQLITE_STEPS, POSTGRES_STEPS], ids=["sqlite", "postgres"])

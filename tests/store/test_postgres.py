@@ -9,13 +9,7 @@ import pytest
 from gateway.store.base import StoreError
 from gateway.store.migrations import migrate
 from gateway.store.postgres import PostgresStore
-from tests.store.test_base import (  # noqa: F401  (pg_schema_fixture: the fixture)
-    pg_schema_fixture,
-    pg_sql,
-    pg_store,
-    pg_unavailable,
-    rec,
-)
+from tests.stores import pg_sql, pg_store, pg_unavailable, rec
 
 
 def test_pool_bounds_are_validated() -> None:

@@ -12,7 +12,7 @@ import pytest
 from gateway.store.base import StoreError
 from gateway.store.migrations import migrate
 from gateway.store.sqlite import SqliteStore
-from tests.store.test_base import rec
+from tests.stores import rec
 
 
 @pytest.fixture

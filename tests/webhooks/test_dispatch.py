@@ -35,11 +35,7 @@ from gateway.store.base import (
 from gateway.store.migrations import migrate
 from gateway.webhooks.dispatch import WebhookDispatcher, backoff, status
 from gateway.webhooks.wire import EVENT_ID_HEADER, SIGNATURE_HEADER, event_body, verify
-from tests.store.test_base import (  # noqa: F401  (backend_fixture: the fixture)
-    Backend,
-    backend_fixture,
-    rec,
-)
+from tests.stores import Backend, rec
 
 SECRET = b"whsec-" + secrets.token_hex(16).encode()
 
