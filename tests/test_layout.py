@@ -1,11 +1,15 @@
 """Tests mirror the package: every module in gateway/ has its test module.
 
 `gateway/x.py` -> `tests/test_x.py`; `gateway/pkg/x.py` -> `tests/pkg/test_x.py`.
-Also checks that every module declares `__all__` naming only what exists.
+Also checks that every module declares `__all__` naming only what exists, and that no
+test module imports another: what tests share lives in conftest.py or a helper module
+(tests/harness.py, tests/stores.py, tests/signal_values.py), so that running, moving or
+deleting one test module never changes another.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 from pathlib import Path
 
@@ -32,3 +36,28 @@ def test_module_declares_all(module: Path) -> None:
     assert names is not None, f"{rel} has no __all__"
     for name in names:
         assert hasattr(mod, name), f"{rel}.__all__ names missing {name}"
+
+
+TEST_FILES = sorted((ROOT / "tests").rglob("*.py"))
+
+
+def _is_test_module(module: str) -> bool:
+    return module.rsplit(".", 1)[-1].startswith("test_")
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_test_module_imports_another(path: Path) -> None:
+    imported = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        imported += [
+            f"{path.name}:{node.lineno}: {name}"
+            for name in names
+            if name.startswith("tests.") and _is_test_module(name)
+        ]
+    assert imported == []

@@ -26,7 +26,7 @@ from gateway.consent.cmp import FORMATS
 from gateway.edges import TRANSPARENT_GIF
 from gateway.model import CMP
 from tests.conftest import FakeVendor, cookie_for
-from tests.consent.test_signals import ONETRUST_NO_TARGETING, TC_ADS_755, TC_ADS_NOT_755
+from tests.signal_values import ONETRUST_NO_TARGETING, TC_ADS_755, TC_ADS_NOT_755
 
 META = "/t/www.facebook.com/tr?id=1234567890&ev=PageView&dl=https%3A%2F%2Fshop.example%2F"
 ADS = "/t/www.googleadservices.com/pagead/conversion/987654321/?label=AbC&value=1"

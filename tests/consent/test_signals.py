@@ -16,23 +16,10 @@ from gateway.consent.signals import (
     resolve_with_signals,
 )
 from gateway.model import ConsentValue, Facts, Headers
-from tests.consent.test_tcf import bitfield_section, core
+from tests.signal_values import ONETRUST_NO_TARGETING, TC_ADS_755, TC_ADS_NOT_755, TC_ANALYTICS
 
 G, D = ConsentValue.GRANTED, ConsentValue.DENIED
 CFG = SignalsConfig()
-
-#: purposes 1-4 and 7 consented (advertising per the default mapping), vendor 755 consented
-TC_ADS_755 = core(purposes={1, 2, 3, 4, 7}, consents=bitfield_section({755}))
-#: the same purposes, but vendor 755 absent from the vendor consents
-TC_ADS_NOT_755 = core(purposes={1, 2, 3, 4, 7}, consents=bitfield_section({1, 2}))
-#: only purposes 1 and 8 (analytics)
-TC_ANALYTICS = core(purposes={1, 8})
-
-ONETRUST_NO_TARGETING = quote(
-    "isGpcEnabled=0&datestamp=Tue+Sep+12+2023+10%3A00%3A00+GMT%2B0200&version=202306.1.0"
-    "&interactionCount=1&groups=C0001%3A1%2CC0002%3A1%2CC0003%3A1%2CC0004%3A0",
-    safe="=&%+",
-)
 
 
 def facts(query: str = "", cookies: dict[str, str] | None = None, **headers: str) -> Facts:

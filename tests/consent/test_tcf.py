@@ -1,8 +1,8 @@
 """Tests for gateway.consent.tcf: published vectors, crafted edge cases, decisions, fuzzing.
 
 Vectors name their source as `repo path::test`. Where no published vector exists the string
-is built here bit by bit (`bits()` below, the shape of iabtcf-java's `base64FromBitString`)
-and the test says so; tests/consent/test_tcf_differential.py checks that IAB's reference
+is built bit by bit (tests/signal_values.py) and the test says so;
+tests/consent/test_tcf_differential.py checks that IAB's reference
 decoder (@iabtechlabtcf/core) reads such strings the same way.
 """
 
@@ -11,9 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import re
-import string
 from datetime import UTC, datetime
-from typing import Any
 from unittest import mock
 
 import pytest
@@ -32,6 +30,17 @@ from gateway.consent.tcf import (
     vendor_may,
 )
 from gateway.errors import SignalError, TCFError
+from tests.signal_values import (
+    B64URL,
+    EMPTY_SECTION,
+    bitfield_section,
+    bits,
+    core,
+    header,
+    range_section,
+    restrictions,
+    uint,
+)
 
 JAVA = "InteractiveAdvertisingBureau/iabtcf-java iabtcf-decoder/src/test/java/com/iabtcf"
 JAVA_V2 = f"{JAVA}/decoder/TCStringV2Test.java"
@@ -45,8 +54,6 @@ SPEC_V1 = (
     "InteractiveAdvertisingBureau/GDPR-Transparency-and-Consent-Framework "
     "Consent string and vendor list formats v1.1 Final.md (example string)"
 )
-
-B64URL = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
 
 # Every reason decode_tc_string may give: fixed phrases, never a piece of the input.
 REASON_RE = re.compile(
@@ -90,94 +97,6 @@ def refused(value: str) -> str:
     assert str(e.value) == e.value.reason
     assert REASON_RE.fullmatch(e.value.reason), e.value.reason
     return e.value.reason
-
-
-# --- a small bit-level builder (for crafted strings) ---------------------------------------
-
-
-def bits(bitstring: str) -> str:
-    """base64url, no padding, of a '0'/'1' string, zero-filled to whole characters."""
-    bitstring = bitstring.replace(" ", "")
-    bitstring += "0" * (-len(bitstring) % 6)
-    return "".join(B64URL[int(bitstring[i : i + 6], 2)] for i in range(0, len(bitstring), 6))
-
-
-def uint(value: int, width: int) -> str:
-    assert 0 <= value < 1 << width
-    return format(value, f"0{width}b")
-
-
-def idfield(ids: set[int] | list[int], width: int) -> str:
-    return "".join("1" if i in ids else "0" for i in range(1, width + 1))
-
-
-def header(
-    *,
-    version: int = 2,
-    created: int = 0,
-    cmp_id: int = 300,
-    language: tuple[int, int] = (4, 13),  # "EN"
-    policy: int = 4,
-    purposes: set[int] | None = None,
-    li_purposes: set[int] | None = None,
-    country: tuple[int, int] = (0, 0),  # "AA"
-) -> str:
-    """The core segment's first 213 bits, up to the vendor consent section."""
-    return "".join(
-        [
-            uint(version, 6),
-            uint(created, 36),
-            uint(created, 36),
-            uint(cmp_id, 12),
-            uint(1, 12),  # CmpVersion
-            uint(0, 6),  # ConsentScreen
-            uint(language[0], 6) + uint(language[1], 6),
-            uint(100, 12),  # VendorListVersion
-            uint(policy, 6),
-            "1",  # IsServiceSpecific
-            "0",  # UseNonStandardTexts
-            idfield(set(), 12),
-            idfield(purposes or set(), 24),
-            idfield(li_purposes or set(), 24),
-            "0",  # PurposeOneTreatment
-            uint(country[0], 6) + uint(country[1], 6),
-        ]
-    )
-
-
-def bitfield_section(ids: set[int], max_id: int | None = None) -> str:
-    top = max(ids, default=0) if max_id is None else max_id
-    return uint(top, 16) + "0" + idfield(ids, top)
-
-
-def entries(ranges: list[tuple[int, int]]) -> str:
-    out = uint(len(ranges), 12)
-    for start, end in ranges:
-        out += "1" + uint(start, 16) + uint(end, 16) if start != end else "0" + uint(start, 16)
-    return out
-
-
-def range_section(ranges: list[tuple[int, int]], max_id: int) -> str:
-    return uint(max_id, 16) + "1" + entries(ranges)
-
-
-def restrictions(items: list[tuple[int, int, list[tuple[int, int]]]]) -> str:
-    out = uint(len(items), 12)
-    for purpose, kind, ranges in items:
-        out += uint(purpose, 6) + uint(kind, 2) + entries(ranges)
-    return out
-
-
-EMPTY_SECTION = uint(0, 16) + "0"
-
-
-def core(
-    consents: str = EMPTY_SECTION,
-    li: str = EMPTY_SECTION,
-    pubr: str = uint(0, 12),
-    **head: Any,
-) -> str:
-    return bits(header(**head) + consents + li + pubr)
 
 
 MINIMAL = core()
