@@ -8,7 +8,13 @@ counted by `decision_log` instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from gateway.core import Evaluation
 
 __all__ = ["Metrics"]
 
@@ -138,6 +144,22 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+
+    def observe(self, ev: Evaluation, purposes: Iterable[str], seconds: float) -> None:
+        """Everything one tag request's evaluation counts, in one call: its action, the
+        consent per purpose, an unreadable cookie or signal, and the time it took."""
+        decision = ev.decision
+        self.requests.labels(
+            decision.vendor or "-", decision.endpoint or "-", decision.action.value
+        ).inc()
+        if ev.consent is not None:
+            for purpose in purposes:
+                self.consent_purpose.labels(purpose, ev.consent.state(purpose).value).inc()
+        if ev.cookie_problem is not None:
+            self.consent_cookie_invalid.labels(ev.cookie_problem).inc()
+        for signal in ev.signal_problems:
+            self.signal_invalid.labels(signal).inc()
+        self.gateway_seconds.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -79,14 +79,7 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
         fallback = decide(found, NO_CONSENT) if found else reject("internal error")
         ev = Evaluation(None, found, None, drop(fallback, "internal error (see gateway log)"), None)
     consent, match, decision, outgoing = ev.consent, ev.match, ev.decision, ev.outgoing
-    if consent is not None:
-        for purpose in gw.config.consent.purposes:
-            gw.metrics.consent_purpose.labels(purpose, consent.state(purpose).value).inc()
-    if ev.cookie_problem is not None:
-        gw.metrics.consent_cookie_invalid.labels(ev.cookie_problem).inc()
-    for signal in ev.signal_problems:
-        gw.metrics.signal_invalid.labels(signal).inc()
-    gw.metrics.gateway_seconds.observe(time.perf_counter() - started)
+    gw.metrics.observe(ev, gw.config.consent.purposes, time.perf_counter() - started)
 
     # 6. decision log: every non-FORWARD, and everything in report-only mode
     if decision.action is not Action.FORWARD or decision.report_only:
@@ -98,9 +91,6 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
                 else ()
             )
         gw.decision_log.submit(record_for(facts, decision, consent, match, removed))
-    gw.metrics.requests.labels(
-        decision.vendor or "-", decision.endpoint or "-", decision.action.value
-    ).inc()
 
     # 7. upstream or local answer
     return await _answer(gw, request, ev)
