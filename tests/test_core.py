@@ -45,6 +45,7 @@ CORE = [
     "gateway.ruleset",
     "gateway.ruleset.lint",
     "gateway.ruleset.load",
+    "gateway.ruleset.parse",
     "gateway.ruleset.match",
     "gateway.ruleset.schema",
     "gateway.decide",
