@@ -49,7 +49,7 @@ from gateway.redact import (
     sanitize_method,
     sanitize_path,
 )
-from gateway.transform import truncate_ip
+from gateway.transform_headers import truncate_ip
 
 __all__ = [
     "AIOHTTP_LOGGERS",

@@ -19,7 +19,7 @@ from typing import Final
 
 from cachetools import TTLCache
 
-from gateway.transform import truncate_ip
+from gateway.transform_headers import truncate_ip
 
 __all__ = ["NetworkLimiter"]
 

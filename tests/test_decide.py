@@ -16,8 +16,8 @@ from gateway.model import (
     PurposeConsent,
     StripSpec,
 )
-from gateway.ruleset.load import parse_rule
 from gateway.ruleset.match import Match, RuleSet
+from gateway.ruleset.parse import parse_rule
 
 RULE = """
 vendor: acme

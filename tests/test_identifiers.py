@@ -297,3 +297,23 @@ def test_every_rule_with_an_example_is_covered() -> None:
     assert len(covered) >= 0.8 * sum(
         1 for r in RULES.rules for e in r.endpoints if not e.retired
     ), "fewer than 80% of live endpoints are exercised"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://shop.example/", "https://shop.example/"),
+        ("https://shop.example/?gclid=abc&x=1", "https://shop.example/?x=1"),
+        ("https://shop.example/?FBCLID=abc", "https://shop.example/"),
+        ("https://shop.example/?x=1&msclkid=m&ttclid=t&_gl=1*abc", "https://shop.example/?x=1"),
+        ("https://shop.example/?ref=a%40b.example&y=2", "https://shop.example/?y=2"),
+        ("https://shop.example/?who=a@b.example", "https://shop.example/"),
+        ("https://shop.example/u/a@b.example/x?z=1", "https://shop.example/u//x?z=1"),
+        ("https://shop.example/#gclid=abc&tab=2", "https://shop.example/#tab=2"),
+        ("https://shop.example/#section-2", "https://shop.example/#section-2"),
+    ],
+)
+def test_scrub_url(url: str, expected: str) -> None:
+    from gateway.identifiers import scrub_url
+
+    assert scrub_url(url) == expected

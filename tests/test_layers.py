@@ -4,7 +4,7 @@
     edge   pipeline, edges, upstream, store/*, decision_log, access_log, webhooks,
            reload, metrics, state, ratelimit       I/O: requests, sockets, files, databases
     core   core, explain                           the pure middle, run on plain values
-    leaf   consent/*, ruleset/*, decide, transform, identifiers, bodies, redact
+    leaf   consent/*, ruleset/*, decide, transform*, identifiers, bodies, redact
     base   model, errors, config, yamlsrc          the types and the config schema
 
 `tests/test_core.py` checks that the core loads no I/O library at run time; this
@@ -27,7 +27,19 @@ LAYERS = ["base", "leaf", "core", "edge", "top"]
 _OF: dict[str, str] = {
     **dict.fromkeys(["model", "errors", "config", "yamlsrc"], "base"),
     **dict.fromkeys(
-        ["consent", "ruleset", "decide", "transform", "identifiers", "bodies", "redact"], "leaf"
+        [
+            "consent",
+            "ruleset",
+            "decide",
+            "transform",
+            "transform_query",
+            "transform_body",
+            "transform_headers",
+            "identifiers",
+            "bodies",
+            "redact",
+        ],
+        "leaf",
     ),
     **dict.fromkeys(["core", "explain"], "core"),
     **dict.fromkeys(

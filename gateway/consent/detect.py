@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from gateway.consent import cmp, gcm, gpp, tcf
+from gateway.consent.usp import decode_us_privacy
 from gateway.errors import SignalError
 from gateway.model import ConsentValue
 
@@ -36,7 +37,7 @@ def decode_any(value: str) -> tuple[str, dict[str, object]]:
     """
     v = value.strip()
     if _USP.fullmatch(v):
-        usp = gpp.decode_us_privacy(v)
+        usp = decode_us_privacy(v)
         return "us_privacy", usp.to_json()
     if _GCS.fullmatch(v):
         return "gcs", _states(gcm.decode_gcs(v))

@@ -34,6 +34,7 @@ from urllib.parse import unquote_plus
 from gateway.config import ConsentConfig, CookieConfig, SignalsConfig
 from gateway.consent import cmp, gcm, gpp, tcf
 from gateway.consent.resolve import CookieOutcome, SourceAnswer, resolve_request
+from gateway.consent.usp import decode_us_privacy, usp_opted_out
 from gateway.errors import SignalError
 from gateway.model import CMP, ConsentState, ConsentValue, CurrentConsent, Facts, Signal
 
@@ -221,11 +222,11 @@ def read_signals(facts: Facts, cfg: SignalsConfig) -> Signals:
             if not raw:
                 continue
             try:
-                usp = gpp.decode_us_privacy(raw)
+                usp = decode_us_privacy(raw)
             except SignalError as e:
                 out.problems.append((Signal.US_PRIVACY, e.reason))
                 continue
-            if gpp.usp_opted_out(usp):
+            if usp_opted_out(usp):
                 denied = dict.fromkeys(cfg.us_opt_out_purposes, _DENIED)
                 out.add(SourceAnswer(Signal.US_PRIVACY, denied, None), from_request)
 

@@ -1,13 +1,14 @@
 """The vendor rule set (DESIGN §5): rule files compiled once into typed, indexed specs.
 
 - `schema`: the specs (`VendorRule`, `EndpointSpec`, `ExampleSpec`) and their grammars.
+- `parse`: one YAML rule file -> a `VendorRule`, or every problem in it.
 - `load`: YAML rule files -> a validated `RuleSet`, or `RuleError` listing every problem.
 - `match`: the index: (host, path, method) -> `Match`; routes; the host and path gates.
 
 Pure: no I/O beyond reading the rule files, no aiohttp.
 """
 
-from gateway.ruleset.load import load_rules, parse_rule
+from gateway.ruleset.load import load_rules
 from gateway.ruleset.match import (
     Match,
     RuleConflict,
@@ -17,6 +18,7 @@ from gateway.ruleset.match import (
     match_endpoint,
     normalize_host,
 )
+from gateway.ruleset.parse import parse_rule
 from gateway.ruleset.schema import EndpointSpec, ExampleSpec, ForwardMode, VendorRule
 
 __all__ = [

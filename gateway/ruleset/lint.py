@@ -19,7 +19,7 @@ import orjson
 from gateway.errors import Problem
 from gateway.model import StripSpec
 from gateway.ruleset.schema import EndpointSpec, ExampleSpec, VendorRule
-from gateway.transform import json_paths
+from gateway.transform_body import json_paths
 
 __all__ = ["lint_rules", "shadowed_by"]
 

@@ -1,7 +1,7 @@
 """The typed specs a rule file compiles into, and the grammars their fields obey.
 
 A rule file (`rules/*.yaml`, documented for authors in `rules/README.md`) is
-read once by `gateway.ruleset.load` into a `VendorRule`: the vendor's hosts,
+read once by `gateway.ruleset.parse` into a `VendorRule`: the vendor's hosts,
 its optional first-party route, the purposes it needs, its ordered
 `EndpointSpec`s and its `ExampleSpec`s. Everything here is an immutable value;
 the loader reports a bad field as a `Problem` with its line before any spec is

@@ -6,7 +6,8 @@ import pytest
 
 from gateway.config import DEFAULT_PURPOSES
 from gateway.ruleset.lint import lint_rules
-from gateway.ruleset.load import load_rules, parse_rule
+from gateway.ruleset.load import load_rules
+from gateway.ruleset.parse import parse_rule
 from tests.conftest import RULES_DIR
 
 HEAD = """

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from gateway.config import DEFAULT_PURPOSES, parse_config
 from gateway.errors import ConfigError
-from gateway.ruleset.load import parse_rule
+from gateway.ruleset.parse import parse_rule
 from tests.conftest import ROOT, RULES_DIR
 
 PURPOSES = frozenset(DEFAULT_PURPOSES)

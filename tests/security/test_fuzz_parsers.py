@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.config import DEFAULT_PURPOSES, CookieKey
-from gateway.consent import cmp, gcm, gpp, tcf
+from gateway.consent import cmp, gcm, gpp, tcf, usp
 from gateway.consent.cookie import verify_cookie
 from gateway.core import evaluate
 from gateway.errors import (
@@ -56,7 +56,7 @@ text = st.text(alphabet=st.sampled_from(_MEANINGFUL), max_size=300) | st.text(ma
 DECODERS: list[tuple[str, Callable[[str], object], type[Exception], str]] = [
     ("tcf", tcf.decode_tc_string, TCFError, "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA"),
     ("gpp", gpp.decode_gpp, GPPError, "DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA"),
-    ("us_privacy", gpp.decode_us_privacy, GPPError, "1YNN"),
+    ("us_privacy", usp.decode_us_privacy, GPPError, "1YNN"),
     ("gcs", gcm.decode_gcs, GCMError, "G111"),
     ("gcd", gcm.decode_gcd, GCMError, "13r3r3r3r5l1"),
     ("npa", gcm.decode_npa, GCMError, "1"),
