@@ -47,6 +47,8 @@ pytest_plugins = ["tests.stores"]
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"
+#: every shipped rule file
+SHIPPED_RULES = sorted(RULES_DIR.glob("*.yaml"))
 #: "billion laughs": nine levels of nine aliases, 377 bytes that expand to 9**9 strings
 BOMB = "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)

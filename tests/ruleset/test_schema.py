@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from gateway.model import Action, ConsentValue, EndpointKind, StripSpec
-from gateway.ruleset import schema
 from gateway.ruleset.schema import (
     EndpointSpec,
     ExampleSpec,
@@ -45,10 +44,6 @@ def vendor(**kw: Any) -> VendorRule:
     kw.setdefault("purposes", frozenset({"analytics"}))
     kw.setdefault("endpoints", (endpoint(),))
     return VendorRule(**kw)
-
-
-def test_all_is_exported() -> None:
-    assert all(hasattr(schema, name) for name in schema.__all__)
 
 
 @pytest.mark.parametrize(
