@@ -1,8 +1,8 @@
 """The schema of the `consent:` section: purposes, regimes and signals.
 
 Declared like every section (`gateway.config.spec.opt`); `GatewayConfig` in
-`gateway.config.schema` holds it. Apart because the signal tables' defaults are
-long, and because the consent core reads these types on every request.
+`gateway.config.schema` holds it. A module of its own only to keep each short:
+the signal tables' defaults are long.
 
 Pure: no YAML, no files, no environment.
 """
