@@ -28,6 +28,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.config import DecisionLogConfig, GatewayConfig, parse_config
 from gateway.decision_log.record import DecisionRecord
 from gateway.decision_log.sinks import SqliteSink
+from gateway.errors import ConfigError
 from gateway.metrics import Metrics
 from gateway.model import (
     Action,
@@ -54,6 +55,9 @@ BOMB = "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
 )
 TEST_KEY = base64.urlsafe_b64encode(b"k" * 32).decode().rstrip("=")
+#: a config whose only signing key is read from CG_TEST_KEY, and an environment with it
+CONFIG_KEYS = "cookie:\n  keys: [{id: k1, secret_env: CG_TEST_KEY}]\n"
+CONFIG_ENV = {"CONSENT_GATEWAY_COOKIE_KEY": TEST_KEY, "CG_TEST_KEY": TEST_KEY}
 PG_DSN = os.environ.get("GATEWAY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -128,6 +132,13 @@ async def fake_vendor(
     fv = FakeVendor(url=str(server.make_url("")).rstrip("/"))
     holder.append(fv)
     yield fv
+
+
+def config_problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    """The problems `parse_config` reports for `text` (as file gw.yaml), as strings."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "gw.yaml", env=CONFIG_ENV if env is None else env)
+    return [str(p) for p in info.value.problems]
 
 
 def config_text(

@@ -59,6 +59,11 @@ CORE = [
     "gateway.explain",
     "gateway.model",
     "gateway.config",
+    "gateway.config.consent",
+    "gateway.config.convert",
+    "gateway.config.load",
+    "gateway.config.schema",
+    "gateway.config.spec",
     "gateway.errors",
     "gateway.yamlsrc",
 ]
@@ -94,7 +99,7 @@ def test_every_core_module_is_listed() -> None:
     pure |= {"model", "config", "errors", "yamlsrc"}
     for name in pure:
         assert f"gateway.{name}" in CORE
-    for package in ("consent", "ruleset"):
+    for package in ("consent", "ruleset", "config"):
         for path in sorted((ROOT / "gateway" / package).glob("*.py")):
             module = f"gateway.{package}" + ("" if path.stem == "__init__" else f".{path.stem}")
             assert module in CORE, module
