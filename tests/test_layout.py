@@ -1,10 +1,13 @@
 """Tests mirror the package: every module in gateway/ has its test module.
 
 `gateway/x.py` -> `tests/test_x.py`; `gateway/pkg/x.py` -> `tests/pkg/test_x.py`.
-Also checks that every module declares `__all__` naming only what exists, and that no
-test module imports another: what tests share lives in conftest.py or a helper module
-(tests/harness.py, tests/stores.py, tests/signal_values.py), so that running, moving or
-deleting one test module never changes another.
+Also checks that:
+- no module is over 600 lines: past that a module holds more than one job, and is split
+  by job (as decision_log/, admin/ and config/ were);
+- every module declares `__all__` naming only what exists;
+- no test module imports another: what tests share lives in a conftest.py or a helper
+  module (tests/harness.py, tests/stores.py, tests/signal_values.py, `*_harness.py`),
+  so that running, moving or deleting one test module never changes another.
 """
 
 from __future__ import annotations
@@ -61,3 +64,12 @@ def test_no_test_module_imports_another(path: Path) -> None:
             if name.startswith("tests.") and _is_test_module(name)
         ]
     assert imported == []
+
+
+MAX_LINES = 600
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_module_is_at_most_600_lines(module: Path) -> None:
+    lines = len(module.read_text().splitlines())
+    assert lines <= MAX_LINES, f"{module.relative_to(ROOT)}: {lines} lines"
