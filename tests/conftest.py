@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -473,3 +475,16 @@ def log_db(tmp_path: Path) -> Path:
     path = tmp_path / "decisions.db"
     store_records(path, LOG_ROWS)
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a process started by a test)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_status(url: str) -> int:
+    """GET `url` from a thread without an event loop (a served subprocess); its status."""
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return int(resp.status)

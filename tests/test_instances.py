@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,18 +40,12 @@ from gateway.store.base import ConsentStore
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 from gateway.webhooks.wire import verify
-from tests.conftest import PG_DSN, RULES_DIR, TEST_KEY
+from tests.conftest import PG_DSN, RULES_DIR, TEST_KEY, free_port
 from tests.stores import fresh_pg_schema
 
 FBEVENTS = "/t/connect.facebook.net/en_US/fbevents.js"
 SCRIPT_BODY = b"/* the vendor's script */"
 WEBHOOK_SECRET = "w" * 32
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _dsn_in(schema: str) -> str:
@@ -64,8 +57,8 @@ class GatewayProcess:
     """One `consent-gateway serve` process on a free port, with its own config file."""
 
     def __init__(self, tmp: Path, name: str, doc: dict[str, Any], env: dict[str, str]) -> None:
-        self.port = _free_port()
-        self.admin_port = _free_port()
+        self.port = free_port()
+        self.admin_port = free_port()
         self.name = name
         self.config = tmp / f"{name}.yaml"
         server = {
@@ -311,7 +304,7 @@ class Receiver:
     """A webhook receiver that can be down (not listening) and come up on a fixed port."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.events: list[dict[str, Any]] = []
         self.bad_signatures = 0
         self._runner: web.AppRunner | None = None

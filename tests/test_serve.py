@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,23 +16,12 @@ import pytest
 
 from gateway.access_log import PRIVACY_FILTER
 from gateway.serve import _setup_logging
-from tests.conftest import TEST_KEY
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=2) as resp:
-        return int(resp.status)
+from tests.conftest import TEST_KEY, free_port, http_status
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_runs_answers_health_and_stops_cleanly(config_file: Path, workers: int) -> None:
-    port, admin_port = _free_port(), _free_port()
+    port, admin_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -58,10 +46,10 @@ def test_serve_runs_answers_health_and_stops_cleanly(config_file: Path, workers:
         while True:
             try:
                 # the operators' listener answers health; the public port does not
-                assert _get(f"http://127.0.0.1:{admin_port}/healthz") == 200
-                assert _get(f"http://127.0.0.1:{admin_port}/readyz") == 200
+                assert http_status(f"http://127.0.0.1:{admin_port}/healthz") == 200
+                assert http_status(f"http://127.0.0.1:{admin_port}/readyz") == 200
                 with pytest.raises(urllib.error.HTTPError) as refused:
-                    _get(f"http://127.0.0.1:{port}/metrics")
+                    http_status(f"http://127.0.0.1:{port}/metrics")
                 refused.value.close()
                 assert refused.value.code == 404
                 break

@@ -21,8 +21,7 @@ from yarl import URL
 
 from gateway.admin.answers import ADMIN, AdminState
 from gateway.decision_log.record import DecisionRecord
-from gateway.decision_log.sinks import SqliteSink
-from tests.conftest import RULES_DIR
+from tests.conftest import RULES_DIR, make_record, store_records
 
 Client = TestClient[Any, Any]
 
@@ -71,33 +70,14 @@ def state_of(client: Client) -> AdminState:
 
 
 def record(reason: str, age: float = 10.0, **kw: Any) -> DecisionRecord:
-    args: dict[str, Any] = {
-        "ts": time.time() - age,
-        "request_id": reason,
-        "action": "drop",
-        "vendor": "google-analytics-4",
-        "endpoint": "collect",
-        "missing": ("analytics",),
-        "sources": {"analytics": "default:opt-in"},
-        "regime": "opt-in",
-        "method": "GET",
-        "host": GA,
-        "path": "/g/collect",
-        "stripped": (),
-        "reason": reason,
-    }
-    args.update(kw)
-    return DecisionRecord(**args)
+    """A GA4 drop record `age` seconds old, its request id and reason both `reason`."""
+    return make_record(reason, **{"ts": time.time() - age, "host": GA, "reason": reason, **kw})
 
 
 def seed(client: Client, records: Sequence[DecisionRecord]) -> None:
     db = state_of(client).gw.config.decision_log.sqlite_path
     assert db is not None
-    sink = SqliteSink(db)
-    try:
-        sink.write(records)
-    finally:
-        sink.close()
+    store_records(db, records)
 
 
 FILTER_ROWS = [

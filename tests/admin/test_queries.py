@@ -14,7 +14,6 @@ import pytest
 from gateway.admin.params import Filters
 from gateway.admin.queries import Page, load_page
 from gateway.decision_log.record import DecisionRecord
-from gateway.decision_log.sinks import SqliteSink
 from tests.admin.conftest import (
     admin_client,
     api,
@@ -22,6 +21,7 @@ from tests.admin.conftest import (
     record,
     seed,
 )
+from tests.conftest import store_records
 
 
 async def test_api_pagination_visits_every_record_once(
@@ -58,11 +58,7 @@ ALL = Filters("all", None, None, None, None, None)
 
 
 def write_log(db: Path, records: Sequence[DecisionRecord]) -> Path:
-    sink = SqliteSink(db)
-    try:
-        sink.write(records)
-    finally:
-        sink.close()
+    store_records(db, records)
     return db
 
 

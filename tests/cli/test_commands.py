@@ -7,11 +7,8 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,7 @@ from gateway.consent.cookie import verify_cookie
 from gateway.store.base import ERASED_PREFIX, ConsentRecord, ConsentStore
 from gateway.store.migrations import latest_version, migrate
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import BOMB, PG_DSN, ROOT, RULES_DIR, TEST_KEY
+from tests.conftest import BOMB, PG_DSN, ROOT, RULES_DIR, TEST_KEY, free_port
 from tests.stores import fresh_pg_schema, pg_store, sqlite_sql
 
 
@@ -142,17 +139,6 @@ def test_keygen_prints_a_fresh_32_byte_key(capsys: pytest.CaptureFixture[str]) -
 
 def test_no_command_is_usage_error() -> None:
     assert main([]) == 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=2) as resp:
-        return int(resp.status)
 
 
 @pytest.mark.parametrize(
@@ -567,7 +553,7 @@ def serve_fails(config_file: Path, env: dict[str, str]) -> str:
             "--config",
             str(config_file),
             "--port",
-            str(_free_port()),
+            str(free_port()),
         ],
         capture_output=True,
         text=True,
