@@ -23,7 +23,15 @@ _EMPTY = StripSpec()
 
 def reject(reason: str, vendor: str | None = None) -> Decision:
     """A REJECT decision: never forwarded, answered with a 4xx."""
-    return Decision(Action.REJECT, vendor, None, frozenset(), frozenset(), _EMPTY, reason)
+    return Decision(
+        action=Action.REJECT,
+        vendor=vendor,
+        endpoint=None,
+        required=frozenset(),
+        missing=frozenset(),
+        strips=_EMPTY,
+        reason=reason,
+    )
 
 
 def decide(match: Match | None, consent: ConsentState, *, report_only: bool = False) -> Decision:
@@ -39,14 +47,14 @@ def decide(match: Match | None, consent: ConsentState, *, report_only: bool = Fa
     if endpoint.retired:
         # Whatever the consent: the service is gone, so nothing it receives does any good.
         return Decision(
-            Action.DROP,
-            vendor.vendor,
-            endpoint.id,
-            required,
-            frozenset(),
-            _EMPTY,
-            "the vendor retired this service: never forwarded",
-            False,
+            action=Action.DROP,
+            vendor=vendor.vendor,
+            endpoint=endpoint.id,
+            required=required,
+            missing=frozenset(),
+            strips=_EMPTY,
+            reason="the vendor retired this service: never forwarded",
+            report_only=False,
         )
     missing = frozenset(p for p in required if not consent.granted(p))
     vendor_denied: frozenset[str] = frozenset()
@@ -67,26 +75,29 @@ def decide(match: Match | None, consent: ConsentState, *, report_only: bool = Fa
             # carries nothing that identifies a visitor who refused a purpose.
             strips = dataclasses.replace(strips, identifiers=True)
         return Decision(
-            Action.FORWARD,
-            vendor.vendor,
-            endpoint.id,
-            required,
-            missing,
-            strips,
-            "all required purposes granted" if required else "needs no consent",
-            ro,
+            action=Action.FORWARD,
+            vendor=vendor.vendor,
+            endpoint=endpoint.id,
+            required=required,
+            missing=missing,
+            strips=strips,
+            reason="all required purposes granted" if required else "needs no consent",
+            report_only=ro,
         )
     unstrippable = sorted(p for p in missing if p not in endpoint.when_denied)
     if unstrippable:
         return Decision(
-            Action.DROP,
-            vendor.vendor,
-            endpoint.id,
-            required,
-            missing,
-            _EMPTY,
-            f"no consent for {', '.join(unstrippable)} and no strip that makes it safe{tcf_note}",
-            ro,
+            action=Action.DROP,
+            vendor=vendor.vendor,
+            endpoint=endpoint.id,
+            required=required,
+            missing=missing,
+            strips=_EMPTY,
+            reason=(
+                f"no consent for {', '.join(unstrippable)} and no strip that makes it safe"
+                f"{tcf_note}"
+            ),
+            report_only=ro,
         )
     specs = [endpoint.when_denied[p] for p in sorted(missing)]
     strips = endpoint.always
@@ -98,12 +109,12 @@ def decide(match: Match | None, consent: ConsentState, *, report_only: bool = Fa
     keep = frozenset.intersection(*(spec.keep for spec in specs))
     strips = dataclasses.replace(strips, identifiers=True, keep=keep)
     return Decision(
-        Action.STRIP,
-        vendor.vendor,
-        endpoint.id,
-        required,
-        missing,
-        strips,
-        f"no consent for {', '.join(sorted(missing))}: identifiers stripped{tcf_note}",
-        ro,
+        action=Action.STRIP,
+        vendor=vendor.vendor,
+        endpoint=endpoint.id,
+        required=required,
+        missing=missing,
+        strips=strips,
+        reason=f"no consent for {', '.join(sorted(missing))}: identifiers stripped{tcf_note}",
+        report_only=ro,
     )

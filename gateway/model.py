@@ -346,7 +346,7 @@ class ConsentState:
         return {p: pc.source for p, pc in sorted(self.purposes.items())}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
     """What to do with a request, and why (DESIGN §1 "decision").
 

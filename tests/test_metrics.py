@@ -35,7 +35,15 @@ def test_registries_are_independent_and_parse() -> None:
 def _evaluation(
     action: Action, consent: ConsentState | None, cookie: str | None, signals: tuple[str, ...]
 ) -> Evaluation:
-    decision = Decision(action, "ga4", "collect", frozenset(), frozenset(), StripSpec(), "why")
+    decision = Decision(
+        action=action,
+        vendor="ga4",
+        endpoint="collect",
+        required=frozenset(),
+        missing=frozenset(),
+        strips=StripSpec(),
+        reason="why",
+    )
     problems = Signals(problems=tuple((name, "bad") for name in signals))
     return Evaluation(consent, None, None, decision, problems, cookie)
 

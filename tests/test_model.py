@@ -116,5 +116,14 @@ def test_consent_state_necessary_always_granted_and_missing_is_unknown() -> None
 def test_effective_action_and_whether_anything_leaves(
     action: Action, report_only: bool, effective: Action, sends: bool
 ) -> None:
-    d = Decision(action, "v", "e", frozenset(), frozenset(), StripSpec(), "r", report_only)
+    d = Decision(
+        action=action,
+        vendor="v",
+        endpoint="e",
+        required=frozenset(),
+        missing=frozenset(),
+        strips=StripSpec(),
+        reason="r",
+        report_only=report_only,
+    )
     assert (d.effective, d.sends) == (effective, sends)

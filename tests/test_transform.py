@@ -101,7 +101,15 @@ def test_set_query_replaces_every_occurrence(
     query: str, set_query: dict[str, str], expected: str
 ) -> None:
     facts = Facts("r", "GET", "www.google-analytics.com", "/g/collect", query)
-    decision = Decision(Action.FORWARD, "v", "e", frozenset(), frozenset(), StripSpec(), "t")
+    decision = Decision(
+        action=Action.FORWARD,
+        vendor="v",
+        endpoint="e",
+        required=frozenset(),
+        missing=frozenset(),
+        strips=StripSpec(),
+        reason="t",
+    )
     out = transform(facts, decision, BodyKind.NONE, set_query=set_query)
     assert out.query == expected
 
@@ -118,7 +126,15 @@ def test_url_fields_scrub_query_form_and_batch_values() -> None:
         body=f"en=a&dl={dl}\nen=b".encode(),
     )
     spec = StripSpec(url_fields=frozenset({"dl"}))
-    d = Decision(Action.STRIP, "v", "e", frozenset(), frozenset(), spec, "t")
+    d = Decision(
+        action=Action.STRIP,
+        vendor="v",
+        endpoint="e",
+        required=frozenset(),
+        missing=frozenset(),
+        strips=spec,
+        reason="t",
+    )
     out = transform(facts, d, BodyKind.GA4_BATCH)
     assert "gclid" not in out.query and "Cj0K" not in out.query
     assert "dl=https%3A%2F%2Fshop.example%2F%3Fp%3D1" in out.query and out.query.endswith("cid=1")

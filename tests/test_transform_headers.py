@@ -222,7 +222,15 @@ def test_forward_headers_extend_the_allow_list_for_one_request() -> None:
             (("Access-Token", "tok"), ("Authorization", "Basic site"), ("X-Other", "1"))
         ),
     )
-    d = Decision(Action.FORWARD, "v", "e", frozenset(), frozenset(), StripSpec(), "t")
+    d = Decision(
+        action=Action.FORWARD,
+        vendor="v",
+        endpoint="e",
+        required=frozenset(),
+        missing=frozenset(),
+        strips=StripSpec(),
+        reason="t",
+    )
     plain = transform(facts, d, BodyKind.NONE)
     assert [n for n, _ in plain.headers] == []
     out = transform(facts, d, BodyKind.NONE, forward_headers=frozenset({"access-token"}))

@@ -78,13 +78,13 @@ NO_STRIPS = StripSpec()
 
 def make_decision(strips: StripSpec = NO_STRIPS, action: Action = Action.STRIP) -> Decision:
     return Decision(
-        action,
-        "google-analytics-4",
-        "collect",
-        frozenset({"analytics"}),
-        frozenset(),
-        strips,
-        "test",
+        action=action,
+        vendor="google-analytics-4",
+        endpoint="collect",
+        required=frozenset({"analytics"}),
+        missing=frozenset(),
+        strips=strips,
+        reason="test",
     )
 
 
