@@ -26,7 +26,7 @@ import yaml
 
 from gateway.errors import Problem
 
-__all__ = ["Fields", "Node", "YamlSource", "parse_duration", "read_source"]
+__all__ = ["MAX_DEPTH", "Fields", "Node", "YamlSource", "parse_duration", "read_source"]
 
 #: libyaml's parser when PyYAML has it (the C loader keeps marks), else the pure one
 _LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
@@ -35,6 +35,11 @@ _LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
 
 PathPart = str | int
 E = TypeVar("E", bound=enum.Enum)
+
+#: how deep collections may nest: a rule file needs about eight levels, a config six.
+#: Deeper is refused on the event stream, before anything is built from it, so a
+#: hostile file costs time linear in its size (building tracks each node's path).
+MAX_DEPTH = 32
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
@@ -89,15 +94,21 @@ class YamlSource:
         try:
             # SECURITY: refuse anchors and aliases on the event stream, before composing:
             # a composed alias is a shared node that `_build` would expand once per use.
+            depth = 0
             for event in yaml.parse(text, Loader=_LOADER):
+                refused = None
                 if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                    refused = "YAML anchors and aliases (& and *) are not allowed"
+                elif isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        refused = f"nested deeper than {MAX_DEPTH} levels"
+                elif isinstance(event, yaml.CollectionEndEvent):
+                    depth -= 1
+                if refused is not None:
                     mark = event.start_mark
                     line = mark.line + 1 if mark is not None else None
-                    src.problems.append(
-                        Problem(
-                            file, line, "", "YAML anchors and aliases (& and *) are not allowed"
-                        )
-                    )
+                    src.problems.append(Problem(file, line, "", refused))
                     return src
             node = yaml.compose(text, Loader=_LOADER)
         except yaml.YAMLError as e:

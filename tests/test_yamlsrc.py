@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import Problem
-from gateway.yamlsrc import YamlSource, parse_duration, read_source
+from gateway.yamlsrc import MAX_DEPTH, YamlSource, parse_duration, read_source
 from tests.conftest import BOMB
 
 
@@ -112,6 +112,30 @@ def test_anchors_and_aliases_are_refused_with_their_line(text: str, line: int) -
     assert [str(p) for p in src.problems] == [
         f"bomb.yaml:{line}: YAML anchors and aliases (& and *) are not allowed"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "refused_at"),
+    [
+        # the top mapping is the first level
+        ("a: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "\n", None),
+        ("a: " + "[" * MAX_DEPTH + "]" * MAX_DEPTH + "\n", 1),
+        ("x: 1\na: " + "[" * MAX_DEPTH + "]" * MAX_DEPTH + "\n", 2),
+        ("a: " + "[" * 900 + "]" * 900 + "\n", 1),  # below libyaml's own limit (1000)
+        ("".join(f"{' ' * i}k{i}:\n" for i in range(MAX_DEPTH + 1)) + " " * 40 + "v\n", 33),
+        ("- [{a: [{b: 1}]}]\n" * 3, None),
+    ],
+    ids=["at-limit", "over-limit", "over-limit-line-2", "900-deep", "block-style", "wide"],
+)
+def test_nesting_past_max_depth_is_refused_with_its_line(text: str, refused_at: int | None) -> None:
+    src = YamlSource.parse(text, "deep.yaml")
+    if refused_at is None:
+        assert src.problems == [] and src.data is not None
+    else:
+        assert src.data is None
+        assert [str(p) for p in src.problems] == [
+            f"deep.yaml:{refused_at}: nested deeper than {MAX_DEPTH} levels"
+        ]
 
 
 def test_an_ampersand_or_star_inside_a_string_is_not_an_anchor() -> None:
