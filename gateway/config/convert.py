@@ -45,6 +45,7 @@ __all__ = [
     "IMAGE_ENV",
     "Context",
     "Converter",
+    "origin_pattern",
     "Option",
     "dev_key_refused",
     "http_url",
@@ -140,6 +141,56 @@ def _networks(o: Option, ctx: Context) -> tuple[Network, ...]:
         except ValueError:
             item.problem("not an IP network (e.g. 10.0.0.0/8)")
     return tuple(out)
+
+
+def _origins(o: Option, ctx: Context) -> tuple[str, ...]:
+    """Site origins, normalised (`scheme://host[:port]`, lower case, no default port).
+
+    A pattern may start its host with `*.` (any subdomain, at any depth, of a name of at
+    least two labels); a bare `*` is refused: with credentials it would let any site
+    read a visitor's consent.
+    """
+    out: list[str] = []
+    for item in o.node.list():
+        origin = origin_pattern(item.str())
+        if origin is None:
+            item.problem(
+                "must be an origin such as https://www.example.com or https://*.example.com "
+                "(scheme and host, no path)"
+            )
+        elif origin in out:
+            item.problem("listed twice")
+        else:
+            out.append(origin)
+    return tuple(out)
+
+
+def origin_pattern(text: str) -> str | None:
+    """`text` as a normalised origin or `*.` pattern, or None when it is neither."""
+    try:
+        url = yarl.URL(text.strip())
+    except ValueError:
+        return None
+    host = url.raw_host
+    if (
+        url.scheme not in ("http", "https")
+        or not host
+        or url.raw_path not in ("", "/")
+        or url.raw_query_string
+        or url.raw_fragment
+        or url.user is not None
+        or text.strip().endswith("/")
+    ):
+        return None
+    labels = host.lower().split(".")
+    wild = labels[0] == "*"
+    name = labels[1:] if wild else labels
+    if not name or any(not label or "*" in label for label in name):
+        return None
+    if wild and len(name) < 2:
+        return None
+    port = "" if url.explicit_port is None or url.is_default_port() else f":{url.port}"
+    return f"{url.scheme}://{'.'.join(labels)}{port}"
 
 
 def _level_name(o: Option, ctx: Context) -> str:
@@ -435,6 +486,7 @@ def _cmp_table(o: Option, ctx: Context) -> Mapping[str, Mapping[str, tuple[str, 
 CONVERTERS: Mapping[str, Converter] = MappingProxyType(
     {
         "networks": _networks,
+        "origins": _origins,
         "level_name": _level_name,
         "off_or_choice": _off_or_choice,
         "data_folder": _data_folder,

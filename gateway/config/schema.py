@@ -60,6 +60,15 @@ _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
+_BASE_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*")
+
+
+def _base_path(path: str) -> str | None:
+    if not _BASE_PATH.fullmatch(path) or path.endswith("/"):
+        return "must be empty or a path such as /cg (no trailing slash, no query)"
+    return None
+
+
 def _cookie_name(name: str) -> str | None:
     if not name or not all(c.isalnum() or c in "_-" for c in name):
         return "cookie name must be letters, digits, _ or -"
@@ -180,6 +189,24 @@ class ServerConfig:
         max=1_000_000,
         help="POST and DELETE /consent a client network (IPv4 /24, IPv6 /48) may make a "
         "minute; past it they are answered 429",
+    )
+    base_path: str = opt(
+        "",
+        check=_base_path,
+        help="the path the gateway is mounted under behind a reverse proxy (e.g. /cg): every "
+        "public route, the router script and the admin page are served under it",
+    )
+    allowed_origins: tuple[str, ...] = opt(
+        (),
+        convert="origins",
+        help="site origins allowed to call the gateway cross-origin (CORS), exactly "
+        "(https://www.example.com) or by subdomain (https://*.example.com); the consent "
+        "API's same-origin check accepts exactly these besides the gateway's own",
+    )
+    decision_header: bool = opt(
+        True,
+        help="answer every tag request with a Consent-Gateway-Decision header (action, "
+        "vendor, missing purposes, request id), readable by page scripts",
     )
 
 

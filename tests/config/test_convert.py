@@ -11,7 +11,7 @@ import pytest
 import yarl
 
 from gateway.config import AccessLog, GatewayConfig, parse_config
-from gateway.config.convert import CONVERTERS
+from gateway.config.convert import CONVERTERS, origin_pattern
 from gateway.config.spec import spec_of
 from gateway.errors import ConfigError
 from tests.conftest import CONFIG_ENV as ENV
@@ -203,3 +203,75 @@ def test_purpose_maps_refer_to_the_purposes_written() -> None:
     assert signals.us_opt_out_purposes == {"stats"}
     assert signals.cmp["klaro"] == {"matomo": ("stats",)}
     assert signals.cmp["onetrust"]["C0002"] == ("analytics",)  # CMPs not written keep theirs
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://www.example.com", "https://www.example.com"),
+        ("https://WWW.Example.COM:443", "https://www.example.com"),
+        ("http://localhost:8000", "http://localhost:8000"),
+        ("https://shop.example.com:8443", "https://shop.example.com:8443"),
+        ("https://*.example.com", "https://*.example.com"),
+        ("*", None),
+        ("https://*", None),
+        ("https://*.com", None),
+        ("https://a.*.example.com", None),
+        ("https://www.example.com/", None),
+        ("https://www.example.com/shop", None),
+        ("https://www.example.com?x=1", None),
+        ("https://user@www.example.com", None),
+        ("ftp://www.example.com", None),
+        ("www.example.com", None),
+        ("null", None),
+    ],
+)
+def test_origin_patterns_are_normalised_or_refused(text: str, expected: str | None) -> None:
+    assert origin_pattern(text) == expected
+
+
+def test_allowed_origins_are_read_and_each_bad_one_named() -> None:
+    text = (
+        KEYS
+        + "server:\n  allowed_origins:\n    - https://WWW.example.com\n    - https://*.example.org\n"
+    )
+    assert parse_config(text, env=ENV).server.allowed_origins == (
+        "https://www.example.com",
+        "https://*.example.org",
+    )
+    bad = (
+        KEYS
+        + "server:\n  allowed_origins: ['*', https://a.example.com/x, https://a.example.com, https://A.example.com]\n"
+    )
+    not_an_origin = (
+        "must be an origin such as https://www.example.com or https://*.example.com "
+        "(scheme and host, no path)"
+    )
+    assert problems(bad) == [
+        f"gw.yaml:4: server.allowed_origins[0]: {not_an_origin}",
+        f"gw.yaml:4: server.allowed_origins[1]: {not_an_origin}",
+        "gw.yaml:4: server.allowed_origins[3]: listed twice",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "ok"),
+    [
+        ("", True),
+        ("/cg", True),
+        ("/a/b-c_d.e~", True),
+        ("/", False),
+        ("cg", False),
+        ("/cg/", False),
+        ("/cg?x", False),
+        ("/c g", False),
+        ("//cg", False),
+    ],
+)
+def test_base_path_is_empty_or_a_plain_path(path: str, ok: bool) -> None:
+    text = KEYS + f"server:\n  base_path: {path!r}\n"
+    if ok:
+        assert parse_config(text, env=ENV).server.base_path == path
+    else:
+        message = "must be empty or a path such as /cg (no trailing slash, no query)"
+        assert problems(text) == [f"gw.yaml:4: server.base_path: {message}"]
