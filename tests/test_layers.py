@@ -58,7 +58,7 @@ _OF: dict[str, str] = {
         ],
         "edge",
     ),
-    **dict.fromkeys(["app", "cli", "serve", "admin", "consent_api", "__main__"], "top"),
+    **dict.fromkeys(["app", "cli", "serve", "admin", "consent_api", "router", "__main__"], "top"),
     # the package itself: its version, nothing else
     "__init__": "base",
 }
