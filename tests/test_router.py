@@ -74,12 +74,12 @@ def _vendor_purposes(doc: dict[str, Any], host: str) -> list[str] | None:
 def test_prelude_maps_every_listed_host_to_its_endpoints_purposes(
     host: str, purposes: list[str] | None
 ) -> None:
-    doc = prelude(RULES, GCM, "")
+    doc: dict[str, Any] = prelude(RULES, GCM, "")
     assert _vendor_purposes(doc, host) == purposes
 
 
 def test_prelude_lists_every_host_of_every_rule_and_never_necessary() -> None:
-    doc = prelude(RULES, GCM, "/cg")
+    doc: dict[str, Any] = prelude(RULES, GCM, "/cg")
     for rule in RULES.rules:
         for pattern in rule.hosts:
             table, key = (
