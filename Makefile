@@ -31,6 +31,12 @@ $(INTEROP)/node_modules/.installed: $(INTEROP)/package.json $(INTEROP)/package-l
 	npm ci --prefix $(INTEROP) --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# Real vendor SDKs (npm), served unmodified to the router's browser tests (tests/router)
+SDKS := tests/router/sdks
+$(SDKS)/node_modules/.installed: $(SDKS)/package.json $(SDKS)/package-lock.json
+	npm ci --prefix $(SDKS) --no-audit --no-fund --loglevel=error
+	@touch $@
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -38,7 +44,7 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev $(INTEROP)/node_modules/.installed
+unit: $(VENV)/.dev $(INTEROP)/node_modules/.installed $(SDKS)/node_modules/.installed
 	$(BIN)/pytest
 
 check: $(BIN)/consent-gateway
@@ -52,4 +58,4 @@ bench-store: $(VENV)/.dev
 	$(BIN)/python bench/store.py
 
 clean:
-	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache .hypothesis $(INTEROP)/node_modules
+	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache .hypothesis $(INTEROP)/node_modules $(SDKS)/node_modules
