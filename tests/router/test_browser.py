@@ -337,9 +337,8 @@ def _seq(site: RouterSite, marker: str) -> list[str]:
 def test_held_hits_are_sent_on_grant_in_their_order(site: RouterSite, visit: Visit) -> None:
     _held_page(site, visit, "hgrant")
     visit.js("() => consentGateway.set({analytics: true, advertising: true})")
-    site.wait_for(lambda s: f"hgrant-{SEQ}" in readable(s))
-    for n in range(1, SEQ):
-        site.wait_for(lambda s, n=n: f"hgrant-{n}" in readable(s))
+    for n in range(1, SEQ + 1):
+        site.wait_carrying(f"hgrant-{n}")
     assert _seq(site, "hgrant") == [f"hgrant-{n}" for n in range(1, SEQ + 1)]
     assert visit.js("() => consentGateway.held") == 0
 
