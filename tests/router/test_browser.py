@@ -369,3 +369,25 @@ def test_hold_is_bounded(site: RouterSite, visit: Visit) -> None:
     )
     visit.page.goto(f"{site.site}/page/bounded")
     assert visit.js("() => consentGateway.held") == 200
+
+
+# -- Service Worker mode ----------------------------------------------------------------------
+
+
+def test_the_service_worker_routes_what_a_page_script_cannot(
+    site: RouterSite, visit: Visit
+) -> None:
+    """Once the worker (same origin: the site's /cg/) is active, a CSS image, which no
+    page script sees, goes through the gateway too."""
+    _consent(visit, site, "all")
+    site.pages["sw"] = _page(attrs=" data-sw")
+    visit.page.goto(f"{site.site}/page/sw")
+    visit.wait(lambda: visit.js("() => !!navigator.serviceWorker.controller"), "the worker")
+    site.pages["css"] = _page(
+        body='<div style="width:9px;height:9px;background-image:'
+        'url(https://www.facebook.com/tr?id=8&ev=Css&k=msw)"></div>',
+        attrs=" data-sw",
+    )
+    visit.page.goto(f"{site.site}/page/css")
+    hit = site.wait_carrying("ev=Css&k=msw")
+    assert hit.host == META and hit.path == "/tr"
