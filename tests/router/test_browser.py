@@ -391,3 +391,11 @@ def test_the_service_worker_routes_what_a_page_script_cannot(
     visit.page.goto(f"{site.site}/page/css")
     hit = site.wait_carrying("ev=Css&k=msw")
     assert hit.host == META and hit.path == "/tr"
+
+
+def test_held_hits_are_discarded_on_withdrawal(site: RouterSite, visit: Visit) -> None:
+    _held_page(site, visit, "hwithdraw")
+    visit.js("() => consentGateway.withdraw()")
+    assert visit.js("() => consentGateway.held") == 0
+    assert not [u for u in visit.requests if "/t/" in u]
+    assert _seq(site, "hwithdraw") == []
