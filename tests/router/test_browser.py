@@ -399,3 +399,18 @@ def test_held_hits_are_discarded_on_withdrawal(site: RouterSite, visit: Visit) -
     assert visit.js("() => consentGateway.held") == 0
     assert not [u for u in visit.requests if "/t/" in u]
     assert _seq(site, "hwithdraw") == []
+
+
+def test_sdk_hits_made_before_the_banner_reach_their_vendors_after_the_grant(
+    site: RouterSite, visit: Visit
+) -> None:
+    site.pages["sdkhold"] = _page(
+        TAGS.format(m="mheld"), PIXEL.format(m="mheld"), attrs=" data-hold"
+    )
+    visit.page.goto(f"{site.site}/page/sdkhold")
+    visit.wait(lambda: visit.js("() => consentGateway.held") >= len(HITS), "every tag's hit held")
+    assert not [u for u in visit.requests if "/t/" in u], "a held hit left the page"
+    visit.js("() => consentGateway.set({analytics: true, advertising: true})")
+    for host, (_path, identifier) in HITS.items():
+        hit = site.wait_for(_hit_of(host, "mheld"))
+        assert identifier in readable(hit), host
