@@ -7,9 +7,10 @@
 
 Each is a generated prelude (the rules' hosts, the purposes each vendor's endpoints need,
 the Consent Mode mapping of `consent.signals.gcm`, `server.base_path`) followed by a
-hand-written source in `gateway/static/`, served as it is written (its `//` comment lines
-dropped): no build step. The bytes are built once per rule set (rules reload by swapping
-the whole `RuleSet`, so its identity is the cache key) and carry a strong ETag.
+hand-written source in `gateway/static/`, served as it is written but for its `//`
+comment lines and spaces (`_source`): no build step. The bytes are built once per rule
+set (rules reload by swapping the whole `RuleSet`, so its identity is the cache key) and
+carry a strong ETag.
 
 `Cache-Control: public, max-age=300`: the script is first in every page's `<head>` and
 blocks parsing, so it must come from the browser's cache; five minutes bounds how long a
@@ -20,6 +21,7 @@ the check a 304.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,10 +90,25 @@ def prelude(
 
 
 def _source(name: str) -> str:
-    """A static script without its `//` comment lines and indentation (never inside a
-    string or template there: the sources are written so)."""
+    """A static script without its `//` comment lines, indentation and the spaces around
+    punctuation outside its strings. Newlines stay (the sources rely on them to end
+    statements); the sources use only '-quoted strings, and no regex literal of theirs
+    holds a space."""
     lines = (line.strip() for line in (STATIC / name).read_text("utf-8").splitlines())
-    return "\n".join(line for line in lines if line and not line.startswith("//"))
+    return "\n".join(_compact(line) for line in lines if line and not line.startswith("//"))
+
+
+_STRING: Final = re.compile(r"'(?:\\.|[^'\\])*'")
+_AROUND: Final = re.compile(r"[ \t]*([=(){}\[\],;:<>?&|!])[ \t]*")
+
+
+def _compact(line: str) -> str:
+    out, at = [], 0
+    for m in _STRING.finditer(line):
+        out += [_AROUND.sub(r"\1", line[at : m.start()]), m.group()]
+        at = m.end()
+    out.append(_AROUND.sub(r"\1", line[at:]))
+    return "".join(out)
 
 
 def build_script(name: str, config: Mapping[str, object]) -> Script:
