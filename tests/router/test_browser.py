@@ -13,105 +13,51 @@ under CI (`CI=true`), as the admin page's browser tests do.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.admin.browser_harness import CHROMIUM, CHROMIUM_ARGS, require_browser
-from tests.conftest import Seen
 from tests.router.browser_harness import (
-    HOST_RULES,
-    MOUNT,
-    SDKS,
+    AMPLITUDE,
+    HITS,
+    META,
+    MIXPANEL,
+    PIXEL,
+    REACHES,
+    TAGS,
+    UNLISTED,
     VENDOR_HOSTS,
     RouterSite,
     Visit,
+    answer_banner,
+    check_consent_state,
+    chromium,
+    hit_of,
     readable,
 )
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-POSTHOG, MIXPANEL, AMPLITUDE = "us.i.posthog.com", "api-js.mixpanel.com", "api2.amplitude.com"
-GA, GA_REGION, META = "www.google-analytics.com", "region1.google-analytics.com", "www.facebook.com"
-UNLISTED = "tracker.unlisted.test"
-
-#: the tags of the shop page, as a site would have them; {m} marks this visit's hits
-TAGS = """
-<script src="/sdk/mixpanel-browser/dist/mixpanel.umd.js"></script>
-<script src="/sdk/@amplitude/analytics-browser/lib/scripts/amplitude-min.js"></script>
-<script type="module">
-import posthog from '/sdk/posthog-js/dist/module.full.no-external.js'
-posthog.init('phc_{m}', {{api_host: 'https://us.i.posthog.com', disable_compression: true,
-  autocapture: false, capture_pageview: false, disable_session_recording: true,
-  disable_surveys: true, advanced_disable_flags: true, request_batching: false,
-  opt_out_useragent_filter: true}})
-posthog.capture('probe', {{probe: '{m}'}})
-</script>
-<script>
-mixpanel.init('mp_{m}', {{batch_requests: false, track_pageview: false}})
-mixpanel.track('probe', {{probe: '{m}'}})
-amplitude.init('amp_{m}', {{flushQueueSize: 1, flushIntervalMillis: 50,
-  autocapture: false, fetchRemoteConfig: false}})
-amplitude.track('probe', {{probe: '{m}'}})
-fetch('https://www.google-analytics.com/g/collect?v=2&tid=G-TEST&cid=555.{m}&en=page_view',
-  {{method: 'POST', mode: 'no-cors', keepalive: true}})
-navigator.sendBeacon('https://region1.google-analytics.com/g/collect?v=2&tid=G-TEST&cid=777.{m}&en=scroll')
-fetch('https://tracker.unlisted.test/hit?x={m}').catch(() => {{}})
-</script>
-"""
-PAGE = """<!doctype html><html><head><meta charset="utf-8">
-<script src="{mount}/cg.js"{attrs}></script>
-{head}
-</head><body><h1>Shop</h1>
-{body}
-</body></html>"""
-#: a pixel as Meta's snippet makes it (markup <img> tags: see test_markup_added_later)
-PIXEL = (
-    "<script>new Image().src = "
-    "'https://www.facebook.com/tr?id=123&ev=PageView&cd[probe]={m}'</script>"
-)
-
-
-def _page(head: str = "", body: str = "", attrs: str = "") -> str:
-    return PAGE.format(mount=MOUNT, attrs=attrs, head=head, body=body)
-
-
 # -- fixtures ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    require_browser()
-    assert SDKS.is_dir(), "run `make tests/router/sdks/node_modules/.installed` (npm ci)"
-    from playwright.sync_api import sync_playwright
-
-    pw = sync_playwright().start()
-    try:
-        b = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[*CHROMIUM_ARGS, HOST_RULES],
-            headless=True,
-            timeout=30_000,
-        )
-        try:
-            yield b
-        finally:
-            b.close()
-    finally:
-        pw.stop()
-
-
-@pytest.fixture(scope="module")
-def site(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterSite]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterSite]:
     s = RouterSite(tmp_path_factory.mktemp("router-browser"))
-    s.pages["blank"] = _page()
     s.start()
+    s.pages["blank"] = s.page()
     try:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(site: RouterSite) -> Iterator[Browser]:
+    with chromium(site.host_rules()) as b:
+        yield b
 
 
 @pytest.fixture
@@ -123,65 +69,18 @@ def visit(browser: Browser) -> Iterator[Visit]:
         v.close()
 
 
-def _consent(visit: Visit, site: RouterSite, state: str) -> None:
-    """Answer the banner as the visitor would, on a page of the site, before the shop."""
-    if state == "none":
-        return
-    visit.page.goto(f"{site.site}/page/blank")
-    grant = {"analytics": True, "advertising": state != "analytics"}
-    visit.js("p => consentGateway.set(p)", grant)
-    if state == "withdrawn":
-        visit.js("() => consentGateway.withdraw()")
-
-
 # -- each consent state ---------------------------------------------------------------------
-
-#: consent state -> the tags whose hits reach their vendor, identifiers and all
-REACHES = {
-    "none": set[str](),
-    "analytics": {POSTHOG, MIXPANEL, AMPLITUDE, GA, GA_REGION},
-    "all": {POSTHOG, MIXPANEL, AMPLITUDE, GA, GA_REGION, META},
-    "withdrawn": set[str](),
-}
-#: vendor host -> (path the page's hit goes to, an identifier the hit carries)
-HITS = {
-    POSTHOG: ("/", '"distinct_id"'),
-    MIXPANEL: ("/track", '"distinct_id"'),
-    AMPLITUDE: ("/2/httpapi", '"device_id"'),
-    GA: ("/g/collect", "cid=555."),
-    GA_REGION: ("/g/collect", "cid=777."),
-    META: ("/tr", "id=123"),
-}
 
 
 @pytest.mark.parametrize("state", list(REACHES))
 def test_each_vendor_gets_what_the_consent_allows(
     site: RouterSite, visit: Visit, state: str
 ) -> None:
-    _consent(visit, site, state)
-    marker = f"m{state}"
-    site.pages[state] = _page(TAGS.format(m=marker), PIXEL.format(m=marker))
-    visit.page.goto(f"{site.site}/page/{state}")
-    # Every tag's hit was answered by the gateway: what the vendors got is now known.
-    for host, (path, _) in HITS.items():
-        visit.wait_answered(site, host, path)
-    assert not visit.direct(VENDOR_HOSTS), "a request left the page past the gateway"
-    for host, (_path, identifier) in HITS.items():
-        if host in REACHES[state]:
-            hit = site.wait_for(_hit_of(host, marker))
-            assert identifier in readable(hit), (host, readable(hit)[:300])
-        else:
-            assert not [s for s in site.carrying(marker) if s.host == host], (state, host)
-
-
-def _hit_of(host: str, marker: str) -> Callable[[Seen], bool]:
-    """The visit's hit at `host`: an SDK's is its `probe` event (not its start-up calls)."""
-    sdk = host in (POSTHOG, MIXPANEL, AMPLITUDE)
-    return lambda s: s.host == host and marker in (t := readable(s)) and (not sdk or "probe" in t)
+    check_consent_state(site, visit, state)
 
 
 def test_unlisted_hosts_are_left_alone_and_reported_once(site: RouterSite, visit: Visit) -> None:
-    site.pages["unlisted"] = _page(
+    site.pages["unlisted"] = site.page(
         "<script>for (let i = 0; i < 3; i++) fetch('https://tracker.unlisted.test/p?i=' + i)"
         ".catch(() => {})</script>"
     )
@@ -242,8 +141,8 @@ def test_every_kind_of_request_goes_through_the_gateway(site: RouterSite, visit:
     """Elements by property and by setAttribute, srcset, markup added later, fetch with a
     Request and a body, XMLHttpRequest: each reaches the gateway, none its vendor direct,
     and bodies arrive whole (consent for everything)."""
-    _consent(visit, site, "all")
-    site.pages["elements"] = _page(ELEMENTS.format(m="mel"))
+    answer_banner(visit, site, "all")
+    site.pages["elements"] = site.page(ELEMENTS.format(m="mel"))
     visit.page.goto(f"{site.site}/page/elements")
     for host, path in ELEMENT_HITS:
         visit.wait_answered(site, host, path)
@@ -265,7 +164,7 @@ GTAG = (
 def test_client_api_records_consent_and_tells_the_page_and_consent_mode(
     site: RouterSite, visit: Visit
 ) -> None:
-    site.pages["api"] = _page(GTAG)
+    site.pages["api"] = site.page(GTAG)
     visit.page.goto(f"{site.site}/page/api")
     visit.js(
         "() => { window.changes = []; consentGateway.onChange(p => changes.push(['cb', p]));"
@@ -319,7 +218,7 @@ SEQ = 5
 
 def _held_page(site: RouterSite, visit: Visit, marker: str) -> None:
     """Open a page whose five hits are held: none left the page."""
-    site.pages[marker] = _page(HELD.format(m=marker), attrs=" data-hold")
+    site.pages[marker] = site.page(HELD.format(m=marker), attrs=" data-hold")
     visit.page.goto(f"{site.site}/page/{marker}")
     visit.wait(lambda: visit.js("() => consentGateway.held") == SEQ, "five held hits")
     assert not [u for u in visit.requests if "/t/" in u], "a held hit left the page"
@@ -362,7 +261,7 @@ def test_held_hits_are_discarded_on_unload(site: RouterSite, visit: Visit) -> No
 
 
 def test_hold_is_bounded(site: RouterSite, visit: Visit) -> None:
-    site.pages["bounded"] = _page(
+    site.pages["bounded"] = site.page(
         "<script>for (let i = 0; i < 250; i++) navigator.sendBeacon("
         "'https://www.facebook.com/tr?id=1&ev=B' + i)</script>",
         attrs=" data-hold",
@@ -379,11 +278,11 @@ def test_the_service_worker_routes_what_a_page_script_cannot(
 ) -> None:
     """Once the worker (same origin: the site's /cg/) is active, a CSS image, which no
     page script sees, goes through the gateway too."""
-    _consent(visit, site, "all")
-    site.pages["sw"] = _page(attrs=" data-sw")
+    answer_banner(visit, site, "all")
+    site.pages["sw"] = site.page(attrs=" data-sw")
     visit.page.goto(f"{site.site}/page/sw")
     visit.wait(lambda: visit.js("() => !!navigator.serviceWorker.controller"), "the worker")
-    site.pages["css"] = _page(
+    site.pages["css"] = site.page(
         body='<div style="width:9px;height:9px;background-image:'
         'url(https://www.facebook.com/tr?id=8&ev=Css&k=msw)"></div>',
         attrs=" data-sw",
@@ -404,7 +303,7 @@ def test_held_hits_are_discarded_on_withdrawal(site: RouterSite, visit: Visit) -
 def test_sdk_hits_made_before_the_banner_reach_their_vendors_after_the_grant(
     site: RouterSite, visit: Visit
 ) -> None:
-    site.pages["sdkhold"] = _page(
+    site.pages["sdkhold"] = site.page(
         TAGS.format(m="mheld"), PIXEL.format(m="mheld"), attrs=" data-hold"
     )
     visit.page.goto(f"{site.site}/page/sdkhold")
@@ -412,5 +311,5 @@ def test_sdk_hits_made_before_the_banner_reach_their_vendors_after_the_grant(
     assert not [u for u in visit.requests if "/t/" in u], "a held hit left the page"
     visit.js("() => consentGateway.set({analytics: true, advertising: true})")
     for host, (_path, identifier) in HITS.items():
-        hit = site.wait_for(_hit_of(host, "mheld"))
+        hit = site.wait_for(hit_of(host, "mheld"))
         assert identifier in readable(hit), host
