@@ -41,6 +41,7 @@ __all__ = [
     "Script",
     "add_router_routes",
     "build_script",
+    "compact_line",
     "prelude",
 ]
 
@@ -95,14 +96,15 @@ def _source(name: str) -> str:
     statements); the sources use only '-quoted strings, and no regex literal of theirs
     holds a space."""
     lines = (line.strip() for line in (STATIC / name).read_text("utf-8").splitlines())
-    return "\n".join(_compact(line) for line in lines if line and not line.startswith("//"))
+    return "\n".join(compact_line(line) for line in lines if line and not line.startswith("//"))
 
 
 _STRING: Final = re.compile(r"'(?:\\.|[^'\\])*'")
 _AROUND: Final = re.compile(r"[ \t]*([=(){}\[\],;:<>?&|!])[ \t]*")
 
 
-def _compact(line: str) -> str:
+def compact_line(line: str) -> str:
+    """One source line without the spaces around punctuation outside its strings."""
     out, at = [], 0
     for m in _STRING.finditer(line):
         out += [_AROUND.sub(r"\1", line[at : m.start()]), m.group()]

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import GATEWAY
 from gateway.config.consent import DEFAULT_PURPOSES
 from gateway.model import NECESSARY
-from gateway.router import CACHE_CONTROL, build_script, prelude
+from gateway.router import CACHE_CONTROL, build_script, compact_line, prelude
 from gateway.ruleset.load import load_rules
 from gateway.ruleset.match import RuleSet
 from tests.conftest import RULES_DIR
@@ -93,6 +93,19 @@ def test_prelude_lists_every_host_of_every_rule_and_never_necessary() -> None:
         "advertising": ["ad_storage", "ad_user_data"],
         "analytics": ["analytics_storage"],
     }
+
+
+@pytest.mark.parametrize(
+    ("line", "served"),
+    [
+        ("const a = f(x, y) || {b: 1}", "const a=f(x,y)||{b:1}"),
+        ("if (x === 'a = b, c') return 'it\\'s { }'", "if(x==='a = b, c')return 'it\\'s { }'"),
+        ("u = 'a' + n + 'b'", "u='a' + n + 'b'"),
+        ("const r = /^https?:$/.test(p)", "const r=/^https?:$/.test(p)"),
+    ],
+)
+def test_spaces_go_around_punctuation_never_inside_strings(line: str, served: str) -> None:
+    assert compact_line(line) == served
 
 
 def test_served_scripts_are_valid_javascript(tmp_path: Path) -> None:
