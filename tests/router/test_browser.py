@@ -20,6 +20,7 @@ import pytest
 
 from tests.router.browser_harness import (
     AMPLITUDE,
+    GA,
     HITS,
     META,
     MIXPANEL,
@@ -114,6 +115,8 @@ document.head.appendChild(l)
 const i = document.createElement('img')
 i.srcset = 'https://www.facebook.com/tr?id=6&ev=Srcset&k={m} 1x'
 document.head.appendChild(i)
+fetch(new URL('https://www.google-analytics.com/g/collect?v=2&tid=G-URL&cid=9.{m}&en=u'),
+  {{method: 'POST', mode: 'no-cors'}})
 fetch(new Request('https://api2.amplitude.com/2/httpapi', {{method: 'POST',
   headers: {{'Content-Type': 'application/json'}},
   body: JSON.stringify({{api_key: 'k', events: [{{device_id: 'dev-{m}'}}]}})}}))
@@ -131,6 +134,7 @@ ELEMENT_HITS = (
     (META, "/tr?id=5&"),
     ("cdn.mxpnl.com", "/libs/site.css"),
     (META, "/tr?id=6&"),
+    (GA, "/g/collect?v=2&tid=G-URL&"),
     (AMPLITUDE, "/2/httpapi"),
     (MIXPANEL, "/track/"),
     (META, "/tr?id=7&"),
