@@ -148,6 +148,9 @@ if (ob) {
 
 // -- elements: property setters, setAttribute, and markup added later -------------------
 const TAGS = {IMG: 'src srcset', SCRIPT: 'src', IFRAME: 'src', LINK: 'href', SOURCE: 'src srcset', EMBED: 'src'}
+// An iframe's document then comes from the gateway's origin: its relative URLs resolve
+// there (docs/router.md). A site whose embeds need their own origin turns it off.
+if (O.frames === false || attr('no-frames')) delete TAGS.IFRAME
 const urlAttr = (el, n) => !!el.tagName && own(TAGS, el.tagName) && TAGS[el.tagName].split(' ').includes(n)
 // Elements announce their end by load or error (a <link rel=preconnect> by neither).
 const loaded = (el) => new Promise((ok) => { el.addEventListener('load', ok); el.addEventListener('error', ok) })

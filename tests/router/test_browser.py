@@ -157,6 +157,20 @@ def test_every_kind_of_request_goes_through_the_gateway(site: RouterSite, visit:
     assert '"xhr"' in readable(site.wait_for(lambda s: s.host == MIXPANEL and "mel" in readable(s)))
 
 
+def test_iframes_can_be_left_alone(site: RouterSite, visit: Visit) -> None:
+    site.pages["frames"] = site.page(
+        "<script>const f = document.createElement('iframe');"
+        " f.src = 'https://www.facebook.com/plugins/page.php?x=frame';"
+        " document.head.appendChild(f); new Image().src = 'https://www.facebook.com/tr?x=img'"
+        "</script>",
+        attrs=" data-no-frames",
+    )
+    visit.page.goto(f"{site.site}/page/frames")
+    visit.wait_answered(site, META, "/tr?x=img")
+    visit.wait(lambda: bool(visit.direct((META,))), "the iframe's own request")
+    assert [u for u in visit.direct((META,)) if "x=frame" in u]
+
+
 # -- the client API ------------------------------------------------------------------------
 
 GTAG = (
