@@ -1,7 +1,8 @@
 // consent-gateway router (docs/router.md). Served after a generated prelude that defines
 // C = {h: {host: vendor}, w: {suffix: vendor}, v: [[purposes] per vendor], g: {purpose:
 // [Consent Mode types]}, b: base path, o: {options}} and closed by the server.
-// Lines that start with // are removed when served; no other processing happens.
+// Served without its // comment lines and the spaces around punctuation outside strings
+// (gateway/router.py): only '-quoted strings, no regex literal with a space.
 const W = window, D = document, N = navigator, S = D.currentScript
 const own = (o, k) => Object.prototype.hasOwnProperty.call(o, k)
 // The gateway is where this script came from: no per-host configuration, and correct
@@ -48,8 +49,9 @@ function route(u) {
 // -- consent: which purposes are answered ('g'ranted, 'd'enied, 'p'ending) -------------
 let st = null
 const L = []
-const pending = (v) => O.hold && (st === null || C.v[v].some((p) => st[p] === 'p'))
-const granted = (v) => C.v[v].some((p) => st && st[p] === 'g')
+// A vendor whose endpoints need no purpose but `necessary` is never held.
+const pending = (v) => !!O.hold && C.v[v].length > 0 && (st === null || C.v[v].some((p) => st[p] === 'p'))
+const granted = (v) => C.v[v].length === 0 || C.v[v].some((p) => st && st[p] === 'g')
 
 // -- hold and replay: page memory only, bounded, in order ------------------------------
 const Q = [], MAX = 200, AGE = 6e5
@@ -69,7 +71,7 @@ function flush() {
   const keep = []
   for (const e of Q.splice(0)) {
     if (pending(e.v)) keep.push(e)
-    else if (granted(e.v)) chain = chain.then(() => within(e.go()))
+    else if (granted(e.v)) chain = chain.then(() => within(e.go())).catch(() => {})
     else drop(e)
   }
   Q.push(...keep)

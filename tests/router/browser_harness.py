@@ -48,6 +48,7 @@ VENDOR_HOSTS = (
     "www.google-analytics.com",
     "region1.google-analytics.com",
     "www.facebook.com",
+    "www.googletagmanager.com",
 )
 #: the cross-origin deployment's names (every one resolved to 127.0.0.1 by Chromium)
 SITE_HOST, GATEWAY_HOST, OTHER_HOST = "www.example.test", "cg.example.test", "evil.example.test"

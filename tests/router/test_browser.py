@@ -278,6 +278,20 @@ def test_held_hits_are_discarded_on_unload(site: RouterSite, visit: Visit) -> No
     assert _seq(site, "hgone") == []
 
 
+def test_a_tag_that_needs_no_consent_is_never_held(site: RouterSite, visit: Visit) -> None:
+    """GTM's loader (its rule asks only `necessary`) loads before the banner is answered."""
+    site.pages["gtm"] = site.page(
+        "<script>const g = document.createElement('script'); g.async = true;"
+        " g.src = 'https://www.googletagmanager.com/gtm.js?id=GTM-HOLD';"
+        " document.head.appendChild(g)</script>",
+        attrs=" data-hold",
+    )
+    visit.page.goto(f"{site.site}/page/gtm")
+    visit.wait_answered(site, "www.googletagmanager.com", "/gtm.js?id=GTM-HOLD")
+    assert site.wait_carrying("GTM-HOLD").path == "/gtm.js"
+    assert visit.js("() => consentGateway.held") == 0
+
+
 def test_hold_is_bounded(site: RouterSite, visit: Visit) -> None:
     site.pages["bounded"] = site.page(
         "<script>for (let i = 0; i < 250; i++) navigator.sendBeacon("
