@@ -124,7 +124,7 @@ if (XP) {
   XP.send = function (b) {
     const x = this
     if (!xv.has(x)) return os.apply(x, arguments)
-    if (XO) x.withCredentials = true
+    if (XO) try { x.withCredentials = true } catch (e) {}
     if (!pending(xv.get(x))) return os.call(x, b)
     hold(xv.get(x), () => new Promise((ok) => {
       x.addEventListener('loadend', ok)
