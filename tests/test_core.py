@@ -56,6 +56,7 @@ CORE = [
     "gateway.identifiers",
     "gateway.bodies",
     "gateway.redact",
+    "gateway.csp",
     "gateway.explain",
     "gateway.model",
     "gateway.config",

@@ -4,7 +4,7 @@
     edge   pipeline, edges, upstream, store/*, decision_log, access_log, webhooks,
            reload, metrics, state, ratelimit       I/O: requests, sockets, files, databases
     core   core, explain                           the pure middle, run on plain values
-    leaf   consent/*, ruleset/*, decide, transform*, identifiers, bodies, redact
+    leaf   consent/*, ruleset/*, decide, transform*, identifiers, bodies, redact, csp
     base   model, errors, config, yamlsrc          the types and the config schema
 
 `tests/test_core.py` checks that the core loads no I/O library at run time; this
@@ -38,6 +38,7 @@ _OF: dict[str, str] = {
             "identifiers",
             "bodies",
             "redact",
+            "csp",
         ],
         "leaf",
     ),

@@ -1,4 +1,4 @@
-"""`consent-gateway`: serve | check | explain | logs | decode | sign | keygen |
+"""`consent-gateway`: serve | check | explain | csp | logs | decode | sign | keygen |
 migrate | records | erase | webhooks.
 
 Exit codes: 0 success, 1 a check found problems or a command failed, 2 bad usage.
@@ -119,6 +119,20 @@ def _parser() -> argparse.ArgumentParser:
         help="read the subject's stored consent from the consent store, as live traffic does",
     )
     ex.set_defaults(func=_cmd_explain)
+
+    cs = sub.add_parser("csp", help="the Content-Security-Policy that locks pages to the gateway")
+    config_arg(cs)
+    cs.add_argument(
+        "--gateway",
+        default="'self'",
+        metavar="ORIGIN",
+        help="the gateway's origin, e.g. https://cg.example.com (default: 'self', the site's own)",
+    )
+    cs.add_argument(
+        "--allow", action="append", default=[], metavar="SOURCE", help="another origin or host"
+    )
+    cs.add_argument("--report-only", action="store_true", help="report, do not block")
+    cs.set_defaults(func=_cmd_csp)
 
     d = sub.add_parser("decode", help="decode a TCF, GPP, us_privacy, gcs/gcd or CMP cookie value")
     d.add_argument("value", metavar="STRING")
@@ -372,6 +386,22 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         return 0
     print(orjson.dumps(to_json(facts, ev)).decode() if args.json else render_text(facts, ev))
     return 0
+
+
+def _cmd_csp(args: argparse.Namespace) -> int:
+    from gateway.cli.csp import run_csp
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    return run_csp(
+        cfg,
+        gateway=args.gateway,
+        allow=args.allow,
+        report_only=args.report_only,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
