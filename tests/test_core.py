@@ -57,6 +57,7 @@ CORE = [
     "gateway.bodies",
     "gateway.redact",
     "gateway.csp",
+    "gateway.violations",
     "gateway.explain",
     "gateway.model",
     "gateway.config",
