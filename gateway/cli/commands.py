@@ -333,28 +333,32 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     import orjson
 
     from gateway.errors import RequestError
-    from gateway.explain import ExplainRequest, explain, render_text, subjects_of, to_json
+    from gateway.explain import (
+        ExplainRequest,
+        explain,
+        parse_consent,
+        parse_header,
+        render_text,
+        subjects_of,
+        to_json,
+    )
     from gateway.ruleset.load import load_rules
 
     cfg = _load(args.config)
     if cfg is None:
         return 1
-    consent: dict[str, str] | None = None
-    if args.consent is not None:
-        consent = {}
-        for item in args.consent.split(","):
-            name, _, state = item.strip().partition("=")
-            if state not in ("granted", "denied") or name not in cfg.consent.purposes:
-                print(f"--consent: expected PURPOSE=granted|denied, got {item!r}", file=sys.stderr)
-                return 2
-            consent[name] = state
-    headers: list[tuple[str, str]] = []
-    for h in args.header:
-        name, sep, value = h.partition(":")
-        if not sep or not name.strip():
-            print(f"--header: expected K:V, got {h!r}", file=sys.stderr)
-            return 2
-        headers.append((name.strip(), value.strip()))
+    try:
+        consent = (
+            None if args.consent is None else parse_consent(args.consent, cfg.consent.purposes)
+        )
+    except ValueError as e:
+        print(f"--consent: {e}", file=sys.stderr)
+        return 2
+    try:
+        headers = [parse_header(h) for h in args.header]
+    except ValueError as e:
+        print(f"--header: {e}", file=sys.stderr)
+        return 2
     body = b""
     if args.body:
         try:
