@@ -78,6 +78,8 @@ class CspPolicy:
     #: where reports go (`report-uri`, and the `Reporting-Endpoints` URL)
     report_url: str
     report_only: bool = False
+    #: whether the policy names a Reporting API endpoint (`report-to`)
+    report_to: bool = True
 
     @property
     def header_name(self) -> str:
@@ -87,10 +89,10 @@ class CspPolicy:
 
     def header_lines(self) -> list[str]:
         """The lines to add to the site's page responses, ready to paste."""
-        return [
-            f"{self.header_name}: {self.policy}",
-            f'Reporting-Endpoints: {ENDPOINT_NAME}="{self.report_url}"',
-        ]
+        lines = [f"{self.header_name}: {self.policy}"]
+        if self.report_to:
+            lines.append(f'Reporting-Endpoints: {ENDPOINT_NAME}="{self.report_url}"')
+        return lines
 
 
 def _gateway_source(gateway: str) -> str:
@@ -190,9 +192,15 @@ def build_policy(
     allow: Sequence[str] = (),
     base_path: str = "",
     report_only: bool = False,
+    report_to: bool = True,
 ) -> CspPolicy:
     """The policy for the site's pages (see the module): `'self'`, the gateway's origin
     (`gateway`, default `'self'`: served under the site's origin) and `allow`.
+
+    Reports go to `report-uri` and, with `report_to`, the Reporting API's `report-to`.
+    Chromium ignores `report-uri` when `report-to` is present and sends Reporting API
+    uploads in batches, later (CORS-checked when the gateway is on another origin);
+    Firefox reads `report-uri` only. Without `report_to` every browser reports at once.
 
     Raises `CspError` for a bad `gateway` or `allow`, naming it and why.
     """
@@ -204,5 +212,7 @@ def build_policy(
     sources = _dedupe([SELF, gw, *(allow_source(a, rules) for a in allow)])
     url = report_url(gateway, base_path)
     parts = [" ".join([name, *sources, *extra]) for name, extra in _DIRECTIVES]
-    parts += [f"report-uri {url}", f"report-to {ENDPOINT_NAME}"]
-    return CspPolicy("; ".join(parts), url, report_only)
+    parts.append(f"report-uri {url}")
+    if report_to:
+        parts.append(f"report-to {ENDPOINT_NAME}")
+    return CspPolicy("; ".join(parts), url, report_only, report_to)

@@ -15,6 +15,13 @@ the blocked host and the page's templated path. Each is counted
 visitor-chosen label) and queued for the decision log's aggregated `bypasses` table,
 which the admin's Bypasses page shows. A well-formed body is answered 204, whatever it
 held: the endpoint tells a sender nothing back.
+
+CORS: the Reporting API (`report-to`) uploads in CORS mode, so a gateway on another
+origin than the site's pages (`cg.example.com`) must approve the upload's preflight.
+`/csp-report` answers `OPTIONS` and its `POST`s with `Access-Control-Allow-Origin` for
+an origin `server.allowed_origins` names, and for no other (no credentials are ever
+allowed: reports carry none). Legacy `report-uri` reports and the router's `text/plain`
+beacons need no preflight.
 """
 
 from __future__ import annotations
@@ -27,13 +34,21 @@ from typing import Final
 from aiohttp import hdrs, web
 
 from gateway import edges
+from gateway.config.convert import origin_pattern
 from gateway.decision_log.bypasses import Seen
 from gateway.errors import BodyTimeout, BodyTooLarge, ClientGone
 from gateway.ratelimit import NetworkLimiter
 from gateway.state import Gateway
 from gateway.violations import BadReport, Source, classify, parse_reports
 
-__all__ = ["BODY_LIMIT", "PER_MINUTE", "REPORTS", "ReportAPI", "add_report_routes"]
+__all__ = [
+    "BODY_LIMIT",
+    "PER_MINUTE",
+    "REPORTS",
+    "ReportAPI",
+    "add_report_routes",
+    "origin_allowed",
+]
 
 #: the largest report body read; a Reporting API batch of a few reports is a few KiB
 BODY_LIMIT: Final = 16 * 1024
@@ -57,11 +72,51 @@ def add_report_routes(app: web.Application, gw: Gateway) -> None:
     """Serve `/csp-report` and `/cg-report` on `app`; add it before any catch-all route."""
     app[REPORTS] = ReportAPI(gw, NetworkLimiter(PER_MINUTE))
     app.router.add_post("/csp-report", _csp_report)
+    app.router.add_route("OPTIONS", "/csp-report", _preflight)
     app.router.add_post("/cg-report", _router_report)
 
 
-async def _csp_report(request: web.Request) -> web.Response:
-    return await _receive(request, "csp")
+def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> str | None:
+    """`origin` normalised, if one of `allowed` (exact origins, or `scheme://*.domain`
+    patterns: any name under the domain, not the domain itself) admits it; else None."""
+    found = origin_pattern(origin) if origin else None
+    if found is None or "*" in found:
+        return None
+    scheme, _, authority = found.partition("://")
+    for pattern in allowed:
+        if pattern == found:
+            return found
+        p_scheme, _, p_authority = pattern.partition("://")
+        if p_scheme == scheme and p_authority.startswith("*."):
+            suffix = p_authority[1:]  # ".example.com[:port]"
+            host, _, port = authority.partition(":")
+            p_host, _, p_port = suffix.partition(":")
+            if port == p_port and host.endswith(p_host) and len(host) > len(p_host):
+                return found
+    return None
+
+
+def _cors(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
+    api = request.app[REPORTS]
+    resp.headers[hdrs.VARY] = "Origin"
+    origin = origin_allowed(request.headers.get(hdrs.ORIGIN), api.gw.config.server.allowed_origins)
+    if origin is not None:
+        resp.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
+    return resp
+
+
+async def _preflight(request: web.Request) -> web.StreamResponse:
+    """The Reporting API's preflight: POST with `Content-Type`, from an allowed origin."""
+    resp = web.Response(status=204)
+    if hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
+        resp.headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = "POST"
+        resp.headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = "Content-Type"
+        resp.headers[hdrs.ACCESS_CONTROL_MAX_AGE] = "86400"
+    return _cors(request, resp)
+
+
+async def _csp_report(request: web.Request) -> web.StreamResponse:
+    return _cors(request, await _receive(request, "csp"))
 
 
 async def _router_report(request: web.Request) -> web.Response:

@@ -155,3 +155,10 @@ def test_a_gateway_that_is_not_an_origin_is_refused(rules: RuleSet, gateway: str
 def test_a_gateway_on_a_vendor_host_is_refused(rules: RuleSet) -> None:
     with pytest.raises(CspError, match="google-analytics-4"):
         build_policy(rules, gateway="https://www.google-analytics.com")
+
+
+def test_without_report_to_only_report_uri_is_named(rules: RuleSet) -> None:
+    p = build_policy(rules, report_to=False)
+    d = _directives(p.policy)
+    assert d["report-uri"] == ["/csp-report"] and "report-to" not in d
+    assert p.header_lines() == [f"Content-Security-Policy: {p.policy}"]

@@ -114,3 +114,61 @@ async def test_reports_are_limited_per_network(
     other = {**LEGACY, "X-Forwarded-For": "198.51.100.4"}
     assert (await client.post("/csp-report", data=body, headers=other)).status == 204
     assert [row[-1] for row in await stored(client)] == [4]
+
+
+ALLOWED = ("https://www.example.com", "https://*.shop.example", "http://*.local.test:8080")
+
+
+@pytest.mark.parametrize(
+    ("origin", "found"),
+    [
+        ("https://www.example.com", "https://www.example.com"),
+        ("https://WWW.example.com:443", "https://www.example.com"),
+        ("https://a.shop.example", "https://a.shop.example"),
+        ("https://a.b.shop.example", "https://a.b.shop.example"),
+        ("http://x.local.test:8080", "http://x.local.test:8080"),
+        ("https://shop.example", None),  # a wildcard is subdomains only
+        ("http://a.shop.example", None),
+        ("http://x.local.test", None),
+        ("https://evilshop.example", None),
+        ("https://www.example.com.evil.test", None),
+        ("null", None),
+        ("", None),
+        (None, None),
+        ("https://*.shop.example", None),
+    ],
+)
+def test_origin_allowed(origin: str | None, found: str | None) -> None:
+    assert reports.origin_allowed(origin, ALLOWED) == found
+
+
+async def test_a_cross_origin_reporting_upload_is_approved_for_allowed_origins_only(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    client: Client = await gateway_factory(
+        extra={"server": {"allowed_origins": ["https://www.example.com"]}}
+    )
+    ask = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    ok = await client.options("/csp-report", headers={**ask, "Origin": "https://www.example.com"})
+    assert ok.status == 204
+    assert ok.headers["Access-Control-Allow-Origin"] == "https://www.example.com"
+    assert ok.headers["Access-Control-Allow-Methods"] == "POST"
+    assert "Access-Control-Allow-Credentials" not in ok.headers
+    other = await client.options("/csp-report", headers={**ask, "Origin": "https://evil.test"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    body = orjson.dumps(
+        [{"type": "csp-violation", "body": {"blockedURL": "https://x.example.org/"}}]
+    )
+    for origin, allowed in (("https://www.example.com", True), ("https://evil.test", False)):
+        resp = await client.post("/csp-report", data=body, headers={**BATCH, "Origin": origin})
+        assert resp.status == 204
+        assert ("Access-Control-Allow-Origin" in resp.headers) is allowed
+
+
+async def test_without_allowed_origins_no_cors_at_all(client: Client) -> None:
+    origin = {"Origin": "https://www.example.com", "Access-Control-Request-Method": "POST"}
+    resp = await client.options("/csp-report", headers=origin)
+    assert "Access-Control-Allow-Origin" not in resp.headers

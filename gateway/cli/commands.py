@@ -132,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
         "--allow", action="append", default=[], metavar="SOURCE", help="another origin or host"
     )
     cs.add_argument("--report-only", action="store_true", help="report, do not block")
+    cs.add_argument(
+        "--no-report-to",
+        dest="report_to",
+        action="store_false",
+        help="report-uri only (Chromium ignores it beside report-to, whose reports come later)",
+    )
     cs.set_defaults(func=_cmd_csp)
 
     d = sub.add_parser("decode", help="decode a TCF, GPP, us_privacy, gcs/gcd or CMP cookie value")
@@ -403,6 +409,7 @@ def _cmd_csp(args: argparse.Namespace) -> int:
         gateway=args.gateway,
         allow=args.allow,
         report_only=args.report_only,
+        report_to=args.report_to,
         out=sys.stdout,
         err=sys.stderr,
     )

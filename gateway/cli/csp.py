@@ -24,6 +24,7 @@ def run_csp(
     gateway: str,
     allow: Sequence[str],
     report_only: bool,
+    report_to: bool = True,
     out: TextIO,
     err: TextIO,
 ) -> int:
@@ -42,6 +43,7 @@ def run_csp(
             allow=allow,
             base_path=cfg.server.base_path,
             report_only=report_only,
+            report_to=report_to,
         )
     except CspError as e:
         print(e, file=err)

@@ -68,3 +68,11 @@ def test_rules_that_do_not_load_exit_1(
     assert main(["csp", "--config", str(config_file)]) == 1
     out, err = capsys.readouterr()
     assert out == "" and "x.yaml" in err
+
+
+def test_no_report_to_prints_the_policy_alone(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["csp", "--config", str(config_file), "--no-report-to"]) == 0
+    [policy] = capsys.readouterr().out.splitlines()
+    assert policy.endswith("; report-uri /csp-report")
