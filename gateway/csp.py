@@ -115,9 +115,9 @@ def report_url(gateway: str, base_path: str) -> str:
 
 
 def _host_of(source: str) -> tuple[str, bool]:
-    """(host without `*.`, whether it is a wildcard) of a host source."""
+    """(host without `*.`, whether it is a wildcard) of a normalised host source."""
     rest = source.partition("://")[2] or source
-    host = rest.split("/", 1)[0].rsplit(":", 1)[0] if rest.count(":") else rest.split("/", 1)[0]
+    host = rest.rpartition(":")[0] if ":" in rest else rest
     wild = host.startswith("*.")
     return (host[2:] if wild else host), wild
 
