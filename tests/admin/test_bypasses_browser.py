@@ -196,3 +196,7 @@ def test_a_blocked_vendor_tag_is_listed_as_a_bypass(
     )
     assert row["count"] >= 1
     assert "someone" not in orjson.dumps(rows).decode()
+    status, html = gateway.request(
+        "GET", "/_admin/bypasses?since=all", headers={"Authorization": f"Bearer {gateway.token}"}
+    )
+    assert status == 200 and b"www.facebook.com" in html and b"someone" not in html
