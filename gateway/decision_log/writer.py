@@ -15,7 +15,8 @@ DecisionLog.submit ─▶ bounded queue ─▶ batch writer task ─▶ executor
   counted lost); `close` writes what is queued and closes the sinks.
 - `DecisionLog.submit_sighting` queues a report endpoint's sighting (`gateway.reports`)
   the same way, for the SQLite sink's aggregated `bypasses` table only; it is never a
-  decision record (no subscriber, no JSON line, not in `log_written`).
+  decision record (no subscriber, no JSON line, not in `log_written`), and it may use
+  only half the queue, so a flood of reports never crowds out decision records.
 
 Counting: `log_written` and `log_lost{reason="sink_error"}` count per sink, so with
 both sinks configured each record is counted twice (once per sink it reached or
@@ -163,11 +164,16 @@ class DecisionLog:
     def submit_sighting(self, seen: Seen) -> bool:
         """Queue a report's sighting for the `bypasses` table; never blocks, never raises.
 
-        Without a SQLite sink it is discarded (True); a full queue or a closed log loses
-        it, counted as a record would be (False).
+        Without a SQLite sink it is discarded (True); a closed log, or a queue half full,
+        loses it, counted as a record would be (False).
         """
         if self._sightings_sink is None:
             return True
+        # SECURITY: anyone can post reports; however many arrive, half the queue stays
+        # for decision records.
+        if self._queue.qsize() >= self._cfg.queue_size // 2:
+            self._metrics.log_lost.labels("queue_full").inc()
+            return False
         return self._put(seen)
 
     def _put(self, item: DecisionRecord | Seen) -> bool:

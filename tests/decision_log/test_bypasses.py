@@ -125,3 +125,18 @@ async def test_without_a_sqlite_sink_sightings_are_discarded(tmp_path: Path) -> 
     assert log.submit_sighting(Seen(FB, T0))
     assert log.depth == 0
     await log.close()
+
+
+async def test_sightings_leave_half_the_queue_to_decision_records(tmp_path: Path) -> None:
+    metrics = Metrics()
+    log = DecisionLog(log_config(tmp_path, queue_size=10), metrics)  # not started: queue fills
+    accepted = [log.submit_sighting(Seen(FB, T0)) for _ in range(8)]
+    assert accepted == [True] * 5 + [False] * 3
+    assert all(log.submit(make_record(f"r{i}")) for i in range(5))
+    assert (
+        metrics.registry.get_sample_value(
+            "gateway_decision_log_lost_total", {"reason": "queue_full"}
+        )
+        == 3
+    )
+    await log.close()
