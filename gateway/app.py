@@ -5,6 +5,7 @@
 | ANY /t/{vendor-host}/{path…}  | the pipeline, for hosts a rule lists              |
 | ANY {route-prefix}/{path…}    | the pipeline, for a rule's first-party prefix     |
 | POST/GET/DELETE /consent      | the consent API (`gateway.consent_api`)           |
+| POST /csp-report, /cg-report  | pages' bypass reports (`gateway.reports`)         |
 | GET /healthz, /readyz         | liveness, readiness                               |
 | GET /metrics                  | Prometheus text format                            |
 | /_admin/…                     | the admin sub-app (`gateway.admin.app`)           |
@@ -28,6 +29,7 @@ from gateway.decision_log.writer import DecisionLog
 from gateway.errors import RequestError
 from gateway.metrics import Metrics
 from gateway.reload import RuleReloader
+from gateway.reports import add_report_routes
 from gateway.ruleset.load import load_rules
 from gateway.ruleset.match import RuleSet, normalize_host
 from gateway.state import Gateway, RulesHolder
@@ -110,6 +112,7 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
     ops.add_subapp(ADMIN_PREFIX, build_admin_app(gw))
     if config.server.consent_api:
         add_consent_routes(app, gw)
+    add_report_routes(app, gw)
     r = app.router
     r.add_route("*", "/t/{tail:.*}", _tag_route)
     r.add_route("*", "/{tail:.*}", _prefix_route)

@@ -9,11 +9,15 @@
 | GET  /_admin/overview         | counts by vendor x action and by missing purpose; consent  |
 | GET  /_admin/rules            | the vendor rules in force, and the last reload's errors    |
 | GET  /_admin/unknown          | unknown destinations: rejected hosts, most requests first  |
+| GET  /_admin/bypasses         | hosts pages reached around the gateway (CSP, router)       |
+| GET  /_admin/explain          | the Explain form                                           |
+| POST /_admin/explain          | what `consent-gateway explain` prints (CSRF-checked)       |
 | GET  /_admin/subjects         | consent records: one subject's current state and history   |
 | GET  /_admin/api/records      | JSON: records, newest first, keyset-paged                  |
 | GET  /_admin/api/overview     | JSON: the overview's counts                                |
 | GET  /_admin/api/rules        | JSON: the rules and load errors                            |
 | GET  /_admin/api/unknown      | JSON: unknown hosts                                        |
+| GET  /_admin/api/bypasses     | JSON: the Bypasses rows                                    |
 | GET  /_admin/api/stream       | Server-Sent Events: each decision-log record from now on   |
 | GET  /_admin/static/{name}    | admin.css, admin.js (public)                               |
 
@@ -58,6 +62,7 @@ from gateway.admin.answers import (
     secure,
 )
 from gateway.admin.api import (
+    api_bypasses,
     api_overview,
     api_records,
     api_rules,
@@ -68,6 +73,8 @@ from gateway.admin.api import (
 from gateway.admin.auth import COOKIE_NAME, COOKIE_PATH, AdminAuth, Verdict, client_key
 from gateway.admin.pages import (
     blocked_page,
+    bypasses_page,
+    explain_page,
     overview_page,
     rules_page,
     subjects_page,
@@ -110,11 +117,15 @@ def build_admin_app(gw: Gateway, *, clock: Callable[[], float] = time.time) -> w
     r.add_get("/overview", overview_page)
     r.add_get("/rules", rules_page)
     r.add_get("/unknown", unknown_page)
+    r.add_get("/bypasses", bypasses_page)
+    r.add_get("/explain", explain_page)
+    r.add_post("/explain", explain_page)
     r.add_get("/subjects", subjects_page)
     r.add_get("/api/records", api_records)
     r.add_get("/api/overview", api_overview)
     r.add_get("/api/rules", api_rules)
     r.add_get("/api/unknown", api_unknown)
+    r.add_get("/api/bypasses", api_bypasses)
     r.add_get("/api/stream", api_stream)
     r.add_get("/api/subjects/{subject}/records", api_subject_records)
     r.add_post("/api/subjects/{subject}/erase", api_subject_erase)

@@ -1,0 +1,169 @@
+"""The report endpoints on the public app: what pages tried to reach around the gateway.
+
+| route            | reads                                                             |
+|------------------|-------------------------------------------------------------------|
+| POST /csp-report | CSP violation reports: `application/csp-report` (`report-uri`)    |
+|                  | and `application/reports+json` (`report-to`)                      |
+| POST /cg-report  | the router's reports (`text/plain` JSON from `sendBeacon`)        |
+
+Both take visitor input from anyone, so each is bounded before it is read: a body of at
+most `BODY_LIMIT` bytes (413) received within `server.read_timeout` (408), and
+`PER_MINUTE` reports per client network (`gateway.ratelimit`, 429). The body is parsed
+by `gateway.violations` (400 for what it cannot read), which keeps two names per report:
+the blocked host and the page's templated path. Each is counted
+(`gateway_bypass_reports_total{source, vendor}`, vendor `-` for an unlisted host: never a
+visitor-chosen label) and queued for the decision log's aggregated `bypasses` table,
+which the admin's Bypasses page shows. A well-formed body is answered 204, whatever it
+held: the endpoint tells a sender nothing back.
+
+CORS: the Reporting API (`report-to`) uploads in CORS mode, so a gateway on another
+origin than the site's pages (`cg.example.com`) must approve the upload's preflight.
+`/csp-report` answers `OPTIONS` and its `POST`s with `Access-Control-Allow-Origin` for
+an origin `server.allowed_origins` names, and for no other (no credentials are ever
+allowed: reports carry none). Legacy `report-uri` reports and the router's `text/plain`
+beacons need no preflight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import hdrs, web
+
+from gateway import edges
+from gateway.config.convert import origin_pattern
+from gateway.decision_log.bypasses import Seen
+from gateway.errors import BodyTimeout, BodyTooLarge, ClientGone
+from gateway.ratelimit import NetworkLimiter
+from gateway.state import Gateway
+from gateway.violations import BadReport, Source, classify, parse_reports
+
+__all__ = [
+    "BODY_LIMIT",
+    "PER_MINUTE",
+    "REPORTS",
+    "ReportAPI",
+    "add_report_routes",
+    "origin_allowed",
+]
+
+#: the largest report body read; a Reporting API batch of a few reports is a few KiB
+BODY_LIMIT: Final = 16 * 1024
+#: reports a client network may post a minute: a page blocking several tags on each
+#: load sends several; past it, reports are refused (they are samples, not records)
+PER_MINUTE: Final = 120
+
+
+@dataclass(frozen=True)
+class ReportAPI:
+    """What the report handlers share, under `REPORTS` on the public app."""
+
+    gw: Gateway
+    limiter: NetworkLimiter
+
+
+REPORTS = web.AppKey("reports", ReportAPI)
+
+
+def add_report_routes(app: web.Application, gw: Gateway) -> None:
+    """Serve `/csp-report` and `/cg-report` on `app`; add it before any catch-all route."""
+    app[REPORTS] = ReportAPI(gw, NetworkLimiter(PER_MINUTE))
+    app.router.add_post("/csp-report", _csp_report)
+    app.router.add_route("OPTIONS", "/csp-report", _preflight)
+    app.router.add_post("/cg-report", _router_report)
+
+
+def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> str | None:
+    """`origin` normalised, if one of `allowed` (exact origins, or `scheme://*.domain`
+    patterns: any name under the domain, not the domain itself) admits it; else None."""
+    found = origin_pattern(origin) if origin else None
+    if found is None or "*" in found:
+        return None
+    scheme, _, authority = found.partition("://")
+    for pattern in allowed:
+        if pattern == found:
+            return found
+        p_scheme, _, p_authority = pattern.partition("://")
+        if p_scheme == scheme and p_authority.startswith("*."):
+            suffix = p_authority[1:]  # ".example.com[:port]"
+            host, _, port = authority.partition(":")
+            p_host, _, p_port = suffix.partition(":")
+            if port == p_port and host.endswith(p_host) and len(host) > len(p_host):
+                return found
+    return None
+
+
+def _cors(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
+    api = request.app[REPORTS]
+    resp.headers[hdrs.VARY] = "Origin"
+    origin = origin_allowed(request.headers.get(hdrs.ORIGIN), api.gw.config.server.allowed_origins)
+    if origin is not None:
+        resp.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
+    return resp
+
+
+async def _preflight(request: web.Request) -> web.StreamResponse:
+    """The Reporting API's preflight: POST with `Content-Type`, from an allowed origin."""
+    resp = web.Response(status=204)
+    if hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
+        resp.headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = "POST"
+        resp.headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = "Content-Type"
+        resp.headers[hdrs.ACCESS_CONTROL_MAX_AGE] = "86400"
+    return _cors(request, resp)
+
+
+async def _csp_report(request: web.Request) -> web.StreamResponse:
+    return _cors(request, await _receive(request, "csp"))
+
+
+async def _router_report(request: web.Request) -> web.Response:
+    return await _receive(request, "router")
+
+
+async def _receive(request: web.Request, source: Source) -> web.Response:
+    api = request.app[REPORTS]
+    gw = api.gw
+    ip = edges.client_ip(request, gw.config.server.trusted_proxies)
+    now = time.monotonic()
+    if not api.limiter.allow(ip, now):
+        resp = edges.error_response(429, "too many reports from this network; retry later")
+        resp.headers[hdrs.RETRY_AFTER] = str(api.limiter.retry_after(ip, now))
+        return resp
+    try:
+        body = await _read(request, gw.config.server.read_timeout)
+    except ClientGone:
+        gw.metrics.client_disconnects.labels("request").inc()
+        return web.Response(status=400)
+    try:
+        found = parse_reports(source, request.content_type, body)
+    except BadReport as e:
+        return edges.error_response(400, str(e))
+    rules, ts = gw.rules.current, time.time()
+    for host, page in found:
+        sighting = classify(source, host, page, rules)
+        gw.metrics.bypass_reports.labels(source, sighting.vendor or "-").inc()
+        gw.decision_log.submit_sighting(Seen(sighting, ts))
+    return web.Response(status=204, headers={hdrs.CACHE_CONTROL: "no-store"})
+
+
+async def _read(request: web.Request, timeout: float) -> bytes:
+    """The body, at most `BODY_LIMIT` bytes, within `timeout` seconds."""
+    if request.content_length is not None and request.content_length > BODY_LIMIT:
+        raise BodyTooLarge("report body too large")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.content.iter_chunked(BODY_LIMIT):
+                size += len(chunk)
+                if size > BODY_LIMIT:
+                    raise BodyTooLarge("report body too large")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout("report body not received in time") from None
+    except ConnectionResetError:
+        raise ClientGone from None
+    return b"".join(chunks)
