@@ -2,7 +2,7 @@
 
     top    app, cli, serve, admin/*, consent_api   wiring, HTTP routes, commands
     edge   pipeline, edges, upstream, store/*, decision_log, access_log, webhooks,
-           reload, metrics, state, ratelimit       I/O: requests, sockets, files, databases
+           reload, metrics, state, ratelimit, cors I/O: requests, sockets, files, databases
     core   core, explain                           the pure middle, run on plain values
     leaf   consent/*, ruleset/*, decide, transform*, identifiers, bodies, redact
     base   model, errors, config, yamlsrc          the types and the config schema
@@ -55,6 +55,7 @@ _OF: dict[str, str] = {
             "metrics",
             "state",
             "ratelimit",
+            "cors",
         ],
         "edge",
     ),

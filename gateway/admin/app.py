@@ -47,7 +47,6 @@ from gateway.admin.answers import (
     ACCESS,
     ADMIN,
     ADMIN_PREFIX,
-    API_PREFIX,
     AdminState,
     StaticFile,
     clear_cookie,
@@ -65,7 +64,7 @@ from gateway.admin.api import (
     api_subject_records,
     api_unknown,
 )
-from gateway.admin.auth import COOKIE_NAME, COOKIE_PATH, AdminAuth, Verdict, client_key
+from gateway.admin.auth import COOKIE_NAME, AdminAuth, Verdict, client_key
 from gateway.admin.pages import (
     blocked_page,
     overview_page,
@@ -91,14 +90,18 @@ _PUBLIC: Final = frozenset({"admin-login", "admin-static"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_admin_app(gw: Gateway, *, clock: Callable[[], float] = time.time) -> web.Application:
-    """The admin sub-app for `gw`; mount it at `ADMIN_PREFIX` (`app.add_subapp`)."""
+def build_admin_app(
+    gw: Gateway, *, clock: Callable[[], float] = time.time, prefix: str = ADMIN_PREFIX
+) -> web.Application:
+    """The admin sub-app for `gw`; mount it at `ADMIN_PREFIX` (`app.add_subapp`). `prefix`:
+    the full path the browser sees it at (links, redirects, the session cookie's path)."""
     app = web.Application(middlewares=[_admin_middleware])
     app[ADMIN] = AdminState(
         gw=gw,
         auth=AdminAuth(gw.config.admin, clock),
-        templates=_templates(),
+        templates=_templates(prefix),
         static=_static_files(),
+        prefix=prefix,
     )
     app.on_shutdown.append(stop_streams)
     r = app.router
@@ -121,7 +124,7 @@ def build_admin_app(gw: Gateway, *, clock: Callable[[], float] = time.time) -> w
     return app
 
 
-def _templates() -> jinja2.Environment:
+def _templates(prefix: str) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("gateway.admin", "templates"),
         # SECURITY: every value is escaped; only charts.py's SVG is Markup (it escapes).
@@ -130,7 +133,7 @@ def _templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals["prefix"] = ADMIN_PREFIX
+    env.globals["prefix"] = prefix
     env.globals["window_names"] = WINDOW_NAMES
     return env
 
@@ -149,7 +152,7 @@ def _static_files() -> Mapping[str, StaticFile]:
 
 
 def _is_api(request: web.Request) -> bool:
-    return request.path.startswith(API_PREFIX)
+    return request.path.startswith(request.app[ADMIN].prefix + "/api/")
 
 
 @web.middleware
@@ -181,8 +184,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[ADMIN]
     route = request.match_info.route
     name = route.resource.name if route.resource is not None else None
-    if request.path == ADMIN_PREFIX and request.method in ("GET", "HEAD"):
-        return redirect(ADMIN_PREFIX + "/")
+    if request.path == state.prefix and request.method in ("GET", "HEAD"):
+        return redirect(state.prefix + "/")
     if name == "admin-static":
         return await handler(request)
     if not state.auth.enabled:
@@ -220,7 +223,7 @@ def _denied(request: web.Request, verdict: Verdict) -> web.Response:
                 resp = json_response({"error": "unauthorized"}, status=401)
                 resp.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="consent-gateway admin"'
                 return resp
-            resp = redirect(ADMIN_PREFIX + "/login")
+            resp = redirect(request.app[ADMIN].prefix + "/login")
             if COOKIE_NAME in request.cookies:
                 clear_cookie(request, resp)
             return resp
@@ -276,12 +279,12 @@ async def _login_submit(request: web.Request) -> web.Response:
     if verdict is Verdict.OK:
         value, _ = state.auth.new_session()
         cfg = state.gw.config.admin
-        resp = redirect(ADMIN_PREFIX + "/")
+        resp = redirect(state.prefix + "/")
         resp.set_cookie(
             COOKIE_NAME,
             value,
             max_age=int(cfg.session_max_age),
-            path=COOKIE_PATH,
+            path=state.prefix,
             secure=cfg.secure_cookie,
             httponly=True,
             samesite="Strict",
@@ -307,7 +310,7 @@ async def _logout(request: web.Request) -> web.Response:
     if session is None or not state.auth.check_csrf(session, form.get("csrf")):
         return error(request, 403, "the form's CSRF token does not match the session", api=False)
     state.auth.revoke(session)
-    resp = redirect(ADMIN_PREFIX + "/login")
+    resp = redirect(state.prefix + "/login")
     clear_cookie(request, resp)
     return resp
 
