@@ -271,14 +271,13 @@ async def test_the_base_path_applies_to_routes_other_modules_register(
     """A module adding its routes with plain paths (as `add_consent_routes` does) gets
     them under the base path without knowing it."""
     from gateway import app as wiring
+    from gateway.consent_api import add_consent_routes as real
 
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text=str(request.match_info.get("name")))
 
     def add_hello_routes(app: web.Application, gw: object) -> None:
         app.router.add_get("/hello/{name}", hello)
-
-    real = wiring.add_consent_routes
 
     def both(app: web.Application, gw: Any) -> None:
         real(app, gw)
