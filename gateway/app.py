@@ -217,6 +217,7 @@ async def _tag_route(request: web.Request) -> web.StreamResponse:
     raw = _public_path(request, gw)
     if raw is None:
         return edges.error_response(404, "not found")
+    request[edges.BASE_PATH] = gw.config.server.base_path
     host_raw, _, tail = raw[len("/t/") :].partition("/")
     # SECURITY: the host must be a plain DNS name (no userinfo, port, IP literal or
     # percent-encoding); a rule must list it, or the pipeline REJECTs.

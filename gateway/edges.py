@@ -30,6 +30,7 @@ from gateway.ruleset.schema import ForwardMode
 from gateway.state import Gateway
 
 __all__ = [
+    "BASE_PATH",
     "DECISION",
     "REQUEST_ID",
     "TRANSPARENT_GIF",
@@ -79,6 +80,8 @@ _RESPONSE_HEADERS: Final = frozenset(
 
 
 REQUEST_ID = web.RequestKey("request_id", str)
+#: on a tag request under `server.base_path`: that path (the access log names the route)
+BASE_PATH = web.RequestKey("base_path", str)
 
 
 def request_id(request: web.Request) -> str:

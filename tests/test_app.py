@@ -324,6 +324,8 @@ async def test_the_admin_under_a_base_path_links_and_scopes_its_cookie_there(
     assert "Path=/cg/_admin" in login.headers["Set-Cookie"]
     page = await (await client.get("/cg/_admin/")).text()
     assert 'href="/cg/_admin/overview"' in page and 'src="/cg/_admin/static/admin.js"' in page
+    # a rule's first-party route, as the public port serves it
+    assert "/cg/ga4 → " in await (await client.get("/cg/_admin/rules")).text()
     # the API's errors stay JSON under the base
     bad = await client.get("/cg/_admin/api/records?limit=x", headers=BEARER)
     assert bad.status == 400 and "error" in await bad.json()

@@ -132,6 +132,10 @@ async def test_websocket_is_proxied_only_with_consent(
     )
     granted = {"Cookie": f"cg_consent={cookie_for({'analytics': 'granted'})}"}
     async with client.ws_connect("/t/ws.hotjar.com/api/v2/client/ws", headers=granted) as ws:
+        # the handshake names the decision like any tag answer
+        assert ws._response.headers["Consent-Gateway-Decision"].startswith(
+            "forward; vendor=hotjar; id="
+        )
         await ws.send_str("hello")
         msg = await ws.receive(timeout=5)
         assert msg.data == "echo:hello"
@@ -142,6 +146,8 @@ async def test_websocket_is_proxied_only_with_consent(
     with pytest.raises(WSServerHandshakeError) as info:
         await client.ws_connect("/t/ws.hotjar.com/api/v2/client/ws")
     assert info.value.status == 403
+    assert info.value.headers is not None
+    assert info.value.headers["Consent-Gateway-Decision"].startswith("drop; vendor=hotjar; ")
     assert seen == ["hello"]
 
 

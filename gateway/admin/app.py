@@ -99,7 +99,7 @@ def build_admin_app(
     app[ADMIN] = AdminState(
         gw=gw,
         auth=AdminAuth(gw.config.admin, clock),
-        templates=_templates(prefix),
+        templates=_templates(prefix, gw.config.server.base_path),
         static=_static_files(),
         prefix=prefix,
     )
@@ -124,7 +124,7 @@ def build_admin_app(
     return app
 
 
-def _templates(prefix: str) -> jinja2.Environment:
+def _templates(prefix: str, base_path: str = "") -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("gateway.admin", "templates"),
         # SECURITY: every value is escaped; only charts.py's SVG is Markup (it escapes).
@@ -134,6 +134,8 @@ def _templates(prefix: str) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.globals["prefix"] = prefix
+    # a rule's first-party route as the public port serves it (server.base_path)
+    env.globals["base_path"] = base_path
     env.globals["window_names"] = WINDOW_NAMES
     return env
 
