@@ -33,8 +33,7 @@ from typing import Final
 
 from aiohttp import hdrs, web
 
-from gateway import edges
-from gateway.config.convert import origin_pattern
+from gateway import cors, edges
 from gateway.decision_log.bypasses import Seen
 from gateway.errors import BodyTimeout, BodyTooLarge, ClientGone
 from gateway.ratelimit import NetworkLimiter
@@ -47,7 +46,6 @@ __all__ = [
     "REPORTS",
     "ReportAPI",
     "add_report_routes",
-    "origin_allowed",
 ]
 
 #: the largest report body read; a Reporting API batch of a few reports is a few KiB
@@ -76,47 +74,17 @@ def add_report_routes(app: web.Application, gw: Gateway) -> None:
     app.router.add_post("/cg-report", _router_report)
 
 
-def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> str | None:
-    """`origin` normalised, if one of `allowed` (exact origins, or `scheme://*.domain`
-    patterns: any name under the domain, not the domain itself) admits it; else None."""
-    found = origin_pattern(origin) if origin else None
-    if found is None or "*" in found:
-        return None
-    scheme, _, authority = found.partition("://")
-    for pattern in allowed:
-        if pattern == found:
-            return found
-        p_scheme, _, p_authority = pattern.partition("://")
-        if p_scheme == scheme and p_authority.startswith("*."):
-            suffix = p_authority[1:]  # ".example.com[:port]"
-            host, _, port = authority.partition(":")
-            p_host, _, p_port = suffix.partition(":")
-            if port == p_port and host.endswith(p_host) and len(host) > len(p_host):
-                return found
-    return None
-
-
-def _cors(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
-    api = request.app[REPORTS]
-    resp.headers[hdrs.VARY] = "Origin"
-    origin = origin_allowed(request.headers.get(hdrs.ORIGIN), api.gw.config.server.allowed_origins)
-    if origin is not None:
-        resp.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
-    return resp
-
-
 async def _preflight(request: web.Request) -> web.StreamResponse:
     """The Reporting API's preflight: POST with `Content-Type`, from an allowed origin."""
-    resp = web.Response(status=204)
-    if hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
-        resp.headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = "POST"
-        resp.headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = "Content-Type"
-        resp.headers[hdrs.ACCESS_CONTROL_MAX_AGE] = "86400"
-    return _cors(request, resp)
+    return cors.preflight(
+        request, request.app[REPORTS].gw.config.server.allowed_origins, ["POST"], cors.Kind.REPORT
+    )
 
 
 async def _csp_report(request: web.Request) -> web.StreamResponse:
-    return _cors(request, await _receive(request, "csp"))
+    # gateway.cors answers for an allowed origin (the Reporting API's uploads are CORS)
+    request[cors.KIND] = cors.Kind.REPORT
+    return await _receive(request, "csp")
 
 
 async def _router_report(request: web.Request) -> web.Response:

@@ -3,7 +3,7 @@
     top    app, cli, serve, admin/*, consent_api,  wiring, HTTP routes, commands
            reports
     edge   pipeline, edges, upstream, store/*, decision_log, access_log, webhooks,
-           reload, metrics, state, ratelimit       I/O: requests, sockets, files, databases
+           reload, metrics, state, ratelimit, cors I/O: requests, sockets, files, databases
     core   core, explain                           the pure middle, run on plain values
     leaf   consent/*, ruleset/*, decide, transform*, identifiers, bodies, redact, csp,
            violations
@@ -59,6 +59,7 @@ _OF: dict[str, str] = {
             "metrics",
             "state",
             "ratelimit",
+            "cors",
         ],
         "edge",
     ),

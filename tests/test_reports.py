@@ -116,32 +116,6 @@ async def test_reports_are_limited_per_network(
     assert [row[-1] for row in await stored(client)] == [4]
 
 
-ALLOWED = ("https://www.example.com", "https://*.shop.example", "http://*.local.test:8080")
-
-
-@pytest.mark.parametrize(
-    ("origin", "found"),
-    [
-        ("https://www.example.com", "https://www.example.com"),
-        ("https://WWW.example.com:443", "https://www.example.com"),
-        ("https://a.shop.example", "https://a.shop.example"),
-        ("https://a.b.shop.example", "https://a.b.shop.example"),
-        ("http://x.local.test:8080", "http://x.local.test:8080"),
-        ("https://shop.example", None),  # a wildcard is subdomains only
-        ("http://a.shop.example", None),
-        ("http://x.local.test", None),
-        ("https://evilshop.example", None),
-        ("https://www.example.com.evil.test", None),
-        ("null", None),
-        ("", None),
-        (None, None),
-        ("https://*.shop.example", None),
-    ],
-)
-def test_origin_allowed(origin: str | None, found: str | None) -> None:
-    assert reports.origin_allowed(origin, ALLOWED) == found
-
-
 async def test_a_cross_origin_reporting_upload_is_approved_for_allowed_origins_only(
     gateway_factory: Callable[..., Any],
 ) -> None:

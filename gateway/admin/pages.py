@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from gateway.admin.answers import ACCESS, ADMIN, ADMIN_PREFIX, API_PREFIX, error, render
+from gateway.admin.answers import ACCESS, ADMIN, error, render
 from gateway.admin.params import (
     ACTIONS,
     BYPASS_KINDS,
@@ -88,7 +88,7 @@ async def blocked_page(request: web.Request) -> web.Response:
         params = f.params()
         if cursor is not None:
             params["before_id"] = str(cursor)
-        return f"{ADMIN_PREFIX}/?{urlencode(params)}"
+        return f"{request.app[ADMIN].prefix}/?{urlencode(params)}"
 
     cfg = gw.config
     return render(
@@ -286,13 +286,14 @@ async def subjects_page(request: web.Request) -> web.Response:
         return render(request, "subjects.html", context, status=503)
     token = subject.startswith(ERASED_PREFIX)
     encoded = quote(subject, safe="")
+    api = request.app[ADMIN].prefix + "/api/"
     context["result"] = {
         "token": token,
         "current": current_view(current, gw.config.consent),
         "records": [consent_row(r, gw.config.consent.purposes) for r in records],
-        "export_url": f"{API_PREFIX}subjects/{encoded}/records",
+        "export_url": f"{api}subjects/{encoded}/records",
         # How to erase, while records are linked to the id (a token's already are not).
-        "erase_url": f"{API_PREFIX}subjects/{encoded}/erase" if records and not token else None,
+        "erase_url": f"{api}subjects/{encoded}/erase" if records and not token else None,
         "erase_cli": erase_command(subject),
     }
     return render(request, "subjects.html", context)
