@@ -30,6 +30,7 @@ from gateway.ruleset.schema import ForwardMode
 from gateway.state import Gateway
 
 __all__ = [
+    "read_body",
     "BASE_PATH",
     "DECISION",
     "REQUEST_ID",
@@ -140,9 +141,7 @@ async def read_facts(gw: Gateway, request: web.Request, host: str | None, path: 
     if host is None:
         raise BadDestination("not a valid destination host")
     limit = gw.config.server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge("request body too large")
-    body = await _read_body(request, limit, gw.config.server.read_timeout)
+    body = await read_body(request, limit, gw.config.server.read_timeout)
     headers = Headers(tuple(request.headers.items()))
     codings = bodies.encodings(headers.items_all())
     # Decoded once, here: a body that is not what its header says is the client's error
@@ -166,11 +165,13 @@ async def read_facts(gw: Gateway, request: web.Request, host: str | None, path: 
     )
 
 
-async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     """The body exactly as sent (the server does not decompress it), at most `limit` bytes,
     within `timeout` seconds. Raises BodyTooLarge, BodyTimeout or ClientGone."""
     if not request.body_exists:
         return b""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge("request body too large")
     chunks: list[bytes] = []
     size = 0
     try:

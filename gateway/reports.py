@@ -26,7 +26,6 @@ beacons need no preflight.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Final
@@ -35,7 +34,7 @@ from aiohttp import hdrs, web
 
 from gateway import cors, edges
 from gateway.decision_log.bypasses import Seen
-from gateway.errors import BodyTimeout, BodyTooLarge, ClientGone
+from gateway.errors import ClientGone
 from gateway.ratelimit import NetworkLimiter
 from gateway.state import Gateway
 from gateway.violations import BadReport, Source, classify, parse_reports
@@ -101,7 +100,7 @@ async def _receive(request: web.Request, source: Source) -> web.Response:
         resp.headers[hdrs.RETRY_AFTER] = str(api.limiter.retry_after(ip, now))
         return resp
     try:
-        body = await _read(request, gw.config.server.read_timeout)
+        body = await edges.read_body(request, BODY_LIMIT, gw.config.server.read_timeout)
     except ClientGone:
         gw.metrics.client_disconnects.labels("request").inc()
         return web.Response(status=400)
@@ -115,23 +114,3 @@ async def _receive(request: web.Request, source: Source) -> web.Response:
         gw.metrics.bypass_reports.labels(source, sighting.vendor or "-").inc()
         gw.decision_log.submit_sighting(Seen(sighting, ts))
     return web.Response(status=204, headers={hdrs.CACHE_CONTROL: "no-store"})
-
-
-async def _read(request: web.Request, timeout: float) -> bytes:
-    """The body, at most `BODY_LIMIT` bytes, within `timeout` seconds."""
-    if request.content_length is not None and request.content_length > BODY_LIMIT:
-        raise BodyTooLarge("report body too large")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.content.iter_chunked(BODY_LIMIT):
-                size += len(chunk)
-                if size > BODY_LIMIT:
-                    raise BodyTooLarge("report body too large")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise BodyTimeout("report body not received in time") from None
-    except ConnectionResetError:
-        raise ClientGone from None
-    return b"".join(chunks)
