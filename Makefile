@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
 
-.PHONY: run test lint typecheck unit check bench bench-store clean
+.PHONY: run demo test lint typecheck unit check bench bench-store clean
 
 $(BIN)/consent-gateway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ $(VENV)/.dev: pyproject.toml
 ## run: set up and serve the gateway on the example config (SQLite under ./data)
 run: $(BIN)/consent-gateway
 	$(BIN)/consent-gateway serve --config $(CONFIG)
+
+## demo: a shop page whose unmodified tags go through the gateway, local fake vendors,
+## and the admin page (demo/run.py prints the addresses)
+demo: $(BIN)/consent-gateway
+	$(BIN)/python demo/run.py
 
 ## test: set up with the dev extras; ruff, mypy strict, pytest
 test: $(VENV)/.dev lint typecheck unit

@@ -41,7 +41,7 @@ from aiohttp.client_exceptions import ClientPayloadError
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.edges import REQUEST_ID
+from gateway.edges import BASE_PATH, REQUEST_ID
 from gateway.redact import (
     VALUE_MARK,
     looks_like_value,
@@ -64,8 +64,8 @@ __all__ = [
 ]
 
 _LOG: Final = logging.getLogger("gateway.access")
-#: the admin API's subject routes carry a subject id in the path
-_SUBJECT_PATH: Final = re.compile(r"^(/_admin/api/subjects/)[^/]*")
+#: the admin API's subject routes carry a subject id in the path (below any base path)
+_SUBJECT_PATH: Final = re.compile(r"(/_admin/api/subjects/)[^/]*")
 #: every logger aiohttp writes to (`aiohttp.log`)
 AIOHTTP_LOGGERS: Final = (
     "aiohttp.access",
@@ -82,10 +82,11 @@ _CLIENT_ERRORS: Final = (HttpProcessingError, ClientPayloadError)
 def _log_path(request: web.BaseRequest) -> str:
     # SECURITY: never the query string; values in the path become `{…}`.
     raw = request.rel_url.raw_path
-    if raw.startswith("/t/"):
+    base: str = request.get(BASE_PATH, "")  # set by the generic tag route
+    if raw.startswith(base + "/t/"):
         # The generic tag route: the host segment is a destination, kept as a name.
-        host, slash, rest = raw[3:].partition("/")
-        return "/t/" + sanitize_host(host) + sanitize_path(slash + rest)
+        host, slash, rest = raw[len(base) + 3 :].partition("/")
+        return base + "/t/" + sanitize_host(host) + sanitize_path(slash + rest)
     # SECURITY: a subject id is personal data (erasure must not leave it in the logs).
     return sanitize_path(_SUBJECT_PATH.sub(r"\1-", raw))
 

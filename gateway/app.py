@@ -5,10 +5,16 @@
 | ANY /t/{vendor-host}/{path…}  | the pipeline, for hosts a rule lists              |
 | ANY {route-prefix}/{path…}    | the pipeline, for a rule's first-party prefix     |
 | POST/GET/DELETE /consent      | the consent API (`gateway.consent_api`)           |
+| POST /csp-report, /cg-report  | pages' bypass reports (`gateway.reports`)         |
 | GET /cg.js, /cg-sw.js         | the router script (`gateway.router`)              |
 | GET /healthz, /readyz         | liveness, readiness                               |
 | GET /metrics                  | Prometheus text format                            |
 | /_admin/…                     | the admin sub-app (`gateway.admin.app`)           |
+
+With `server.base_path` (e.g. `/cg`) the public routes live on an app mounted there:
+`/cg/t/…`, `/cg/consent`, and whatever else registers on it with a plain path; the
+operators' listener (`server.admin_port`) keeps its own paths. When the operators' routes
+share the public port, they move under the base path too.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import orjson
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway import edges, pipeline
+from gateway import cors, edges, pipeline
 from gateway.admin import ADMIN_PREFIX, build_admin_app
 from gateway.admin.auth import AdminAuth, client_key
 from gateway.config import GatewayConfig
@@ -29,6 +35,7 @@ from gateway.decision_log.writer import DecisionLog
 from gateway.errors import RequestError
 from gateway.metrics import Metrics
 from gateway.reload import RuleReloader
+from gateway.reports import add_report_routes
 from gateway.router import add_router_routes
 from gateway.ruleset.load import load_rules
 from gateway.ruleset.match import RuleSet, normalize_host
@@ -74,11 +81,15 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
     # auto_decompress off: bodies are read exactly as sent, decoded once and bounded by
     # gateway.bodies, and forwarded in the encoding their headers name.
     handler_args = {"keepalive_timeout": config.server.read_timeout, "auto_decompress": False}
-    app = web.Application(
+    root = web.Application(
         middlewares=[_errors_middleware],
         client_max_size=BODY_LIMIT,
         handler_args=handler_args,
     )
+    # The public routes: on an app mounted at server.base_path when there is one, so that
+    # every module below registers plain paths ("/consent") and never knows the base.
+    base = config.server.base_path
+    app = web.Application() if base else root
     holder = RulesHolder(rules)
     gw = Gateway(
         config=config,
@@ -93,8 +104,10 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
         decision_log=DecisionLog(config.decision_log, metrics),
         own_cookies=frozenset({config.cookie.name}),
     )
-    app[GATEWAY] = gw
-    app.cleanup_ctx.append(_lifecycle)
+    root[GATEWAY] = app[GATEWAY] = gw
+    root.cleanup_ctx.append(_lifecycle)
+    cors.install(app, config.server.allowed_origins)
+    app.on_response_prepare.append(edges.on_prepare)
 
     # The operators' routes: on their own listener unless server.admin_port is null.
     # SECURITY: /metrics names every vendor and the consent rates, /_admin the blocked
@@ -102,21 +115,28 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
     ops = app
     if config.server.admin_port is not None:
         ops = web.Application(middlewares=[_errors_middleware], handler_args=handler_args)
-        ops[GATEWAY], ops[MAIN], app[OPS] = gw, app, ops
+        ops[GATEWAY], ops[MAIN], root[OPS] = gw, root, ops
     else:
         app[METRICS_AUTH] = AdminAuth(config.admin)
+        if app is not root:
+            app[MAIN] = root
     ops.router.add_get("/healthz", _healthz)
     ops.router.add_get("/readyz", _readyz)
     ops.router.add_get("/metrics", _metrics)
     # Before the catch-all prefix route; answers 401 to everything without admin.token.
-    ops.add_subapp(ADMIN_PREFIX, build_admin_app(gw))
+    admin_at = base + ADMIN_PREFIX if ops is app else ADMIN_PREFIX
+    ops.add_subapp(ADMIN_PREFIX, build_admin_app(gw, prefix=admin_at))
     if config.server.consent_api:
         add_consent_routes(app, gw)
+    add_report_routes(app, gw)
     add_router_routes(app, gw)
     r = app.router
     r.add_route("*", "/t/{tail:.*}", _tag_route)
     r.add_route("*", "/{tail:.*}", _prefix_route)
-    return app
+    if app is not root:
+        # Last: a mounted app's routes are frozen.
+        root.add_subapp(base, app)
+    return root
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -185,25 +205,60 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
 # -- tag routes ----------------------------------------------------------------
 
 
+def _public_path(request: web.Request, gw: Gateway) -> str | None:
+    """The raw path (no query) below `server.base_path`; None when the raw path does not
+    start with it (a percent-encoded spelling of the base that the router decoded)."""
+    raw = request.raw_path.partition("?")[0]
+    base = gw.config.server.base_path
+    if not base:
+        return raw
+    return raw[len(base) :] if raw.startswith(base + "/") else None
+
+
 async def _tag_route(request: web.Request) -> web.StreamResponse:
     """`/t/{vendor-host}/{path…}`, parsed from the raw path so encoded separators stay
     encoded and cannot move the boundary between host and path."""
-    raw = request.raw_path.partition("?")[0]
+    gw = request.app[GATEWAY]
+    request[cors.KIND] = cors.Kind.TAG
+    raw = _public_path(request, gw)
+    if raw is None:
+        return edges.error_response(404, "not found")
+    request[edges.BASE_PATH] = gw.config.server.base_path
     host_raw, _, tail = raw[len("/t/") :].partition("/")
     # SECURITY: the host must be a plain DNS name (no userinfo, port, IP literal or
     # percent-encoding); a rule must list it, or the pipeline REJECTs.
     host = normalize_host(host_raw)
-    return await pipeline.run(request.app[GATEWAY], request, host, "/" + tail)
+    if cors.is_preflight(request):
+        return _tag_preflight(request, gw, host, "/" + tail)
+    return await pipeline.run(gw, request, host, "/" + tail)
 
 
 async def _prefix_route(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
-    raw = request.raw_path.partition("?")[0]
-    found = gw.rules.current.route_for(raw)
+    raw = _public_path(request, gw)
+    found = gw.rules.current.route_for(raw) if raw is not None else None
     if found is None:
         return edges.error_response(404, "not found")
+    request[cors.KIND] = cors.Kind.TAG
     rule, rest = found
-    return await pipeline.run(gw, request, rule.route_host or rule.hosts[0], rest)
+    host = rule.route_host or rule.hosts[0]
+    if cors.is_preflight(request):
+        return _tag_preflight(request, gw, host, rest)
+    return await pipeline.run(gw, request, host, rest)
+
+
+def _tag_preflight(request: web.Request, gw: Gateway, host: str | None, path: str) -> web.Response:
+    """A preflight for a tag route: answered here, before any stage of the pipeline, and
+    only for an endpoint a rule serves with the method asked for (never an open proxy)."""
+    method = cors.requested_method(request)
+    served = (
+        host is not None
+        and method is not None
+        and gw.rules.current.match(host, path, method.upper()) is not None
+    )
+    return cors.preflight(
+        request, gw.config.server.allowed_origins, [method.upper()] if served and method else []
+    )
 
 
 # -- health and metrics ----------------------------------------------------------

@@ -5,6 +5,7 @@
 | GET /consent    | the consent in force for this visitor, and which signals were bad |
 | POST /consent   | records a choice (JSON `{"purposes": {…}, "source", "notice"}`)   |
 | DELETE /consent | records a withdrawal of every purpose but `necessary`             |
+| OPTIONS /consent| the CORS preflight, for `server.allowed_origins` (`gateway.cors`) |
 
 This module is the HTTP side only: reading the request, the CSRF and rate checks, the
 store write, the cookie and the JSON answer. What a choice is (the body's checks, the
@@ -25,9 +26,9 @@ from typing import Final
 
 import orjson
 from aiohttp import hdrs, web
-from yarl import URL
 
-from gateway import edges
+from gateway import cors, edges
+from gateway.config.convert import origin_pattern
 from gateway.consent.choice import Asked, next_choice, read_posted, withdrawal
 from gateway.consent.cookie import ConsentCookie, sign_cookie
 from gateway.consent.resolve import CookieOutcome, read_cookie
@@ -64,6 +65,19 @@ def add_consent_routes(app: web.Application, gw: Gateway) -> None:
     app.router.add_get("/consent", _consent_get)
     app.router.add_post("/consent", _consent_post)
     app.router.add_delete("/consent", _consent_delete)
+    app.router.add_route("OPTIONS", "/consent", _consent_preflight)
+
+
+#: what a page on an allowed origin may call with a preflight
+_METHODS = ("GET", "POST", "DELETE")
+
+
+async def _consent_preflight(request: web.Request) -> web.Response:
+    if not cors.is_preflight(request):
+        return edges.error_response(405, "method not allowed")
+    return cors.preflight(
+        request, request.app[CONSENT_API].gw.config.server.allowed_origins, _METHODS
+    )
 
 
 def _consent_facts(request: web.Request, gw: Gateway, cookies: Mapping[str, str]) -> Facts:
@@ -103,6 +117,7 @@ async def _stored_for(gw: Gateway, outcome: CookieOutcome) -> CurrentConsent | N
 
 
 async def _consent_get(request: web.Request) -> web.Response:
+    request[cors.KIND] = cors.Kind.CONSENT
     gw = request.app[CONSENT_API].gw
     facts = _consent_facts(request, gw, dict(request.cookies))
     outcome = read_cookie(facts, gw.config.consent, gw.config.cookie)
@@ -132,8 +147,9 @@ def _rate_limited(request: web.Request, api: ConsentAPI) -> web.Response | None:
 
 
 async def _consent_post(request: web.Request) -> web.Response:
+    request[cors.KIND] = cors.Kind.CONSENT
     api = request.app[CONSENT_API]
-    _check_same_origin(request)
+    _check_same_origin(request, api.gw)
     if (limited := _rate_limited(request, api)) is not None:
         return limited
     if request.content_type != "application/json":
@@ -150,8 +166,9 @@ async def _consent_post(request: web.Request) -> web.Response:
 
 
 async def _consent_delete(request: web.Request) -> web.Response:
+    request[cors.KIND] = cors.Kind.CONSENT
     api = request.app[CONSENT_API]
-    _check_same_origin(request)
+    _check_same_origin(request, api.gw)
     if (limited := _rate_limited(request, api)) is not None:
         return limited
     return await _issue(request, api.gw, withdrawal(api.gw.config.consent), merge=False)
@@ -219,20 +236,23 @@ async def _issue(
     return resp
 
 
-def _check_same_origin(request: web.Request) -> None:
+def _check_same_origin(request: web.Request, gw: Gateway) -> None:
     """CSRF: another site must not record consent on the visitor's behalf.
 
     Browsers send Origin on cross-site POST/DELETE; a JSON body (required) cannot be
-    sent cross-site without a CORS preflight, which this gateway never approves.
+    sent cross-site without a CORS preflight, which is approved for
+    `server.allowed_origins` only. The Origin must be exactly the gateway's own public
+    origin (`edges.public_origin`: forwarding headers count only from a trusted proxy)
+    or an allowed one.
     """
     origin = request.headers.get(hdrs.ORIGIN)
     if origin is None:
         return
-    try:
-        o = URL(origin)
-    except ValueError:
-        o = URL()
-    if o.host is None or o.authority != request.host:
+    server = gw.config.server
+    if cors.origin_allowed(origin, server.allowed_origins):
+        return
+    own = edges.public_origin(request, server.trusted_proxies)
+    if own is None or "*" in origin or origin_pattern(origin) != own:
         raise web.HTTPForbidden(reason="cross-origin consent change refused")
 
 

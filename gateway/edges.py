@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import secrets
 import time
 from typing import Final
@@ -18,8 +19,10 @@ import orjson
 from aiohttp import hdrs, web
 
 from gateway import bodies
+from gateway.config.convert import origin_pattern
 from gateway.consent.regimes import country_from
 from gateway.core import address_in
+from gateway.cors import DECISION_HEADER
 from gateway.errors import BadDestination, BodyTimeout, BodyTooLarge, ClientGone, UpstreamError
 from gateway.model import Action, Decision, EndpointKind, Facts, Headers, Outgoing
 from gateway.ruleset.match import Match
@@ -27,9 +30,17 @@ from gateway.ruleset.schema import ForwardMode
 from gateway.state import Gateway
 
 __all__ = [
+    "read_body",
+    "BASE_PATH",
+    "DECISION",
     "REQUEST_ID",
     "TRANSPARENT_GIF",
     "client_ip",
+    "decision_header",
+    "forwarded_elements",
+    "on_prepare",
+    "peer_trusted",
+    "public_origin",
     "is_websocket",
     "proxy_websocket",
     "country_of",
@@ -70,6 +81,8 @@ _RESPONSE_HEADERS: Final = frozenset(
 
 
 REQUEST_ID = web.RequestKey("request_id", str)
+#: on a tag request under `server.base_path`: that path (the access log names the route)
+BASE_PATH = web.RequestKey("base_path", str)
 
 
 def request_id(request: web.Request) -> str:
@@ -80,15 +93,25 @@ def request_id(request: web.Request) -> str:
     return rid
 
 
-def raw_host_hint(request: web.Request) -> str:
+def raw_host_hint(request: web.Request, base_path: str = "") -> str:
     """For the log of a refused `/t/` request: the host segment as sent (sanitised later)."""
-    parts = request.raw_path.split("?", 1)[0].split("/", 3)
+    raw = request.raw_path.split("?", 1)[0]
+    if base_path and raw.startswith(base_path + "/"):
+        raw = raw[len(base_path) :]
+    parts = raw.split("/", 3)
     return parts[2] if len(parts) > 2 and parts[1] == "t" else "-"
 
 
-def client_ip(
-    request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-) -> str | None:
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def peer_trusted(request: web.BaseRequest, trusted: Networks) -> bool:
+    """Is the connection's peer one of `server.trusted_proxies`? The one answer to it:
+    only then are forwarding headers (addresses, host, scheme) believed."""
+    return bool(trusted) and address_in(request.remote, trusted)
+
+
+def client_ip(request: web.Request, trusted: Networks) -> str | None:
     """The visitor's address: the peer, or, when the peer is a trusted proxy, the
     right-most X-Forwarded-For entry that is not itself a trusted proxy."""
     peer = request.remote
@@ -96,7 +119,7 @@ def client_ip(
         addr = ipaddress.ip_address(peer) if peer else None
     except ValueError:
         return None
-    if addr is None or not trusted or not any(addr in n for n in trusted):
+    if addr is None or not peer_trusted(request, trusted):
         return str(addr) if addr is not None else None
     # SECURITY: entries left of a trusted hop are the visitor's own claims; we walk from
     # the right and stop at the first address no trusted proxy vouches for.
@@ -118,9 +141,7 @@ async def read_facts(gw: Gateway, request: web.Request, host: str | None, path: 
     if host is None:
         raise BadDestination("not a valid destination host")
     limit = gw.config.server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge("request body too large")
-    body = await _read_body(request, limit, gw.config.server.read_timeout)
+    body = await read_body(request, limit, gw.config.server.read_timeout)
     headers = Headers(tuple(request.headers.items()))
     codings = bodies.encodings(headers.items_all())
     # Decoded once, here: a body that is not what its header says is the client's error
@@ -144,11 +165,13 @@ async def read_facts(gw: Gateway, request: web.Request, host: str | None, path: 
     )
 
 
-async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     """The body exactly as sent (the server does not decompress it), at most `limit` bytes,
     within `timeout` seconds. Raises BodyTooLarge, BodyTimeout or ClientGone."""
     if not request.body_exists:
         return b""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge("request body too large")
     chunks: list[bytes] = []
     size = 0
     try:
@@ -172,15 +195,125 @@ def country_of(gw: Gateway, request: web.Request, headers: Headers) -> str | Non
     trusted = server.trusted_proxies
     # SECURITY: the geo header is believed only from a trusted proxy when proxies are
     # configured; otherwise it is the operator's word that only the CDN reaches us.
-    if trusted and not _peer_in(request, trusted):
+    if trusted and not peer_trusted(request, trusted):
         return None
     return country_from(headers, server.country_header)
 
 
-def _peer_in(
-    request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-) -> bool:
-    return address_in(request.remote, trusted)
+#: RFC 7239 `Forwarded` pair: a token, `=`, a token or a quoted string
+_PAIR: Final = re.compile(r'\s*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)=("(?:[^"\\]|\\.)*"|[^;,"\s]*)\s*')
+#: a Forwarded header longer than this is not read (visitor input, via the proxy)
+_FORWARDED_MAX: Final = 4096
+
+
+def forwarded_elements(values: list[str]) -> list[dict[str, str]]:
+    """RFC 7239 `Forwarded` header values as their elements, in order, each a mapping of
+    lower-case parameter names to values (quotes removed). An element that does not parse
+    is empty; a header past a bound gives no elements."""
+    text = ",".join(values)
+    if len(text) > _FORWARDED_MAX:
+        return []
+    out: list[dict[str, str]] = []
+    for element in _split_outside_quotes(text, ","):
+        pairs: dict[str, str] = {}
+        for pair in _split_outside_quotes(element, ";"):
+            if not pair.strip():
+                continue
+            m = _PAIR.fullmatch(pair)
+            if m is None:
+                pairs = {}
+                break
+            value = m.group(2)
+            if value.startswith('"'):
+                value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            pairs.setdefault(m.group(1).lower(), value)
+        out.append(pairs)
+    return out
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def public_origin(request: web.BaseRequest, trusted: Networks) -> str | None:
+    """The origin (`scheme://host[:port]`, normalised) the visitor used to reach the gateway.
+
+    From a trusted proxy (`peer_trusted`): the right-most `Forwarded` element's `host=` and
+    `proto=` (the one the proxy next to us wrote), else the right-most `X-Forwarded-Host`
+    and `X-Forwarded-Proto` entries; what is missing comes from the request itself. From
+    anyone else: the Host header and the connection's own scheme, whatever else it sent.
+    """
+    host, scheme = request.host, request.scheme
+    if peer_trusted(request, trusted):
+        forwarded = [e for e in forwarded_elements(request.headers.getall(hdrs.FORWARDED, [])) if e]
+        if forwarded:
+            host = forwarded[-1].get("host", host)
+            scheme = forwarded[-1].get("proto", scheme)
+        else:
+            host = _last(request.headers.getall(hdrs.X_FORWARDED_HOST, [])) or host
+            scheme = _last(request.headers.getall(hdrs.X_FORWARDED_PROTO, [])) or scheme
+    if "*" in host:
+        return None
+    return origin_pattern(f"{scheme.lower()}://{host}")
+
+
+def _last(values: list[str]) -> str | None:
+    entries = [p.strip() for v in values for p in v.split(",") if p.strip()]
+    return entries[-1] if entries else None
+
+
+# -- the decision header ----------------------------------------------------------
+
+
+#: on a tag request: the value of its `Consent-Gateway-Decision` answer header
+DECISION = web.RequestKey("decision_header", str)
+
+
+def decision_header(decision: Decision, rid: str) -> str:
+    """`Consent-Gateway-Decision`: `<action>; vendor=<id>; missing=<p1,p2>; id=<request id>`.
+
+    The action is what the gateway did (`Decision.effective`); in report-only mode a
+    `report-only=<logged action>` parameter follows. `vendor=` is left out for a request
+    no rule claims, `missing=` when no purpose is missing. Vendor ids and purposes are
+    names from the rules and the config, the id the gateway's own: nothing here is the
+    visitor's input.
+    """
+    parts = [decision.effective.value]
+    if decision.vendor is not None:
+        parts.append(f"vendor={decision.vendor}")
+    if decision.missing:
+        parts.append("missing=" + ",".join(sorted(decision.missing)))
+    if decision.report_only:
+        parts.append(f"report-only={decision.action.value}")
+    parts.append(f"id={rid}")
+    return "; ".join(parts)
+
+
+async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare` of the public app: the decision header on every tag answer
+    (local, forwarded, streamed, the WebSocket handshake), never the vendor's own."""
+    # SECURITY: a vendor's answer must not speak for the gateway (deliver's allow-list
+    # never passes it; this holds whatever that list becomes).
+    response.headers.popall(DECISION_HEADER, None)
+    value = request.get(DECISION)
+    if value is not None:
+        response.headers[DECISION_HEADER] = value
 
 
 def error_response(status: int, message: str) -> web.Response:

@@ -26,7 +26,15 @@ from gateway.errors import BadDestination, UnknownDestination
 from gateway.model import CurrentConsent, Facts, Headers, Outgoing
 from gateway.ruleset.match import RuleSet, normalize_host
 
-__all__ = ["ExplainRequest", "explain", "render_text", "subjects_of", "to_json"]
+__all__ = [
+    "ExplainRequest",
+    "explain",
+    "parse_consent",
+    "parse_header",
+    "render_text",
+    "subjects_of",
+    "to_json",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,27 @@ class ExplainRequest:
     headers: Sequence[tuple[str, str]] = ()
     #: the store's state of the request's subjects (`subjects_of`), None when not read
     stored: Mapping[str, CurrentConsent | None] | None = None
+
+
+def parse_consent(text: str, purposes: Sequence[str]) -> dict[str, str]:
+    """`analytics=granted,advertising=denied` as {purpose: state}, for `--consent` and the
+    admin's Explain form. Raises `ValueError` naming the first item that is not
+    `PURPOSE=granted|denied` with a configured purpose."""
+    consent: dict[str, str] = {}
+    for item in text.split(","):
+        name, _, state = item.strip().partition("=")
+        if state not in ("granted", "denied") or name not in purposes:
+            raise ValueError(f"expected PURPOSE=granted|denied, got {item!r}")
+        consent[name] = state
+    return consent
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """`Name: value` as (name, value); `ValueError` without a name and a colon."""
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(f"expected K:V, got {text!r}")
+    return name.strip(), value.strip()
 
 
 def _facts(req: ExplainRequest, config: GatewayConfig) -> Facts:

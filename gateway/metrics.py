@@ -138,6 +138,13 @@ class Metrics:
             ["endpoint", "outcome"],
             registry=r,
         )
+        self.bypass_reports = Counter(
+            "gateway_bypass_reports",
+            "Reports of a page reaching around the gateway, by source (csp, router) and the "
+            "vendor whose rule lists the host ('-' for a host no rule lists)",
+            ["source", "vendor"],
+            registry=r,
+        )
         self.webhook_backlog = Gauge(
             "gateway_webhook_backlog",
             "Changes not yet delivered to the webhook endpoint",

@@ -92,7 +92,9 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
             )
         gw.decision_log.submit(record_for(facts, decision, consent, match, removed))
 
-    # 7. upstream or local answer
+    # 7. upstream or local answer, naming what was done (edges.on_prepare sets the header)
+    if gw.config.server.decision_header:
+        request[edges.DECISION] = edges.decision_header(decision, facts.request_id)
     return await _answer(gw, request, ev)
 
 
@@ -140,7 +142,7 @@ def _refuse(
     facts = Facts(
         request_id=edges.request_id(request),
         method=request.method,
-        host=host or edges.raw_host_hint(request),
+        host=host or edges.raw_host_hint(request, gw.config.server.base_path),
         path=path,
         query="",
         now=time.time(),
@@ -148,4 +150,6 @@ def _refuse(
     decision = reject(e.message)
     gw.decision_log.submit(record_for(facts, decision, None))
     gw.metrics.requests.labels("-", "-", Action.REJECT.value).inc()
+    if gw.config.server.decision_header:
+        request[edges.DECISION] = edges.decision_header(decision, facts.request_id)
     return edges.error_response(e.status, e.message)

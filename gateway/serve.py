@@ -88,7 +88,15 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return 1
-    log.info("starting on http://%s:%d (pid %d)", cfg.server.host, cfg.server.port, os.getpid())
+    server = cfg.server
+    # the public routes' address, below server.base_path when there is one
+    log.info(
+        "starting on http://%s:%d%s/ (pid %d)",
+        server.host,
+        server.port,
+        server.base_path,
+        os.getpid(),
+    )
     from gateway.app import OPS
 
     ops_app = app.get(OPS)

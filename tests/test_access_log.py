@@ -24,6 +24,7 @@ from gateway.access_log import (
     access_logger_for,
     install_log_privacy,
 )
+from gateway.edges import BASE_PATH
 
 
 def _request(path: str, peer: str = "203.0.113.77", method: str = "GET") -> web.BaseRequest:
@@ -74,6 +75,13 @@ def test_access_logger_for(mode: str, cls: type | None) -> None:
         ("POST", "/ga4/g/collect?cid=555.666", "POST /ga4/g/collect"),
         ("GET", "/_admin/api/subjects/sub-plain/records", "GET /_admin/api/subjects/-/records"),
         ("GCLIDLEAK", "/x", "{…} /x"),
+        # under server.base_path (/cg)
+        ("GET", "/cg/t/alice@example.com:pw@evil.example/x", "GET /cg/t/evil.example/x"),
+        (
+            "GET",
+            "/cg/_admin/api/subjects/sub-plain/records",
+            "GET /cg/_admin/api/subjects/-/records",
+        ),
     ],
 )
 def test_text_line_holds_a_template(
@@ -82,6 +90,8 @@ def test_text_line_holds_a_template(
     logger = logging.getLogger("gateway.access.test")
     with caplog.at_level(logging.INFO, logger="gateway.access.test"):
         req = _request(target, method=method)
+        if target.startswith("/cg/t/"):
+            req[BASE_PATH] = "/cg"  # as the tag route sets it
         TextAccessLogger(logger, "").log(req, web.Response(status=404), 0.001)
     [line] = [r.getMessage() for r in caplog.records]
     assert line.startswith(expected + " 404 "), line

@@ -227,3 +227,105 @@ async def test_the_operators_routes_have_their_own_listener(
     assert (await ops.get("/_admin/api/records")).status == 401  # the admin still asks
     # the public side still serves tags and the consent API
     assert (await client.get("/consent")).status == 200
+
+
+# --- server.base_path ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/cg/consent", 200),
+        ("/consent", 404),
+        ("/cg/t/www.google-analytics.com/g/collect?v=2&tid=G-1&cid=1.2", 204),
+        ("/t/www.google-analytics.com/g/collect?v=2&tid=G-1&cid=1.2", 404),
+        ("/cg/ga4/g/collect?v=2&tid=G-1&cid=1.2", 204),  # a rule's first-party prefix
+        ("/ga4/g/collect?v=2&tid=G-1&cid=1.2", 404),
+        ("/cg/t/unlisted.example/x", 404),  # below the base, still never an open proxy
+        ("/cg", 404),
+        ("/cgx/consent", 404),
+        # the operators' routes share the public port here: under the base too
+        ("/cg/healthz", 200),
+        ("/healthz", 404),
+        ("/cg/_admin/api/records", 200),
+        ("/_admin/api/records", 404),
+    ],
+)
+async def test_every_public_route_is_served_under_the_base_path(
+    gateway_factory: Callable[..., Any], path: str, status: int
+) -> None:
+    client: Client = await gateway_factory(
+        hosts=["www.google-analytics.com"],
+        extra={"server": {"admin_port": None, "base_path": "/cg"}, **ADMIN},
+        env={"CG_ADMIN": ADMIN_TOKEN},
+    )
+    resp = await client.get(path, headers=BEARER)
+    assert resp.status == status, await resp.text()
+    if status == 404:
+        assert "error" in await resp.json()
+
+
+async def test_the_base_path_applies_to_routes_other_modules_register(
+    tmp_path: Path, aiohttp_client: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module adding its routes with plain paths (as `add_consent_routes` does) gets
+    them under the base path without knowing it."""
+    from gateway import app as wiring
+    from gateway.consent_api import add_consent_routes as real
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=str(request.match_info.get("name")))
+
+    def add_hello_routes(app: web.Application, gw: object) -> None:
+        app.router.add_get("/hello/{name}", hello)
+
+    def both(app: web.Application, gw: Any) -> None:
+        real(app, gw)
+        add_hello_routes(app, gw)
+
+    monkeypatch.setattr(wiring, "add_consent_routes", both)
+    cfg = make_config(tmp_path, extra={"server": {"base_path": "/cg"}})
+    client: Client = await aiohttp_client(build_app(cfg))
+    resp = await client.get("/cg/hello/world")
+    assert resp.status == 200 and await resp.text() == "world"  # match_info as registered
+    assert (await client.get("/hello/world")).status == 404
+
+
+async def test_the_operators_listener_keeps_its_paths_under_a_base_path(
+    gateway_factory: Callable[..., Any], aiohttp_client: Callable[..., Any]
+) -> None:
+    from gateway.app import OPS
+
+    client: Client = await gateway_factory(
+        extra={"server": {"admin_port": 0, "base_path": "/cg"}, **ADMIN},
+        env={"CG_ADMIN": ADMIN_TOKEN},
+    )
+    assert (await client.get("/cg/consent")).status == 200
+    assert (await client.get("/cg/healthz")).status == 404
+    ops: Client = await aiohttp_client(client.app[OPS])
+    for path in ("/healthz", "/readyz", "/metrics", "/_admin/api/records"):
+        assert (await ops.get(path, headers=BEARER)).status == 200, path
+    assert (await ops.get("/cg/healthz")).status == 404
+
+
+async def test_the_admin_under_a_base_path_links_and_scopes_its_cookie_there(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    client: Client = await gateway_factory(
+        extra={"server": {"admin_port": None, "base_path": "/cg"}, **ADMIN},
+        env={"CG_ADMIN": ADMIN_TOKEN},
+    )
+    resp = await client.get("/cg/_admin", allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/cg/_admin/"
+    login = await client.post(
+        "/cg/_admin/login", data={"token": ADMIN_TOKEN}, allow_redirects=False
+    )
+    assert login.status == 303 and login.headers["Location"] == "/cg/_admin/"
+    assert "Path=/cg/_admin" in login.headers["Set-Cookie"]
+    page = await (await client.get("/cg/_admin/")).text()
+    assert 'href="/cg/_admin/overview"' in page and 'src="/cg/_admin/static/admin.js"' in page
+    # a rule's first-party route, as the public port serves it
+    assert "/cg/ga4 → " in await (await client.get("/cg/_admin/rules")).text()
+    # the API's errors stay JSON under the base
+    bad = await client.get("/cg/_admin/api/records?limit=x", headers=BEARER)
+    assert bad.status == 400 and "error" in await bad.json()

@@ -247,3 +247,60 @@ async def test_the_api_can_be_turned_off(gateway_factory: Callable[..., Any]) ->
     for method in ("GET", "POST", "DELETE"):
         resp = await client.request(method, "/consent", json={"purposes": {"analytics": True}})
         assert resp.status == 404 and "cg_consent" not in resp.cookies
+
+
+# --- the same-origin check behind a reverse proxy ---------------------------------------
+
+SITE = "https://www.example.com"
+#: nginx's default `proxy_set_header Host $proxy_host`, plus the site's public host
+NGINX = {
+    "Host": "127.0.0.1:8080",
+    "X-Forwarded-Host": "www.example.com",
+    "X-Forwarded-Proto": "https",
+}
+
+
+@pytest.mark.parametrize(
+    ("trusted", "allowed", "headers", "status"),
+    [
+        # behind a trusted nginx, the site's own origin is the gateway's public origin
+        (["127.0.0.0/8"], [], {**NGINX, "Origin": SITE}, 200),
+        (
+            ["127.0.0.0/8"],
+            [],
+            {
+                "Host": "cg.internal",
+                "Forwarded": "host=www.example.com;proto=https",
+                "Origin": SITE,
+            },
+            200,
+        ),
+        # SECURITY: the same headers from a peer that is not a trusted proxy do not help
+        ([], [], {**NGINX, "Origin": SITE}, 403),
+        (["10.0.0.0/8"], [], {**NGINX, "Origin": SITE}, 403),
+        # the scheme counts: http://www.example.com is another origin
+        (["127.0.0.0/8"], [], {**NGINX, "Origin": "http://www.example.com"}, 403),
+        (["127.0.0.0/8"], [], {**NGINX, "Origin": "https://evil.test"}, 403),
+        # an allowed origin, whatever the proxy says
+        ([], [SITE], {"Origin": SITE}, 200),
+        ([], ["https://*.example.com"], {"Origin": "https://shop.example.com"}, 200),
+        ([], ["https://*.example.com"], {"Origin": "https://example.com.evil.test"}, 403),
+        ([], [SITE], {"Origin": "null"}, 403),
+    ],
+)
+async def test_same_origin_check_table(
+    gateway_factory: Callable[..., Any],
+    trusted: list[str],
+    allowed: list[str],
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    client: Client = await gateway_factory(
+        extra={"server": {"trusted_proxies": trusted, "allowed_origins": allowed}}
+    )
+    for method in ("POST", "DELETE"):
+        resp = await client.request(
+            method, "/consent", json={"purposes": {"analytics": True}}, headers=headers
+        )
+        assert resp.status == status, (method, await resp.text())
+        assert ("cg_consent" in resp.cookies) is (status == 200)

@@ -56,6 +56,8 @@ CORE = [
     "gateway.identifiers",
     "gateway.bodies",
     "gateway.redact",
+    "gateway.csp",
+    "gateway.violations",
     "gateway.explain",
     "gateway.model",
     "gateway.config",

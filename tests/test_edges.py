@@ -12,15 +12,32 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from hypothesis import given
+from hypothesis import strategies as st
 
-from gateway.edges import TRANSPARENT_GIF, client_ip, local_answer, raw_host_hint
-from gateway.model import EndpointKind
+from gateway.edges import (
+    TRANSPARENT_GIF,
+    client_ip,
+    decision_header,
+    forwarded_elements,
+    local_answer,
+    public_origin,
+    raw_host_hint,
+)
+from gateway.model import Action, Decision, EndpointKind, StripSpec
 
 LB = (ipaddress.ip_network("10.0.0.0/8"),)
 
 
-def _request(peer: str, xff: str | None = None, path: str = "/t/a.example/x") -> object:
-    headers = {"X-Forwarded-For": xff} if xff is not None else {}
+def _request(
+    peer: str,
+    xff: str | None = None,
+    path: str = "/t/a.example/x",
+    headers: dict[str, str] | None = None,
+) -> object:
+    headers = dict(headers or {})
+    if xff is not None:
+        headers["X-Forwarded-For"] = xff
     transport = type(
         "T",
         (),
@@ -83,6 +100,8 @@ def test_local_answers(
 )
 def test_raw_host_hint(path: str, hint: str) -> None:
     assert raw_host_hint(_request("1.2.3.4", path=path)) == hint  # type: ignore[arg-type]
+    below = _request("1.2.3.4", path="/cg" + path)
+    assert raw_host_hint(below, "/cg") == hint  # type: ignore[arg-type]
 
 
 async def test_websocket_is_proxied_only_with_consent(
@@ -113,6 +132,10 @@ async def test_websocket_is_proxied_only_with_consent(
     )
     granted = {"Cookie": f"cg_consent={cookie_for({'analytics': 'granted'})}"}
     async with client.ws_connect("/t/ws.hotjar.com/api/v2/client/ws", headers=granted) as ws:
+        # the handshake names the decision like any tag answer
+        assert ws._response.headers["Consent-Gateway-Decision"].startswith(
+            "forward; vendor=hotjar; id="
+        )
         await ws.send_str("hello")
         msg = await ws.receive(timeout=5)
         assert msg.data == "echo:hello"
@@ -123,6 +146,8 @@ async def test_websocket_is_proxied_only_with_consent(
     with pytest.raises(WSServerHandshakeError) as info:
         await client.ws_connect("/t/ws.hotjar.com/api/v2/client/ws")
     assert info.value.status == 403
+    assert info.value.headers is not None
+    assert info.value.headers["Consent-Gateway-Decision"].startswith("drop; vendor=hotjar; ")
     assert seen == ["hello"]
 
 
@@ -505,3 +530,138 @@ async def test_a_body_trickled_past_read_timeout_is_408(gateway_factory: object)
     finally:
         writer.close()
     assert status.startswith(b"HTTP/1.1 408")
+
+
+# --- the public origin: forwarding headers from trusted proxies only ------------------
+
+NGINX = {"Host": "gateway-upstream:8080", "X-Forwarded-Host": "www.example.com"}
+
+
+@pytest.mark.parametrize(
+    ("peer", "headers", "expected"),
+    [
+        # a direct request: the Host header and the connection's scheme
+        ("203.0.113.9", {"Host": "www.example.com"}, "http://www.example.com"),
+        ("203.0.113.9", {"Host": "WWW.Example.com:80"}, "http://www.example.com"),
+        ("203.0.113.9", {"Host": "www.example.com:8443"}, "http://www.example.com:8443"),
+        # nginx's default `Host $proxy_host`, with X-Forwarded-Host and -Proto
+        ("10.0.0.2", {**NGINX, "X-Forwarded-Proto": "https"}, "https://www.example.com"),
+        ("10.0.0.2", NGINX, "http://www.example.com"),
+        # SECURITY: the same headers from anyone else change nothing
+        ("203.0.113.9", {**NGINX, "X-Forwarded-Proto": "https"}, "http://gateway-upstream:8080"),
+        (
+            "203.0.113.9",
+            {"Host": "cg.internal", "Forwarded": 'host="www.example.com";proto=https'},
+            "http://cg.internal",
+        ),
+        # RFC 7239 from a trusted proxy wins over X-Forwarded-*; its right-most element
+        # is the one the proxy next to the gateway wrote
+        (
+            "10.0.0.2",
+            {**NGINX, "Forwarded": 'for=1.2.3.4;host="www.example.com";proto=https'},
+            "https://www.example.com",
+        ),
+        (
+            "10.0.0.2",
+            {"Host": "cg.internal", "Forwarded": "host=evil.test, host=www.example.com"},
+            "http://www.example.com",
+        ),
+        (
+            "10.0.0.2",
+            {"Host": "cg.internal", "X-Forwarded-Host": "evil.test, www.example.com"},
+            "http://www.example.com",
+        ),
+        # what the proxy leaves out comes from the request
+        (
+            "10.0.0.2",
+            {"Host": "www.example.com", "X-Forwarded-Proto": "https"},
+            "https://www.example.com",
+        ),
+        ("10.0.0.2", {"Host": "cg.internal", "Forwarded": "proto=https"}, "https://cg.internal"),
+        # nonsense is no origin
+        ("10.0.0.2", {"Host": "cg.internal", "X-Forwarded-Host": "a/b@c"}, None),
+        ("10.0.0.2", {"Host": "cg.internal", "X-Forwarded-Host": "*.example.com"}, None),
+        ("10.0.0.2", {"Host": "cg.internal", "X-Forwarded-Proto": "javascript"}, None),
+    ],
+)
+def test_public_origin(peer: str, headers: dict[str, str], expected: str | None) -> None:
+    request = _request(peer, headers=headers)
+    assert isinstance(request, web.Request)
+    assert public_origin(request, LB) == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "elements"),
+    [
+        (["for=1.2.3.4"], [{"for": "1.2.3.4"}]),
+        (
+            ['For="[2001:db8::1]:80";HOST=a.example'],
+            [{"for": "[2001:db8::1]:80", "host": "a.example"}],
+        ),
+        (["host=a.example, host=b.example"], [{"host": "a.example"}, {"host": "b.example"}]),
+        (["host=a.example", "proto=https"], [{"host": "a.example"}, {"proto": "https"}]),
+        (['host="a,b;c"'], [{"host": "a,b;c"}]),
+        (['host="a\\"b"'], [{"host": 'a"b'}]),
+        (["host a.example"], [{}]),
+        (["host=a.example;host=b.example"], [{"host": "a.example"}]),
+        (["x" * 5000], []),
+    ],
+)
+def test_forwarded_elements(values: list[str], elements: list[dict[str, str]]) -> None:
+    assert forwarded_elements(values) == elements
+
+
+@given(st.lists(st.text(max_size=300), max_size=5))
+def test_forwarded_elements_never_raise(values: list[str]) -> None:
+    for element in forwarded_elements(values):
+        assert all(k == k.lower() for k in element)
+
+
+# --- the decision header ----------------------------------------------------------
+
+
+def _decision(
+    action: Action,
+    vendor: str | None = "meta-pixel",
+    missing: frozenset[str] = frozenset(),
+    report_only: bool = False,
+) -> Decision:
+    return Decision(
+        action=action,
+        vendor=vendor,
+        endpoint="tr" if vendor else None,
+        required=frozenset({"advertising"}),
+        missing=missing,
+        strips=StripSpec(),
+        reason="test",
+        report_only=report_only,
+    )
+
+
+@pytest.mark.parametrize(
+    ("decision", "header"),
+    [
+        (_decision(Action.FORWARD), "forward; vendor=meta-pixel; id=r1"),
+        (
+            _decision(Action.DROP, missing=frozenset({"advertising", "analytics"})),
+            "drop; vendor=meta-pixel; missing=advertising,analytics; id=r1",
+        ),
+        (
+            _decision(Action.STRIP, missing=frozenset({"advertising"})),
+            "strip; vendor=meta-pixel; missing=advertising; id=r1",
+        ),
+        (_decision(Action.REJECT, vendor=None), "reject; id=r1"),
+        (_decision(Action.REJECT), "reject; vendor=meta-pixel; id=r1"),
+        # report-only: what was done, then what would have been
+        (
+            _decision(Action.DROP, missing=frozenset({"advertising"}), report_only=True),
+            "forward; vendor=meta-pixel; missing=advertising; report-only=drop; id=r1",
+        ),
+        (
+            _decision(Action.FORWARD, report_only=True),
+            "forward; vendor=meta-pixel; report-only=forward; id=r1",
+        ),
+    ],
+)
+def test_decision_header(decision: Decision, header: str) -> None:
+    assert decision_header(decision, "r1") == header

@@ -1,10 +1,12 @@
 """The layers of the package, enforced: a module imports only its own layer or lower.
 
-    top    app, cli, serve, admin/*, consent_api   wiring, HTTP routes, commands
+    top    app, cli, serve, admin/*, consent_api,  wiring, HTTP routes, commands
+           reports
     edge   pipeline, edges, upstream, store/*, decision_log, access_log, webhooks,
-           reload, metrics, state, ratelimit       I/O: requests, sockets, files, databases
+           reload, metrics, state, ratelimit, cors I/O: requests, sockets, files, databases
     core   core, explain                           the pure middle, run on plain values
-    leaf   consent/*, ruleset/*, decide, transform*, identifiers, bodies, redact
+    leaf   consent/*, ruleset/*, decide, transform*, identifiers, bodies, redact, csp,
+           violations
     base   model, errors, config, yamlsrc          the types and the config schema
 
 `tests/test_core.py` checks that the core loads no I/O library at run time; this
@@ -38,6 +40,8 @@ _OF: dict[str, str] = {
             "identifiers",
             "bodies",
             "redact",
+            "csp",
+            "violations",
         ],
         "leaf",
     ),
@@ -55,10 +59,13 @@ _OF: dict[str, str] = {
             "metrics",
             "state",
             "ratelimit",
+            "cors",
         ],
         "edge",
     ),
-    **dict.fromkeys(["app", "cli", "serve", "admin", "consent_api", "router", "__main__"], "top"),
+    **dict.fromkeys(
+        ["app", "cli", "serve", "admin", "consent_api", "reports", "router", "__main__"], "top"
+    ),
     # the package itself: its version, nothing else
     "__init__": "base",
 }

@@ -6,6 +6,7 @@ The issue's acceptance points, each against a recording fake vendor.
 from __future__ import annotations
 
 import io
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -539,3 +540,88 @@ async def test_a_withdrawal_recorded_elsewhere_wins_on_the_first_request(
     [seen] = await fake_vendor.wait_for(1)
     await settled(client)
     assert len(fake_vendor.seen) == 1 and "dl=kept" in seen.query
+
+
+# -- the decision header ---------------------------------------------------------------
+
+POSTHOG = "us.i.posthog.com"
+_RID = r"id=[0-9a-f]{16}$"
+
+
+@pytest.mark.parametrize(
+    ("target", "consent", "pattern"),
+    [
+        (GA4_HIT, {}, r"drop; vendor=google-analytics-4; missing=advertising,analytics; "),
+        (
+            GA4_HIT,
+            {"analytics": "granted", "advertising": "denied"},
+            r"strip; vendor=google-analytics-4; missing=advertising; ",
+        ),
+        (
+            GA4_HIT,
+            {"analytics": "granted", "advertising": "granted"},
+            r"forward; vendor=google-analytics-4; ",
+        ),
+        ("/t/unlisted.example/collect", {}, r"reject; "),  # no vendor: no vendor=
+        ("/t/127.0.0.1/collect", {}, r"reject; "),  # refused before it had facts
+        (f"/t/{GA4}/nothing", {}, r"reject; vendor=google-analytics-4; "),
+        (f"/t/{POSTHOG}/e/", {"analytics": "granted"}, r"forward; vendor=posthog; "),
+        (f"/t/{POSTHOG}/e/", {}, r"drop; vendor=posthog; missing=analytics; "),
+    ],
+)
+async def test_every_tag_answer_names_its_decision(
+    gateway_factory: Callable[..., Any],
+    fake_vendor: FakeVendor,
+    target: str,
+    consent: dict[str, str],
+    pattern: str,
+) -> None:
+    # SECURITY: a vendor's answer cannot speak for the gateway
+    fake_vendor.answers["/e/"] = (200, {"Consent-Gateway-Decision": "forward; id=spoof"}, b"{}")
+    client: TestClient[Any, Any] = await gateway_factory(hosts=[GA4, POSTHOG])
+    cookie = {"Cookie": f"cg_consent={cookie_for(consent)}"} if consent else {}
+    # a request id the visitor sends is never the one named
+    resp = await raw_get(client, target, {**cookie, "X-Request-Id": "visitor-chosen"})
+    [value] = resp.headers.getall("Consent-Gateway-Decision")
+    assert re.fullmatch(pattern + _RID, value), value
+    await settled(client)
+
+
+async def test_the_decision_header_names_the_logged_request(
+    gateway_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    client: TestClient[Any, Any] = await gateway_factory(hosts=[GA4])
+    resp = await raw_get(client, GA4_HIT)
+    await _drain_log(client)
+    [record] = LogReader(tmp_path / "data" / "decisions.db").records(LogQuery())
+    assert resp.headers["Consent-Gateway-Decision"].endswith(f"; id={record.request_id}")
+
+
+async def test_report_only_names_what_was_done_and_what_would_have_been(
+    gateway_factory: Callable[..., Any], fake_vendor: FakeVendor
+) -> None:
+    client: TestClient[Any, Any] = await gateway_factory(
+        hosts=[GA4], extra={"rules": {"report_only": True}}
+    )
+    resp = await raw_get(client, GA4_HIT)
+    value = resp.headers["Consent-Gateway-Decision"]
+    assert re.fullmatch(
+        r"forward; vendor=google-analytics-4; missing=advertising,analytics; "
+        r"report-only=drop; " + _RID,
+        value,
+    ), value
+    await fake_vendor.wait_for(1)
+
+
+async def test_the_decision_header_can_be_turned_off(
+    gateway_factory: Callable[..., Any], fake_vendor: FakeVendor
+) -> None:
+    fake_vendor.answers["/e/"] = (200, {"Consent-Gateway-Decision": "forward; id=spoof"}, b"{}")
+    client: TestClient[Any, Any] = await gateway_factory(
+        hosts=[GA4, POSTHOG], extra={"server": {"decision_header": False}}
+    )
+    cookie = {"Cookie": f"cg_consent={cookie_for({'analytics': 'granted'})}"}
+    for target in (GA4_HIT, "/t/unlisted.example/x", f"/t/{POSTHOG}/e/"):
+        resp = await raw_get(client, target, cookie)
+        assert "Consent-Gateway-Decision" not in resp.headers, target
+    await settled(client)

@@ -20,7 +20,7 @@ import jinja2
 import orjson
 from aiohttp import hdrs, web
 
-from gateway.admin.auth import COOKIE_NAME, COOKIE_PATH, Access, AdminAuth
+from gateway.admin.auth import COOKIE_NAME, Access, AdminAuth
 from gateway.state import Gateway
 
 if TYPE_CHECKING:
@@ -79,6 +79,9 @@ class AdminState:
     #: epoch seconds the admin (with its gateway) started: the consent counters' origin
     started: float = field(default_factory=time.time)
     streams: set[Stream] = field(default_factory=set)
+    #: the admin's path as the browser sees it: ADMIN_PREFIX, below server.base_path when
+    #: the admin shares the public port
+    prefix: str = ADMIN_PREFIX
 
 
 ADMIN = web.AppKey("admin", AdminState)
@@ -132,5 +135,9 @@ def render(
 def clear_cookie(request: web.Request, resp: web.StreamResponse) -> None:
     cfg = request.app[ADMIN].gw.config.admin
     resp.del_cookie(
-        COOKIE_NAME, path=COOKIE_PATH, secure=cfg.secure_cookie, httponly=True, samesite="Strict"
+        COOKIE_NAME,
+        path=request.app[ADMIN].prefix,
+        secure=cfg.secure_cookie,
+        httponly=True,
+        samesite="Strict",
     )

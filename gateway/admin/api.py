@@ -1,5 +1,5 @@
-"""The admin's JSON API: records, overview, rules, unknown hosts, and a subject's
-consent records and erasure.
+"""The admin's JSON API: records, overview, rules, unknown hosts, bypasses, and a
+subject's consent records and erasure.
 
 Every answer is a JSON object; a bad parameter is a 400 `{"error": "<parameter>: ..."}`
 that never echoes the value. The API shares its queries and documents with the pages.
@@ -14,23 +14,39 @@ from aiohttp import web
 from gateway.admin.answers import ACCESS, ADMIN, json_response
 from gateway.admin.params import (
     API_MAX_LIMIT,
+    BYPASS_LIMIT,
     MAX_ID,
     MAX_SUBJECT,
     PAGE_SIZE,
     UNKNOWN_LIMIT,
     BadParameter,
     int_param,
+    kind_param,
     record_filters,
     since_param,
     window_param,
 )
-from gateway.admin.present import overview_doc, purpose_shares, rules_doc, unknown_doc
-from gateway.admin.queries import db_path, load_page, read, read_counts, read_hosts
+from gateway.admin.present import (
+    bypasses_doc,
+    overview_doc,
+    purpose_shares,
+    rules_doc,
+    unknown_doc,
+)
+from gateway.admin.queries import (
+    db_path,
+    load_page,
+    read,
+    read_bypasses,
+    read_counts,
+    read_hosts,
+)
 from gateway.decision_log.record import record_to_dict
 from gateway.store.base import StoreError, subject_export
 from gateway.store.cache import ConsentBook
 
 __all__ = [
+    "api_bypasses",
     "api_overview",
     "api_records",
     "api_rules",
@@ -86,6 +102,17 @@ async def api_unknown(request: web.Request) -> web.Response:
     except BadParameter as e:
         return bad_parameter(e)
     return json_response(unknown_doc(since, since_ts, await read_hosts(request, since_ts, limit)))
+
+
+async def api_bypasses(request: web.Request) -> web.Response:
+    try:
+        since, since_ts = since_param(request.query.get("since"), "1w", any_time=True)
+        kind = kind_param(request.query)
+        limit = int_param(request.query, "limit", 1, API_MAX_LIMIT) or BYPASS_LIMIT
+    except BadParameter as e:
+        return bad_parameter(e)
+    rows = await read_bypasses(request, since_ts, limit, kind)
+    return json_response(bypasses_doc(since, since_ts, kind, rows))
 
 
 def _book(request: web.Request) -> ConsentBook:

@@ -9,11 +9,15 @@
 | GET  /_admin/overview         | counts by vendor x action and by missing purpose; consent  |
 | GET  /_admin/rules            | the vendor rules in force, and the last reload's errors    |
 | GET  /_admin/unknown          | unknown destinations: rejected hosts, most requests first  |
+| GET  /_admin/bypasses         | hosts pages reached around the gateway (CSP, router)       |
+| GET  /_admin/explain          | the Explain form                                           |
+| POST /_admin/explain          | what `consent-gateway explain` prints (CSRF-checked)       |
 | GET  /_admin/subjects         | consent records: one subject's current state and history   |
 | GET  /_admin/api/records      | JSON: records, newest first, keyset-paged                  |
 | GET  /_admin/api/overview     | JSON: the overview's counts                                |
 | GET  /_admin/api/rules        | JSON: the rules and load errors                            |
 | GET  /_admin/api/unknown      | JSON: unknown hosts                                        |
+| GET  /_admin/api/bypasses     | JSON: the Bypasses rows                                    |
 | GET  /_admin/api/stream       | Server-Sent Events: each decision-log record from now on   |
 | GET  /_admin/static/{name}    | admin.css, admin.js (public)                               |
 
@@ -47,7 +51,6 @@ from gateway.admin.answers import (
     ACCESS,
     ADMIN,
     ADMIN_PREFIX,
-    API_PREFIX,
     AdminState,
     StaticFile,
     clear_cookie,
@@ -58,6 +61,7 @@ from gateway.admin.answers import (
     secure,
 )
 from gateway.admin.api import (
+    api_bypasses,
     api_overview,
     api_records,
     api_rules,
@@ -65,9 +69,11 @@ from gateway.admin.api import (
     api_subject_records,
     api_unknown,
 )
-from gateway.admin.auth import COOKIE_NAME, COOKIE_PATH, AdminAuth, Verdict, client_key
+from gateway.admin.auth import COOKIE_NAME, AdminAuth, Verdict, client_key
 from gateway.admin.pages import (
     blocked_page,
+    bypasses_page,
+    explain_page,
     overview_page,
     rules_page,
     subjects_page,
@@ -91,14 +97,18 @@ _PUBLIC: Final = frozenset({"admin-login", "admin-static"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_admin_app(gw: Gateway, *, clock: Callable[[], float] = time.time) -> web.Application:
-    """The admin sub-app for `gw`; mount it at `ADMIN_PREFIX` (`app.add_subapp`)."""
+def build_admin_app(
+    gw: Gateway, *, clock: Callable[[], float] = time.time, prefix: str = ADMIN_PREFIX
+) -> web.Application:
+    """The admin sub-app for `gw`; mount it at `ADMIN_PREFIX` (`app.add_subapp`). `prefix`:
+    the full path the browser sees it at (links, redirects, the session cookie's path)."""
     app = web.Application(middlewares=[_admin_middleware])
     app[ADMIN] = AdminState(
         gw=gw,
         auth=AdminAuth(gw.config.admin, clock),
-        templates=_templates(),
+        templates=_templates(prefix, gw.config.server.base_path),
         static=_static_files(),
+        prefix=prefix,
     )
     app.on_shutdown.append(stop_streams)
     r = app.router
@@ -110,18 +120,22 @@ def build_admin_app(gw: Gateway, *, clock: Callable[[], float] = time.time) -> w
     r.add_get("/overview", overview_page)
     r.add_get("/rules", rules_page)
     r.add_get("/unknown", unknown_page)
+    r.add_get("/bypasses", bypasses_page)
+    r.add_get("/explain", explain_page)
+    r.add_post("/explain", explain_page)
     r.add_get("/subjects", subjects_page)
     r.add_get("/api/records", api_records)
     r.add_get("/api/overview", api_overview)
     r.add_get("/api/rules", api_rules)
     r.add_get("/api/unknown", api_unknown)
+    r.add_get("/api/bypasses", api_bypasses)
     r.add_get("/api/stream", api_stream)
     r.add_get("/api/subjects/{subject}/records", api_subject_records)
     r.add_post("/api/subjects/{subject}/erase", api_subject_erase)
     return app
 
 
-def _templates() -> jinja2.Environment:
+def _templates(prefix: str, base_path: str = "") -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("gateway.admin", "templates"),
         # SECURITY: every value is escaped; only charts.py's SVG is Markup (it escapes).
@@ -130,7 +144,9 @@ def _templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals["prefix"] = ADMIN_PREFIX
+    env.globals["prefix"] = prefix
+    # a rule's first-party route as the public port serves it (server.base_path)
+    env.globals["base_path"] = base_path
     env.globals["window_names"] = WINDOW_NAMES
     return env
 
@@ -149,7 +165,7 @@ def _static_files() -> Mapping[str, StaticFile]:
 
 
 def _is_api(request: web.Request) -> bool:
-    return request.path.startswith(API_PREFIX)
+    return request.path.startswith(request.app[ADMIN].prefix + "/api/")
 
 
 @web.middleware
@@ -181,8 +197,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[ADMIN]
     route = request.match_info.route
     name = route.resource.name if route.resource is not None else None
-    if request.path == ADMIN_PREFIX and request.method in ("GET", "HEAD"):
-        return redirect(ADMIN_PREFIX + "/")
+    if request.path == state.prefix and request.method in ("GET", "HEAD"):
+        return redirect(state.prefix + "/")
     if name == "admin-static":
         return await handler(request)
     if not state.auth.enabled:
@@ -220,7 +236,7 @@ def _denied(request: web.Request, verdict: Verdict) -> web.Response:
                 resp = json_response({"error": "unauthorized"}, status=401)
                 resp.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="consent-gateway admin"'
                 return resp
-            resp = redirect(ADMIN_PREFIX + "/login")
+            resp = redirect(request.app[ADMIN].prefix + "/login")
             if COOKIE_NAME in request.cookies:
                 clear_cookie(request, resp)
             return resp
@@ -276,12 +292,12 @@ async def _login_submit(request: web.Request) -> web.Response:
     if verdict is Verdict.OK:
         value, _ = state.auth.new_session()
         cfg = state.gw.config.admin
-        resp = redirect(ADMIN_PREFIX + "/")
+        resp = redirect(state.prefix + "/")
         resp.set_cookie(
             COOKIE_NAME,
             value,
             max_age=int(cfg.session_max_age),
-            path=COOKIE_PATH,
+            path=state.prefix,
             secure=cfg.secure_cookie,
             httponly=True,
             samesite="Strict",
@@ -307,7 +323,7 @@ async def _logout(request: web.Request) -> web.Response:
     if session is None or not state.auth.check_csrf(session, form.get("csrf")):
         return error(request, 403, "the form's CSRF token does not match the session", api=False)
     state.auth.revoke(session)
-    resp = redirect(ADMIN_PREFIX + "/login")
+    resp = redirect(state.prefix + "/login")
     clear_cookie(request, resp)
     return resp
 

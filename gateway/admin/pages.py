@@ -1,5 +1,5 @@
-"""The admin's HTML pages: Blocked requests, Overview, Rules, Unknown destinations and
-Consent records.
+"""The admin's HTML pages: Blocked requests, Overview, Rules, Unknown destinations,
+Bypasses, Explain and Consent records.
 
 Each handler parses its query (`params`), reads through `queries` or the consent
 store, and renders a template with what `present` makes of the result. A bad
@@ -9,25 +9,33 @@ parameter is a 400 page naming the parameter, never echoing its value.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from gateway.admin.answers import ADMIN, ADMIN_PREFIX, API_PREFIX, error, render
+from gateway.admin.answers import ACCESS, ADMIN, error, render
 from gateway.admin.params import (
     ACTIONS,
+    BYPASS_KINDS,
+    BYPASS_LIMIT,
+    EXPLAIN_FIELDS,
+    EXPLAIN_METHODS,
     MAX_ID,
     MAX_SUBJECT,
     PAGE_SIZE,
     UNKNOWN_LIMIT,
     WINDOWS,
     BadParameter,
+    explain_form,
     int_param,
+    kind_param,
     record_filters,
     since_param,
     window_param,
 )
 from gateway.admin.present import (
+    bypass_row,
     charts,
     consent_row,
     current_view,
@@ -37,10 +45,28 @@ from gateway.admin.present import (
     record_row,
     rules_doc,
 )
-from gateway.admin.queries import db_path, load_page, read, read_counts, read_hosts
-from gateway.store.base import ERASED_PREFIX, StoreError, subject_history
+from gateway.admin.queries import (
+    db_path,
+    load_page,
+    read,
+    read_bypasses,
+    read_counts,
+    read_hosts,
+)
+from gateway.errors import RequestError
+from gateway.explain import explain, render_text, subjects_of
+from gateway.state import Gateway
+from gateway.store.base import ERASED_PREFIX, CurrentConsent, StoreError, subject_history
 
-__all__ = ["blocked_page", "overview_page", "rules_page", "subjects_page", "unknown_page"]
+__all__ = [
+    "blocked_page",
+    "bypasses_page",
+    "explain_page",
+    "overview_page",
+    "rules_page",
+    "subjects_page",
+    "unknown_page",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +88,7 @@ async def blocked_page(request: web.Request) -> web.Response:
         params = f.params()
         if cursor is not None:
             params["before_id"] = str(cursor)
-        return f"{ADMIN_PREFIX}/?{urlencode(params)}"
+        return f"{request.app[ADMIN].prefix}/?{urlencode(params)}"
 
     cfg = gw.config
     return render(
@@ -146,6 +172,79 @@ async def unknown_page(request: web.Request) -> web.Response:
     )
 
 
+async def bypasses_page(request: web.Request) -> web.Response:
+    """Hosts the site's pages tried to reach around the gateway: listed vendor hosts a
+    CSP blocked (`/csp-report`), and hosts no rule lists the router saw (`/cg-report`)."""
+    try:
+        since, since_ts = since_param(request.query.get("since"), "1w", any_time=False)
+        kind = kind_param(request.query)
+    except BadParameter as e:
+        return _bad_page(request, e)
+    rows = await read_bypasses(request, since_ts, BYPASS_LIMIT, kind)
+    return render(
+        request,
+        "bypasses.html",
+        {
+            "title": "Bypasses",
+            "since": since,
+            "kind": kind or "",
+            "kinds": BYPASS_KINDS,
+            "windows": [*WINDOWS, "all"],
+            "rows": [bypass_row(b) for b in rows],
+            "limit": BYPASS_LIMIT,
+            "log_off": db_path(request) is None,
+        },
+    )
+
+
+async def explain_page(request: web.Request) -> web.Response:
+    """What `consent-gateway explain` prints for a request described in a form, with the
+    rules and config in force (and the store's state of its subject, as live traffic).
+
+    GET shows the form; the form POSTs (its values, a cookie among them, stay out of URLs
+    and the access log), CSRF-checked for a login session as logout is. Nothing is sent
+    anywhere and nothing is logged: the output is text, escaped into the page.
+    """
+    state = request.app[ADMIN]
+    gw = state.gw
+    context: dict[str, object] = {
+        "title": "Explain",
+        "form": dict.fromkeys(EXPLAIN_FIELDS, "") | {"method": "GET"},
+        "methods": EXPLAIN_METHODS,
+        "purposes": gw.config.consent.purposes,
+        "cookie_name": gw.config.cookie.name,
+        "error": None,
+        "output": None,
+    }
+    if request.method != "POST":
+        return render(request, "explain.html", context)
+    form = await request.post()
+    session = request[ACCESS].session
+    if session is not None and not state.auth.check_csrf(session, form.get("csrf")):
+        return error(request, 403, "the form's CSRF token does not match the session", api=False)
+    try:
+        fields, req = explain_form(form, gw.config.consent.purposes)
+    except BadParameter as e:
+        context["error"] = str(e)
+        return render(request, "explain.html", context, status=400)
+    context["form"] = fields
+    try:
+        stored = await _stored_states(gw, subjects_of(req, gw.config))
+        facts, ev = explain(replace(req, stored=stored), gw.config, gw.rules.current)
+        context["output"] = render_text(facts, ev)
+    except RequestError as e:
+        context["output"] = f"decision  REJECT: {e.message}"
+    return render(request, "explain.html", context)
+
+
+async def _stored_states(gw: Gateway, subjects: list[str]) -> dict[str, CurrentConsent | None]:
+    """The store's state of each subject (a failing store reads as no record)."""
+    book = gw.book
+    if book is None:
+        return {}
+    return {s: await book.lookup(s) for s in subjects}
+
+
 async def subjects_page(request: web.Request) -> web.Response:
     """Consent records: one subject's current state and full history, oldest first (what
     `api/subjects/{subject}/records` exports), for operators answering an access request.
@@ -187,13 +286,14 @@ async def subjects_page(request: web.Request) -> web.Response:
         return render(request, "subjects.html", context, status=503)
     token = subject.startswith(ERASED_PREFIX)
     encoded = quote(subject, safe="")
+    api = request.app[ADMIN].prefix + "/api/"
     context["result"] = {
         "token": token,
         "current": current_view(current, gw.config.consent),
         "records": [consent_row(r, gw.config.consent.purposes) for r in records],
-        "export_url": f"{API_PREFIX}subjects/{encoded}/records",
+        "export_url": f"{api}subjects/{encoded}/records",
         # How to erase, while records are linked to the id (a token's already are not).
-        "erase_url": f"{API_PREFIX}subjects/{encoded}/erase" if records and not token else None,
+        "erase_url": f"{api}subjects/{encoded}/erase" if records and not token else None,
         "erase_cli": erase_command(subject),
     }
     return render(request, "subjects.html", context)

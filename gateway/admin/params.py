@@ -9,7 +9,7 @@ the value sent (pages answer it with a 400 page, the API with 400 JSON).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
@@ -19,21 +19,28 @@ from aiohttp import web
 from gateway.admin.answers import ADMIN
 from gateway.decision_log.query import LogQuery, parse_since
 from gateway.decision_log.record import DecisionRecord
+from gateway.explain import ExplainRequest, parse_consent, parse_header
 from gateway.model import Action
 from gateway.ruleset.schema import check_vendor_id
 
 __all__ = [
     "ACTIONS",
     "API_MAX_LIMIT",
+    "BYPASS_KINDS",
+    "BYPASS_LIMIT",
     "MAX_ID",
     "MAX_SUBJECT",
     "PAGE_SIZE",
     "UNKNOWN_LIMIT",
     "WINDOWS",
     "WINDOW_NAMES",
+    "EXPLAIN_FIELDS",
+    "EXPLAIN_METHODS",
     "BadParameter",
     "Filters",
+    "explain_form",
     "int_param",
+    "kind_param",
     "record_filters",
     "since_param",
     "window_param",
@@ -43,6 +50,10 @@ __all__ = [
 PAGE_SIZE: Final = 50
 API_MAX_LIMIT: Final = 1000
 UNKNOWN_LIMIT: Final = 200
+#: rows the Bypasses page shows (and the API's default `limit`)
+BYPASS_LIMIT: Final = 200
+#: what a Bypasses row is: a listed vendor host reached directly, or a host no rule lists
+BYPASS_KINDS: Final = ("bypass", "unlisted")
 #: time windows offered by the pages (the API also takes any `parse_since` value)
 WINDOWS: Final = MappingProxyType({"1h": 3600.0, "1d": 86400.0, "1w": 604800.0})
 WINDOW_NAMES: Final = MappingProxyType(
@@ -95,6 +106,67 @@ def int_param(query: Mapping[str, str], name: str, lo: int, hi: int) -> int | No
     if not (value.isascii() and value.isdigit()) or not lo <= int(value) <= hi:
         raise BadParameter(f"{name}: a whole number from {lo} to {hi}")
     return int(value)
+
+
+#: the Explain form's fields, each a string (empty when not given)
+EXPLAIN_FIELDS: Final = ("url", "method", "consent", "cookie", "headers", "body")
+EXPLAIN_METHODS: Final = ("GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS")
+#: the longest value the Explain form takes, per field (a URL, a cookie, a body)
+_EXPLAIN_CAP: Final = 64 * 1024
+_EXPLAIN_HEADERS: Final = 50
+
+
+def explain_form(
+    form: Mapping[str, object], purposes: Sequence[str]
+) -> tuple[dict[str, str], ExplainRequest]:
+    """The Explain form's fields (to show again) and the request they describe.
+
+    `consent` is `PURPOSE=granted|denied,…` (signed into a gateway cookie) and `cookie` a
+    consent cookie's value: at most one of them. `headers` holds one `Name: value` a line.
+    """
+    fields = {}
+    for name in EXPLAIN_FIELDS:
+        value = form.get(name, "")
+        if not isinstance(value, str) or len(value) > _EXPLAIN_CAP:
+            raise BadParameter(f"{name}: text of at most {_EXPLAIN_CAP} characters")
+        fields[name] = value.strip() if name != "body" else value
+    fields["method"] = fields["method"] or "GET"
+    if not fields["url"]:
+        raise BadParameter("url: the vendor URL the tag calls (https://…)")
+    if fields["method"] not in EXPLAIN_METHODS:
+        raise BadParameter("method: one of " + ", ".join(EXPLAIN_METHODS))
+    if fields["consent"] and fields["cookie"]:
+        raise BadParameter("consent, cookie: give one of them, not both")
+    try:
+        consent = parse_consent(fields["consent"], purposes) if fields["consent"] else None
+    except ValueError:
+        raise BadParameter(
+            "consent: PURPOSE=granted|denied, separated by commas, for configured purposes"
+        ) from None
+    lines = [line for line in fields["headers"].splitlines() if line.strip()]
+    if len(lines) > _EXPLAIN_HEADERS:
+        raise BadParameter(f"headers: at most {_EXPLAIN_HEADERS} lines")
+    try:
+        headers = [parse_header(line) for line in lines]
+    except ValueError:
+        raise BadParameter("headers: one 'Name: value' a line") from None
+    req = ExplainRequest(
+        fields["url"],
+        fields["method"],
+        fields["body"].encode(),
+        consent,
+        fields["cookie"] or None,
+        headers,
+    )
+    return fields, req
+
+
+def kind_param(query: Mapping[str, str]) -> str | None:
+    """The Bypasses filter `kind`: `bypass`, `unlisted`, or none (both)."""
+    kind = query.get("kind") or None
+    if kind is not None and kind not in BYPASS_KINDS:
+        raise BadParameter("kind: bypass or unlisted")
+    return kind
 
 
 @dataclass(frozen=True, slots=True)

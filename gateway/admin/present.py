@@ -19,6 +19,7 @@ from typing import Final
 from gateway.admin.charts import Bar, bar_chart
 from gateway.admin.params import ACTIONS
 from gateway.config import ConsentConfig
+from gateway.decision_log.bypasses import Bypass
 from gateway.decision_log.query import DecisionCounts, UnknownHost
 from gateway.decision_log.record import DecisionRecord
 from gateway.model import ConsentValue
@@ -28,6 +29,8 @@ from gateway.store.base import ERASURE_SOURCE, ConsentRecord, CurrentConsent
 
 __all__ = [
     "Share",
+    "bypass_row",
+    "bypasses_doc",
     "charts",
     "consent_row",
     "current_view",
@@ -221,6 +224,45 @@ def unknown_doc(
                 "last_seen_epoch": h.last_seen,
             }
             for h in hosts
+        ],
+    }
+
+
+def bypass_row(b: Bypass) -> dict[str, object]:
+    """A Bypasses table row: what was reached, from which page, how often, when."""
+    return {
+        "source": b.source,
+        "kind": b.kind,
+        "vendor": b.vendor or "",
+        "host": b.host,
+        "page": b.page,
+        "count": b.count,
+        "first": format_time(b.first_seen),
+        "last": format_time(b.last_seen),
+    }
+
+
+def bypasses_doc(
+    since: str, since_ts: float | None, kind: str | None, rows: Sequence[Bypass]
+) -> dict[str, object]:
+    return {
+        "since": since,
+        "since_time": _iso(since_ts),
+        "kind": kind,
+        "bypasses": [
+            {
+                "source": b.source,
+                "kind": b.kind,
+                "vendor": b.vendor,
+                "host": b.host,
+                "page": b.page,
+                "count": b.count,
+                "first_seen": _iso(b.first_seen),
+                "last_seen": _iso(b.last_seen),
+                "first_seen_epoch": b.first_seen,
+                "last_seen_epoch": b.last_seen,
+            }
+            for b in rows
         ],
     }
 

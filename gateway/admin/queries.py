@@ -18,10 +18,19 @@ from aiohttp import web
 
 from gateway.admin.answers import ADMIN
 from gateway.admin.params import Filters
+from gateway.decision_log.bypasses import Bypass
 from gateway.decision_log.query import DecisionCounts, LogReader, UnknownHost
 from gateway.decision_log.record import DecisionRecord
 
-__all__ = ["Page", "db_path", "load_page", "read", "read_counts", "read_hosts"]
+__all__ = [
+    "Page",
+    "db_path",
+    "load_page",
+    "read",
+    "read_bypasses",
+    "read_counts",
+    "read_hosts",
+]
 
 T = TypeVar("T")
 
@@ -76,3 +85,12 @@ async def read_hosts(request: web.Request, since: float | None, limit: int) -> l
     if db is None:
         return []
     return await read(LogReader(db).unknown_hosts, since, limit)
+
+
+async def read_bypasses(
+    request: web.Request, since: float | None, limit: int, kind: str | None
+) -> list[Bypass]:
+    db = db_path(request)
+    if db is None:
+        return []
+    return await read(LogReader(db).bypasses, since, limit, kind)

@@ -1,4 +1,4 @@
-"""`consent-gateway`: serve | check | explain | logs | decode | sign | keygen |
+"""`consent-gateway`: serve | check | explain | csp | logs | decode | sign | keygen |
 migrate | records | erase | webhooks.
 
 Exit codes: 0 success, 1 a check found problems or a command failed, 2 bad usage.
@@ -119,6 +119,26 @@ def _parser() -> argparse.ArgumentParser:
         help="read the subject's stored consent from the consent store, as live traffic does",
     )
     ex.set_defaults(func=_cmd_explain)
+
+    cs = sub.add_parser("csp", help="the Content-Security-Policy that locks pages to the gateway")
+    config_arg(cs)
+    cs.add_argument(
+        "--gateway",
+        default="'self'",
+        metavar="ORIGIN",
+        help="the gateway's origin, e.g. https://cg.example.com (default: 'self', the site's own)",
+    )
+    cs.add_argument(
+        "--allow", action="append", default=[], metavar="SOURCE", help="another origin or host"
+    )
+    cs.add_argument("--report-only", action="store_true", help="report, do not block")
+    cs.add_argument(
+        "--no-report-to",
+        dest="report_to",
+        action="store_false",
+        help="report-uri only (Chromium ignores it beside report-to, whose reports come later)",
+    )
+    cs.set_defaults(func=_cmd_csp)
 
     d = sub.add_parser("decode", help="decode a TCF, GPP, us_privacy, gcs/gcd or CMP cookie value")
     d.add_argument("value", metavar="STRING")
@@ -319,28 +339,32 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     import orjson
 
     from gateway.errors import RequestError
-    from gateway.explain import ExplainRequest, explain, render_text, subjects_of, to_json
+    from gateway.explain import (
+        ExplainRequest,
+        explain,
+        parse_consent,
+        parse_header,
+        render_text,
+        subjects_of,
+        to_json,
+    )
     from gateway.ruleset.load import load_rules
 
     cfg = _load(args.config)
     if cfg is None:
         return 1
-    consent: dict[str, str] | None = None
-    if args.consent is not None:
-        consent = {}
-        for item in args.consent.split(","):
-            name, _, state = item.strip().partition("=")
-            if state not in ("granted", "denied") or name not in cfg.consent.purposes:
-                print(f"--consent: expected PURPOSE=granted|denied, got {item!r}", file=sys.stderr)
-                return 2
-            consent[name] = state
-    headers: list[tuple[str, str]] = []
-    for h in args.header:
-        name, sep, value = h.partition(":")
-        if not sep or not name.strip():
-            print(f"--header: expected K:V, got {h!r}", file=sys.stderr)
-            return 2
-        headers.append((name.strip(), value.strip()))
+    try:
+        consent = (
+            None if args.consent is None else parse_consent(args.consent, cfg.consent.purposes)
+        )
+    except ValueError as e:
+        print(f"--consent: {e}", file=sys.stderr)
+        return 2
+    try:
+        headers = [parse_header(h) for h in args.header]
+    except ValueError as e:
+        print(f"--header: {e}", file=sys.stderr)
+        return 2
     body = b""
     if args.body:
         try:
@@ -372,6 +396,23 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         return 0
     print(orjson.dumps(to_json(facts, ev)).decode() if args.json else render_text(facts, ev))
     return 0
+
+
+def _cmd_csp(args: argparse.Namespace) -> int:
+    from gateway.cli.csp import run_csp
+
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    return run_csp(
+        cfg,
+        gateway=args.gateway,
+        allow=args.allow,
+        report_only=args.report_only,
+        report_to=args.report_to,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:

@@ -194,7 +194,8 @@ class ServerConfig:
         "",
         check=_base_path,
         help="the path the gateway is mounted under behind a reverse proxy (e.g. /cg): every "
-        "public route, the router script and the admin page are served under it",
+        "public route and the router script are served under it, and the admin page too when "
+        "it shares the public port (admin_port: null)",
     )
     allowed_origins: tuple[str, ...] = opt(
         (),

@@ -2,11 +2,12 @@
 
 `LogReader(path)` answers `consent-gateway logs` (`records`, `max_id` for `--follow`)
 and the admin page (`records` for the log, `counts` for the overview, `unknown_hosts`
-for the unknown-destinations view). It opens the file read-only for each query and
-never creates it: no file or no `decisions` table (yet) reads as empty. Every SQLite
-failure (a file that is not SQLite or is corrupt, unreadable, locked past the busy
-timeout, a table of another shape) is raised as `LogUnavailable`, whose message names
-the file and the failure and never record contents: callers never see `sqlite3.Error`.
+for the unknown-destinations view, `bypasses` for the Bypasses view). It opens the
+file read-only for each query and never creates it: no file or no `decisions` table
+(yet) reads as empty. Every SQLite failure (a file that is not SQLite or is corrupt,
+unreadable, locked past the busy timeout, a table of another shape) is raised as
+`LogUnavailable`, whose message names the file and the failure and never record
+contents: callers never see `sqlite3.Error`.
 
 `parse_since` turns `--since` (and the admin API's `since`) into epoch seconds.
 """
@@ -25,6 +26,7 @@ from typing import Final
 
 import orjson
 
+from gateway.decision_log.bypasses import Bypass, read_bypasses
 from gateway.decision_log.record import DecisionRecord
 from gateway.decision_log.sinks import COLUMNS
 from gateway.errors import LogUnavailable
@@ -201,6 +203,23 @@ class LogReader:
         return [
             UnknownHost(str(h), int(n), float(first), float(last)) for h, n, first, last in rows
         ]
+
+    def bypasses(
+        self, since: float | None = None, limit: int = 100, kind: str | None = None
+    ) -> list[Bypass]:
+        """The `bypasses` rows (hosts pages tried to reach around the gateway) last seen
+        since `since` (inclusive; None: all), optionally of one `kind` (`bypass`,
+        `unlisted`), most reports first, at most `limit` (1..`MAX_QUERY_LIMIT`). Counts
+        and first-seen times are since the row began, not since `since`.
+
+        No file or table yet -> `[]`. Raises `ValueError` for a bad `limit`.
+        """
+        if not 1 <= limit <= MAX_QUERY_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
+        with self._connect() as conn:
+            if conn is None:
+                return []
+            return read_bypasses(conn, since, limit, kind)
 
     def max_id(self) -> int:
         """The newest stored row id (0: none yet), where `logs --follow` starts."""

@@ -2,7 +2,8 @@
 
 Every sink method runs in the decision log's one writer thread (`writer.DecisionLog`),
 never on the event loop. The `decisions` table is defined here, with its
-`SCHEMA_VERSION`; `query.LogReader` reads the same `COLUMNS` back.
+`SCHEMA_VERSION`; `query.LogReader` reads the same `COLUMNS` back. `SqliteSink` also
+keeps the aggregated `bypasses` table (`bypasses`) in the same file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import IO, Final, Protocol
 import orjson
 
 from gateway.config import DecisionLogConfig
+from gateway.decision_log.bypasses import TABLE as BYPASS_TABLE
+from gateway.decision_log.bypasses import Seen, write_sightings
 from gateway.decision_log.record import DecisionRecord, record_to_dict
 
 __all__ = ["COLUMNS", "SCHEMA_VERSION", "JsonlSink", "Sink", "SqliteSink", "sinks_for"]
@@ -130,6 +133,8 @@ class SqliteSink:
                 conn.executescript(
                     f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 )
+            # Not versioned: a file from before it gains it, and older readers ignore it.
+            conn.executescript(f"BEGIN IMMEDIATE; {BYPASS_TABLE} COMMIT;")
         except BaseException:
             conn.close()
             raise
@@ -146,6 +151,17 @@ class SqliteSink:
             conn.execute("COMMIT")
         except BaseException:
             # Start afresh with the next batch: the file may have gone or been replaced.
+            self.close()
+            raise
+
+    def write_sightings(self, batch: Sequence[Seen]) -> None:
+        """Count a batch of report sightings into `bypasses`, in one transaction."""
+        self.open()
+        conn = self._conn
+        assert conn is not None
+        try:
+            write_sightings(conn, batch)
+        except BaseException:
             self.close()
             raise
 

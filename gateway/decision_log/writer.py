@@ -13,6 +13,10 @@ DecisionLog.submit ─▶ bounded queue ─▶ batch writer task ─▶ executor
   sink loses that batch, counted (`reason="sink_error"`); the writer carries on.
 - `DecisionLog.drain` waits until everything accepted so far is written (or
   counted lost); `close` writes what is queued and closes the sinks.
+- `DecisionLog.submit_sighting` queues a report endpoint's sighting (`gateway.reports`)
+  the same way, for the SQLite sink's aggregated `bypasses` table only; it is never a
+  decision record (no subscriber, no JSON line, not in `log_written`), and it may use
+  only half the queue, so a flood of reports never crowds out decision records.
 
 Counting: `log_written` and `log_lost{reason="sink_error"}` count per sink, so with
 both sinks configured each record is counted twice (once per sink it reached or
@@ -32,8 +36,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 from gateway.config import DecisionLogConfig
+from gateway.decision_log.bypasses import Seen
 from gateway.decision_log.record import DecisionRecord
-from gateway.decision_log.sinks import sinks_for
+from gateway.decision_log.sinks import SqliteSink, sinks_for
 from gateway.metrics import Metrics
 
 __all__ = ["DecisionLog"]
@@ -77,7 +82,7 @@ class DecisionLog:
         self._metrics = metrics
         self._sinks = sinks_for(cfg)
         #: None is the writer's stop signal, queued by `close` behind every accepted record
-        self._queue: asyncio.Queue[DecisionRecord | None] = asyncio.Queue(cfg.queue_size)
+        self._queue: asyncio.Queue[DecisionRecord | Seen | None] = asyncio.Queue(cfg.queue_size)
         self._executor: ThreadPoolExecutor | None = None
         self._writer: asyncio.Task[None] | None = None
         self._accepting = True
@@ -87,6 +92,7 @@ class DecisionLog:
         self._full_warning = _LossWarning("queue full")
         self._subscribers: set[asyncio.Queue[DecisionRecord]] = set()
         self._sink_warnings = {id(s): _LossWarning(f"{s.name} sink failed") for s in self._sinks}
+        self._sightings_sink = next((s for s in self._sinks if isinstance(s, SqliteSink)), None)
 
     @property
     def depth(self) -> int:
@@ -153,11 +159,29 @@ class DecisionLog:
                 sub.put_nowait(record)
         if not self._sinks:
             return True
+        return self._put(record)
+
+    def submit_sighting(self, seen: Seen) -> bool:
+        """Queue a report's sighting for the `bypasses` table; never blocks, never raises.
+
+        Without a SQLite sink it is discarded (True); a closed log, or a queue half full,
+        loses it, counted as a record would be (False).
+        """
+        if self._sightings_sink is None:
+            return True
+        # SECURITY: anyone can post reports; however many arrive, half the queue stays
+        # for decision records.
+        if self._queue.qsize() >= self._cfg.queue_size // 2:
+            self._metrics.log_lost.labels("queue_full").inc()
+            return False
+        return self._put(seen)
+
+    def _put(self, item: DecisionRecord | Seen) -> bool:
         if not self._accepting:
             self._metrics.log_lost.labels("closed").inc()
             return False
         try:
-            self._queue.put_nowait(record)
+            self._queue.put_nowait(item)
         except asyncio.QueueFull:
             self._metrics.log_lost.labels("queue_full").inc()
             self._full_warning.hit(1, f" (queue_size={self._cfg.queue_size})")
@@ -254,7 +278,27 @@ class DecisionLog:
             for _ in batch:
                 self._queue.task_done()
 
-    async def _write(self, batch: Sequence[DecisionRecord]) -> None:
+    async def _write(self, batch: Sequence[DecisionRecord | Seen]) -> None:
+        records = [r for r in batch if isinstance(r, DecisionRecord)]
+        seen = [s for s in batch if isinstance(s, Seen)]
+        if records:
+            await self._write_records(records)
+        if seen and self._sightings_sink is not None:
+            await self._write_sightings(self._sightings_sink, seen)
+
+    async def _write_sightings(self, sink: SqliteSink, seen: Sequence[Seen]) -> None:
+        assert self._executor is not None
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, sink.write_sightings, seen)
+        except (sqlite3.Error, OSError) as e:
+            self._metrics.log_lost.labels("sink_error").inc(len(seen))
+            self._sink_warnings[id(sink)].hit(len(seen), f": {type(e).__name__}: {e}")
+        except Exception:
+            self._metrics.log_lost.labels("sink_error").inc(len(seen))
+            log.exception("decision log: %s sink raised unexpectedly", sink.name)
+
+    async def _write_records(self, batch: Sequence[DecisionRecord]) -> None:
         assert self._executor is not None
         loop = asyncio.get_running_loop()
         n = len(batch)

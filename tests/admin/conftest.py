@@ -20,7 +20,10 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from gateway.admin.answers import ADMIN, AdminState
+from gateway.decision_log.bypasses import Seen
 from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.sinks import SqliteSink
+from gateway.violations import Sighting
 from tests.conftest import RULES_DIR, make_record, store_records
 
 Client = TestClient[Any, Any]
@@ -78,6 +81,29 @@ def seed(client: Client, records: Sequence[DecisionRecord]) -> None:
     db = state_of(client).gw.config.decision_log.sqlite_path
     assert db is not None
     store_records(db, records)
+
+
+def seed_bypasses(client: Client, seen: Sequence[tuple[Sighting, float]]) -> None:
+    """Store report sightings (each with its age in seconds) in the gateway's log file."""
+    db = state_of(client).gw.config.decision_log.sqlite_path
+    assert db is not None
+    sink = SqliteSink(db)
+    try:
+        sink.write_sightings([Seen(s, time.time() - age) for s, age in seen])
+    finally:
+        sink.close()
+
+
+FB_BYPASS = Sighting("csp", "bypass", "meta-pixel", "www.facebook.com", "/cart")
+UNLISTED = Sighting("router", "unlisted", None, "cdn.tracker.example", "/p/{…}")
+#: three reports of one Meta bypass, one unlisted host, and an old one (10 days)
+BYPASS_ROWS = [
+    (FB_BYPASS, 300.0),
+    (FB_BYPASS, 200.0),
+    (FB_BYPASS, 100.0),
+    (UNLISTED, 50.0),
+    (Sighting("csp", "bypass", "google-analytics-4", GA, "/old"), 10 * DAY),
+]
 
 
 FILTER_ROWS = [

@@ -21,8 +21,22 @@ from tests.admin.conftest import (
     seed,
 )
 
-PAGES = ["/_admin/", "/_admin/overview", "/_admin/rules", "/_admin/unknown", "/_admin/subjects"]
-API = ["/_admin/api/records", "/_admin/api/overview", "/_admin/api/rules", "/_admin/api/unknown"]
+PAGES = [
+    "/_admin/",
+    "/_admin/overview",
+    "/_admin/rules",
+    "/_admin/unknown",
+    "/_admin/bypasses",
+    "/_admin/explain",
+    "/_admin/subjects",
+]
+API = [
+    "/_admin/api/records",
+    "/_admin/api/overview",
+    "/_admin/api/rules",
+    "/_admin/api/unknown",
+    "/_admin/api/bypasses",
+]
 
 
 @pytest.mark.parametrize(
@@ -76,6 +90,8 @@ async def test_pages_have_the_navigation(gateway_factory: Callable[..., Any], pa
         "/_admin/overview": "Overview",
         "/_admin/rules": "Rules",
         "/_admin/unknown": "Unknown destinations",
+        "/_admin/bypasses": "Bypasses",
+        "/_admin/explain": "Explain",
         "/_admin/subjects": "Consent records",
     }
     current = [a.attrs["href"] for a in doc.all("a") if a.attrs.get("aria-current") == "page"]

@@ -22,6 +22,7 @@ from gateway.decision_log.record import DecisionRecord, record_to_dict
 from gateway.store.base import ERASED_PREFIX, ConsentRecord
 from tests.admin.conftest import (
     BEARER,
+    BYPASS_ROWS,
     NOTICE,
     Client,
     admin_client,
@@ -32,6 +33,7 @@ from tests.admin.conftest import (
     record,
     records_path,
     seed,
+    seed_bypasses,
 )
 
 # --- records --------------------------------------------------------------------------
@@ -262,3 +264,22 @@ async def test_erasure_logs_no_subject_id(
     gateway_logs = [r for r in caplog.records if r.name.startswith("gateway")]
     assert any(r.getMessage() == "admin: a subject was erased" for r in gateway_logs)
     assert not [r.getMessage() for r in gateway_logs if subject in r.getMessage()]
+
+
+async def test_api_bypasses(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    seed_bypasses(client, BYPASS_ROWS)
+    body = await api(client, "/_admin/api/bypasses")
+    assert body["since"] == "1w" and body["kind"] is None and body["since_time"].endswith("Z")
+    rows = [(b["kind"], b["vendor"], b["host"], b["page"], b["count"]) for b in body["bypasses"]]
+    assert rows == [
+        ("bypass", "meta-pixel", "www.facebook.com", "/cart", 3),
+        ("unlisted", None, "cdn.tracker.example", "/p/{…}", 1),
+    ]
+    first = body["bypasses"][0]
+    assert first["first_seen"] < first["last_seen"] and first["source"] == "csp"
+    assert first["first_seen_epoch"] < first["last_seen_epoch"]
+    body = await api(client, "/_admin/api/bypasses?since=all&kind=bypass&limit=1")
+    assert [b["host"] for b in body["bypasses"]] == ["www.facebook.com"]
+    body = await api(client, "/_admin/api/bypasses?since=2d&kind=unlisted")
+    assert [b["host"] for b in body["bypasses"]] == ["cdn.tracker.example"]

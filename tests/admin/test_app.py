@@ -164,7 +164,7 @@ async def test_subject_routes_leave_no_subject_id_in_the_access_log(
 
 
 def test_templates_escape_everything() -> None:
-    env = wiring._templates()
+    env = wiring._templates("/_admin")
     assert env.from_string("{{ v }}").render(v="<script>") == "&lt;script&gt;"
     assert (
         env.get_template("base.html")
@@ -203,4 +203,4 @@ def test_live_tail_script_never_writes_markup() -> None:
     js = (Path(wiring.__file__).parent / "static" / "admin.js").read_text()
     for sink in (".innerHTML", ".outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in js
-    assert "textContent" in js and "/_admin/api/stream" in js and "live-status" in js
+    assert "textContent" in js and "api/stream" in js and "live-status" in js

@@ -21,10 +21,13 @@ from gateway.app import GATEWAY
 from gateway.store.base import ConsentRecord, StoreError
 from tests.admin.conftest import (
     BEARER,
+    BYPASS_ROWS,
     DAY,
     GA,
     NOTICE,
     STATE_IDS,
+    TOKEN,
+    Client,
     Node,
     admin_client,
     api,
@@ -38,6 +41,7 @@ from tests.admin.conftest import (
     record,
     records_path,
     seed,
+    seed_bypasses,
     subjects_path,
 )
 
@@ -533,3 +537,115 @@ async def test_consent_records_page_logs_no_subject_id(
         assert (await client.get(subjects_path(looked_up), headers=BEARER)).status == status
         logs = [r.getMessage() for r in caplog.records if r.name.startswith("gateway")]
         assert not [line for line in logs if looked_up in line]
+
+
+# --- Bypasses ----------------------------------------------------------------------------
+
+
+async def test_bypasses_page_lists_hosts_pages_and_counts(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    client = await admin_client(gateway_factory)
+    seed_bypasses(client, BYPASS_ROWS)
+    doc = await page(client, "/_admin/bypasses")
+    rows = doc.one("table", id="bypasses").all("tr", "bypass")
+    got = [
+        tuple(r.one("td", c).text for c in ("kind", "vendor", "host", "page", "source", "count"))
+        for r in rows
+    ]
+    assert got == [
+        ("bypass", "meta-pixel", "www.facebook.com", "/cart", "csp", "3"),
+        ("unlisted", "–", "cdn.tracker.example", "/p/{…}", "router", "1"),
+    ]
+    first, last = rows[0].one("td", "first-seen"), rows[0].one("td", "last-seen")
+    assert first.one("time").attrs["datetime"] < last.one("time").attrs["datetime"]
+    doc = await page(client, "/_admin/bypasses?since=all&kind=bypass")
+    hosts = [r.one("td", "host").text for r in doc.all("tr", "bypass")]
+    assert hosts == ["www.facebook.com", GA]
+    doc = await page(client, "/_admin/bypasses?kind=nope", status=400)
+    assert "kind" in doc.text and "nope" not in doc.text
+
+
+async def test_bypasses_page_without_reports(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    doc = await page(client, "/_admin/bypasses")
+    assert doc.one("table", id="bypasses").all("tr", "empty")
+
+
+# --- Explain -----------------------------------------------------------------------------
+
+GA_HIT = f"https://{GA}/g/collect?v=2&tid=G-X&cid=1.2&en=page_view"
+
+
+async def explain_post(client: Client, status: int = 200, **form: str) -> Node:
+    resp = await client.post("/_admin/explain", data=form, headers=BEARER)
+    assert resp.status == status, await resp.text()
+    return parse(await resp.text())
+
+
+async def test_explain_form_and_output(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    doc = await page(client, "/_admin/explain")
+    assert doc.one("form", id="explain").attrs["method"] == "post" and not doc.all("pre")
+    denied = (await explain_post(client, url=GA_HIT)).one("pre", id="explain-output").text
+    assert "vendor    google-analytics-4" in denied and "decision  DROP" in denied
+    granted = await explain_post(client, url=GA_HIT, consent="analytics=granted")
+    out = granted.one("pre", id="explain-output").text
+    assert "decision  DROP" not in out and "analytics        granted  from cookie" in out
+    # the form keeps what was asked
+    assert granted.one("input", id="explain-consent").attrs["value"] == "analytics=granted"
+    headers = await explain_post(client, url=GA_HIT, headers="Sec-GPC: 1\nUser-Agent: x")
+    assert "(Sec-GPC: 1)" in headers.one("pre", id="explain-output").text
+
+
+async def test_explain_of_an_unlisted_host_is_a_reject(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    out = (await explain_post(client, url="https://evil.example/x")).one("pre").text
+    assert out.startswith("decision  REJECT: no rule lists this host")
+
+
+async def test_explain_output_is_escaped(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    resp = await client.post(
+        "/_admin/explain",
+        data={"url": f"https://{GA}/<script>alert(1)</script>?x=<img src=x>"},
+        headers=BEARER,
+    )
+    html = await resp.text()
+    assert resp.status == 200 and "<script>alert" not in html and "<img src=x>" not in html
+    assert_no_inline_code(parse(html))
+
+
+@pytest.mark.parametrize(
+    ("form", "name"),
+    [
+        ({}, "url"),
+        ({"url": GA_HIT, "method": "BREW"}, "method"),
+        ({"url": GA_HIT, "consent": "analytics=yes"}, "consent"),
+        ({"url": GA_HIT, "consent": "analytics=granted", "cookie": "x"}, "consent, cookie"),
+        ({"url": GA_HIT, "headers": "no colon"}, "headers"),
+    ],
+)
+async def test_explain_refuses_a_bad_form(
+    gateway_factory: Callable[..., Any], form: dict[str, str], name: str
+) -> None:
+    client = await admin_client(gateway_factory)
+    doc = await explain_post(client, 400, **form)
+    assert doc.one("p", id="error-message").text.startswith(name + ":")
+    assert not doc.all("pre")
+
+
+async def test_explain_with_a_session_needs_the_csrf_token(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    client = await admin_client(gateway_factory)
+    await client.post("/_admin/login", data={"token": TOKEN})
+    form = await client.get("/_admin/explain")
+    fields = parse(await form.text()).one("form", id="explain").all("input")
+    [csrf] = [f.attrs["value"] for f in fields if f.attrs.get("name") == "csrf"]
+    for data in ({"url": GA_HIT}, {"url": GA_HIT, "csrf": "wrong"}):
+        resp = await client.post("/_admin/explain", data=data)
+        assert resp.status == 403 and "explain-output" not in await resp.text()
+    resp = await client.post("/_admin/explain", data={"url": GA_HIT, "csrf": csrf})
+    assert resp.status == 200
+    assert "decision  DROP" in parse(await resp.text()).one("pre", id="explain-output").text

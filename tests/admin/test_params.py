@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from gateway.admin.params import BadParameter, Filters, int_param, since_param
+from gateway.admin.params import (
+    BadParameter,
+    Filters,
+    explain_form,
+    int_param,
+    kind_param,
+    since_param,
+)
+from gateway.config import DEFAULT_PURPOSES
 from tests.admin.conftest import (
     DAY,
     FILTER_ROWS,
@@ -116,6 +124,11 @@ async def test_api_takes_any_duration_or_time(
         ("/_admin/api/unknown?limit=0", "limit"),
         ("/_admin/api/unknown?limit=201x", "limit"),
         ("/_admin/unknown?since=3d", "since"),  # pages offer their windows
+        ("/_admin/api/bypasses?since=never", "since"),
+        ("/_admin/api/bypasses?kind=all", "kind"),
+        ("/_admin/api/bypasses?limit=0", "limit"),
+        ("/_admin/bypasses?since=3d", "since"),
+        ("/_admin/bypasses?kind=<b>", "kind"),
     ],
 )
 async def test_overview_and_unknown_bad_parameters(
@@ -253,3 +266,82 @@ def test_filters_match_records_as_the_query_does(
 ) -> None:
     """The live stream filters with `matches`; the pages with `query` (see the first test)."""
     assert replace(ANY, **change).matches(record("r", **fields)) is matches
+
+
+@pytest.mark.parametrize(
+    ("query", "kind"),
+    [
+        ({}, None),
+        ({"kind": ""}, None),
+        ({"kind": "bypass"}, "bypass"),
+        ({"kind": "unlisted"}, "unlisted"),
+    ],
+)
+def test_kind_param(query: dict[str, str], kind: str | None) -> None:
+    assert kind_param(query) == kind
+
+
+def test_kind_param_refuses_without_echo() -> None:
+    with pytest.raises(BadParameter, match="^kind: bypass or unlisted$"):
+        kind_param({"kind": "<b>x"})
+
+
+GA_HIT = "https://www.google-analytics.com/g/collect?v=2"
+
+
+@pytest.mark.parametrize(
+    ("form", "expected"),
+    [
+        ({"url": GA_HIT}, {"method": "GET", "consent": None, "cookie": None, "headers": []}),
+        (
+            {
+                "url": f"  {GA_HIT} ",
+                "method": "POST",
+                "consent": "analytics=granted,advertising=denied",
+            },
+            {
+                "method": "POST",
+                "consent": {"analytics": "granted", "advertising": "denied"},
+                "cookie": None,
+                "headers": [],
+            },
+        ),
+        (
+            {"url": GA_HIT, "cookie": "v1.abc", "headers": "Sec-GPC: 1\n\n X-A :b "},
+            {
+                "method": "GET",
+                "consent": None,
+                "cookie": "v1.abc",
+                "headers": [("Sec-GPC", "1"), ("X-A", "b")],
+            },
+        ),
+    ],
+)
+def test_explain_form(form: dict[str, str], expected: dict[str, object]) -> None:
+    fields, req = explain_form(form, DEFAULT_PURPOSES)
+    assert req.url == GA_HIT and fields["url"] == GA_HIT
+    got = {
+        "method": req.method,
+        "consent": req.consent,
+        "cookie": req.cookie,
+        "headers": list(req.headers),
+    }
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("form", "name"),
+    [
+        ({}, "url"),
+        ({"url": GA_HIT, "method": "get"}, "method"),
+        ({"url": GA_HIT, "consent": "nopurpose=granted"}, "consent"),
+        ({"url": GA_HIT, "consent": "analytics=granted", "cookie": "c"}, "consent, cookie"),
+        ({"url": GA_HIT, "headers": "A: 1\n" * 51}, "headers"),
+        ({"url": "x" * (64 * 1024 + 1)}, "url"),
+        ({"url": GA_HIT, "body": object()}, "body"),
+    ],
+)
+def test_explain_form_refusals_name_the_field_only(form: dict[str, object], name: str) -> None:
+    with pytest.raises(BadParameter) as e:
+        explain_form(form, DEFAULT_PURPOSES)
+    assert str(e.value).startswith(name + ":") and "nopurpose" not in str(e.value)

@@ -13,8 +13,15 @@ from urllib.parse import quote
 import pytest
 
 import gateway.cli.commands as cli
-from gateway.admin.present import erase_command, format_time, record_row
+from gateway.admin.present import (
+    bypass_row,
+    bypasses_doc,
+    erase_command,
+    format_time,
+    record_row,
+)
 from gateway.app import GATEWAY
+from gateway.decision_log.bypasses import Bypass
 from gateway.store.base import ConsentRecord
 from tests.admin.conftest import (
     FILTER_ROWS,
@@ -277,3 +284,28 @@ def test_erase_command_is_shell_quoted(subject: str, command: str) -> None:
     assert erase_command(subject) == command
     args = cli._parser().parse_args(shlex.split(command)[1:])
     assert args.subject == subject and args.func is cli._cmd_erase
+
+
+UNLISTED_ROW = Bypass("router", "unlisted", None, "cdn.tracker.example", "/", 2, 1.0e9, 1.0e9 + 60)
+
+
+def test_bypass_row_and_doc() -> None:
+    row = bypass_row(UNLISTED_ROW)
+    assert row["vendor"] == "" and row["count"] == 2
+    assert row["first"] == ("2001-09-09T01:46:40Z", "2001-09-09 01:46:40")
+    doc = bypasses_doc("all", None, "unlisted", [UNLISTED_ROW])
+    assert doc["since_time"] is None and doc["kind"] == "unlisted"
+    assert doc["bypasses"] == [
+        {
+            "source": "router",
+            "kind": "unlisted",
+            "vendor": None,
+            "host": "cdn.tracker.example",
+            "page": "/",
+            "count": 2,
+            "first_seen": "2001-09-09T01:46:40Z",
+            "last_seen": "2001-09-09T01:47:40Z",
+            "first_seen_epoch": 1.0e9,
+            "last_seen_epoch": 1.0e9 + 60,
+        }
+    ]

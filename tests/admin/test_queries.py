@@ -103,3 +103,13 @@ def test_load_page_applies_the_filters(tmp_path: Path) -> None:
     older = load_page(db, replace(ALL, action="drop"), 1, got.next_before_id, True)
     assert [r.request_id for r in older.records] == ["a"] and older.next_before_id is None
     assert (older.has_prev, older.prev_before_id) == (True, None)
+
+
+async def test_without_a_sqlite_log_bypasses_read_empty(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    client = await admin_client(gateway_factory, decision_log={"sqlite_path": None})
+    body = await api(client, "/_admin/api/bypasses?since=all")
+    assert body["bypasses"] == []
+    doc = await page(client, "/_admin/bypasses")
+    assert doc.one("table", id="bypasses").all("tr", "empty")

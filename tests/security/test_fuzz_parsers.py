@@ -30,6 +30,8 @@ from gateway.config import DEFAULT_PURPOSES, CookieKey
 from gateway.consent import cmp, gcm, gpp, tcf, usp
 from gateway.consent.cookie import verify_cookie
 from gateway.core import evaluate
+from gateway.cors import allowed_headers, origin_allowed
+from gateway.edges import forwarded_elements
 from gateway.errors import (
     CMPError,
     ConsentCookieError,
@@ -200,6 +202,10 @@ LINEAR: list[tuple[str, Callable[[str], object], str]] = [
         lambda v: cmp.decode_cmp_cookies(dict.fromkeys(cmp.CMP_COOKIES, v)),
         "groups=C0001%3A1%2CC0002%3A0&" * 20,
     ),
+    # the headers of a cross-origin or proxied request (gateway.cors, gateway.edges)
+    ("forwarded", lambda v: forwarded_elements([v]), 'for=1.2.3.4;host="a\\"b",proto=https'),
+    ("cors-headers", lambda v: allowed_headers([v]), "content-type, x-a\x00b, "),
+    ("origin", lambda v: origin_allowed(v, ("https://*.example.com",)), "https://a.b" * 20),
 ]
 
 

@@ -10,6 +10,7 @@ decision (2xx-3xx) or a clear refusal (4xx).
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -99,3 +100,42 @@ def test_no_request_gets_a_5xx(
         method, target, body if method not in ("GET", "HEAD") else b"", headers
     )
     assert status < 500, (method, target, headers)
+
+
+_report_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["csp-report", "blocked-uri", "document-uri", "type", "body", "kind"])
+            | st.sampled_from(["blockedURL", "documentURL", "host", "page"]),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+).map(lambda doc: json.dumps(doc).encode())
+
+
+@settings(
+    # under the report endpoints' per-network limit (120 a minute): every answer is read
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    path=st.sampled_from(["/csp-report", "/cg-report"]),
+    content_type=st.sampled_from(
+        ["application/csp-report", "application/reports+json", "text/plain", "application/json"]
+    )
+    | _text,
+    body=st.one_of(_report_json, st.binary(max_size=300)),
+)
+def test_a_report_is_answered_204_or_400_and_nothing_else(
+    live: LiveGateway, path: str, content_type: str, body: bytes
+) -> None:
+    status, answer = live.request("POST", path, body, {"Content-Type": content_type})
+    # 429: the fuzzer's own network used its reports (hypothesis may replay examples)
+    assert status in (204, 400, 429), (path, content_type, body[:80], answer[:200])
+    if status == 204:
+        assert answer == b""

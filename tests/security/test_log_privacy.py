@@ -2,8 +2,9 @@
 
 Values are planted in every position a request has (path segments, `;` parameters,
 userinfo, query, body, headers, cookies, X-Forwarded-For, the request line of
-malformed requests sent over raw sockets) and then looked for in every sink: the
-decision log (SQLite rows and JSON lines), the access log, every log record of
+malformed requests sent over raw sockets, CSP and router reports' URLs and samples)
+and then looked for in every sink: the decision log (SQLite rows and JSON lines, the
+aggregated bypasses table), the access log, every log record of
 every logger, stdout and stderr, the admin pages and API, `/metrics`,
 `consent-gateway logs --json`, and the answers to malformed requests.
 
@@ -170,6 +171,61 @@ REQUESTS: list[Probe] = [
         "application/json",
     ),
     Probe("POST", "/consent", f'{{"purposes": "{BODY_VALUE}"}}'.encode(), "application/json"),
+    # bypass reports: values in the page and blocked URLs, the script sample, everything
+    Probe(
+        "POST",
+        "/csp-report",
+        json.dumps(
+            {
+                "csp-report": {
+                    "document-uri": f"https://site.example/u/{EMAIL_ENC}/{GCLID}?gclid={GCLID}",
+                    "blocked-uri": f"https://www.facebook.com/tr?id=1&fbc={FBCLID}&em={EMAIL}",
+                    "script-sample": f"fbq('init', '{CID}', {{em: '{EMAIL}'}})",
+                    "referrer": f"https://site.example/?r={REFERRER_VALUE}",
+                    "source-file": f"https://site.example/{BODY_VALUE}.js",
+                    "original-policy": f"img-src 'self' {HEADER_VALUE}",
+                }
+            }
+        ).encode(),
+        "application/csp-report",
+    ),
+    Probe(
+        "POST",
+        "/csp-report",
+        json.dumps(
+            [
+                {
+                    "type": "csp-violation",
+                    "url": f"https://site.example/p?em={EMAIL}",
+                    "user_agent": USER_AGENT,
+                    "body": {
+                        "documentURL": f"https://site.example/c/{CID}?gclid={GCLID}",
+                        "blockedURL": f"https://www.facebook.com/tr/{FBCLID}?cd[em]={EMAIL}",
+                        "sample": BODY_VALUE,
+                        "referrer": REFERRER_VALUE,
+                    },
+                }
+            ]
+        ).encode(),
+        "application/reports+json",
+    ),
+    Probe(
+        "POST",
+        "/cg-report",
+        json.dumps(
+            {
+                "kind": "unlisted",
+                "host": "cdn.tracker.example",
+                "page": f"/u/{EMAIL}/{GCLID}?gclid={GCLID}&fbclid={FBCLID}",
+                "url": f"https://cdn.tracker.example/x?em={EMAIL}&v={BODY_VALUE}",
+            }
+        ).encode(),
+        "text/plain;charset=UTF-8",
+    ),
+    Probe(
+        "POST", "/cg-report", f'{{"kind": "unlisted", "host": "{EMAIL}"}}'.encode(), "text/plain"
+    ),
+    Probe("POST", "/csp-report", f"not json {EMAIL} {GCLID}".encode(), "application/csp-report"),
     # the gateway's own and the admin paths, unauthenticated
     Probe("GET", f"/metrics?gclid={GCLID}"),
     Probe("GET", f"/healthz/{EMAIL_ENC}?x={GCLID}"),
@@ -318,7 +374,9 @@ async def test_no_planted_value_reaches_any_sink(
     db = tmp_path / "data" / "decisions.db"
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT * FROM decisions").fetchall()
+        bypasses = conn.execute("SELECT * FROM bypasses").fetchall()
     sinks["decision log (SQLite)"] = "\n".join(repr(r) for r in rows)
+    sinks["bypasses (SQLite)"] = "\n".join(repr(r) for r in bypasses)
     sinks["decision log (JSON lines)"] = (tmp_path / "data" / "decisions.jsonl").read_text()
     sinks["metrics"] = metrics_text
     async with aiohttp.ClientSession(headers=BEARER) as session:
@@ -326,10 +384,12 @@ async def test_no_planted_value_reaches_any_sink(
             "/_admin/?since=all",
             "/_admin/overview?since=all",
             "/_admin/unknown?since=all",
+            "/_admin/bypasses?since=all",
             "/_admin/rules",
             "/_admin/api/records?since=all&limit=1000",
             "/_admin/api/overview?since=all",
             "/_admin/api/unknown?since=all",
+            "/_admin/api/bypasses?since=all",
             "/_admin/api/rules",
         ):
             async with session.get(base + page) as resp:
@@ -360,6 +420,10 @@ async def test_no_planted_value_reaches_any_sink(
     assert '"action":"reject"' in sinks["decision log (JSON lines)"]
     assert '"host":"evil.example"' in sinks["consent-gateway logs --json"]
     assert "evil.example" in sinks["admin /_admin/unknown?since=all"]
+    assert "www.facebook.com" in sinks["admin /_admin/bypasses?since=all"]
+    assert '"host":"cdn.tracker.example"' in sinks["admin /_admin/api/bypasses?since=all"]
+    assert "{…}" in sinks["bypasses (SQLite)"] and len(bypasses) == 3
+    assert 'gateway_bypass_reports_total{source="csp",vendor="meta-pixel"} 2.0' in metrics_text
     assert "{…}" in sinks["admin /_admin/api/records?since=all&limit=1000"]
     assert len(access) >= len(REQUESTS) + len(MALFORMED)
     assert "bad request from a client" in sinks["every log record"]

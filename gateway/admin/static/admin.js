@@ -106,7 +106,8 @@
   }
 
   setStatus("connecting…", "connecting");
-  var source = new EventSource("/_admin/api/stream");
+  // Relative: the page is {admin}/, wherever the admin is mounted (server.base_path).
+  var source = new EventSource("api/stream");
   source.onopen = function () {
     setStatus("live", "live");
   };
