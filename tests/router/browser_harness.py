@@ -132,6 +132,9 @@ class RouterSite(LiveGateway):
         }
         if cross_origin:
             extra["server"] = {"admin_port": None, "allowed_origins": [f"http://{SITE_HOST}"]}
+        else:
+            # the gateway mounted under the site's path, as the reverse proxy serves it
+            extra["server"] = {"admin_port": None, "base_path": MOUNT}
         super().__init__(tmp, VENDOR_HOSTS, extra=extra)
         self.cross_origin = cross_origin
         self.pages: dict[str, str] = {}
@@ -200,12 +203,13 @@ class RouterSite(LiveGateway):
         return web.FileResponse(path, headers={hdrs.CONTENT_TYPE: "text/javascript"})
 
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
-        """As nginx's `location /cg/ { proxy_pass http://gateway/; proxy_set_header Host
-        $host; }`: the prefix goes, the path and query stay raw, Host is the site's."""
+        """As nginx's `location /cg/ { proxy_pass http://gateway; proxy_set_header Host
+        $host; }` in front of a gateway with `server.base_path: /cg`: the path and query
+        go on raw, Host is the site's."""
         assert self._session is not None
-        raw = request.raw_path[len(MOUNT) :]
+        raw = request.raw_path
         body = await request.read()
-        if raw.startswith("/cg-report"):
+        if raw.startswith(MOUNT + "/cg-report"):
             self.reports.append(body)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         headers[hdrs.HOST] = request.host
