@@ -51,7 +51,9 @@ DEFAULT_METHODS = frozenset({"GET", "POST"})
 #: Methods a rule may name (HEAD is implied wherever GET is).
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: First-party paths the gateway serves itself; no vendor route may be or live under one.
-RESERVED_ROUTES = frozenset({"/t", "/consent", "/_admin", "/metrics", "/healthz", "/readyz"})
+RESERVED_ROUTES = frozenset(
+    {"/t", "/consent", "/_admin", "/metrics", "/healthz", "/readyz", "/cg.js", "/cg-sw.js"}
+)
 
 _SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")

@@ -157,6 +157,9 @@ def test_host_matches(pattern: str, host: str, ok: bool) -> None:
         ("/healthz", "served by the gateway"),
         ("/readyz", "served by the gateway"),
         ("/consents", None),
+        ("/cg.js", "served by the gateway"),
+        ("/cg-sw.js", "served by the gateway"),
+        ("/cg", None),
     ],
 )
 def test_check_route(route: str, error: str | None) -> None:
