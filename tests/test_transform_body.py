@@ -329,6 +329,7 @@ def test_gzip_body_is_inflated_stripped_and_deflated() -> None:
         __import__("gzip").compress(b"{}")[:-6],  # truncated
         __import__("gzip").compress(b"0" * (9 * 1024 * 1024)),  # inflates past the cap
     ],
+    ids=["not-gzip", "truncated", "inflates-past-the-cap"],
 )
 def test_bad_or_huge_gzip_is_refused(body: bytes) -> None:
     facts = Facts(
