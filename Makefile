@@ -50,7 +50,7 @@ typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
 unit: $(VENV)/.dev $(INTEROP)/node_modules/.installed $(SDKS)/node_modules/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile
 
 check: $(BIN)/consent-gateway
 	$(BIN)/consent-gateway check --config $(CONFIG)

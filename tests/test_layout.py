@@ -73,3 +73,22 @@ MAX_LINES = 600
 def test_module_is_at_most_600_lines(module: Path) -> None:
     lines = len(module.read_text().splitlines())
     assert lines <= MAX_LINES, f"{module.relative_to(ROOT)}: {lines} lines"
+
+
+def test_every_data_file_of_the_package_is_shipped() -> None:
+    # A file the package reads at run time (a template, the router script) that no
+    # package-data pattern names works in the editable checkout and is missing from the
+    # image, which installs the package.
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["gateway"]
+    package = ROOT / "gateway"
+    shipped = {p for pattern in patterns for p in package.glob(pattern) if p.is_file()}
+    data = {
+        p
+        for p in package.rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    }
+    assert sorted(str(p.relative_to(package)) for p in data - shipped) == []
