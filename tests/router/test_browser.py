@@ -33,13 +33,12 @@ from tests.router.browser_harness import (
     Visit,
     answer_banner,
     check_consent_state,
-    chromium,
     hit_of,
     readable,
 )
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    pass
 
 # -- fixtures ------------------------------------------------------------------------------
 
@@ -53,21 +52,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterSite]:
         yield s
     finally:
         s.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(site: RouterSite) -> Iterator[Browser]:
-    with chromium(site.host_rules()) as b:
-        yield b
-
-
-@pytest.fixture
-def visit(browser: Browser) -> Iterator[Visit]:
-    v = Visit.open(browser)
-    try:
-        yield v
-    finally:
-        v.close()
 
 
 # -- each consent state ---------------------------------------------------------------------

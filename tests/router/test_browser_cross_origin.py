@@ -23,12 +23,11 @@ from tests.router.browser_harness import (
     Visit,
     answer_banner,
     check_consent_state,
-    chromium,
     readable,
 )
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    pass
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +39,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterSite]:
         yield s
     finally:
         s.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(site: RouterSite) -> Iterator[Browser]:
-    with chromium(site.host_rules()) as b:
-        yield b
-
-
-@pytest.fixture
-def visit(browser: Browser) -> Iterator[Visit]:
-    v = Visit.open(browser)
-    try:
-        yield v
-    finally:
-        v.close()
 
 
 @pytest.mark.parametrize("state", list(REACHES))
