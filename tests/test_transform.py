@@ -14,7 +14,6 @@ from gateway.errors import TransformError
 from gateway.model import (
     Action,
     BodyKind,
-    Decision,
     Facts,
     Headers,
     IpPolicy,
@@ -101,15 +100,7 @@ def test_set_query_replaces_every_occurrence(
     query: str, set_query: dict[str, str], expected: str
 ) -> None:
     facts = Facts("r", "GET", "www.google-analytics.com", "/g/collect", query)
-    decision = Decision(
-        action=Action.FORWARD,
-        vendor="v",
-        endpoint="e",
-        required=frozenset(),
-        missing=frozenset(),
-        strips=StripSpec(),
-        reason="t",
-    )
+    decision = make_decision(StripSpec(), Action.FORWARD)
     out = transform(facts, decision, BodyKind.NONE, set_query=set_query)
     assert out.query == expected
 
@@ -126,15 +117,7 @@ def test_url_fields_scrub_query_form_and_batch_values() -> None:
         body=f"en=a&dl={dl}\nen=b".encode(),
     )
     spec = StripSpec(url_fields=frozenset({"dl"}))
-    d = Decision(
-        action=Action.STRIP,
-        vendor="v",
-        endpoint="e",
-        required=frozenset(),
-        missing=frozenset(),
-        strips=spec,
-        reason="t",
-    )
+    d = make_decision(spec, Action.STRIP)
     out = transform(facts, d, BodyKind.GA4_BATCH)
     assert "gclid" not in out.query and "Cj0K" not in out.query
     assert "dl=https%3A%2F%2Fshop.example%2F%3Fp%3D1" in out.query and out.query.endswith("cid=1")

@@ -14,7 +14,6 @@ from gateway.errors import TransformError
 from gateway.model import (
     Action,
     BodyKind,
-    Decision,
     Facts,
     Headers,
     IpPolicy,
@@ -308,15 +307,7 @@ def test_gzip_body_is_inflated_stripped_and_deflated() -> None:
         body=body,
     )
     spec = StripSpec(json=frozenset({"user_data"}))
-    d = Decision(
-        action=Action.STRIP,
-        vendor="v",
-        endpoint="e",
-        required=frozenset(),
-        missing=frozenset(),
-        strips=spec,
-        reason="t",
-    )
+    d = make_decision(spec, Action.STRIP)
     out = transform(facts, d, BodyKind.JSON)
     assert orjson.loads(gz.decompress(out.body)) == {"keep": 1}
     assert ("Content-Encoding", "gzip") in out.headers
@@ -341,15 +332,7 @@ def test_bad_or_huge_gzip_is_refused(body: bytes) -> None:
         headers=Headers((("Content-Encoding", "gzip"),)),
         body=body,
     )
-    d = Decision(
-        action=Action.STRIP,
-        vendor="v",
-        endpoint="e",
-        required=frozenset(),
-        missing=frozenset(),
-        strips=StripSpec(json=frozenset({"a"})),
-        reason="t",
-    )
+    d = make_decision(StripSpec(json=frozenset({"a"})), Action.STRIP)
     with pytest.raises(TransformError):
         transform(facts, d, BodyKind.JSON)
 
@@ -444,15 +427,7 @@ def test_set_json_sets_top_level_fields(
     facts = Facts(
         "r", "POST", "business-api.tiktok.com", "/e", "", headers=Headers(headers), body=body
     )
-    d = Decision(
-        action=Action.FORWARD,
-        vendor="v",
-        endpoint="e",
-        required=frozenset(),
-        missing=frozenset(),
-        strips=StripSpec(),
-        reason="t",
-    )
+    d = make_decision(StripSpec(), Action.FORWARD)
     out = transform(facts, d, BodyKind.JSON, set_json={"limited_data_use": True})
     assert orjson.loads(out.body) == expected
 
@@ -460,15 +435,7 @@ def test_set_json_sets_top_level_fields(
 @pytest.mark.parametrize("body", [b"[1, 2]", b"not json"])
 def test_set_json_fails_closed_on_bodies_it_cannot_edit(body: bytes) -> None:
     facts = Facts("r", "POST", "h.example", "/e", "", body=body)
-    d = Decision(
-        action=Action.FORWARD,
-        vendor="v",
-        endpoint="e",
-        required=frozenset(),
-        missing=frozenset(),
-        strips=StripSpec(),
-        reason="t",
-    )
+    d = make_decision(StripSpec(), Action.FORWARD)
     with pytest.raises(TransformError):
         transform(facts, d, BodyKind.JSON, set_json={"limited_data_use": True})
 
@@ -483,15 +450,7 @@ def test_form_json_data_field(b64: bool) -> None:
     body = f"data={quote(data, safe='')}&verbose=1&ip=1".encode()
     facts = Facts("r", "POST", "api-js.mixpanel.com", "/track/", "", body=body)
     spec = StripSpec(json=frozenset({"properties.$email"}), query=frozenset({"ip"}))
-    d = Decision(
-        action=Action.STRIP,
-        vendor="v",
-        endpoint="e",
-        required=frozenset(),
-        missing=frozenset(),
-        strips=spec,
-        reason="t",
-    )
+    d = make_decision(spec, Action.STRIP)
     out = transform(facts, d, BodyKind.FORM_JSON)
     form = parse_qs(out.body.decode())
     assert "ip" not in form and form["verbose"] == ["1"]
@@ -503,15 +462,7 @@ def test_form_json_data_field(b64: bool) -> None:
 def test_form_json_unreadable_data_fails_closed() -> None:
     facts = Facts("r", "POST", "h.example", "/track/", "", body=b"data=%%%not-base64%%%")
     spec = StripSpec(json=frozenset({"x"}))
-    d = Decision(
-        action=Action.STRIP,
-        vendor="v",
-        endpoint="e",
-        required=frozenset(),
-        missing=frozenset(),
-        strips=spec,
-        reason="t",
-    )
+    d = make_decision(spec, Action.STRIP)
     with pytest.raises(TransformError):
         transform(facts, d, BodyKind.FORM_JSON)
 

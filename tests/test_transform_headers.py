@@ -9,7 +9,6 @@ import pytest
 from gateway.model import (
     Action,
     BodyKind,
-    Decision,
     Facts,
     Headers,
     IpPolicy,
@@ -222,15 +221,7 @@ def test_forward_headers_extend_the_allow_list_for_one_request() -> None:
             (("Access-Token", "tok"), ("Authorization", "Basic site"), ("X-Other", "1"))
         ),
     )
-    d = Decision(
-        action=Action.FORWARD,
-        vendor="v",
-        endpoint="e",
-        required=frozenset(),
-        missing=frozenset(),
-        strips=StripSpec(),
-        reason="t",
-    )
+    d = make_decision(StripSpec(), Action.FORWARD)
     plain = transform(facts, d, BodyKind.NONE)
     assert [n for n, _ in plain.headers] == []
     out = transform(facts, d, BodyKind.NONE, forward_headers=frozenset({"access-token"}))
