@@ -135,14 +135,11 @@ async def _consent_get(request: web.Request) -> web.Response:
 
 def _rate_limited(request: web.Request, api: ConsentAPI) -> web.Response | None:
     """429 when the client's network has used its consent writes for now (gateway.ratelimit)."""
-    gw, limiter = api.gw, api.limiter
-    ip = edges.client_ip(request, gw.config.server.trusted_proxies)
-    now = time.monotonic()
-    if limiter.allow(ip, now):
-        return None
-    gw.metrics.consent_rate_limited.inc()
-    resp = edges.error_response(429, "too many consent changes from this network; retry later")
-    resp.headers[hdrs.RETRY_AFTER] = str(limiter.retry_after(ip, now))
+    trusted = api.gw.config.server.trusted_proxies
+    message = "too many consent changes from this network; retry later"
+    resp = edges.over_limit(request, api.limiter, trusted, message)
+    if resp is not None:
+        api.gw.metrics.consent_rate_limited.inc()
     return resp
 
 

@@ -25,11 +25,13 @@ from gateway.core import address_in
 from gateway.cors import DECISION_HEADER
 from gateway.errors import BadDestination, BodyTimeout, BodyTooLarge, ClientGone, UpstreamError
 from gateway.model import Action, Decision, EndpointKind, Facts, Headers, Outgoing
+from gateway.ratelimit import NetworkLimiter
 from gateway.ruleset.match import Match
 from gateway.ruleset.schema import ForwardMode
 from gateway.state import Gateway
 
 __all__ = [
+    "over_limit",
     "read_body",
     "BASE_PATH",
     "DECISION",
@@ -314,6 +316,20 @@ async def on_prepare(request: web.Request, response: web.StreamResponse) -> None
     value = request.get(DECISION)
     if value is not None:
         response.headers[DECISION_HEADER] = value
+
+
+def over_limit(
+    request: web.Request, limiter: NetworkLimiter, trusted: Networks, message: str
+) -> web.Response | None:
+    """429 with Retry-After when the client's network has used `limiter`'s allowance for
+    now (this request counts against it), else None. `message` is the gateway's own."""
+    ip = client_ip(request, trusted)
+    now = time.monotonic()
+    if limiter.allow(ip, now):
+        return None
+    resp = error_response(429, message)
+    resp.headers[hdrs.RETRY_AFTER] = str(limiter.retry_after(ip, now))
+    return resp
 
 
 def error_response(status: int, message: str) -> web.Response:

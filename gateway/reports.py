@@ -93,12 +93,10 @@ async def _router_report(request: web.Request) -> web.Response:
 async def _receive(request: web.Request, source: Source) -> web.Response:
     api = request.app[REPORTS]
     gw = api.gw
-    ip = edges.client_ip(request, gw.config.server.trusted_proxies)
-    now = time.monotonic()
-    if not api.limiter.allow(ip, now):
-        resp = edges.error_response(429, "too many reports from this network; retry later")
-        resp.headers[hdrs.RETRY_AFTER] = str(api.limiter.retry_after(ip, now))
-        return resp
+    trusted = gw.config.server.trusted_proxies
+    message = "too many reports from this network; retry later"
+    if (limited := edges.over_limit(request, api.limiter, trusted, message)) is not None:
+        return limited
     try:
         body = await edges.read_body(request, BODY_LIMIT, gw.config.server.read_timeout)
     except ClientGone:
