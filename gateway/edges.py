@@ -39,6 +39,7 @@ __all__ = [
     "TRANSPARENT_GIF",
     "client_ip",
     "decision_header",
+    "name_decision",
     "forwarded_elements",
     "on_prepare",
     "peer_trusted",
@@ -305,6 +306,13 @@ def decision_header(decision: Decision, rid: str) -> str:
         parts.append(f"report-only={decision.action.value}")
     parts.append(f"id={rid}")
     return "; ".join(parts)
+
+
+def name_decision(gw: Gateway, request: web.Request, decision: Decision, rid: str) -> None:
+    """Have the answer to `request` name `decision` (unless `server.decision_header` is
+    off): `on_prepare` writes the header however the answer is made."""
+    if gw.config.server.decision_header:
+        request[DECISION] = decision_header(decision, rid)
 
 
 async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:

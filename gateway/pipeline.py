@@ -93,8 +93,7 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
         gw.decision_log.submit(record_for(facts, decision, consent, match, removed))
 
     # 7. upstream or local answer, naming what was done (edges.on_prepare sets the header)
-    if gw.config.server.decision_header:
-        request[edges.DECISION] = edges.decision_header(decision, facts.request_id)
+    edges.name_decision(gw, request, decision, facts.request_id)
     return await _answer(gw, request, ev)
 
 
@@ -150,6 +149,5 @@ def _refuse(
     decision = reject(e.message)
     gw.decision_log.submit(record_for(facts, decision, None))
     gw.metrics.requests.labels("-", "-", Action.REJECT.value).inc()
-    if gw.config.server.decision_header:
-        request[edges.DECISION] = edges.decision_header(decision, facts.request_id)
+    edges.name_decision(gw, request, decision, facts.request_id)
     return edges.error_response(e.status, e.message)
