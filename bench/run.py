@@ -1,923 +1,658 @@
-"""Load benchmark: the gateway's dropped and forwarded paths against a naive proxy.
+"""What consent enforcement costs, against references measured in the same run.
 
-    python bench/run.py [--duration 5] [--concurrency 50] [--max-requests N]
-                        [--vendor-delay MS] [--json]
+    python bench/run.py [--duration 5] [--connections 50] [--json] [--quick]
 
-Everything runs on 127.0.0.1 and stops by itself:
+One table of issue 13's goals P1-P7, each measured figure beside the reference it is
+compared with and the goal, then one row per load scenario (req/s, latency, CPU per
+request). Every server runs in its own process on 127.0.0.1 and is stopped at the end:
 
-- a fake vendor (aiohttp, answers 200 at once or after --vendor-delay, counts
-  what it receives),
-- the gateway (`build_app` on a config in a temporary directory, vendor origins
-  overridden to the fake vendor),
-- a naive pass-through proxy (one shared ClientSession, forwards everything),
+- a fake vendor (bench/servers.py: raw asyncio, counts what it receives, answers at
+  once or after a delay it is told);
+- the references: a trivial aiohttp + uvloop handler answering 204, a naive aiohttp
+  pass-through proxy (no consent, no rules, no log), and nginx (`return 204`,
+  `proxy_pass`) as the physical limit when nginx is installed;
+- the gateway itself, `consent-gateway serve` on the shipped rules with vendor origins
+  overridden to the fake vendor; a second one with `--workers 2` for scaling.
 
-each in its own process (multiprocessing, spawn), so the load generator (this
-process) shares no event loop with them. Each scenario runs for `--duration`
-seconds or `--max-requests` requests, whichever comes first, at `--concurrency`
-requests in flight, after a short unreported warm-up.
-
-It prints figures and asserts nothing about them. Exit status: 0 when the
-benchmark ran (whatever the numbers), 1 when setup failed or a server process
-died, 2 for bad usage, 130 when interrupted.
-See bench/README.md for how to read the output.
+wrk drives the load (bench/load.py). P4 and P6 come from bench/scale.py, P7 from
+bench/tcf.py, each run as a subprocess with --json. It prints figures and asserts
+nothing about them. Exit status: 0 when it ran, 1 when setup failed (wrk missing, a
+server did not start), 2 for bad usage, 130 when interrupted. See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
 import contextlib
-import math
-import multiprocessing
-import multiprocessing.connection
+import json
 import os
 import platform
 import secrets
-import signal
+import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
-import traceback
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-import aiohttp
-import orjson
 import yaml
-from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.load import LoadResult, cpu_seconds, machine_ticks, wrk, wrk_path
+from bench.servers import DELAY_PATH, LOOPBACK, STATS_PATH, nginx_config
 
 ROOT = Path(__file__).resolve().parent.parent
-LOOPBACK = "127.0.0.1"  # the only address this benchmark ever binds or connects to
+BENCH = ROOT / "bench"
 KEY_ENV = "CG_BENCH_COOKIE_KEY"
-#: the bench serves one port; /metrics there needs the admin token (server.admin_port: null)
-ADMIN_ENV = "CG_BENCH_ADMIN_TOKEN"
-ADMIN_TOKEN = "bench-admin-token-0123456789"
-
 GA4_HOST = "www.google-analytics.com"
-GA4_PATH = "/g/collect"
-GA4_QUERY = "v=2&tid=G-TEST&cid=555.1&en=page_view"
+GA4 = f"/t/{GA4_HOST}/g/collect?v=2&tid=G-TEST&cid=555.1&en=page_view"
 GTM_HOST = "www.googletagmanager.com"
-GTM_PATH = "/gtag/js"
-GTM_QUERY = "id=G-TEST"
-#: vendor hosts whose origins the gateway sends to the fake vendor
+GTAG = f"/t/{GTM_HOST}/gtag/js?id=G-TEST"
 VENDOR_HOSTS = (GA4_HOST, GTM_HOST)
-
-#: the fake vendor's own counter; never under a vendor host, so never forwarded to
-STATS_PATH = "/__bench/stats"
-#: a small stand-in for gtag.js, so the script path streams a realistic-ish body
-FAKE_SCRIPT = b"/* fake gtag.js */" + b"(function(){var d=window.dataLayer||[];})();" * 40
-
-SETUP_TIMEOUT = 30.0  # seconds a server process gets to report its port
-STOP_TIMEOUT = 15.0  # seconds a server process gets to shut down before it is killed
-SETTLE_TIMEOUT = 30.0  # seconds to wait for background forwards to reach the vendor
-SETTLE_QUIET = 0.6  # seconds without change that count as settled
-REQUEST_TIMEOUT = 10.0  # per request, so a wedged server cannot hang the benchmark
-
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
+START_TIMEOUT = 30.0
+SETTLE_QUIET = 0.6  # seconds without a new vendor request that count as settled
+SETTLE_TIMEOUT = 60.0
+VENDOR_DELAY_MS = 50.0  # P3: a real vendor's round trip
 
 
 class SetupError(Exception):
-    """Something the benchmark needs did not start; the message says what."""
-
-
-# ---------------------------------------------------------------------------
-# Server processes (each runs one aiohttp app on a socket it bound itself)
-
-
-AppFactory = Callable[[], web.Application]
-
-
-def _child_prelude() -> None:
-    # Ctrl-C reaches the whole process group: only the parent reacts, and it stops
-    # the children with SIGTERM, so each shuts its app down cleanly.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-
-
-def _serve(conn: multiprocessing.connection.Connection, factory: AppFactory) -> None:
-    """Run `factory()`'s app on a fresh loopback port until SIGTERM.
-
-    Sends ("port", n) once serving, or ("error", text) if it could not start.
-    """
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LOOPBACK, 0))
-        sock.listen(1024)
-        runner = web.AppRunner(
-            factory(), access_log=None, handle_signals=False, shutdown_timeout=5.0
-        )
-        await runner.setup()  # runs the app's startup and cleanup contexts' first half
-        try:
-            await web.SockSite(runner, sock).start()
-            conn.send(("port", sock.getsockname()[1]))
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-
-    try:
-        asyncio.run(main())
-    except Exception:
-        with contextlib.suppress(OSError):
-            conn.send(("error", traceback.format_exc()))
-        sys.exit(1)
-
-
-# The fake vendor ----------------------------------------------------------------
-
-_VENDOR_COUNT = web.AppKey("vendor_count", list[int])
-_VENDOR_DELAY = web.AppKey("vendor_delay", float)
-
-
-async def _vendor_handler(request: web.Request) -> web.Response:
-    if request.path == STATS_PATH:
-        return web.json_response({"requests": request.app[_VENDOR_COUNT][0]})
-    request.app[_VENDOR_COUNT][0] += 1
-    await request.read()
-    if delay := request.app[_VENDOR_DELAY]:
-        await asyncio.sleep(delay)  # a real vendor's round trip
-    if request.path.endswith("/js"):
-        return web.Response(body=FAKE_SCRIPT, content_type="text/javascript")
-    return web.Response(text="ok")
-
-
-def vendor_main(conn: multiprocessing.connection.Connection, delay: float) -> None:
-    _child_prelude()
-
-    def factory() -> web.Application:
-        app = web.Application()
-        app[_VENDOR_COUNT] = [0]
-        app[_VENDOR_DELAY] = delay
-        app.router.add_route("*", "/{tail:.*}", _vendor_handler)
-        return app
-
-    _serve(conn, factory)
-
-
-# The naive pass-through proxy ----------------------------------------------------
-# What a consent-unaware proxy costs: forward every /t/{host}/{path} request to the
-# fake vendor (laid out like the gateway's overrides: /{host}/{path}) and return its
-# answer. No consent, no rules, no log.
-
-_NAIVE_SESSION = web.AppKey("naive_session", aiohttp.ClientSession)
-_NAIVE_TARGET = web.AppKey("naive_target", str)
-
-
-async def _naive_handler(request: web.Request) -> web.Response:
-    url = request.app[_NAIVE_TARGET] + request.raw_path.removeprefix("/t")
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-    body = await request.read()
-    async with request.app[_NAIVE_SESSION].request(
-        request.method, url, headers=headers, data=body or None, allow_redirects=False
-    ) as up:
-        content = await up.read()
-        ctype = up.headers.get("Content-Type")
-        return web.Response(
-            status=up.status, body=content, headers={"Content-Type": ctype} if ctype else None
-        )
-
-
-async def _naive_session(app: web.Application) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=200),  # the gateway's default max_connections
-        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
-        cookie_jar=aiohttp.DummyCookieJar(),
-    ) as session:
-        app[_NAIVE_SESSION] = session
-        yield
-
-
-def naive_main(conn: multiprocessing.connection.Connection, target: str) -> None:
-    _child_prelude()
-
-    def factory() -> web.Application:
-        app = web.Application()
-        app[_NAIVE_TARGET] = target
-        app.cleanup_ctx.append(_naive_session)
-        app.router.add_route("*", "/t/{tail:.*}", _naive_handler)
-        return app
-
-    _serve(conn, factory)
-
-
-# The gateway ------------------------------------------------------------------------
-
-
-def gateway_main(
-    conn: multiprocessing.connection.Connection,
-    config_text: str,
-    config_file: str,
-    env: dict[str, str],
-) -> None:
-    _child_prelude()
-    import logging
-
-    # Warnings (queue full, records lost) go to stderr; the figures go to stdout.
-    logging.basicConfig(level=logging.WARNING, format="gateway %(levelname)s %(name)s: %(message)s")
-
-    def factory() -> web.Application:
-        from gateway.app import build_app
-        from gateway.config import parse_config
-
-        return build_app(parse_config(config_text, config_file, env=env))
-
-    _serve(conn, factory)
+    pass
 
 
 @dataclass
-class Server:
+class Proc:
     name: str
-    process: multiprocessing.process.BaseProcess
-    url: str = ""
+    popen: subprocess.Popen[str]
+    url: str
+    admin_url: str | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
 
 
-def _start(
-    ctx: multiprocessing.context.SpawnContext,
-    stack: contextlib.ExitStack,
-    name: str,
-    target: Callable[..., None],
-    *args: object,
-) -> Server:
-    """Start `target` in a spawned process and wait for its port (SetupError if none)."""
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=target, args=(child, *args), name=f"bench-{name}", daemon=True)
-    proc.start()
-    child.close()
-    stack.callback(_stop, proc)
-    if not parent.poll(SETUP_TIMEOUT):
-        raise SetupError(f"{name}: did not start within {SETUP_TIMEOUT:.0f} s")
-    try:
-        kind, value = parent.recv()
-    except EOFError as e:
-        raise SetupError(f"{name}: exited during startup (code {proc.exitcode})") from e
-    finally:
-        parent.close()
-    if kind != "port":
-        raise SetupError(f"{name}: failed to start:\n{value}")
-    return Server(name, proc, f"http://{LOOPBACK}:{value}")
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
 
 
-def _stop(proc: multiprocessing.process.BaseProcess) -> None:
-    if proc.is_alive():
-        proc.terminate()  # SIGTERM: the app's cleanup contexts run (queues drain)
-    proc.join(STOP_TIMEOUT)
-    if proc.is_alive():
-        proc.kill()
-        proc.join(5.0)
+def _get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return bytes(resp.read())
 
 
-# ---------------------------------------------------------------------------
-# Gateway config, consent cookie, rule inspection
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
-def _gateway_config(tmp: Path, vendor_url: str) -> str:
-    """The gateway's YAML: shipped rules, SQLite log and data in `tmp`, vendors overridden."""
+def _spawn(stack: contextlib.ExitStack, name: str, *args: str) -> Proc:
+    """A bench/servers.py server; its first stdout line names its port."""
+    popen = subprocess.Popen(
+        [sys.executable, str(BENCH / "servers.py"), *args], stdout=subprocess.PIPE, text=True
+    )
+    stack.callback(_stop, popen)
+    assert popen.stdout is not None
+    line = popen.stdout.readline().split()
+    if len(line) != 2 or line[0] != "port":
+        raise SetupError(f"{name}: did not start (exit {popen.poll()})")
+    return Proc(name, popen, f"http://{LOOPBACK}:{line[1]}")
+
+
+def _wait_http(url: str, popen: subprocess.Popen[str], name: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if popen.poll() is not None:
+            raise SetupError(f"{name}: exited during startup (code {popen.returncode})")
+        with contextlib.suppress(OSError):
+            _get(url, 1.0)
+            return
+        time.sleep(0.1)
+    raise SetupError(f"{name}: not answering {url} after {START_TIMEOUT:.0f} s")
+
+
+def _gateway(
+    stack: contextlib.ExitStack, tmp: Path, vendor: Proc, env: dict[str, str], workers: int
+) -> Proc:
+    """`consent-gateway serve` on the shipped rules, production defaults otherwise."""
+    home = tmp / f"gateway-{workers}"
+    home.mkdir()
+    port, admin = _free_port(), _free_port()
     doc = {
-        "data_dir": str(tmp / "data"),
-        "server": {"host": LOOPBACK, "log_level": "WARNING", "admin_port": None},
-        "admin": {"token_env": ADMIN_ENV, "secure_cookie": False},
+        "data_dir": str(home / "data"),
+        "server": {"host": LOOPBACK, "port": port, "admin_port": admin, "log_level": "WARNING"},
         "rules": {"paths": [str(ROOT / "rules")]},
         "cookie": {"keys": [{"id": "bench", "secret_env": KEY_ENV}], "secure": False},
-        "upstream": {"overrides": {f"https://{h}": f"{vendor_url}/{h}" for h in VENDOR_HOSTS}},
-        "decision_log": {"sqlite_path": str(tmp / "data" / "decisions.db")},
+        "upstream": {"overrides": {f"https://{h}": f"{vendor.url}/{h}" for h in VENDOR_HOSTS}},
+        "decision_log": {"sqlite_path": str(home / "data" / "decisions.db")},
     }
-    return yaml.safe_dump(doc, sort_keys=False)
+    config = home / "config.yaml"
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    log = (home / "gateway.log").open("w")
+    stack.callback(log.close)
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
+        + (["--workers", str(workers)] if workers > 1 else []),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **env},
+        cwd=home,
+    )
+    stack.callback(_stop, popen)
+    proc = Proc(f"gateway x{workers}", popen, f"http://{LOOPBACK}:{port}")
+    proc.admin_url = f"http://{LOOPBACK}:{admin}"
+    _wait_http(proc.admin_url + "/readyz", popen, proc.name)
+    if workers > 1:  # every worker up: each answers /healthz on the shared admin port
+        time.sleep(2.0)
+    return proc
 
 
-@dataclass(frozen=True)
-class EndpointInfo:
-    vendor: str
-    endpoint: str
-    kind: str
-    forward_mode: str
-    #: the purposes it needs to forward untouched
-    purposes: tuple[str, ...]
+def _nginx(stack: contextlib.ExitStack, tmp: Path, vendor: Proc) -> Proc | None:
+    exe = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
+    )
+    if exe is None:
+        return None
+    home = tmp / "nginx"
+    home.mkdir()
+    port = _free_port()
+    conf = home / "nginx.conf"
+    conf.write_text(nginx_config(home, port, int(vendor.url.rsplit(":", 1)[1])))
+    popen = subprocess.Popen(
+        [exe, "-c", str(conf), "-p", str(home), "-e", str(home / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    stack.callback(_stop, popen)
+    proc = Proc("nginx", popen, f"http://{LOOPBACK}:{port}")
+    _wait_http(proc.url + "/t/ready", popen, "nginx")
+    return proc
 
-    def __str__(self) -> str:
-        needs = "+".join(self.purposes)
-        return f"{self.vendor}/{self.endpoint} ({self.kind}, {self.forward_mode}, needs {needs})"
 
-
-@dataclass(frozen=True)
-class Setup:
-    """What the load generator needs to know before it starts."""
-
-    cookie_header: str
-    ga4: EndpointInfo
-    script: EndpointInfo | None
-
-
-def _inspect(config_text: str, config_file: str, env: Mapping[str, str]) -> Setup:
-    """Parse the config the gateway will use, sign a cookie, find the endpoints to hit."""
+def _consent_cookie(env: dict[str, str]) -> str:
+    """A signed cg_consent cookie granting analytics and advertising (GA4 collect needs
+    both to be forwarded untouched; analytics alone is a STRIP)."""
     from gateway.config import parse_config
     from gateway.consent.cookie import ConsentCookie, new_subject_id, sign_cookie
-    from gateway.ruleset.load import load_rules
 
-    cfg = parse_config(config_text, config_file, env=env)
+    text = yaml.safe_dump({"cookie": {"keys": [{"id": "bench", "secret_env": KEY_ENV}]}})
+    cfg = parse_config(text, "bench", env=env)
     cookie = ConsentCookie(
         subject=new_subject_id(),
-        # GA4 collect needs analytics and advertising to go untouched (analytics alone
-        # is a STRIP of the ad identifiers): grant both, so "forwarded" is a plain FORWARD.
         purposes={"analytics": True, "advertising": True},
         issued_at=int(time.time()),
         policy_version=cfg.consent.policy_version,
         source="bench",
     )
-    rules = load_rules(cfg.rules.paths, frozenset(cfg.consent.purposes))
-
-    def find(host: str, path: str) -> EndpointInfo | None:
-        m = rules.match(host, path, "GET")
-        if m is None:
-            return None
-        ep = m.endpoint
-        return EndpointInfo(
-            m.vendor.vendor, ep.id, str(ep.kind), str(ep.forward_mode), tuple(sorted(ep.purposes))
-        )
-
-    ga4 = find(GA4_HOST, GA4_PATH)
-    if ga4 is None:
-        raise SetupError(f"no rule in {ROOT / 'rules'} matches GET {GA4_HOST}{GA4_PATH}")
-    return Setup(
-        cookie_header=f"{cfg.cookie.name}={sign_cookie(cookie, cfg.cookie.keys)}",
-        ga4=ga4,
-        script=find(GTM_HOST, GTM_PATH),
-    )
+    return f"{cfg.cookie.name}={sign_cookie(cookie, cfg.cookie.keys)}"
 
 
-# ---------------------------------------------------------------------------
-# Load generation
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    description: str
-    server: Server  # the gateway or the naive proxy
-    path: str  # path and query
-    headers: Mapping[str, str] = field(default_factory=dict)
-    #: the gateway's /metrics URL, for its own counters (None for the naive proxy)
-    metrics_url: str | None = None
-    #: the rule endpoint the gateway matches the request to (None for the naive proxy)
-    endpoint: EndpointInfo | None = None
+# -- measuring ----------------------------------------------------------------------------
 
 
 @dataclass
-class Result:
+class Row:
     scenario: str
-    description: str
-    url: str
-    #: the rule endpoint the gateway matched, e.g. "google-analytics-4/collect (beacon, async)"
-    endpoint: str | None
+    what: str
     requests: int
     errors: int
-    seconds: float
     rps: float
-    p50_ms: float | None
-    p90_ms: float | None
-    p99_ms: float | None
-    max_ms: float | None
-    statuses: dict[str, int]
-    #: requests the fake vendor received during the run and until forwards settled
-    vendor_received: int
-    #: seconds after the last response until the vendor count stopped moving
-    settle_s: float
-    #: deltas of the gateway's own counters over the run (empty for the naive proxy)
-    gateway: dict[str, float]
-    #: CPU used during the run, % of one core: loadgen (this process), the server, vendor
-    cpu_pct: dict[str, float]
-    #: CPU milliseconds the server (gateway or naive proxy) spent per request: unlike
-    #: req/s and latency, barely moved by other work competing for the cores
-    server_cpu_ms: float | None
-    #: the whole machine's CPU use during the run, % of all cores (None off Linux); far above
-    #: the sum of cpu_pct / cores means other work competed with the benchmark
-    machine_busy_pct: float | None
+    p50_ms: float
+    p99_ms: float
+    #: CPU milliseconds the server spent per request, background forwards included
+    cpu_ms: float | None
+    #: requests the vendor received (None: the scenario sends nothing on)
+    vendor_got: int | None = None
+    #: requests delivered to the vendor per second, until the forwards settled
+    delivered_rps: float | None = None
+    settle_s: float | None = None
+    offered_rps: float | None = None
+    machine_busy_pct: float | None = None
+    gateway: dict[str, float] = field(default_factory=dict)
 
 
-def _percentile(ordered: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of an ascending list (None if empty)."""
-    if not ordered:
-        return None
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+def _vendor_count(vendor: Proc) -> int:
+    return int(json.loads(_get(vendor.url + STATS_PATH))["requests"])
 
 
-async def _drive(
-    session: aiohttp.ClientSession,
-    url: str,
-    headers: Mapping[str, str],
-    duration: float,
-    max_requests: int,
-    concurrency: int,
-) -> tuple[list[float], Counter[str], int, float]:
-    """Send GET `url` from `concurrency` workers until `duration` or `max_requests`.
-
-    Returns (latencies in seconds of successful requests, status/error counts,
-    error count, wall seconds). An error is a transport failure or a 4xx/5xx.
-    """
-    latencies: list[float] = []
-    statuses: Counter[str] = Counter()
-    errors = 0
-    issued = 0
-    started = time.perf_counter()
-    deadline = started + duration
-
-    async def worker() -> None:
-        nonlocal errors, issued
-        while issued < max_requests and time.perf_counter() < deadline:
-            issued += 1
-            t0 = time.perf_counter()
-            try:
-                async with session.get(url, headers=headers, allow_redirects=False) as resp:
-                    await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError) as e:
-                errors += 1
-                statuses[type(e).__name__] += 1
-                continue
-            elapsed = time.perf_counter() - t0
-            statuses[str(status)] += 1
-            if status >= 400:
-                errors += 1
-            else:
-                latencies.append(elapsed)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, statuses, errors, time.perf_counter() - started
+def _settle(vendor: Proc) -> tuple[int, float]:
+    """(vendor count, seconds until it last moved) once it has been still SETTLE_QUIET s."""
+    start = moved = time.monotonic()
+    count = _vendor_count(vendor)
+    while time.monotonic() - moved < SETTLE_QUIET and time.monotonic() - start < SETTLE_TIMEOUT:
+        time.sleep(0.05)
+        now = _vendor_count(vendor)
+        if now != count:
+            count, moved = now, time.monotonic()
+    return count, moved - start
 
 
-async def _vendor_count(session: aiohttp.ClientSession, vendor_url: str) -> int:
-    async with session.get(vendor_url + STATS_PATH) as resp:
-        resp.raise_for_status()
-        doc = await resp.json()
-    return int(doc["requests"])
-
-
-async def _gateway_counters(session: aiohttp.ClientSession, url: str | None) -> dict[str, float]:
-    """The gateway's counters of interest, flattened (empty when unavailable)."""
-    if url is None:
+def _counters(server: Proc) -> dict[str, float]:
+    if server.admin_url is None:
         return {}
     from prometheus_client.parser import text_string_to_metric_families
 
-    try:
-        async with session.get(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
-            text = await resp.text()
-    except aiohttp.ClientError:
-        return {}
+    text = _get(server.admin_url + "/metrics").decode()
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == "gateway_requests_total":
+            name = s.name.removeprefix("consent_").removeprefix("gateway_")
+            if name == "requests_total":
                 key = f"action:{s.labels.get('action', '?')}"
-            elif s.name == "gateway_forward_queue_dropped_total":
-                key = "forward_queue_dropped"
-            elif s.name == "gateway_upstream_errors_total":
-                key = f"upstream_errors:{s.labels.get('kind', '?')}"
-            elif s.name == "gateway_decision_log_lost_total":
-                key = f"decision_log_lost:{s.labels.get('reason', '?')}"
-            elif s.name == "gateway_decision_log_written_total":
-                key = "decision_log_written"
-            elif s.name == "gateway_forward_queue_depth":
-                key = "forward_queue_depth"
+            elif name in ("forward_queue_dropped_total", "decision_log_written_total"):
+                key = name.removesuffix("_total")
+            elif name in ("upstream_errors_total", "decision_log_lost_total"):
+                key = name.removesuffix("_total") + ":" + next(iter(s.labels.values()), "?")
             else:
                 continue
             out[key] = out.get(key, 0.0) + s.value
     return out
 
 
-@dataclass(frozen=True)
-class Settled:
-    vendor_count: int
-    #: seconds from the call until the vendor count last moved
-    seconds: float
-    #: the server's CPU seconds when the vendor count last moved (or at the call)
-    server_cpu: float | None
-
-
-async def _settle(
-    session: aiohttp.ClientSession,
-    vendor_url: str,
-    metrics_url: str | None,
-    server_pid: int | None,
-) -> Settled:
-    """Wait until the work behind the responses is done: the vendor's count unchanged
-    for SETTLE_QUIET seconds (longer than the decision log's default flush interval),
-    then the gateway's counters unchanged since the last look and its forward queue
-    empty; bounded by SETTLE_TIMEOUT."""
-    started = stable_since = moved = time.perf_counter()
-    cpu = _cpu_seconds(server_pid)
-    count = await _vendor_count(session, vendor_url)
-    counters = await _gateway_counters(session, metrics_url)
-    while time.perf_counter() - started < SETTLE_TIMEOUT:
-        await asyncio.sleep(0.05)
-        now_count = await _vendor_count(session, vendor_url)
-        if now_count != count:
-            cpu = _cpu_seconds(server_pid)
-            count, moved = now_count, time.perf_counter()
-            stable_since = moved
-            continue
-        if time.perf_counter() - stable_since < SETTLE_QUIET:
-            continue
-        # /metrics is read only once the vendor is quiet: rendering it costs the gateway CPU
-        now_counters = await _gateway_counters(session, metrics_url)
-        depth = now_counters.pop("forward_queue_depth", 0.0)
-        counters.pop("forward_queue_depth", None)
-        if now_counters == counters and not depth:
-            break
-        counters, stable_since = now_counters, time.perf_counter()
-    return Settled(count, moved - started, cpu)
-
-
-def _delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key, value in after.items():
-        if key == "forward_queue_depth":
-            continue
-        d = value - before.get(key, 0.0)
-        if d:
-            out[key] = d
-    return out
-
-
-def _cpu_seconds(pid: int | None) -> float | None:
-    """CPU seconds (user + system) used so far by `pid`, or by this process for None.
-
-    Other processes are read from /proc (Linux); elsewhere None.
-    """
-    if pid is None:
-        return time.process_time()
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces: count fields after its closing ")"
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_snapshot(procs: Mapping[str, int | None]) -> dict[str, float | None]:
-    return {name: _cpu_seconds(pid) for name, pid in procs.items()}
-
-
-def _machine_ticks() -> tuple[int, int] | None:
-    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat (Linux)."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user]
-    total = sum(values[:8])
-    return total - values[3] - values[4], total
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 3)
-
-
-async def _run_scenario(
-    session: aiohttp.ClientSession, vendor: Server, sc: Scenario, args: argparse.Namespace
-) -> Result:
-    """Warm up, settle, measure, settle again; the figures of the measured part."""
-    url = sc.server.url + sc.path
-    server_pid = sc.server.process.pid
-    procs = {"loadgen": None, sc.server.name: server_pid, vendor.name: vendor.process.pid}
-
-    await _drive(session, url, sc.headers, min(1.0, args.duration * 0.1), 2_000, args.concurrency)
-    vendor_before = (await _settle(session, vendor.url, sc.metrics_url, server_pid)).vendor_count
-    counters_before = await _gateway_counters(session, sc.metrics_url)
-    cpu_before, machine_before = _cpu_snapshot(procs), _machine_ticks()
-
-    latencies, statuses, errors, seconds = await _drive(
-        session, url, sc.headers, args.duration, args.max_requests, args.concurrency
+def measure(
+    scenario: str,
+    what: str,
+    server: Proc,
+    path: str,
+    args: argparse.Namespace,
+    *,
+    headers: dict[str, str] | None = None,
+    vendor: Proc | None = None,
+    rate: float | None = None,
+) -> Row:
+    """Warm up, then one measured wrk run; with `vendor`, wait for the forwards to land."""
+    url = server.url + path
+    if not args.json:
+        print(f"  {scenario} ...", file=sys.stderr, flush=True)
+    wrk(url, seconds=1, connections=args.connections, headers=headers, rate=rate)
+    if vendor is not None:
+        _settle(vendor)
+    before = _counters(server)
+    got0 = _vendor_count(vendor) if vendor is not None else 0
+    cpu0, ticks0 = cpu_seconds(server.pid), machine_ticks()
+    r: LoadResult = wrk(
+        url, seconds=args.duration, connections=args.connections, headers=headers, rate=rate
     )
-
-    cpu_after, machine_after = _cpu_snapshot(procs), _machine_ticks()
-    settled = await _settle(session, vendor.url, sc.metrics_url, server_pid)
-    counters_after = await _gateway_counters(session, sc.metrics_url)
-
-    requests = sum(statuses.values())
-    latencies.sort()
-    cpu_pct: dict[str, float] = {}
-    for name, after in cpu_after.items():
-        before = cpu_before[name]
-        if after is not None and before is not None and seconds > 0:
-            cpu_pct[name] = round(100 * (after - before) / seconds, 1)
-    machine_busy: float | None = None
-    if machine_before and machine_after and machine_after[1] > machine_before[1]:
-        busy = machine_after[0] - machine_before[0]
-        machine_busy = round(100 * busy / (machine_after[1] - machine_before[1]), 1)
-    # Per request, the server's CPU includes background forwards finished after the
-    # last response (up to when the vendor count last moved).
-    server_cpu_ms: float | None = None
-    server_before = cpu_before[sc.server.name]
-    if settled.server_cpu is not None and server_before is not None and requests:
-        server_cpu_ms = round((settled.server_cpu - server_before) * 1000 / requests, 3)
-
-    return Result(
-        scenario=sc.name,
-        description=sc.description,
-        url=url,
-        endpoint=None if sc.endpoint is None else str(sc.endpoint),
-        requests=requests,
-        errors=errors,
-        seconds=round(seconds, 3),
-        rps=round(requests / seconds, 1) if seconds > 0 else 0.0,
-        p50_ms=_ms(_percentile(latencies, 0.50)),
-        p90_ms=_ms(_percentile(latencies, 0.90)),
-        p99_ms=_ms(_percentile(latencies, 0.99)),
-        max_ms=_ms(latencies[-1] if latencies else None),
-        statuses=dict(sorted(statuses.items())),
-        vendor_received=settled.vendor_count - vendor_before,
-        settle_s=round(settled.seconds, 2),
-        gateway=_delta(counters_after, counters_before),
-        cpu_pct=cpu_pct,
-        server_cpu_ms=server_cpu_ms,
-        machine_busy_pct=machine_busy,
+    ticks1 = machine_ticks()
+    got, settle = _settle(vendor) if vendor is not None else (0, 0.0)
+    cpu = cpu_seconds(server.pid) - cpu0
+    after = _counters(server)
+    busy = 100 * (ticks1[0] - ticks0[0]) / max(1, ticks1[1] - ticks0[1])
+    row = Row(
+        scenario=scenario,
+        what=what,
+        requests=r.requests,
+        errors=r.errors,
+        rps=round(r.rps, 1),
+        p50_ms=r.p50_ms,
+        p99_ms=r.p99_ms,
+        cpu_ms=round(cpu * 1000 / r.requests, 4) if r.requests else None,
+        offered_rps=rate,
+        machine_busy_pct=round(busy, 1),
+        gateway={k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)},
     )
+    if vendor is not None:
+        row.vendor_got = got - got0
+        row.settle_s = round(settle, 2)
+        row.delivered_rps = round(row.vendor_got / (r.seconds + settle), 1)
+    return row
 
 
-def _scenarios(setup: Setup, gateway: Server, naive: Server) -> tuple[list[Scenario], list[str]]:
-    """The scenarios to run, in order, and notes on what could not be measured."""
-    ga4 = f"/t/{GA4_HOST}{GA4_PATH}?{GA4_QUERY}"
-    metrics = gateway.url + "/metrics"
-    consent = {"Cookie": setup.cookie_header}
-    granted = "analytics+advertising granted"
-    notes: list[str] = []
-    scenarios = [
-        Scenario(
-            "dropped",
-            "GA4 collect, no consent (opt-in default): DROP, answered locally",
-            gateway,
-            ga4,
-            metrics_url=metrics,
-            endpoint=setup.ga4,
-        )
-    ]
-    if setup.ga4.forward_mode == "sync":
-        scenarios.append(
-            Scenario(
-                "forwarded",
-                f"GA4 collect, {granted}: FORWARD, the vendor's answer streamed back",
-                gateway,
-                ga4,
-                consent,
-                metrics,
-                setup.ga4,
+def _micro(script: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """A companion benchmark's --json object (None, with a note, when it failed)."""
+    if not args.json:
+        print(f"  {script} ...", file=sys.stderr, flush=True)
+    cmd = [sys.executable, str(BENCH / script), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        print(f"{script} failed: {proc.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+@dataclass
+class Goal:
+    id: str
+    what: str
+    measured: float | None
+    unit: str
+    reference: float | None = None
+    #: "ratio" goals compare measured / reference; others compare measured itself
+    ratio: float | None = None
+    goal: str = ""
+    met: bool | None = None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def _load_scenarios(
+    args: argparse.Namespace, tmp: Path, env: dict[str, str], notes: list[str]
+) -> tuple[list[Row], list[Goal]]:
+    rows: list[Row] = []
+    goals: list[Goal] = []
+    with contextlib.ExitStack() as stack:
+        vendor = _spawn(stack, "vendor", "vendor")
+        trivial = _spawn(stack, "trivial", "trivial")
+        naive = _spawn(stack, "naive", "naive", "--target", vendor.url)
+        nginx = _nginx(stack, tmp, vendor)
+        if nginx is None:
+            notes.append("nginx not installed: no physical-limit reference rows")
+        gw = _gateway(stack, tmp, vendor, env, 1)
+        cookie = {"Cookie": _consent_cookie(env)}
+
+        def run(name: str, what: str, server: Proc, path: str, **kw: Any) -> Row:
+            row = measure(name, what, server, path, args, **kw)
+            rows.append(row)
+            return row
+
+        if nginx is not None:
+            run("nginx-204", "nginx `return 204` (physical limit)", nginx, GA4)
+        trivial_row = run("trivial-204", "aiohttp + uvloop handler answering 204", trivial, GA4)
+        dropped = run("dropped", "GA4 collect, no consent: DROP, answered 204 locally", gw, GA4)
+        goals.append(
+            Goal(
+                "P1",
+                "dropped hit vs trivial aiohttp handler",
+                dropped.rps,
+                "req/s",
+                trivial_row.rps,
+                _ratio(dropped.rps, trivial_row.rps),
+                ">= 0.8",
             )
         )
-    else:
-        scenarios.append(
-            Scenario(
-                "forwarded-bg",
-                f"GA4 collect, {granted}: FORWARD, answered at once, sent by the background queue",
-                gateway,
-                ga4,
-                consent,
-                metrics,
-                setup.ga4,
+        if nginx is not None:
+            run(
+                "nginx-proxy",
+                "nginx `proxy_pass` to the vendor (physical limit)",
+                nginx,
+                GA4.replace("/t/", "/p/", 1),
+                vendor=vendor,
+            )
+        naive_row = run(
+            "naive-proxy", "aiohttp pass-through proxy, GA4 collect", naive, GA4, vendor=vendor
+        )
+        fwd = run(
+            "forwarded-bg",
+            "GA4 collect, consent granted: answered 204, forwarded in the background",
+            gw,
+            GA4,
+            headers=cookie,
+            vendor=vendor,
+        )
+        goals.append(
+            Goal(
+                "P2",
+                "forwarded beacon, delivered to the vendor, vs naive proxy",
+                fwd.delivered_rps,
+                "req/s",
+                naive_row.delivered_rps,
+                _ratio(fwd.delivered_rps, naive_row.delivered_rps),
+                ">= 1.0 (stretch 1.5)",
             )
         )
-        if setup.script is not None and setup.script.forward_mode == "sync":
-            scenarios.append(
-                Scenario(
-                    "forwarded-sync",
-                    "gtag.js loader, same cookie: FORWARD, fetched from the vendor and "
-                    "streamed back",
-                    gateway,
-                    f"/t/{GTM_HOST}{GTM_PATH}?{GTM_QUERY}",
-                    consent,
-                    metrics,
-                    setup.script,
+        run(
+            "forwarded-sync",
+            "gtag.js, consent granted: fetched from the vendor and streamed back",
+            gw,
+            GTAG,
+            headers=cookie,
+            vendor=vendor,
+        )
+        # P3: half the gateway's measured beacon capacity, the vendor 50 ms away
+        rate = round((fwd.delivered_rps or fwd.rps) / 2, -1)
+        _get(f"{vendor.url}{DELAY_PATH}{VENDOR_DELAY_MS:g}")
+        t3 = run(
+            "trivial-paced",
+            f"aiohttp 204 handler at {rate:g} req/s offered",
+            trivial,
+            GA4,
+            rate=rate,
+        )
+        g3 = run(
+            "beacon-paced",
+            f"GA4 beacon, consent granted, at {rate:g} req/s offered, vendor takes 50 ms",
+            gw,
+            GA4,
+            headers=cookie,
+            vendor=vendor,
+            rate=rate,
+        )
+        _get(f"{vendor.url}{DELAY_PATH}0")
+        p3 = _ratio(g3.p99_ms, t3.p99_ms)
+        goals.append(
+            Goal(
+                "P3",
+                f"beacon p99 at {rate:g} req/s, vendor 50 ms, vs trivial handler",
+                g3.p99_ms,
+                "ms",
+                t3.p99_ms,
+                p3,
+                "<= 2.0 and far below 50 ms",
+                None if p3 is None else p3 <= 2.0 and g3.p99_ms < VENDOR_DELAY_MS / 2,
+            )
+        )
+        _stop(gw.popen)
+        if args.workers > 1:
+            gw2 = _gateway(stack, tmp, vendor, env, args.workers)
+            w = run(
+                f"dropped x{args.workers}",
+                f"as `dropped`, --workers {args.workers}",
+                gw2,
+                GA4,
+            )
+            goals.append(
+                Goal(
+                    "W",
+                    f"dropped hit, --workers {args.workers} vs 1",
+                    w.rps,
+                    "req/s",
+                    dropped.rps,
+                    _ratio(w.rps, dropped.rps),
+                    "(scaling; shares 2 cores with wrk)",
                 )
             )
-        else:
-            notes.append(
-                "no synchronous forwarded path measured: GA4 collect forwards in the "
-                f"background and no rule forwards GET {GTM_HOST}{GTM_PATH} synchronously"
-            )
-    scenarios.append(
-        Scenario(
-            "naive-proxy",
-            "GA4 collect through a consent-unaware pass-through proxy (waits for the vendor)",
-            naive,
-            ga4,
-            consent,
-        )
-    )
-    return scenarios, notes
+    for g in goals:
+        if g.met is None and g.ratio is not None and g.id in ("P1", "P2"):
+            g.met = g.ratio >= (0.8 if g.id == "P1" else 1.0)
+    return rows, goals
 
 
-async def _load(
-    args: argparse.Namespace, vendor: Server, scenarios: list[Scenario]
-) -> list[Result]:
-    connector = aiohttp.TCPConnector(limit=args.concurrency + 4, force_close=False)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
-        cookie_jar=aiohttp.DummyCookieJar(),  # every request carries exactly its own headers
-    ) as session:
-        for ready in sorted({sc.server.url + "/readyz" for sc in scenarios if sc.metrics_url}):
-            async with session.get(ready) as resp:
-                if resp.status != 200:
-                    raise SetupError(f"gateway not ready: {ready} -> {await resp.text()}")
-        results = []
-        for sc in scenarios:
-            if not args.json:
-                print(f"  running {sc.name} ...", file=sys.stderr, flush=True)
-            results.append(await _run_scenario(session, vendor, sc, args))
-        return results
-
-
-# ---------------------------------------------------------------------------
-# Output
-
-
-def _fmt(v: float | None, digits: int = 2) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
-def _table(results: list[Result], settings: Mapping[str, object], notes: list[str]) -> str:
-    lines = [
-        "consent-gateway benchmark: " + ", ".join(f"{k}={v}" for k, v in settings.items()),
-        "",
-    ]
-    head = (
-        "scenario",
-        "requests",
-        "errors",
-        "req/s",
-        "p50 ms",
-        "p99 ms",
-        "vendor got",
-        "server cpu ms/req",
-    )
-    rows = [
-        (
-            r.scenario,
-            str(r.requests),
-            str(r.errors),
-            _fmt(r.rps, 1),
-            _fmt(r.p50_ms),
-            _fmt(r.p99_ms),
-            str(r.vendor_received),
-            _fmt(r.server_cpu_ms, 3),
-        )
-        for r in results
-    ]
-    widths = [max(len(c) for c in col) for col in zip(head, *rows, strict=True)]
-    for row in (head, *rows):
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+def _micro_goals(args: argparse.Namespace, notes: list[str]) -> list[Goal]:
+    goals: list[Goal] = []
+    scale = _micro("scale.py", args)
+    if scale is None:
+        notes.append("bench/scale.py failed: no P4/P6 figures")
+    else:
+        n = scale["rules"]
+        ratio = scale["decision_ratio"]
+        goals += [
+            Goal(
+                "P4",
+                f"decision CPU, {n} rules vs 10",
+                scale["decision_us_n"],
+                "µs",
+                scale["decision_us_10"],
+                ratio,
+                "<= 1.1",
+                ratio <= 1.1,
+            ),
+            Goal(
+                "P4",
+                f"load {n} rule files",
+                scale["load_s"],
+                "s",
+                goal="< 2",
+                met=scale["load_s"] < 2,
+            ),
+            Goal(
+                "P4",
+                f"event-loop lag during a reload of {n} rules (max)",
+                scale["reload_max_lag_ms"],
+                "ms",
+                goal="<= 20",
+                met=scale["reload_max_lag_ms"] <= 20,
+            ),
+            Goal(
+                "P6",
+                "RSS idle, full catalogue",
+                scale["rss_idle_mb"],
+                "MB",
+                goal="<= 80",
+                met=scale["rss_idle_mb"] <= 80,
+            ),
+            Goal(
+                "P6",
+                "RSS with 1,000,000 cached consent subjects",
+                scale["rss_1m_subjects_mb"],
+                "MB",
+                goal="<= 400",
+                met=scale["rss_1m_subjects_mb"] <= 400,
+            ),
         ]
-        lines.append("  ".join(cells))
-    pad = " " * (widths[0] + 2)
-    for r in results:
-        lines.append("")
-        lines.append(f"{r.scenario.ljust(widths[0])}  {r.description}")
-        path = r.url.split("/", 3)[-1]
-        lines.append(f"{pad}GET /{path}" + (f" -> {r.endpoint}" if r.endpoint else ""))
-        parts = ["statuses " + ", ".join(f"{k}={v}" for k, v in r.statuses.items())]
-        if r.gateway:
-            parts.append("gateway " + ", ".join(f"{k}={v:g}" for k, v in r.gateway.items()))
-        if r.settle_s:
-            parts.append(f"vendor count settled {r.settle_s:.2f} s after the last response")
-        lines.append(pad + "; ".join(parts))
-        parts = []
-        if r.cpu_pct:
-            cpu = ", ".join(f"{k} {v:g}" for k, v in r.cpu_pct.items())
-            parts.append(f"cpu % of one core: {cpu}")
-        if r.machine_busy_pct is not None:
-            parts.append(f"machine busy {r.machine_busy_pct:g}% of {os.cpu_count()} cores")
-        if parts:
-            lines.append(pad + "; ".join(parts))
-    if notes:
-        lines.append("")
+        notes += [f"scale: {n}" for n in scale.get("notes") or []]
+    tcf = _micro("tcf.py", args)
+    if tcf is None:
+        notes.append("bench/tcf.py failed: no P7 figures")
+    else:
+        r = tcf["ratio"]
+        goals += [
+            Goal(
+                "P7",
+                f"TC string fresh decode vs IAB's JS decoder on Node ({tcf['strings']} strings)",
+                tcf["python_fresh_per_s"],
+                "/s",
+                tcf["node_fresh_per_s"],
+                r,
+                ">= 1.0",
+                None if r is None else r >= 1.0,
+            ),
+            Goal(
+                "P7",
+                f"TC string seen again (bounded cache of {tcf['cache_size']})",
+                tcf["python_cached_per_s"],
+                "/s",
+            ),
+        ]
+        if tcf.get("note"):
+            notes.append(f"tcf: {tcf['note']}")
+    return goals
+
+
+def _n(v: float | None, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.{digits}f}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def _print(settings: dict[str, Any], goals: list[Goal], rows: list[Row], notes: list[str]) -> None:
+    print("consent-gateway benchmark: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    print()
+    print(f"{'goal':<5} {'what':<62} {'measured':>14} {'reference':>14} {'ratio':>6}  goal")
+    for g in goals:
+        met = "" if g.met is None else ("  met" if g.met else "  NOT MET")
+        print(
+            f"{g.id:<5} {g.what:<62} {_n(g.measured) + ' ' + g.unit:>14} "
+            f"{(_n(g.reference) + ' ' + g.unit) if g.reference is not None else '':>14} "
+            f"{_n(g.ratio, 2) if g.ratio is not None else '':>6}  {g.goal}{met}"
+        )
+    print()
+    print(
+        f"{'scenario':<16} {'requests':>9} {'err':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'cpu ms/req':>10} {'vendor got':>10} {'delivered/s':>11} {'busy %':>6}"
+    )
+    for r in rows:
+        print(
+            f"{r.scenario:<16} {r.requests:>9} {r.errors:>4} {r.rps:>8,.0f} {r.p50_ms:>7.2f} "
+            f"{r.p99_ms:>7.2f} {_n(r.cpu_ms, 3):>10} {_n(r.vendor_got, 0):>10} "
+            f"{_n(r.delivered_rps, 0):>11} {_n(r.machine_busy_pct):>6}"
+        )
+    print()
+    for r in rows:
+        extra = ", ".join(f"{k}={v:g}" for k, v in sorted(r.gateway.items()))
+        settle = f"; settled {r.settle_s} s after the load" if r.settle_s is not None else ""
+        print(
+            f"{r.scenario:<16} {r.what}{settle}" + (f"\n{'':<17}gateway: {extra}" if extra else "")
+        )
     for note in notes:
-        lines.append(f"note: {note}")
-    return "\n".join(lines)
+        print(f"note: {note}")
 
 
-# ---------------------------------------------------------------------------
-# Main
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--duration", type=float, default=5.0, help="seconds per scenario (5)")
-    p.add_argument("--concurrency", type=int, default=50, help="requests in flight (50)")
-    p.add_argument(
-        "--max-requests",
-        type=int,
-        default=200_000,
-        help="stop a scenario after this many requests even if time is left (200000)",
-    )
-    p.add_argument(
-        "--vendor-delay",
-        type=float,
-        default=0.0,
-        metavar="MS",
-        help="the fake vendor waits this long before answering, like a real one (0)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per scenario")
+    p.add_argument("--connections", type=int, default=50, help="wrk's open connections")
+    p.add_argument("--workers", type=int, default=2, help="workers of the scaling row (1: skip)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--skip-micro", action="store_true", help="load scenarios only (no P4-P7)")
     args = p.parse_args(argv)
-    if not 0 < args.duration <= 600:
-        p.error("--duration must be in (0, 600] seconds")
-    if not 1 <= args.concurrency <= 1000:
-        p.error("--concurrency must be in [1, 1000]")
-    if not 0 <= args.vendor_delay <= 5000:
-        p.error("--vendor-delay must be in [0, 5000] ms")
-    if args.max_requests < 1:
-        p.error("--max-requests must be at least 1")
+    if args.duration <= 0 or args.connections < 1 or args.workers < 1:
+        p.error("--duration, --connections and --workers must be positive")
     return args
 
 
 @contextlib.contextmanager
-def _servers(
-    tmp: Path, key: str, vendor_delay: float
-) -> Iterator[tuple[Server, Server, Server, Setup]]:
-    """Start the three servers (stopped and joined on exit, whatever happens)."""
-    ctx = multiprocessing.get_context("spawn")
-    with contextlib.ExitStack() as stack:
-        vendor = _start(ctx, stack, "fake-vendor", vendor_main, vendor_delay)
-        config_file = tmp / "config.yaml"
-        config_text = _gateway_config(tmp, vendor.url)
-        config_file.write_text(config_text, encoding="utf-8")
-        env = {KEY_ENV: key, ADMIN_ENV: ADMIN_TOKEN}
-        try:
-            setup = _inspect(config_text, str(config_file), env)
-        except SetupError:
-            raise
-        except Exception as e:
-            raise SetupError(f"gateway config or rules: {type(e).__name__}: {e}") from e
-        gateway = _start(ctx, stack, "gateway", gateway_main, config_text, str(config_file), env)
-        naive = _start(ctx, stack, "naive-proxy", naive_main, vendor.url)
-        yield vendor, gateway, naive, setup
+def _tempdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="cg-bench-") as d:
+        yield Path(d)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    loop_name = "asyncio"
-    with contextlib.suppress(ImportError):
-        import uvloop
+    args = _parse(argv)
+    if wrk_path() is None:
+        print("bench/run.py needs wrk on PATH (Debian: apt-get install wrk)", file=sys.stderr)
+        return 1
+    import aiohttp
 
-        uvloop.install()
-        loop_name = "uvloop"
-    key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-    settings: dict[str, object] = {
+    settings: dict[str, Any] = {
         "duration_s": args.duration,
-        "concurrency": args.concurrency,
-        "max_requests": args.max_requests,
-        "vendor_delay_ms": args.vendor_delay,
-        "loop": loop_name,
+        "connections": args.connections,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "aiohttp": aiohttp.__version__,
-        # other work on the machine skews every figure: shown so a reader can tell
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
+    notes: list[str] = []
+    env = {KEY_ENV: secrets.token_urlsafe(32)}
     try:
-        with tempfile.TemporaryDirectory(prefix="cg-bench-") as tmpdir:
-            delay = args.vendor_delay / 1000
-            with _servers(Path(tmpdir), key, delay) as (vendor, gateway, naive, setup):
-                scenarios, notes = _scenarios(setup, gateway, naive)
-                results = asyncio.run(_load(args, vendor, scenarios))
+        with _tempdir() as tmp:
+            rows, goals = _load_scenarios(args, tmp, env, notes)
+        if not args.skip_micro:
+            goals += _micro_goals(args, notes)
     except SetupError as e:
-        print(f"bench setup failed: {e}", file=sys.stderr)
-        return 1
-    except (aiohttp.ClientError, OSError) as e:
-        # a server process went away mid-run (its own stderr says why)
-        print(f"bench failed: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"setup failed: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
         return 130
     if args.json:
-        doc = {"settings": settings, "notes": notes, "scenarios": [asdict(r) for r in results]}
-        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        doc = {
+            "settings": settings,
+            "goals": [asdict(g) for g in goals],
+            "scenarios": [asdict(r) for r in rows],
+            "notes": notes,
+        }
+        print(json.dumps(doc, indent=1))
     else:
-        print(_table(results, settings, notes))
+        _print(settings, goals, rows, notes)
     return 0
 
 

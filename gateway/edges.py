@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import logging
 import re
 import secrets
@@ -88,11 +89,18 @@ REQUEST_ID = web.RequestKey("request_id", str)
 BASE_PATH = web.RequestKey("base_path", str)
 
 
+#: request ids: a random prefix per process, then a counter. An id names a request in
+#: logs and answers; it grants nothing, so it needs to be unique, not unguessable, and a
+#: counter is a tenth of the cost of fresh random bytes per request.
+_ID_PREFIX: Final = secrets.token_hex(5)
+_ID_COUNTER = itertools.count(1)
+
+
 def request_id(request: web.Request) -> str:
     """A fresh id per request (never taken from the visitor: it goes into logs)."""
     rid = request.get(REQUEST_ID)
     if rid is None:
-        rid = request[REQUEST_ID] = secrets.token_hex(8)
+        rid = request[REQUEST_ID] = f"{_ID_PREFIX}{next(_ID_COUNTER):06x}"
     return rid
 
 

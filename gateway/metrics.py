@@ -8,10 +8,17 @@ counted by `decision_log` instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from gateway.core import Evaluation
@@ -21,23 +28,65 @@ __all__ = ["Metrics"]
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+class _Tally(Collector):
+    """What every tag request counts, kept as plain integers and turned into metric
+    families only when scraped.
+
+    A labelled prometheus_client child costs a lock and a label lookup per increment;
+    a tag request counts its action, each purpose's consent and its time: here that is
+    three dict updates on the event loop's thread (the only writer), and the families
+    are built at scrape time from these tallies.
+    """
+
+    def __init__(self) -> None:
+        #: (vendor, endpoint, action) -> requests
+        self.requests: dict[tuple[str, str, str], int] = {}
+        #: (purpose, state) -> requests
+        self.purposes: dict[tuple[str, str], int] = {}
+        #: observations per latency bucket (the last: above every bound), and their sum
+        self.buckets = [0] * (len(_LATENCY_BUCKETS) + 1)
+        self.seconds = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "gateway_requests",
+            "Requests handled, by vendor, endpoint and action",
+            labels=["vendor", "endpoint", "action"],
+        )
+        for key, n in list(self.requests.items()):
+            requests.add_metric(key, n)
+        purposes = CounterMetricFamily(
+            "gateway_consent_purpose",
+            "Tag requests by purpose and the visitor's resolved consent for it "
+            "(granted, denied, unknown): one per configured purpose per request",
+            labels=["purpose", "state"],
+        )
+        for (purpose, state), n in list(self.purposes.items()):
+            purposes.add_metric([purpose, state], n)
+        cumulative, running = [], 0
+        for bound, n in zip((*_LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
+            running += n
+            cumulative.append((_bound(bound), running))
+        seconds = HistogramMetricFamily(
+            "gateway_decision_seconds",
+            "Time spent in the gateway's own work (facts to transformed request)",
+            buckets=cumulative,
+            sum_value=self.seconds,
+        )
+        return iter((requests, purposes, seconds))
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
 class Metrics:
     """Every metric the gateway exports, registered in its own `registry`."""
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "gateway_requests",
-            "Requests handled, by vendor, endpoint and action",
-            ["vendor", "endpoint", "action"],
-            registry=r,
-        )
-        self.gateway_seconds = Histogram(
-            "gateway_decision_seconds",
-            "Time spent in the gateway's own work (facts to transformed request)",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
+        self._tally = _Tally()
+        r.register(self._tally)
         self.upstream_seconds = Histogram(
             "gateway_upstream_seconds",
             "Time until the vendor answered",
@@ -89,13 +138,6 @@ class Metrics:
             "gateway_consent_signal_invalid",
             "Consent signals present but undecodable (treated as absent), by signal",
             ["signal"],
-            registry=r,
-        )
-        self.consent_purpose = Counter(
-            "gateway_consent_purpose",
-            "Tag requests by purpose and the visitor's resolved consent for it "
-            "(granted, denied, unknown): one per configured purpose per request",
-            ["purpose", "state"],
             registry=r,
         )
         self.rule_reloads = Counter(
@@ -152,21 +194,30 @@ class Metrics:
             registry=r,
         )
 
+    def count_request(self, vendor: str, endpoint: str, action: str) -> None:
+        """One tag request handled: `gateway_requests_total{vendor, endpoint, action}`."""
+        tally = self._tally.requests
+        key = (vendor, endpoint, action)
+        tally[key] = tally.get(key, 0) + 1
+
     def observe(self, ev: Evaluation, purposes: Iterable[str], seconds: float) -> None:
         """Everything one tag request's evaluation counts, in one call: its action, the
         consent per purpose, an unreadable cookie or signal, and the time it took."""
         decision = ev.decision
-        self.requests.labels(
-            decision.vendor or "-", decision.endpoint or "-", decision.action.value
-        ).inc()
+        self.count_request(decision.vendor or "-", decision.endpoint or "-", decision.action.value)
+        tally = self._tally
         if ev.consent is not None:
+            counts = tally.purposes
             for purpose in purposes:
-                self.consent_purpose.labels(purpose, ev.consent.state(purpose).value).inc()
+                key = (purpose, ev.consent.state(purpose).value)
+                counts[key] = counts.get(key, 0) + 1
         if ev.cookie_problem is not None:
             self.consent_cookie_invalid.labels(ev.cookie_problem).inc()
-        for signal in ev.signal_problems:
-            self.signal_invalid.labels(signal).inc()
-        self.gateway_seconds.observe(seconds)
+        if ev.signals is not None and ev.signals.problems:
+            for signal in ev.signal_problems:
+                self.signal_invalid.labels(signal).inc()
+        tally.buckets[bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        tally.seconds += seconds
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -148,6 +148,6 @@ def _refuse(
     )
     decision = reject(e.message)
     gw.decision_log.submit(record_for(facts, decision, None))
-    gw.metrics.requests.labels("-", "-", Action.REJECT.value).inc()
+    gw.metrics.count_request("-", "-", Action.REJECT.value)
     edges.name_decision(gw, request, decision, facts.request_id)
     return edges.error_response(e.status, e.message)

@@ -35,7 +35,9 @@ from dataclasses import dataclass
 
 import aiohttp
 import yarl
+from prometheus_client import Histogram
 
+from gateway.beacons import BeaconPool
 from gateway.config import UpstreamConfig
 from gateway.errors import UpstreamError, UpstreamRefused, UpstreamTimeout
 from gateway.metrics import Metrics
@@ -108,6 +110,9 @@ class Upstream:
         self._metrics = metrics
         self._listed = listed
         self._session: aiohttp.ClientSession | None = None
+        self._beacons: BeaconPool | None = None
+        #: upstream_seconds' child per vendor, bound once (a label lookup per beacon costs)
+        self._seconds: dict[str, Histogram] = {}
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=cfg.queue_size)
         self._workers: list[asyncio.Task[None]] = []
         self._dropped_since_warning = 0
@@ -130,6 +135,11 @@ class Upstream:
             skip_auto_headers=("User-Agent",),
             trust_env=False,
             middlewares=(_gate,),
+        )
+        self._beacons = BeaconPool(
+            connect_timeout=self._cfg.connect_timeout,
+            total_timeout=self._cfg.total_timeout,
+            max_idle=self._cfg.max_connections,
         )
         loop = asyncio.get_running_loop()
         self._workers = [
@@ -154,6 +164,9 @@ class Upstream:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._beacons is not None:
+            self._beacons.close()
+            self._beacons = None
 
     async def drain(self) -> None:
         """Wait until every queued forward has been sent or has failed (tests, shutdown)."""
@@ -262,6 +275,9 @@ class Upstream:
             self._metrics.upstream_errors.labels("refused").inc()
             log.warning("upstream connection refused by the gate (%s)", vendor)
             raise
+        except UpstreamError as e:  # the beacon pool's, mapped already
+            self._metrics.upstream_errors.labels(e.kind).inc()
+            raise
         except TimeoutError as e:
             self._metrics.upstream_errors.labels("timeout").inc()
             raise UpstreamTimeout(f"{vendor}: no answer in time") from e
@@ -282,7 +298,7 @@ class Upstream:
         except asyncio.QueueFull:
             self._count_drop()
             return False
-        self._metrics.queue_depth.set(self._queue.qsize())
+        # queue_depth is set when /metrics is read (app._metrics), not per beacon
         return True
 
     def _count_drop(self) -> None:
@@ -301,13 +317,26 @@ class Upstream:
         while True:
             job = await self._queue.get()
             try:
-                async with self.open(job.out, job.vendor) as resp:
-                    async for _ in self.body(resp, job.vendor):
-                        pass  # read to the end: the connection goes back to the pool
+                await self._send_beacon(job)
             except UpstreamError as e:
                 log.info("background forward failed: %s (%s)", e.kind, job.vendor)
             except Exception:
                 log.exception("background forward crashed (%s)", job.vendor)
             finally:
                 self._queue.task_done()
-                self._metrics.queue_depth.set(self._queue.qsize())
+
+    async def _send_beacon(self, job: _Job) -> None:
+        """One background forward, through the beacon pool: to `url_for`'s destination only,
+        its answer read to the end and discarded, nothing followed."""
+        pool = self._beacons
+        if pool is None:
+            raise UpstreamError("closed", "upstream is not running")
+        started = time.perf_counter()
+        with self._mapped(job.vendor):
+            status = await pool.send(job.out, self.url_for(job.out))
+        seconds = self._seconds.get(job.vendor)
+        if seconds is None:
+            seconds = self._seconds[job.vendor] = self._metrics.upstream_seconds.labels(job.vendor)
+        seconds.observe(time.perf_counter() - started)
+        if status >= 500:
+            self._metrics.upstream_errors.labels("status").inc()

@@ -312,3 +312,23 @@ def test_sessions_are_made_in_two_places_only() -> None:
     assert makers == {"upstream.py", "dispatch.py"}
     # the vendor session carries the gate as its middleware
     assert "middlewares=(_gate,)" in (ROOT / "gateway" / "upstream.py").read_text()
+
+
+def test_beacon_connections_are_opened_in_one_place_to_the_gate_s_url() -> None:
+    """The beacon pool's sockets: one `create_connection`, in `BeaconPool._connect`, and
+    the pool sends only to the URL `url_for` built (the gate's destination) for the job."""
+    opened: set[tuple[str, str]] = set()
+    sends: list[str] = []
+    for path in sorted((ROOT / "gateway").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    if node.func.attr in {"create_connection", "open_connection"}:
+                        opened.add((path.name, fn.name))
+                    if node.func.attr == "send" and ast.unparse(node.func.value) == "pool":
+                        sends.append(f"{path.name}:{fn.name}:{ast.unparse(node.args[1])}")
+    assert opened == {("beacons.py", "_connect")}
+    assert sends == ["upstream.py:_send_beacon:self.url_for(job.out)"]
