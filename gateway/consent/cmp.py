@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 from gateway.consent.cmp_base import CMPConsent
 from gateway.consent.cmp_lists import (
+    COMPLIANZ_COOKIES,
     decode_commanders_act,
     decode_complianz,
     decode_cookieyes,
@@ -51,6 +52,7 @@ from gateway.model import CMP
 
 __all__ = [
     "CMP_COOKIES",
+    "CMP_COOKIE_NAMES",
     "FORMATS",
     "CMPFailure",
     "CMPFormat",
@@ -88,6 +90,8 @@ class CMPFormat:
     cookies: tuple[tuple[str, Callable[[str], CMPConsent]], ...] = ()
     #: for a CMP that spreads the choice over several cookies (Complianz): reads them all
     read_all: Callable[[Mapping[str, str]], CMPConsent | None] | None = None
+    #: the cookies `read_all` reads (what the signal cache keys on: see `SIGNAL_COOKIES`)
+    reads: tuple[str, ...] = ()
     #: the decoder `detect_cmp` tries on a bare value; None: not recognisable alone
     detect: Callable[[str], CMPConsent] | None = None
 
@@ -126,12 +130,17 @@ FORMATS: Mapping[CMP, CMPFormat] = MappingProxyType(
                 (("TC_PRIVACY", decode_commanders_act),),
                 detect=decode_commanders_act,
             ),
-            CMPFormat(CMP.COMPLIANZ, "Complianz", read_all=decode_complianz),
+            CMPFormat(
+                CMP.COMPLIANZ, "Complianz", read_all=decode_complianz, reads=COMPLIANZ_COOKIES
+            ),
         )
     }
 )
 if set(FORMATS) != set(CMP):  # pragma: no cover - a CMP added to the enum without an entry
     raise ImportError(f"gateway.consent.cmp.FORMATS lacks {sorted(set(CMP) - set(FORMATS))}")
+
+if any(f.read_all is not None and not f.reads for f in FORMATS.values()):  # pragma: no cover
+    raise ImportError("gateway.consent.cmp.FORMATS: a read_all without the cookies it reads")
 
 #: the order `detect_cmp` tries formats on a bare value: most distinctive first
 _DETECT_ORDER = (
@@ -147,6 +156,10 @@ _DETECT_ORDER = (
 CMP_COOKIES: Mapping[str, CMP] = MappingProxyType(
     {name: f.cmp for f in FORMATS.values() for name, _ in f.cookies}
 )
+
+
+#: every cookie `decode_cmp_cookies` reads: its answer depends on these alone
+CMP_COOKIE_NAMES = frozenset(CMP_COOKIES) | {n for f in FORMATS.values() for n in f.reads}
 
 
 def decode_cmp_cookies(

@@ -28,6 +28,7 @@ from gateway.errors import CMPError
 from gateway.model import CMP
 
 __all__ = [
+    "COMPLIANZ_COOKIES",
     "COMPLIANZ_CATEGORIES",
     "decode_commanders_act",
     "decode_complianz",
@@ -197,6 +198,8 @@ def decode_cookieyes(value: str) -> CMPConsent:
 _COMPLIANZ_PREFIX = "cmplz_"
 _COMPLIANZ_FLAG = {"allow": True, "deny": False}
 _COMPLIANZ_BANNER = "cmplz_banner-status"
+#: every cookie `decode_complianz` reads
+COMPLIANZ_COOKIES = (*(_COMPLIANZ_PREFIX + c for c in COMPLIANZ_CATEGORIES), _COMPLIANZ_BANNER)
 
 
 def decode_complianz(cookies: Mapping[str, str]) -> CMPConsent | None:

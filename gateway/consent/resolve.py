@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from gateway.config import ConflictPolicy, ConsentConfig, CookieConfig
-from gateway.consent.cookie import verify_cookie
+from gateway.config import ConflictPolicy, ConsentConfig, CookieConfig, CookieKey
+from gateway.consent.cookie import ConsentCookie, verify_cookie
 from gateway.consent.gpc import gpc_signal
 from gateway.consent.regimes import regime_for
 from gateway.errors import ConsentCookieError
+from gateway.memo import Memo
 from gateway.model import (
     NECESSARY,
     ConsentState,
@@ -49,11 +50,13 @@ __all__ = [
     "OWN_RECORD_SOURCES",
     "CookieOutcome",
     "SourceAnswer",
+    "forget_cookies",
     "read_cookie",
     "resolve",
     "resolve_request",
     "resolve_server",
     "stored_answer",
+    "stored_fresh",
 ]
 
 #: seconds a cookie's issued-at may lie ahead of the gateway's clock (clock skew between
@@ -99,6 +102,33 @@ class CookieOutcome:
     problem: str | None
     #: the subject of an authentic cookie, even a stale one: re-consent keeps the same id
     subject: str | None = None
+    #: what this outcome was read from, (cookie value, freshness), for caches of answers
+    #: derived from it (`resolve_with_signals`); None when not read from a cookie value
+    key: tuple[str, str] | None = field(default=None, compare=False, repr=False)
+
+
+class _Checked:
+    """A cookie value checked once: the HMAC and the payload's parse, with the keys they
+    were checked against, and the outcomes made of it per freshness under `consent`."""
+
+    __slots__ = ("consent", "keys", "outcomes", "record")
+
+    def __init__(self, keys: Sequence[CookieKey], record: ConsentCookie | str) -> None:
+        self.keys = keys
+        self.record = record
+        self.consent: ConsentConfig | None = None
+        self.outcomes: dict[str, CookieOutcome] = {}
+
+
+#: cookie value -> its check: bounded, so a flood of forged values costs HMACs, not memory
+_COOKIES: Memo[str, _Checked] = Memo(8192)
+#: longer values (ours are about 150 characters) are checked every time, never kept
+_MAX_KEPT = 1024
+
+
+def forget_cookies() -> None:
+    """Drop every kept cookie check."""
+    _COOKIES.clear()
 
 
 def read_cookie(facts: Facts, consent: ConsentConfig, cookie: CookieConfig) -> CookieOutcome:
@@ -111,18 +141,49 @@ def read_cookie(facts: Facts, consent: ConsentConfig, cookie: CookieConfig) -> C
     """
     value = facts.cookies.get(cookie.name)
     if not value:
-        return CookieOutcome(None, None)
-    try:
-        record = verify_cookie(value, cookie.keys)
-    except ConsentCookieError as e:
-        return CookieOutcome(None, e.reason)
-    if record.issued_at - facts.now > FUTURE_SKEW:
+        return _NO_COOKIE
+    checked = _COOKIES.get(value)
+    if checked is None or checked.keys is not cookie.keys:
+        try:
+            record: ConsentCookie | str = verify_cookie(value, cookie.keys)
+        except ConsentCookieError as e:
+            record = e.reason
+        checked = _Checked(cookie.keys, record)
+        if len(value) <= _MAX_KEPT:
+            _COOKIES.put(value, checked)
+    record = checked.record
+    if isinstance(record, str):
+        freshness = record
+    elif record.issued_at - facts.now > FUTURE_SKEW:
         # SECURITY: a future issued-at would outlive max_age; we never sign one.
-        return CookieOutcome(None, "bad-payload")
-    if facts.now - record.issued_at > consent.max_age:
-        return CookieOutcome(None, "expired", record.subject)
-    if record.policy_version < consent.policy_version:
-        return CookieOutcome(None, "old-policy", record.subject)
+        freshness = "future"
+    elif facts.now - record.issued_at > consent.max_age:
+        freshness = "expired"
+    elif record.policy_version < consent.policy_version:
+        freshness = "old-policy"
+    else:
+        freshness = "fresh"
+    if checked.consent is not consent:
+        checked.consent, checked.outcomes = consent, {}
+    made = checked.outcomes.get(freshness)
+    if made is None:
+        made = checked.outcomes[freshness] = _outcome(record, freshness, consent, value)
+    return made
+
+
+_NO_COOKIE = CookieOutcome(None, None, key=("", "absent"))
+
+
+def _outcome(
+    record: ConsentCookie | str, freshness: str, consent: ConsentConfig, value: str
+) -> CookieOutcome:
+    key = (value, freshness)
+    if isinstance(record, str):
+        return CookieOutcome(None, record, key=key)
+    if freshness == "future":
+        return CookieOutcome(None, "bad-payload", key=key)
+    if freshness != "fresh":
+        return CookieOutcome(None, freshness, record.subject, key=key)
     purposes = _answered(record.purposes, consent)
     answer = SourceAnswer(
         source="cookie",
@@ -131,7 +192,7 @@ def read_cookie(facts: Facts, consent: ConsentConfig, cookie: CookieConfig) -> C
         policy_version=record.policy_version,
         subject=record.subject,
     )
-    return CookieOutcome(answer, None, record.subject)
+    return CookieOutcome(answer, None, record.subject, key=key)
 
 
 def resolve(facts: Facts, consent: ConsentConfig, answers: Sequence[SourceAnswer]) -> ConsentState:
@@ -192,6 +253,11 @@ def resolve_request(
     return resolve(facts, consent, answers), outcome
 
 
+def stored_fresh(state: CurrentConsent, consent: ConsentConfig, now: float) -> bool:
+    """Whether the stored state still answers: within `consent.max_age`, current policy."""
+    return now - state.at <= consent.max_age and state.policy_version >= consent.policy_version
+
+
 def stored_answer(state: CurrentConsent, consent: ConsentConfig, now: float) -> SourceAnswer:
     """The store's current state for a subject as an answer (source `store`).
 
@@ -199,8 +265,7 @@ def stored_answer(state: CurrentConsent, consent: ConsentConfig, now: float) -> 
     erased subject's) answers nothing but keeps its time: a record newer than the
     cookie still puts the older cookie out of force.
     """
-    fresh = now - state.at <= consent.max_age and state.policy_version >= consent.policy_version
-    purposes = _answered(state.purposes, consent) if fresh else {}
+    purposes = _answered(state.purposes, consent) if stored_fresh(state, consent, now) else {}
     return SourceAnswer(
         source="store",
         purposes=MappingProxyType(purposes),

@@ -33,20 +33,34 @@ from urllib.parse import unquote_plus
 
 from gateway.config import ConsentConfig, CookieConfig, SignalsConfig
 from gateway.consent import cmp, gcm, gpp, tcf
-from gateway.consent.resolve import CookieOutcome, SourceAnswer, resolve_request
+from gateway.consent.gpc import gpc_signal
+from gateway.consent.regimes import regime_for
+from gateway.consent.resolve import (
+    CookieOutcome,
+    SourceAnswer,
+    forget_cookies,
+    read_cookie,
+    resolve_request,
+    stored_fresh,
+)
 from gateway.consent.usp import decode_us_privacy, usp_opted_out
 from gateway.errors import SignalError
+from gateway.memo import Memo
 from gateway.model import CMP, ConsentState, ConsentValue, CurrentConsent, Facts, Signal
 
 __all__ = [
     "REQUEST_SUFFIX",
+    "SignalInputs",
     "Signals",
     "TcfVendorConsent",
+    "decode_signals",
+    "forget",
     "gcm_states",
     "google_consent_params",
     "query_params",
     "read_signals",
     "resolve_with_signals",
+    "signal_inputs",
     "vendor_consent_params",
 ]
 
@@ -180,6 +194,23 @@ def _map_types(
     return out
 
 
+#: the cookies signals are read from: the standard ones and every CMP's
+_SIGNAL_COOKIES = (
+    frozenset({"euconsent-v2", "__gpp", "__gpp_sid", "OTGPPConsent", "us_privacy", "usprivacy"})
+    | cmp.CMP_COOKIE_NAMES
+)
+
+#: what signals are read from: the query's signal parameters and the signal cookies
+SignalInputs = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
+
+
+def signal_inputs(facts: Facts) -> SignalInputs:
+    """Everything of `facts` that `read_signals` reads, and nothing else: the key of any
+    cache of what it answers."""
+    cookies = tuple((n, v) for n, v in facts.cookies.items() if n in _SIGNAL_COOKIES)
+    return tuple(query_params(facts.query).items()), cookies
+
+
 def read_signals(facts: Facts, cfg: SignalsConfig) -> Signals:
     """Decode every enabled signal on `facts` into answers (see the module table).
 
@@ -187,8 +218,12 @@ def read_signals(facts: Facts, cfg: SignalsConfig) -> Signals:
     and, unless `cfg.request_params_grant`, keep only their denials: a tag cannot grant
     itself consent. The grants dropped are listed in `Signals.ignored`.
     """
-    q = query_params(facts.query)
-    c = facts.cookies
+    return decode_signals(signal_inputs(facts), cfg)
+
+
+def decode_signals(inputs: SignalInputs, cfg: SignalsConfig) -> Signals:
+    """`read_signals` on what `signal_inputs` took from a request."""
+    q, c = dict(inputs[0]), dict(inputs[1])
     read = cfg.read
     out = _Collect(cfg)
     vendors: TcfVendorConsent | None = None
@@ -342,14 +377,60 @@ def resolve_with_signals(
 ) -> tuple[ConsentState, CookieOutcome, Signals]:
     """The request's consent from the gateway's cookie and the store's record of its
     subject (`stored`), the standard signals, GPC and the regime's defaults (DESIGN §2),
-    with vendor-level TCF consent attached. `outcome`: as in `resolve_request`."""
-    signals = read_signals(facts, consent.signals)
+    with vendor-level TCF consent attached. `outcome`: as in `resolve_request`.
+
+    Answers are kept (`_RESOLVED`) under everything they depend on: the cookie's value and
+    freshness, the stored state and whether it is fresh, the signals' inputs, the regime
+    and GPC; a visitor's next hit costs a lookup.
+    """
+    if outcome is None:
+        outcome = read_cookie(facts, consent, cookie)
+    inputs = signal_inputs(facts)
+    key = None
+    if outcome.key is not None and _size(inputs) <= _MAX_KEPT:
+        own = None
+        if stored is not None and stored.subject == outcome.subject:
+            own = (
+                stored.at,
+                stored.policy_version,
+                tuple(stored.purposes.items()),
+                stored_fresh(stored, consent, facts.now),
+            )
+        regime = regime_for(consent, facts.country)
+        gpc = regime.gpc_binds and gpc_signal(facts.headers)
+        key = (outcome.key, own, inputs, regime.name, gpc)
+        kept = _RESOLVED.get(key)
+        if kept is not None and kept[0] is consent and kept[1] is cookie:
+            return kept[2], outcome, kept[3]
+    signals = decode_signals(inputs, consent.signals)
     state, outcome = resolve_request(
         facts, consent, cookie, signals.answers, outcome=outcome, stored=stored
     )
     if signals.vendors is not None:
         state = dataclasses.replace(state, vendors=signals.vendors)
+    if key is not None:
+        _RESOLVED.put(key, (consent, cookie, state, signals))
     return state, outcome, signals
+
+
+#: resolved consent by its inputs (see resolve_with_signals); an entry is a few KB at most
+_RESOLVED: Memo[tuple[object, ...], tuple[ConsentConfig, CookieConfig, ConsentState, Signals]] = (
+    Memo(16384)
+)
+#: inputs longer than this (characters of signal values) are resolved every time: a
+#: cache of them would hold whatever large strings visitors send
+_MAX_KEPT = 2048
+
+
+def forget() -> None:
+    """Drop every kept answer (cookie checks and resolved consent): tests compare kept
+    answers with fresh ones."""
+    _RESOLVED.clear()
+    forget_cookies()
+
+
+def _size(inputs: SignalInputs) -> int:
+    return sum(len(v) for _, v in inputs[0]) + sum(len(v) for _, v in inputs[1])
 
 
 def gcm_states(state: ConsentState, cfg: SignalsConfig) -> dict[str, ConsentValue]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
@@ -9,13 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import ConflictPolicy, ConsentConfig, CookieConfig, CookieKey, SignalsConfig
+from gateway.consent.cmp import CMP_COOKIE_NAMES, decode_cmp_cookies
 from gateway.consent.signals import (
+    forget,
     gcm_states,
     google_consent_params,
     read_signals,
     resolve_with_signals,
+    signal_inputs,
 )
-from gateway.model import ConsentValue, Facts, Headers
+from gateway.model import ConsentValue, CurrentConsent, Facts, Headers
 from tests.signal_values import ONETRUST_NO_TARGETING, TC_ADS_755, TC_ADS_NOT_755, TC_ANALYTICS
 
 G, D = ConsentValue.GRANTED, ConsentValue.DENIED
@@ -296,3 +300,113 @@ def test_query_params(raw: str, expected: dict[str, str]) -> None:
     from gateway.consent.signals import query_params
 
     assert query_params(raw) == expected
+
+
+# -- kept answers: a hit gives exactly what resolving afresh gives ----------------------------
+
+_KEYS = CookieConfig(keys=(CookieKey("k1", b"k" * 32),))
+_NOW = 1_800_000_000
+_SUBJECT = "s-" + "a" * 30
+
+
+def _cookie(issued_at: int, version: int = 1, key: bytes = b"k" * 32) -> str:
+    from gateway.consent.cookie import ConsentCookie, sign_cookie
+
+    record = ConsentCookie(_SUBJECT, {"analytics": True}, issued_at, version, "banner")
+    return sign_cookie(record, (CookieKey("k1", key),))
+
+
+_MAX_AGE = ConsentConfig().max_age
+_COOKIES = [
+    None,
+    _cookie(_NOW - 60),
+    _cookie(_NOW - int(_MAX_AGE)),  # fresh until exactly max_age
+    _cookie(_NOW - int(_MAX_AGE) - 1),  # expired
+    _cookie(_NOW + 10_000),  # from the future
+    _cookie(_NOW - 60, version=0),  # old policy
+    _cookie(_NOW - 60, key=b"x" * 32),  # forged
+]
+
+
+def _stored(at: float, analytics: bool, subject: str = _SUBJECT) -> CurrentConsent:
+    return CurrentConsent(subject, {"analytics": analytics}, 1, at, "api")
+
+
+@given(
+    cookie=st.sampled_from(_COOKIES),
+    cmp_cookies=st.sampled_from([{}, {"OptanonConsent": ONETRUST_NO_TARGETING}]),
+    query=st.sampled_from(["", "gcs=G100", f"gdpr=1&gdpr_consent={TC_ANALYTICS}"]),
+    country=st.sampled_from([None, "DE", "US"]),
+    gpc=st.booleans(),
+    shift=st.sampled_from([0.0, 1.0, -1.0, 20_000.0, _MAX_AGE]),
+    stored=st.sampled_from(
+        [
+            None,
+            _stored(_NOW - 10, False),
+            _stored(_NOW - _MAX_AGE - 5, False),
+            _stored(_NOW, True, "s-other"),
+        ]
+    ),
+)
+def test_a_kept_answer_is_what_resolving_afresh_gives(
+    cookie: str | None,
+    cmp_cookies: dict[str, str],
+    query: str,
+    country: str | None,
+    gpc: bool,
+    shift: float,
+    stored: CurrentConsent | None,
+) -> None:
+    consent = ConsentConfig(policy_version=1)
+    jar = {**cmp_cookies, **({"cg_consent": cookie} if cookie else {})}
+    headers = Headers((("Sec-GPC", "1"),) if gpc else ())
+
+    def at(now: float) -> Facts:
+        return Facts("r", "GET", "x", "/", query, headers, jar, country=country, now=now)
+
+    # a warm cache, filled at another moment, must not answer for this one
+    resolve_with_signals(at(_NOW), consent, _KEYS, stored=stored)
+    kept = resolve_with_signals(at(_NOW + shift), consent, _KEYS, stored=stored)
+    forget()
+    fresh = resolve_with_signals(at(_NOW + shift), consent, _KEYS, stored=stored)
+    assert kept[0] == fresh[0]
+    assert (kept[1].answer, kept[1].problem, kept[1].subject) == (
+        fresh[1].answer,
+        fresh[1].problem,
+        fresh[1].subject,
+    )
+    assert kept[2] == fresh[2]
+
+
+class _Recording(dict[str, str]):
+    """A cookie jar that notes every name looked up, and refuses to be walked."""
+
+    def __init__(self, jar: dict[str, str]) -> None:
+        super().__init__(jar)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        raise AssertionError("a CMP decoder walked the whole jar")
+
+
+@pytest.mark.parametrize("value", ["x", "allow", ONETRUST_NO_TARGETING])
+def test_cmp_decoders_read_only_the_signal_cookies(value: str) -> None:
+    """`signal_inputs` keeps only the signal cookies, and kept answers are keyed on them:
+    a decoder reading any other cookie would make a kept answer wrong."""
+    jar = _Recording(dict.fromkeys(CMP_COOKIE_NAMES, value) | {"unrelated": value})
+    decode_cmp_cookies(jar)
+    assert jar.read <= CMP_COOKIE_NAMES
+    kept = dict(signal_inputs(facts(cookies=dict(jar.items()))).__getitem__(1))
+    assert set(kept) == set(CMP_COOKIE_NAMES)
