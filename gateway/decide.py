@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from gateway.memo import Memo
 from gateway.model import NECESSARY, Action, ConsentState, Decision, StripSpec
 from gateway.ruleset.match import Match
 
@@ -39,7 +40,26 @@ def decide(match: Match | None, consent: ConsentState, *, report_only: bool = Fa
 
     A purpose counts as missing unless it is explicitly granted: `unknown`
     means no consent (fail closed).
+
+    Decisions are kept per (match, consent) object pair: both come from caches
+    (`RuleSet.match`, `resolve_with_signals`), so a visitor's repeated hit is decided by
+    a lookup. The entry holds both objects and is used only for those very objects.
     """
+    if match is None:
+        return reject("no rule lists this destination")
+    key = (id(match), id(consent), report_only)
+    kept = _KEPT.get(key)
+    if kept is not None and kept[0] is match and kept[1] is consent:
+        return kept[2]
+    return _KEPT.put(key, (match, consent, _decide(match, consent, report_only)))[2]
+
+
+#: (id(match), id(consent), report_only) -> (match, consent, decision); holding the
+#: objects keeps their ids from being reused while the entry lives
+_KEPT: Memo[tuple[int, int, bool], tuple[Match, ConsentState, Decision]] = Memo(16384)
+
+
+def _decide(match: Match | None, consent: ConsentState, report_only: bool) -> Decision:
     if match is None:
         return reject("no rule lists this destination")
     vendor, endpoint = match.vendor, match.endpoint

@@ -25,6 +25,7 @@ from gateway.consent.regimes import country_from
 from gateway.core import address_in
 from gateway.cors import DECISION_HEADER
 from gateway.errors import BadDestination, BodyTimeout, BodyTooLarge, ClientGone, UpstreamError
+from gateway.memo import Memo
 from gateway.model import Action, Decision, EndpointKind, Facts, Headers, Outgoing
 from gateway.ratelimit import NetworkLimiter
 from gateway.ruleset.match import Match
@@ -305,6 +306,9 @@ def decision_header(decision: Decision, rid: str) -> str:
     names from the rules and the config, the id the gateway's own: nothing here is the
     visitor's input.
     """
+    kept = _HEADERS.get(id(decision))
+    if kept is not None and kept[0] is decision:
+        return kept[1] + rid
     parts = [decision.effective.value]
     if decision.vendor is not None:
         parts.append(f"vendor={decision.vendor}")
@@ -312,8 +316,15 @@ def decision_header(decision: Decision, rid: str) -> str:
         parts.append("missing=" + ",".join(sorted(decision.missing)))
     if decision.report_only:
         parts.append(f"report-only={decision.action.value}")
-    parts.append(f"id={rid}")
-    return "; ".join(parts)
+    parts.append("id=")
+    prefix = "; ".join(parts)
+    _HEADERS.put(id(decision), (decision, prefix))
+    return prefix + rid
+
+
+#: id(decision) -> (decision, the header up to its request id); decisions are cached
+#: (`decide`), so a visitor's repeated hit builds its header by one concatenation
+_HEADERS: Memo[int, tuple[Decision, str]] = Memo(4096)
 
 
 def name_decision(gw: Gateway, request: web.Request, decision: Decision, rid: str) -> None:

@@ -128,3 +128,15 @@ def test_never_forward_untouched_without_every_purpose(consent: dict[str, Consen
         assert s.granted("analytics") and s.granted("advertising")
     if not s.granted("analytics"):
         assert d.action is Action.DROP
+
+
+def test_a_decision_is_kept_for_the_same_match_and_consent_objects_only() -> None:
+    m = match("/hit")
+    granted = state(analytics="granted", advertising="granted")
+    denied = state(analytics="denied", advertising="denied")
+    first = decide(m, granted)
+    assert decide(m, granted) is first
+    # equal content in another object is decided afresh, and the same
+    assert decide(m, state(analytics="granted", advertising="granted")) == first
+    assert decide(m, denied).action is not first.action
+    assert decide(m, granted, report_only=True).report_only

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
 
+from gateway.memo import Memo
 from gateway.model import ConsentState, Decision, Facts
 from gateway.redact import (
     VALUE_MARK,
@@ -90,6 +91,57 @@ def record_for(
     without it (report-only: nothing was removed) `stripped` names what the decision's
     strips would remove.
     """
+    rid = clean(facts.request_id, _SHORT_CAP)
+    ts = float(facts.now) if facts.now > 0 else time.time()
+    key = None
+    if match is not None:
+        # With a match, everything but the time and the id is a function of the decision,
+        # consent and match objects (cached upstream), the method and host: kept per set.
+        names = None if removed is None else tuple(removed)
+        key = (id(decision), id(consent), id(match), facts.method, facts.host, names)
+        kept = _KEPT.get(key)
+        if kept is not None and kept[0] is decision and kept[1] is consent and kept[2] is match:
+            return _stamped(kept[3], ts, rid)
+    record = _record(facts, decision, consent, match, removed, ts, rid)
+    if key is not None and match is not None:
+        _KEPT.put(key, (decision, consent, match, record))
+    return record
+
+
+#: see record_for; an entry holds its objects, so their ids are not reused meanwhile
+_KEPT: Memo[tuple[object, ...], tuple[Decision, ConsentState | None, Match, DecisionRecord]] = Memo(
+    4096
+)
+
+
+def _stamped(t: DecisionRecord, ts: float, request_id: str) -> DecisionRecord:
+    return DecisionRecord(
+        ts,
+        request_id,
+        t.action,
+        t.vendor,
+        t.endpoint,
+        t.missing,
+        t.sources,
+        t.regime,
+        t.method,
+        t.host,
+        t.path,
+        t.stripped,
+        t.reason,
+        t.report_only,
+    )
+
+
+def _record(
+    facts: Facts,
+    decision: Decision,
+    consent: ConsentState | None,
+    match: Match | None,
+    removed: Sequence[str] | None,
+    ts: float,
+    rid: str,
+) -> DecisionRecord:
     sources: Mapping[str, str] = MappingProxyType(
         {
             clean(p, _SHORT_CAP): clean(s, _SHORT_CAP)
@@ -97,8 +149,8 @@ def record_for(
         }
     )
     return DecisionRecord(
-        ts=float(facts.now) if facts.now > 0 else time.time(),
-        request_id=clean(facts.request_id, _SHORT_CAP),
+        ts=ts,
+        request_id=rid,
         action=str(decision.action),
         vendor=clean_opt(decision.vendor, _SHORT_CAP),
         endpoint=clean_opt(decision.endpoint, _SHORT_CAP),

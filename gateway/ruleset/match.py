@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
 
+from gateway.memo import Memo
 from gateway.ruleset.schema import EndpointSpec, VendorRule, is_dns_name
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 _SEPARATORS = re.compile(r"[/\\]")
+#: longer paths are matched every time, never kept
+_MAX_KEPT_PATH = 512
 
 
 def normalize_host(raw: str) -> str | None:
@@ -154,7 +157,7 @@ class RuleSet:
     vendor's own patterns may overlap each other.
     """
 
-    __slots__ = ("rules", "_by_id", "_exact", "_wild", "_routes", "_route_depth")
+    __slots__ = ("rules", "_by_id", "_exact", "_wild", "_routes", "_route_depth", "_matched")
 
     def __init__(self, rules: Iterable[VendorRule]) -> None:
         self.rules: tuple[VendorRule, ...] = tuple(rules)
@@ -164,6 +167,8 @@ class RuleSet:
         #: wildcard suffix ("example.com" for "*.example.com") -> rule
         self._wild: dict[str, VendorRule] = {}
         self._routes: dict[str, VendorRule] = {}
+        #: (host, path, method) -> what `match` answered: requests repeat their endpoint
+        self._matched: Memo[tuple[str, str, str], tuple[Match | None]] = Memo(4096)
         conflicts: list[RuleConflict] = []
 
         def claim(
@@ -234,11 +239,16 @@ class RuleSet:
         `method` upper case. None for an unknown host, for a path or method no
         endpoint of the host's vendor accepts, and for an unsafe path.
         """
+        key = (host, path, method)
+        found = self._matched.get(key)
+        if found is not None:
+            return found[0]
         rule = self.vendor_for_host(host)
-        if rule is None:
-            return None
-        endpoint = match_endpoint(rule.endpoints, path, method)
-        return None if endpoint is None else Match(rule, endpoint)
+        endpoint = None if rule is None else match_endpoint(rule.endpoints, path, method)
+        match = None if rule is None or endpoint is None else Match(rule, endpoint)
+        if len(path) <= _MAX_KEPT_PATH:
+            self._matched.put(key, (match,))
+        return match
 
     def route_for(self, path: str) -> tuple[VendorRule, str] | None:
         """The vendor whose first-party route prefixes `path`, and the rest of the path.

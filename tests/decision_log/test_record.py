@@ -214,3 +214,25 @@ def test_record_for_reject_without_consent() -> None:
     assert (r.action, r.vendor, r.endpoint, r.regime) == ("reject", None, None, None)
     assert dict(r.sources) == {}
     assert abs(r.ts - time.time()) < 60  # a Facts without a time is stamped now
+
+
+def test_a_kept_record_differs_only_in_time_and_id() -> None:
+    """Records are kept per (decision, consent, match, method, host): a repeated hit's
+    record is the kept one with its own time and id, the same as one built afresh."""
+    from gateway.config import DEFAULT_PURPOSES
+    from gateway.decision_log import record as module
+    from gateway.ruleset.load import load_rules
+
+    rules = load_rules([RULES_DIR], frozenset(DEFAULT_PURPOSES))
+    match = rules.match("www.google-analytics.com", "/g/collect", "GET")
+    assert match is not None
+    decision, consent = make_decision(Action.DROP), make_consent()
+    first = record_for(make_facts(), decision, consent, match, ())
+    again = record_for(make_facts(request_id="req-2", now=T0 + 5), decision, consent, match, ())
+    module._KEPT.clear()
+    fresh = record_for(make_facts(request_id="req-2", now=T0 + 5), decision, consent, match, ())
+    assert (first.ts, first.request_id) == (T0, "req-1")
+    assert again == fresh and (again.ts, again.request_id) == (T0 + 5, "req-2")
+    # another method or host is another record
+    other = record_for(make_facts(method="POST"), decision, consent, match, ())
+    assert other.method == "POST" and first.method == "GET"
