@@ -117,7 +117,9 @@ def evaluate(
         try:
             outgoing = transform(
                 facts,
-                dataclasses.replace(decision, strips=strips),
+                decision
+                if strips is decision.strips
+                else dataclasses.replace(decision, strips=strips),
                 match.endpoint.body,
                 own_cookies=own_cookies,
                 set_query=params,

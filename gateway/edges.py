@@ -13,6 +13,8 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 
 import aiohttp
@@ -123,10 +125,28 @@ def peer_trusted(request: web.BaseRequest, trusted: Networks) -> bool:
     return bool(trusted) and address_in(request.remote, trusted)
 
 
+def _parse_ip(peer: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address(peer)) if peer else None
+    except ValueError:
+        return None
+
+
+#: peer string -> (its address normalised, or None)
+_PEERS: Memo[str, tuple[str | None]] = Memo(4096)
+
+
 def client_ip(request: web.Request, trusted: Networks) -> str | None:
     """The visitor's address: the peer, or, when the peer is a trusted proxy, the
     right-most X-Forwarded-For entry that is not itself a trusted proxy."""
     peer = request.remote
+    if not trusted:
+        # The common case: the peer is the visitor. Its address, normalised, is kept per
+        # peer string (a kept-alive connection sends many requests).
+        kept = _PEERS.get(peer or "")
+        if kept is None:
+            kept = _PEERS.put(peer or "", (_parse_ip(peer),))
+        return kept[0]
     try:
         addr = ipaddress.ip_address(peer) if peer else None
     except ValueError:
@@ -155,7 +175,7 @@ async def read_facts(gw: Gateway, request: web.Request, host: str | None, path: 
     limit = gw.config.server.max_body_bytes
     body = await read_body(request, limit, gw.config.server.read_timeout)
     headers = Headers(tuple(request.headers.items()))
-    codings = bodies.encodings(headers.items_all())
+    codings = bodies.encodings(headers.items_all()) if body else ()
     # Decoded once, here: a body that is not what its header says is the client's error
     # (400), a compression bomb is refused (413) before any stage looks at it.
     # SECURITY: the decoded body is held to the same limit as a plain one, so compressing
@@ -168,13 +188,33 @@ async def read_facts(gw: Gateway, request: web.Request, host: str | None, path: 
         path=path,
         query=request.raw_path.partition("?")[2],
         headers=headers,
-        cookies=dict(request.cookies),
+        cookies=cookies_of(request),
         body=body,
         client_ip=client_ip(request, gw.config.server.trusted_proxies),
         country=country_of(gw, request, headers),
         now=time.time(),
         decoded_body=decoded,
     )
+
+
+def cookies_of(request: web.Request) -> Mapping[str, str]:
+    """The request's cookies (aiohttp's parse of its first Cookie header), read-only.
+
+    A visitor sends the same Cookie header with each hit: the parse is kept per header
+    value (bounded; long headers are parsed every time)."""
+    raw = request.headers.get(hdrs.COOKIE, "")
+    if not raw:
+        return _NO_COOKIES
+    kept = _COOKIE_HEADERS.get(raw)
+    if kept is None:
+        kept = MappingProxyType(dict(request.cookies))
+        if len(raw) <= 2048:
+            _COOKIE_HEADERS.put(raw, kept)
+    return kept
+
+
+_NO_COOKIES: Mapping[str, str] = MappingProxyType({})
+_COOKIE_HEADERS: Memo[str, Mapping[str, str]] = Memo(8192)
 
 
 async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:

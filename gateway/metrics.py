@@ -20,8 +20,11 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from gateway.memo import Memo
+
 if TYPE_CHECKING:
     from gateway.core import Evaluation
+    from gateway.model import ConsentState
 
 __all__ = ["Metrics"]
 
@@ -41,8 +44,8 @@ class _Tally(Collector):
     def __init__(self) -> None:
         #: (vendor, endpoint, action) -> requests
         self.requests: dict[tuple[str, str, str], int] = {}
-        #: (purpose, state) -> requests
-        self.purposes: dict[tuple[str, str], int] = {}
+        #: ((purpose, state), ...) of one request -> requests with exactly those states
+        self.states: dict[tuple[tuple[str, str], ...], int] = {}
         #: observations per latency bucket (the last: above every bound), and their sum
         self.buckets = [0] * (len(_LATENCY_BUCKETS) + 1)
         self.seconds = 0.0
@@ -53,15 +56,19 @@ class _Tally(Collector):
             "Requests handled, by vendor, endpoint and action",
             labels=["vendor", "endpoint", "action"],
         )
-        for key, n in list(self.requests.items()):
-            requests.add_metric(key, n)
+        for labels, n in list(self.requests.items()):
+            requests.add_metric(labels, n)
         purposes = CounterMetricFamily(
             "gateway_consent_purpose",
             "Tag requests by purpose and the visitor's resolved consent for it "
             "(granted, denied, unknown): one per configured purpose per request",
             labels=["purpose", "state"],
         )
-        for (purpose, state), n in list(self.purposes.items()):
+        per_purpose: dict[tuple[str, str], int] = {}
+        for states, n in list(self.states.items()):
+            for pair in states:
+                per_purpose[pair] = per_purpose.get(pair, 0) + n
+        for (purpose, state), n in per_purpose.items():
             purposes.add_metric([purpose, state], n)
         cumulative, running = [], 0
         for bound, n in zip((*_LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
@@ -87,6 +94,9 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self._tally = _Tally()
         r.register(self._tally)
+        #: id(consent) -> (consent, its states per purpose): resolved states are cached
+        #: objects, so a repeated hit counts its purposes with one lookup
+        self._states: Memo[int, tuple[ConsentState, tuple[tuple[str, str], ...]]] = Memo(4096)
         self.upstream_seconds = Histogram(
             "gateway_upstream_seconds",
             "Time until the vendor answered",
@@ -206,11 +216,15 @@ class Metrics:
         decision = ev.decision
         self.count_request(decision.vendor or "-", decision.endpoint or "-", decision.action.value)
         tally = self._tally
-        if ev.consent is not None:
-            counts = tally.purposes
-            for purpose in purposes:
-                key = (purpose, ev.consent.state(purpose).value)
-                counts[key] = counts.get(key, 0) + 1
+        consent = ev.consent
+        if consent is not None:
+            # one count per distinct consent, expanded per purpose when scraped
+            kept = self._states.get(id(consent))
+            if kept is None or kept[0] is not consent:
+                states = tuple((p, consent.state(p).value) for p in purposes)
+                kept = self._states.put(id(consent), (consent, states))
+            counts = tally.states
+            counts[kept[1]] = counts.get(kept[1], 0) + 1
         if ev.cookie_problem is not None:
             self.consent_cookie_invalid.labels(ev.cookie_problem).inc()
         if ev.signals is not None and ev.signals.problems:

@@ -23,6 +23,8 @@ def gpc_signal(headers: Headers) -> bool:
     A repeated header counts as a signal when any copy is `1` (W3C GPC): copies
     appended by intermediaries cannot take the visitor's signal away.
     """
+    if GPC_HEADER not in headers:  # the index: most requests carry no signal at all
+        return False
     return any(
         name.lower() == GPC_HEADER and value.strip(_OWS) == "1"
         for name, value in headers.items_all()

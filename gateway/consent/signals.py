@@ -482,7 +482,29 @@ def vendor_consent_params(
 
     Only ever restricts: a parameter saying consent was given is never added, so a tag's
     own "denied" is never upgraded. `kind` is a rule's `consent_params` value.
+
+    Kept per (kind, state, config, whether the hit carries Google's parameters): that is
+    all the answer depends on, and states are cached objects.
     """
+    carries = query is not None and bool(query_params(query, _GOOGLE_PARAMS))
+    key = (kind, id(state), id(cfg), query is None, carries)
+    kept = _PARAMS.get(key)
+    if kept is not None and kept[0] is state and kept[1] is cfg:
+        return dict(kept[2]), dict(kept[3])
+    params, fields = _vendor_consent_params(kind, state, cfg, query)
+    _PARAMS.put(key, (state, cfg, params, fields))
+    return dict(params), dict(fields)
+
+
+_PARAMS: Memo[
+    tuple[str, int, int, bool, bool],
+    tuple[ConsentState, SignalsConfig, dict[str, str], dict[str, object]],
+] = Memo(4096)
+
+
+def _vendor_consent_params(
+    kind: str, state: ConsentState, cfg: SignalsConfig, query: str | None
+) -> tuple[dict[str, str], dict[str, object]]:
     advertising = state.purposes.get("advertising")
     denied = advertising is None or advertising.state is not _GRANTED
     us_opt_out = denied and advertising is not None and advertising.source in _US_OPT_OUT_SOURCES

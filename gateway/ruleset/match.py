@@ -54,10 +54,17 @@ def normalize_host(raw: str) -> str | None:
     # could read differently from the rule index (userinfo, port, encoded separators, IPv4
     # shorthand) is refused here; the ASCII check comes before lower() because lower()
     # folds some non-ASCII characters into ASCII ones (U+212A KELVIN SIGN -> "k").
-    if not raw.isascii():
-        return None
-    host = raw.lower()
-    return host if is_dns_name(host) else None
+    kept = _HOSTS.get(raw)
+    if kept is None:
+        host = raw.lower() if raw.isascii() else None
+        kept = (host if host is not None and is_dns_name(host) else None,)
+        if len(raw) <= 253:
+            _HOSTS.put(raw, kept)
+    return kept[0]
+
+
+#: raw host segment -> its normalised host or None; tags name a few hosts, again and again
+_HOSTS: Memo[str, tuple[str | None]] = Memo(4096)
 
 
 def is_safe_path(path: str) -> bool:
