@@ -87,3 +87,25 @@ def test_sinks_are_reusable_directly(tmp_path: Path) -> None:
     sink.close()
     sink.close()
     assert orjson.loads(target.read_bytes())["request_id"] == "a"
+
+
+def test_a_batch_in_one_statement_stores_what_row_by_row_stores(tmp_path: Path) -> None:
+    """The JSON batch insert and the executemany fallback give identical rows."""
+    records = [
+        make_record("r1"),
+        make_record(
+            "r2", action="strip", stripped=("query:gclid", "ip:truncate"), report_only=True
+        ),
+        make_record("r3", vendor=None, endpoint=None, regime=None, missing=(), sources={}),
+        make_record("r4", reason='quote " backslash \\ tab \t and ünïcode', ts=T0 + 0.125),
+    ]
+    stored = []
+    for use_json in (True, False):
+        sink = SqliteSink(tmp_path / f"{use_json}.db")
+        sink.open()
+        sink._json = use_json
+        sink.write(records)
+        sink.close()
+        with sqlite3.connect(tmp_path / f"{use_json}.db") as conn:
+            stored.append(conn.execute("SELECT * FROM decisions ORDER BY id").fetchall())
+    assert stored[0] == stored[1] and len(stored[0]) == len(records)
