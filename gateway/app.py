@@ -20,10 +20,12 @@ share the public port, they move under the base path too.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 from aiohttp import hdrs, web
+from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import cors, edges, pipeline
@@ -81,7 +83,7 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
     # auto_decompress off: bodies are read exactly as sent, decoded once and bounded by
     # gateway.bodies, and forwarded in the encoding their headers name.
     handler_args = {"keepalive_timeout": config.server.read_timeout, "auto_decompress": False}
-    root = web.Application(
+    root = _PublicApp(
         middlewares=[_errors_middleware],
         client_max_size=BODY_LIMIT,
         handler_args=handler_args,
@@ -131,12 +133,48 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
     add_report_routes(app, gw)
     add_router_routes(app, gw)
     r = app.router
-    r.add_route("*", "/t/{tail:.*}", _tag_route)
+    tag = r.add_route("*", "/t/{tail:.*}", _tag_route)
+    if app is root:
+        root.tag_route(tag)
     r.add_route("*", "/{tail:.*}", _prefix_route)
     if app is not root:
         # Last: a mounted app's routes are frozen.
         root.add_subapp(base, app)
     return root
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # aiohttp discourages subclasses
+
+    class _PublicApp(web.Application):
+        """The root app, whose tag requests skip the router and aiohttp's middleware chain.
+
+        A `/t/…` request has one route, whatever its path: it is resolved once, at build,
+        into a frozen match (the route, this app), and each tag request gets that match
+        and goes straight to `_errors_middleware(_tag_route)`, the chain the router would
+        have built for it. Everything else (and a tag route below `server.base_path`,
+        a preflight, an `Expect` header) takes aiohttp's way.
+        """
+
+        _tag_match: UrlMappingMatchInfo | None = None
+
+        def tag_route(self, route: web.AbstractRoute) -> None:
+            match = UrlMappingMatchInfo({}, route)
+            match.add_app(self)
+            match.freeze()
+            self._tag_match = match
+
+        async def _handle(self, request: web.Request) -> web.StreamResponse:
+            match = self._tag_match
+            if (
+                match is not None
+                and request.raw_path.startswith("/t/")
+                and request.method != hdrs.METH_OPTIONS
+                and hdrs.EXPECT not in request.headers
+            ):
+                request._match_info = match
+                return await _errors_middleware(request, _tag_route)
+            return await super()._handle(request)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -329,3 +329,53 @@ async def test_the_admin_under_a_base_path_links_and_scopes_its_cookie_there(
     # the API's errors stay JSON under the base
     bad = await client.get("/cg/_admin/api/records?limit=x", headers=BEARER)
     assert bad.status == 400 and "error" in await bad.json()
+
+
+# --- the tag routes' short way past the router ----------------------------------------
+
+
+_GA4 = "/t/www.google-analytics.com/g/collect?v=2&tid=G-1&cid=1.2"
+_ANSWER_HEADERS = ("Content-Type", "Cache-Control", "X-Content-Type-Options", "Vary")
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "headers"),
+    [
+        (_GA4, "GET", {}),
+        (_GA4, "POST", {"Expect": "100-continue"}),
+        ("/t/www.google-analytics.com/g/collect/../../x", "GET", {}),
+        ("/t/unlisted.example/x", "GET", {}),
+        ("/t/127.0.0.1/x", "GET", {}),
+        ("/t/www.google-analytics.com/nothing-here", "GET", {}),
+        (
+            _GA4,
+            "OPTIONS",
+            {"Origin": "https://shop.example", "Access-Control-Request-Method": "GET"},
+        ),
+    ],
+    ids=["drop", "expect", "dot-segments", "unlisted", "ip", "no-endpoint", "preflight"],
+)
+async def test_a_tag_request_is_answered_alike_with_and_without_the_short_way(
+    gateway_factory: Callable[..., Any], path: str, method: str, headers: dict[str, str]
+) -> None:
+    """Tag requests at the root skip the router (`_PublicApp`); under a base path they
+    take aiohttp's way. Both answer the same status, headers and body."""
+    answers = []
+    for base in ("", "/cg"):
+        client: Client = await gateway_factory(
+            hosts=["www.google-analytics.com"],
+            extra={
+                "server": {"base_path": base or None, "allowed_origins": ["https://shop.example"]}
+            },
+        )
+        resp = await client.request(method, base + path, headers=headers)
+        decision = resp.headers.get("Consent-Gateway-Decision", "")
+        answers.append(
+            (
+                resp.status,
+                {h: resp.headers.get(h) for h in _ANSWER_HEADERS},
+                decision.rpartition("; id=")[0],
+                await resp.read(),
+            )
+        )
+    assert answers[0] == answers[1]

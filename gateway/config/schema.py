@@ -274,7 +274,7 @@ class UpstreamConfig:
         help="bounded queue for beacons and pixels forwarded after the visitor has its answer",
     )
     queue_workers: int = opt(
-        64,
+        200,
         min=1,
         max=1024,
         help="concurrent background senders (coroutines, not threads): throughput is about "
