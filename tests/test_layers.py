@@ -2,12 +2,13 @@
 
     top    app, cli, serve, admin/*, consent_api,  wiring, HTTP routes, commands
            reports
-    edge   pipeline, edges, upstream, store/*, decision_log, access_log, webhooks,
-           reload, metrics, state, ratelimit, cors I/O: requests, sockets, files, databases
+    edge   pipeline, edges, upstream, beacons, store/*, decision_log, access_log,
+           webhooks, reload, metrics, state, ratelimit, cors
+                                                   I/O: requests, sockets, files, databases
     core   core, explain                           the pure middle, run on plain values
     leaf   consent/*, ruleset/*, decide, transform*, identifiers, bodies, redact, csp,
            violations
-    base   model, errors, config, yamlsrc          the types and the config schema
+    base   model, errors, config, yamlsrc, memo    the types, the config schema, caches
 
 `tests/test_core.py` checks that the core loads no I/O library at run time; this
 reads every import statement (function-level ones included) so a new dependency
@@ -27,7 +28,7 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "gateway"
 LAYERS = ["base", "leaf", "core", "edge", "top"]
 _OF: dict[str, str] = {
-    **dict.fromkeys(["model", "errors", "config", "yamlsrc"], "base"),
+    **dict.fromkeys(["model", "errors", "config", "yamlsrc", "memo"], "base"),
     **dict.fromkeys(
         [
             "consent",
@@ -51,6 +52,7 @@ _OF: dict[str, str] = {
             "pipeline",
             "edges",
             "upstream",
+            "beacons",
             "store",
             "decision_log",
             "access_log",
