@@ -55,7 +55,8 @@ unit: $(VENV)/.dev $(INTEROP)/node_modules/.installed $(SDKS)/node_modules/.inst
 check: $(BIN)/consent-gateway
 	$(BIN)/consent-gateway check --config $(CONFIG)
 
-bench: $(VENV)/.dev
+## bench: what enforcement costs against references it starts itself (needs wrk)
+bench: $(VENV)/.dev $(INTEROP)/node_modules/.installed
 	$(BIN)/python bench/run.py
 
 ## bench-store: decisions/s with a valid cookie and with consent-store lookups, both backends
