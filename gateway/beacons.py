@@ -21,10 +21,13 @@ SECURITY, the same gate as every upstream call:
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 import yarl
@@ -32,7 +35,9 @@ import yarl
 from gateway.errors import UpstreamError, UpstreamRefused, UpstreamTimeout
 from gateway.model import Outgoing
 
-__all__ = ["BeaconPool", "request_bytes"]
+__all__ = ["BeaconPool", "Done", "request_bytes"]
+
+log = logging.getLogger(__name__)
 
 #: the largest answer header block accepted, and the most body bytes drained
 MAX_HEAD: Final = 64 * 1024
@@ -80,14 +85,18 @@ def request_bytes(out: Outgoing, url: yarl.URL) -> bytes:
 
 class _Connection(asyncio.Protocol):
     """One kept-alive connection: one request at a time, answers parsed just enough to
-    know where they end."""
+    know where they end. Its pool hears of each end through `_ended`."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool: BeaconPool, origin: Origin) -> None:
+        self.pool = pool
+        self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        #: the job on this connection (None: idle) and when it was written
+        self.job: _Job | None = None
+        self.started = 0.0
         self._buf = bytearray()
-        self._waiter: asyncio.Future[tuple[int, bool]] | None = None
         self._head_method = False
         # the answer being read: None until its head is complete
         self._status: int | None = None
@@ -103,23 +112,23 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:  # bytes nobody asked for: the connection is not reusable
+        if self.job is None:  # bytes nobody asked for: the connection is out of step
             self.close()
             return
         self._buf += data
         try:
             self._advance()
         except ValueError:
-            self._fail(UpstreamError("other", "unreadable answer"))
+            self.fail(UpstreamError("other", "unreadable answer"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
-        if self._waiter is not None and not self._waiter.done():
+        if self.job is not None:
             if self._until_close and self._status is not None:
-                self._waiter.set_result((self._status, False))
+                self._end(self._status, None)
             else:
-                self._waiter.set_exception(UpstreamError("connect", "connection closed"))
+                self._end(None, UpstreamError("connect", "connection closed"))
 
     # -- use -----------------------------------------------------------------------------
     @property
@@ -127,35 +136,38 @@ class _Connection(asyncio.Protocol):
         """Bytes received that no request accounts for."""
         return bool(self._buf)
 
-    async def exchange(self, data: bytes, method: str) -> tuple[int, bool]:
-        """Send one request; (status, whether the connection can be reused)."""
-        assert self.transport is not None and self._waiter is None
-        self._waiter = asyncio.get_running_loop().create_future()
-        self._head_method = method == "HEAD"
+    def start(self, job: _Job, now: float) -> None:
+        """Write `job`'s request; its end is reported to the pool."""
+        assert self.transport is not None and self.job is None
+        self.job, self.started = job, now
+        self._head_method = job.method == "HEAD"
         self._status, self._keep, self._remaining = None, True, 0
         self._chunked = self._until_close = False
         self._chunk = _SIZE
         self._drained = 0
-        self.transport.write(data)
-        try:
-            return await self._waiter
-        finally:
-            self._waiter = None
+        self.transport.write(job.data)
+
+    def fail(self, error: UpstreamError) -> None:
+        """End the job in progress with `error`; the connection is not reused."""
+        self.close()
+        if self.job is not None:
+            self._end(None, error)
 
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.close()
 
-    # -- parsing --------------------------------------------------------------------------
-    def _fail(self, error: Exception) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(error)
-        self.close()
+    def _end(self, status: int | None, error: UpstreamError | None) -> None:
+        job, self.job = self.job, None
+        if job is not None:
+            reusable = error is None and self._keep and not self._buf and not self.closed
+            self.pool._ended(self, job, status, error, reusable)
 
+    # -- parsing --------------------------------------------------------------------------
     def _done(self) -> None:
-        if self._waiter is not None and not self._waiter.done() and self._status is not None:
-            self._waiter.set_result((self._status, self._keep and not self._buf))
+        if self.job is not None and self._status is not None:
+            self._end(self._status, None)
 
     def _advance(self) -> None:
         while self._status is None:
@@ -249,12 +261,25 @@ class _Connection(asyncio.Protocol):
                 return
 
 
+#: what a job's sender hears: the vendor's status, or the error that stopped it
+Done = Callable[[int | None, UpstreamError | None], None]
+
+
+@dataclass(slots=True)
+class _Job:
+    data: bytes
+    method: str
+    done: Done
+
+
 class BeaconPool:
     """Kept-alive connections per origin, opened only to the origins the gate returned.
 
-    `send(out, url)` returns the vendor's status; it raises UpstreamError (UpstreamTimeout
-    for a deadline) for a failure to get one. At most `max_idle` connections wait idle in
-    all; open connections are bounded by the callers' concurrency (the queue's workers).
+    Driven by callbacks, not tasks: `submit` writes the request on an idle connection
+    at once (or opens one, or queues the job), and a connection that reads its answer's
+    end takes the next job for its origin. No future, task or timer per beacon: a sweep
+    ends jobs older than `total_timeout`. Bounded: at most `max_busy` connections busy
+    or opening, `max_pending` jobs waiting, `max_idle` connections idle.
     """
 
     def __init__(
@@ -262,70 +287,118 @@ class BeaconPool:
         *,
         connect_timeout: float,
         total_timeout: float,
+        max_busy: int,
+        max_pending: int,
         max_idle: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connect_timeout = connect_timeout
         self._total_timeout = total_timeout
+        self._max_busy = max_busy
+        self._max_pending = max_pending
         self._max_idle = max_idle
         self._clock = clock
         self._idle: dict[Origin, list[_Connection]] = {}
         self._idle_count = 0
+        self._pending: dict[Origin, deque[_Job]] = {}
+        self._pending_count = 0
+        #: connections with a job, and connections being opened (counted in `_busy`)
+        self._active: set[_Connection] = set()
+        self._busy = 0
+        self._opening: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self._ssl: ssl.SSLContext | None = None
 
-    async def send(self, out: Outgoing, url: yarl.URL) -> int:
-        data = request_bytes(out, url)
+    @property
+    def waiting(self) -> int:
+        """Jobs queued for a free connection."""
+        return self._pending_count
+
+    def submit(self, out: Outgoing, url: yarl.URL, done: Done) -> bool:
+        """Send `out` to `url` (from `Upstream.url_for`) and call `done` with the outcome.
+
+        False, and `done` never called, when the job cannot even wait (the pending
+        bound is reached). Raises UpstreamRefused, before anything is sent, for a
+        request that would not be one clean HTTP/1.1 request or a destination that is
+        not http(s)."""
+        job = _Job(request_bytes(out, url), out.method, done)
         origin = _origin(url)
         conn = self._reuse(origin)
-        try:
-            async with asyncio.timeout(self._total_timeout):
-                if conn is None:
-                    conn = await self._connect(origin)
-                status, reusable = await conn.exchange(data, out.method)
-        except TimeoutError:
-            if conn is not None:
-                conn.close()
-            raise UpstreamTimeout("no answer in time") from None
-        except UpstreamError:
-            if conn is not None:
-                conn.close()
-            raise
-        except (OSError, ssl.SSLError) as e:
-            if conn is not None:
-                conn.close()
-            raise UpstreamError("connect", type(e).__name__) from e
-        except BaseException:
-            if conn is not None:
-                conn.close()
-            raise
-        if reusable and not conn.closed and self._idle_count < self._max_idle:
-            conn.idle_since = self._clock()
-            self._idle.setdefault(origin, []).append(conn)
-            self._idle_count += 1
-        else:
-            conn.close()
-        return status
+        if conn is not None:
+            self._begin(conn, job)
+            return True
+        if self._busy < self._max_busy:
+            self._open(origin, job)
+            return True
+        if self._pending_count >= self._max_pending:
+            return False
+        self._pending.setdefault(origin, deque()).append(job)
+        self._pending_count += 1
+        self._quiet.clear()
+        return True
+
+    async def send(self, out: Outgoing, url: yarl.URL) -> int:
+        """`submit`, awaited: the vendor's status, or its UpstreamError raised."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def done(status: int | None, error: UpstreamError | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(status if status is not None else 0)
+
+        if not self.submit(out, url, done):
+            raise UpstreamError("full", "too many beacons waiting")
+        return await future
+
+    async def quiet(self) -> None:
+        """Wait until no job is waiting or in progress."""
+        await self._quiet.wait()
+
+    def abandon(self) -> int:
+        """Drop every waiting job (shutdown); how many there were."""
+        dropped = self._pending_count
+        self._pending.clear()
+        self._pending_count = 0
+        self._settle()
+        return dropped
 
     def close(self) -> None:
+        """Close every connection; jobs in progress end with an error."""
+        self.abandon()
+        for task in list(self._opening):
+            task.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self._active):
+            conn.fail(UpstreamError("closed", "upstream closed"))
         for conns in self._idle.values():
             for conn in conns:
                 conn.close()
         self._idle.clear()
         self._idle_count = 0
 
-    def _reuse(self, origin: Origin) -> _Connection | None:
-        conns = self._idle.get(origin)
-        now = self._clock()
-        while conns:
-            conn = conns.pop()
-            self._idle_count -= 1
-            # bytes on an idle connection are an answer to nothing: it is out of step
-            if not conn.closed and not conn.pending and now - conn.idle_since < IDLE_SECONDS:
-                return conn
-            conn.close()
-        return None
+    # -- the machinery ---------------------------------------------------------------------
+    def _begin(self, conn: _Connection, job: _Job) -> None:
+        self._active.add(conn)
+        self._quiet.clear()
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        conn.start(job, self._clock())
 
-    async def _connect(self, origin: Origin) -> _Connection:
+    def _open(self, origin: Origin, job: _Job) -> None:
+        self._busy += 1
+        self._quiet.clear()
+        task = asyncio.get_running_loop().create_task(self._connect(origin, job))
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+
+    async def _connect(self, origin: Origin, job: _Job) -> None:
         scheme, host, port = origin
         tls = None
         if scheme == "https":
@@ -333,11 +406,102 @@ class BeaconPool:
                 self._ssl = ssl.create_default_context()
             tls = self._ssl
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self._connect_timeout):
-            _, conn = await loop.create_connection(
-                _Connection, host, port, ssl=tls, server_hostname=host if tls else None
-            )
-        return conn
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self, origin),
+                    host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls else None,
+                )
+        except TimeoutError:
+            self._unopened(job, UpstreamTimeout("no connection in time"))
+            return
+        except (OSError, ssl.SSLError) as e:
+            self._unopened(job, UpstreamError("connect", type(e).__name__))
+            return
+        except asyncio.CancelledError:
+            self._unopened(job, UpstreamError("closed", "upstream closed"))
+            raise
+        self._begin(conn, job)
+
+    def _unopened(self, job: _Job, error: UpstreamError) -> None:
+        self._busy -= 1
+        _report(job, None, error)
+        self._next()
+
+    def _ended(
+        self,
+        conn: _Connection,
+        job: _Job,
+        status: int | None,
+        error: UpstreamError | None,
+        reusable: bool,
+    ) -> None:
+        self._active.discard(conn)
+        _report(job, status, error)
+        if reusable:
+            waiting = self._pending.get(conn.origin)
+            if waiting:
+                self._pending_count -= 1
+                self._begin(conn, waiting.popleft())
+                return
+            if self._idle_count < self._max_idle:
+                conn.idle_since = self._clock()
+                self._idle.setdefault(conn.origin, []).append(conn)
+                self._idle_count += 1
+            else:
+                conn.close()
+        else:
+            conn.close()
+        self._busy -= 1
+        self._next()
+
+    def _next(self) -> None:
+        """Open connections for waiting jobs while there is room, then note quiet."""
+        for origin, waiting in self._pending.items():
+            while waiting and self._busy < self._max_busy:
+                self._pending_count -= 1
+                self._open(origin, waiting.popleft())
+        self._settle()
+
+    def _settle(self) -> None:
+        if self._busy == 0 and self._pending_count == 0:
+            self._quiet.set()
+
+    def _reuse(self, origin: Origin) -> _Connection | None:
+        conns = self._idle.get(origin)
+        if not conns:
+            return None
+        now = self._clock()
+        while conns:
+            conn = conns.pop()
+            self._idle_count -= 1
+            # bytes on an idle connection are an answer to nothing: it is out of step
+            if not conn.closed and not conn.pending and now - conn.idle_since < IDLE_SECONDS:
+                self._busy += 1
+                return conn
+            conn.close()
+        return None
+
+    async def _sweep(self) -> None:
+        """End jobs older than `total_timeout`: one timer for all, not one per beacon."""
+        interval = min(1.0, self._total_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            limit = self._clock() - self._total_timeout
+            for conn in [c for c in self._active if c.started < limit]:
+                conn.fail(UpstreamTimeout("no answer in time"))
+
+
+def _report(job: _Job, status: int | None, error: UpstreamError | None) -> None:
+    # A sender's callback failing must not stop the pool (it runs inside a protocol
+    # callback, where an exception would end the connection's bookkeeping).
+    try:
+        job.done(status, error)
+    except Exception:
+        log.exception("beacon outcome callback failed")
 
 
 def _origin(url: yarl.URL) -> Origin:

@@ -15,8 +15,10 @@ anything: it sends what `transform` built, to where config says.
 - `Upstream.open(out)` sends synchronously and returns the response for
   streaming back (scripts, APIs); `Upstream.body(resp)` reads it back, chunk by chunk.
 - `Upstream.ws_connect(out)` opens a WebSocket to the same destination.
-- `Upstream.enqueue(out)` hands a beacon or pixel to background workers; a
-  full queue drops it, counts it and logs it (rate-limited), never blocks.
+- `Upstream.enqueue(out)` hands a beacon or pixel to the beacon pool
+  (`gateway.beacons`: kept-alive connections, driven by callbacks), to the URL
+  `url_for` permitted; a full queue drops it, counts it and logs it
+  (rate-limited), never blocks.
 
 Errors are mapped only around what the vendor side does (connecting, sending,
 reading the vendor's body): a visitor going away while its answer streams back is
@@ -92,13 +94,6 @@ async def _gate(
     return await handler(request)
 
 
-@dataclass(frozen=True, slots=True)
-class _Job:
-    out: Outgoing
-    vendor: str
-    queued_at: float
-
-
 class Upstream:
     """The gateway's only HTTP client. Create inside a running loop; `close()` on shutdown."""
 
@@ -113,8 +108,6 @@ class Upstream:
         self._beacons: BeaconPool | None = None
         #: upstream_seconds' child per vendor, bound once (a label lookup per beacon costs)
         self._seconds: dict[str, Histogram] = {}
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=cfg.queue_size)
-        self._workers: list[asyncio.Task[None]] = []
         self._dropped_since_warning = 0
         self._last_warning = 0.0
         self._closing = False
@@ -139,42 +132,35 @@ class Upstream:
         self._beacons = BeaconPool(
             connect_timeout=self._cfg.connect_timeout,
             total_timeout=self._cfg.total_timeout,
+            max_busy=self._cfg.queue_workers,
+            max_pending=self._cfg.queue_size,
             max_idle=self._cfg.max_connections,
         )
-        loop = asyncio.get_running_loop()
-        self._workers = [
-            loop.create_task(self._worker(), name=f"forward-worker-{i}")
-            for i in range(self._cfg.queue_workers)
-        ]
 
     async def close(self, drain_timeout: float = 5.0) -> None:
         """Finish queued forwards (up to `drain_timeout` seconds), then close the session."""
         self._closing = True
-        if self._workers:
+        pool, self._beacons = self._beacons, None
+        if pool is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), drain_timeout)
-            left = self._queue.qsize()
+                await asyncio.wait_for(pool.quiet(), drain_timeout)
+            left = pool.abandon()
             if left:
                 self._metrics.queue_dropped.inc(left)
                 log.warning("shutdown: %d queued forwards abandoned", left)
-            for w in self._workers:
-                w.cancel()
-            await asyncio.gather(*self._workers, return_exceptions=True)
-            self._workers = []
+            pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
-        if self._beacons is not None:
-            self._beacons.close()
-            self._beacons = None
 
     async def drain(self) -> None:
         """Wait until every queued forward has been sent or has failed (tests, shutdown)."""
-        await self._queue.join()
+        if self._beacons is not None:
+            await self._beacons.quiet()
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        return self._beacons.waiting if self._beacons is not None else 0
 
     def url_for(self, out: Outgoing) -> yarl.URL:
         """Where `out` goes: https://{host}{path}?{query}, unless config overrides the origin.
@@ -275,7 +261,7 @@ class Upstream:
             self._metrics.upstream_errors.labels("refused").inc()
             log.warning("upstream connection refused by the gate (%s)", vendor)
             raise
-        except UpstreamError as e:  # the beacon pool's, mapped already
+        except UpstreamError as e:  # the beacon pool's refusals, mapped already
             self._metrics.upstream_errors.labels(e.kind).inc()
             raise
         except TimeoutError as e:
@@ -289,17 +275,43 @@ class Upstream:
             raise UpstreamError("other", f"{vendor}: {type(e).__name__}") from e
 
     def enqueue(self, out: Outgoing, vendor: str) -> bool:
-        """Queue `out` for background sending. Never blocks; False if the queue is full."""
-        if self._closing:
+        """Send `out` in the background (beacons, pixels). Never blocks.
+
+        False when it was not taken: the queue is full or closed (counted as dropped), or
+        the gate refused the destination (counted as refused)."""
+        pool = self._beacons
+        if self._closing or pool is None:
             self._count_drop()
             return False
+        started = time.perf_counter()
+
+        def done(status: int | None, error: UpstreamError | None) -> None:
+            self._beacon_done(vendor, started, status, error)
+
         try:
-            self._queue.put_nowait(_Job(out, vendor, time.monotonic()))
-        except asyncio.QueueFull:
-            self._count_drop()
+            with self._mapped(vendor):
+                # SECURITY: the pool connects only to what the gate (url_for) returned
+                accepted = pool.submit(out, self.url_for(out), done)
+        except UpstreamError as e:
+            log.info("background forward failed: %s (%s)", e.kind, vendor)
             return False
-        # queue_depth is set when /metrics is read (app._metrics), not per beacon
-        return True
+        if not accepted:
+            self._count_drop()
+        return accepted
+
+    def _beacon_done(
+        self, vendor: str, started: float, status: int | None, error: UpstreamError | None
+    ) -> None:
+        if error is not None:
+            self._metrics.upstream_errors.labels(error.kind).inc()
+            log.info("background forward failed: %s (%s)", error.kind, vendor)
+            return
+        seconds = self._seconds.get(vendor)
+        if seconds is None:
+            seconds = self._seconds[vendor] = self._metrics.upstream_seconds.labels(vendor)
+        seconds.observe(time.perf_counter() - started)
+        if status is not None and status >= 500:
+            self._metrics.upstream_errors.labels("status").inc()
 
     def _count_drop(self) -> None:
         self._metrics.queue_dropped.inc()
@@ -312,31 +324,3 @@ class Upstream:
             )
             self._last_warning = now
             self._dropped_since_warning = 0
-
-    async def _worker(self) -> None:
-        while True:
-            job = await self._queue.get()
-            try:
-                await self._send_beacon(job)
-            except UpstreamError as e:
-                log.info("background forward failed: %s (%s)", e.kind, job.vendor)
-            except Exception:
-                log.exception("background forward crashed (%s)", job.vendor)
-            finally:
-                self._queue.task_done()
-
-    async def _send_beacon(self, job: _Job) -> None:
-        """One background forward, through the beacon pool: to `url_for`'s destination only,
-        its answer read to the end and discarded, nothing followed."""
-        pool = self._beacons
-        if pool is None:
-            raise UpstreamError("closed", "upstream is not running")
-        started = time.perf_counter()
-        with self._mapped(job.vendor):
-            status = await pool.send(job.out, self.url_for(job.out))
-        seconds = self._seconds.get(job.vendor)
-        if seconds is None:
-            seconds = self._seconds[job.vendor] = self._metrics.upstream_seconds.labels(job.vendor)
-        seconds.observe(time.perf_counter() - started)
-        if status >= 500:
-            self._metrics.upstream_errors.labels("status").inc()

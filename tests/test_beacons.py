@@ -108,7 +108,9 @@ async def scripted() -> AsyncIterator[Callable[..., asyncio.Future[Scripted]]]:
 
 
 def _pool(total: float = 5.0) -> BeaconPool:
-    return BeaconPool(connect_timeout=2.0, total_timeout=total, max_idle=10)
+    return BeaconPool(
+        connect_timeout=2.0, total_timeout=total, max_busy=4, max_pending=8, max_idle=10
+    )
 
 
 def _url(s: Scripted) -> yarl.URL:
@@ -230,3 +232,41 @@ async def test_no_answer_in_time_is_a_timeout(
 async def test_only_http_destinations() -> None:
     with pytest.raises(UpstreamRefused):
         await _pool().send(out(), yarl.URL("ftp://127.0.0.1/x"))
+
+
+async def test_jobs_wait_for_a_free_connection_within_their_bound(
+    scripted: Callable[..., asyncio.Future[Scripted]],
+) -> None:
+    server = await scripted(OK, OK, OK)
+    pool = BeaconPool(
+        connect_timeout=2.0, total_timeout=5.0, max_busy=1, max_pending=2, max_idle=10
+    )
+    outcomes: list[tuple[int | None, UpstreamError | None]] = []
+    try:
+        accepted = [
+            pool.submit(out(), _url(server), lambda s, e: outcomes.append((s, e))) for _ in range(4)
+        ]
+        assert accepted == [True, True, True, False] and pool.waiting == 2
+        await pool.quiet()
+    finally:
+        pool.close()
+    assert outcomes == [(200, None)] * 3
+    # one connection carried them all, one after the other
+    assert server.connections == 1 and len(server.requests) == 3
+
+
+async def test_close_ends_jobs_in_progress_and_drops_waiting_ones(
+    scripted: Callable[..., asyncio.Future[Scripted]],
+) -> None:
+    server = await scripted(lambda w: None)  # never answers
+    pool = BeaconPool(
+        connect_timeout=2.0, total_timeout=30.0, max_busy=1, max_pending=5, max_idle=10
+    )
+    outcomes: list[str] = []
+    for _ in range(3):
+        pool.submit(out(), _url(server), lambda s, e: outcomes.append(e.kind if e else "ok"))
+    while not server.requests:
+        await asyncio.sleep(0.01)
+    assert pool.abandon() == 2
+    pool.close()
+    assert outcomes == ["closed"]

@@ -328,7 +328,7 @@ def test_beacon_connections_are_opened_in_one_place_to_the_gate_s_url() -> None:
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                     if node.func.attr in {"create_connection", "open_connection"}:
                         opened.add((path.name, fn.name))
-                    if node.func.attr == "send" and ast.unparse(node.func.value) == "pool":
+                    if node.func.attr == "submit" and ast.unparse(node.func.value) == "pool":
                         sends.append(f"{path.name}:{fn.name}:{ast.unparse(node.args[1])}")
     assert opened == {("beacons.py", "_connect")}
-    assert sends == ["upstream.py:_send_beacon:self.url_for(job.out)"]
+    assert sends == ["upstream.py:enqueue:self.url_for(out)"]

@@ -277,8 +277,9 @@ class UpstreamConfig:
         200,
         min=1,
         max=1024,
-        help="concurrent background senders (coroutines, not threads): throughput is about "
-        "queue_workers / vendor latency, so keep it well above the beacon rate x latency",
+        help="background forwards in flight at once (each on its own kept-alive "
+        "connection): throughput is about queue_workers / vendor latency, so keep it well "
+        "above the beacon rate x latency",
     )
     max_connections: int = opt(200, min=1, help="connections to vendors, all together")
     overrides: Mapping[str, yarl.URL] = opt(
