@@ -291,7 +291,7 @@ def decode_signals(inputs: SignalInputs, cfg: SignalsConfig) -> Signals:
 
     for raw, from_request in tc_strings.items():  # the same string in two places counts once
         try:
-            tc = tcf.decode_tc_string(raw)
+            tc = tcf.decode_tc_string_kept(raw)
         except SignalError as e:
             out.problems.append((Signal.TCF, e.reason))
             continue

@@ -56,14 +56,17 @@ from itertools import compress
 from types import MappingProxyType
 
 from gateway.errors import TCFError
+from gateway.memo import Memo
 
 __all__ = [
+    "KEPT_STRINGS",
     "MAX_RANGE_IDS",
     "MAX_TC_STRING_LENGTH",
     "V1_REASON",
     "RestrictionType",
     "TCString",
     "decode_tc_string",
+    "decode_tc_string_kept",
     "vendor_disclosed",
     "vendor_may",
 ]
@@ -498,3 +501,26 @@ def vendor_disclosed(tc: TCString, vendor_id: int) -> bool:
     if tc.disclosed_vendors is not None:
         return vendor_id in tc.disclosed_vendors
     return tc.policy_version < _DISCLOSED_VENDORS_MANDATORY_FROM
+
+
+#: how many TC strings `decode_tc_string_kept` keeps decoded, and the longest it keeps
+KEPT_STRINGS = 4096
+_KEPT_LENGTH = 4096
+_KEPT: Memo[str, TCString | str] = Memo(KEPT_STRINGS)
+
+
+def decode_tc_string_kept(value: str) -> TCString:
+    """`decode_tc_string`, answered from a bounded cache for a string seen before: a site's
+    visitors send the same TC string on every hit. A string that does not decode is kept
+    too (as its reason) and raises TCFError again, never re-parsed."""
+    kept = _KEPT.get(value)
+    if kept is None:
+        try:
+            kept = decode_tc_string(value)
+        except TCFError as e:
+            kept = e.reason
+        if len(value) <= _KEPT_LENGTH:
+            _KEPT.put(value, kept)
+    if isinstance(kept, str):
+        raise TCFError(kept)
+    return kept

@@ -799,12 +799,14 @@ def test_tc_string_is_frozen_and_hashable() -> None:
 
 def test_exports() -> None:
     assert set(tcf.__all__) == {
+        "KEPT_STRINGS",
         "MAX_RANGE_IDS",
         "MAX_TC_STRING_LENGTH",
         "RestrictionType",
         "TCString",
         "V1_REASON",
         "decode_tc_string",
+        "decode_tc_string_kept",
         "vendor_disclosed",
         "vendor_may",
     }
@@ -1082,3 +1084,17 @@ def test_fuzz_mutated_valid_strings(value: str, edits: list[tuple[str, int, str]
                 parts[0], parts[j] = parts[j], parts[0]
             value = ".".join(parts)
     check(value)
+
+
+def test_a_kept_string_decodes_as_afresh_and_a_bad_one_raises_again() -> None:
+    from gateway.consent.tcf import decode_tc_string_kept
+
+    good = core(purposes={1, 8})
+    assert decode_tc_string_kept(good) == decode_tc_string(good)
+    assert decode_tc_string_kept(good) is decode_tc_string_kept(good)
+    for _ in range(2):  # the second answer comes from the cache: the same error
+        with pytest.raises(TCFError) as e:
+            decode_tc_string_kept("not a tc string!")
+        with pytest.raises(TCFError) as fresh:
+            decode_tc_string("not a tc string!")
+        assert e.value.reason == fresh.value.reason
