@@ -218,10 +218,14 @@ class _RangeBudget:
         self.left -= count
 
 
+#: segments up to this many bits are read as one int (about 680 base64 characters)
+_ONE_INT_BITS = 4096
+
+
 class _BitReader:
     """Reads big-endian unsigned fields from one segment, front to back, never twice."""
 
-    __slots__ = ("_data", "_size", "pos")
+    __slots__ = ("_data", "_int", "_size", "_total", "pos")
 
     def __init__(self, segment: str) -> None:
         if not segment:
@@ -238,6 +242,10 @@ class _BitReader:
         # `A` (zero bits), which are not counted in `_size`, so reading them is "truncated".
         self._data = base64.urlsafe_b64decode(chars + "A" * (-len(chars) % 4))
         self._size = 6 * len(chars)
+        self._total = 8 * len(self._data)
+        # A segment as one int: a field is then one shift and one mask. Only for segments
+        # of real-world size; a shift costs O(segment), so a huge one keeps reading bytes.
+        self._int = int.from_bytes(self._data, "big") if self._total <= _ONE_INT_BITS else None
         self.pos = 0
 
     def read(self, width: int) -> int:
@@ -247,33 +255,63 @@ class _BitReader:
         if end > self._size:
             raise TCFError("truncated")
         self.pos = end
+        whole = self._int
+        if whole is not None:
+            return (whole >> (self._total - end)) & ((1 << width) - 1)
         last = (end + 7) >> 3
         # Only the bytes holding these bits are touched: O(width), not O(segment).
         chunk = int.from_bytes(self._data[start >> 3 : last], "big")
         return (chunk >> ((last << 3) - end)) & ((1 << width) - 1)
+
+    @property
+    def left(self) -> int:
+        """Bits not read yet."""
+        return self._size - self.pos
 
     def read_bool(self) -> bool:
         return self.read(1) == 1
 
     def read_ids(self, width: int) -> frozenset[int]:
         """A `width`-bit field where bit k-1 set means id k is in the set."""
-        value = self.read(width)
-        if not value:
-            return frozenset()
         # '0'/'1' text -> 0/1 bytes -> the ids whose byte is 1: O(width), in C.
-        flags = format(value, f"0{width}b").encode("ascii").translate(_BIT_FLAGS)
-        return frozenset(compress(range(1, width + 1), flags))
+        return _ids(self.read(width), width)
 
     def read_letters(self) -> str:
         """Two 6-bit letters, A=0 ... Z=25 (ConsentLanguage, PublisherCC)."""
         first, second = self.read(6), self.read(6)
-        if first > 25 or second > 25:
-            raise TCFError("letter out of range")
-        return chr(65 + first) + chr(65 + second)
+        return _letters(first, second)
 
     def read_time(self) -> datetime:
         """A 36-bit count of deciseconds since the Unix epoch, as a UTC datetime."""
         return _EPOCH + timedelta(milliseconds=100 * self.read(36))
+
+
+#: the core's fields after Version, in order, and their widths
+_HEADER_WIDTHS = (36, 36, 12, 12, 6, 6, 6, 12, 6, 1, 1, 12, 24, 24, 1, 6, 6)
+_HEADER_BITS = sum(_HEADER_WIDTHS)
+
+
+def _split(value: int, widths: tuple[int, ...]) -> list[int]:
+    """`value`, `sum(widths)` bits wide, cut into fields of `widths`, first field first."""
+    out = []
+    for width in reversed(widths):
+        out.append(value & ((1 << width) - 1))
+        value >>= width
+    out.reverse()
+    return out
+
+
+def _letters(first: int, second: int) -> str:
+    if first > 25 or second > 25:
+        raise TCFError("letter out of range")
+    return chr(65 + first) + chr(65 + second)
+
+
+def _ids(value: int, width: int) -> frozenset[int]:
+    if not value:
+        return frozenset()
+    flags = format(value, f"0{width}b").encode("ascii").translate(_BIT_FLAGS)
+    return frozenset(compress(range(1, width + 1), flags))
 
 
 def _range_entries(
@@ -361,21 +399,54 @@ def decode_tc_string(value: str) -> TCString:
         raise TCFError("core segment not first")
     if version != 2:
         raise TCFError(f"unsupported version {version}")
-    created = core.read_time()
-    last_updated = core.read_time()
-    cmp_id = core.read(12)
-    cmp_version = core.read(12)
-    consent_screen = core.read(6)
-    consent_language = core.read_letters()
-    vendor_list_version = core.read(12)
-    policy_version = core.read(6)
-    is_service_specific = core.read_bool()
-    use_non_standard_texts = core.read_bool()
-    special_feature_optins = core.read_ids(12)
-    purpose_consents = core.read_ids(24)
-    purpose_legitimate_interests = core.read_ids(24)
-    purpose_one_treatment = core.read_bool()
-    publisher_country_code = core.read_letters()
+    if core.left >= _HEADER_BITS:
+        # The whole header in one read, split by shifts (every field is in range: only
+        # the letters are checked, in the order the field-by-field reads check them).
+        (
+            created_ds,
+            updated_ds,
+            cmp_id,
+            cmp_version,
+            consent_screen,
+            lang_1,
+            lang_2,
+            vendor_list_version,
+            policy_version,
+            service_specific,
+            non_standard,
+            features,
+            purposes,
+            purposes_li,
+            purpose_one,
+            country_1,
+            country_2,
+        ) = _split(core.read(_HEADER_BITS), _HEADER_WIDTHS)
+        created = _EPOCH + timedelta(milliseconds=100 * created_ds)
+        last_updated = _EPOCH + timedelta(milliseconds=100 * updated_ds)
+        consent_language = _letters(lang_1, lang_2)
+        is_service_specific = service_specific == 1
+        use_non_standard_texts = non_standard == 1
+        special_feature_optins = _ids(features, 12)
+        purpose_consents = _ids(purposes, 24)
+        purpose_legitimate_interests = _ids(purposes_li, 24)
+        purpose_one_treatment = purpose_one == 1
+        publisher_country_code = _letters(country_1, country_2)
+    else:  # short: read field by field, so the first field past the end is the error
+        created = core.read_time()
+        last_updated = core.read_time()
+        cmp_id = core.read(12)
+        cmp_version = core.read(12)
+        consent_screen = core.read(6)
+        consent_language = core.read_letters()
+        vendor_list_version = core.read(12)
+        policy_version = core.read(6)
+        is_service_specific = core.read_bool()
+        use_non_standard_texts = core.read_bool()
+        special_feature_optins = core.read_ids(12)
+        purpose_consents = core.read_ids(24)
+        purpose_legitimate_interests = core.read_ids(24)
+        purpose_one_treatment = core.read_bool()
+        publisher_country_code = core.read_letters()
     vendor_consents = _vendor_section(core, budget)
     # Required, not optional: a core that ends here is "truncated" (go-gdpr
     # TestParseLegitIntSetWithBitField).
