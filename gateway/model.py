@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol, assert_never
 
+from gateway.memo import Memo
+
 __all__ = [
     "CMP",
     "NECESSARY",
@@ -422,7 +424,16 @@ def frozen_purposes(purposes: Mapping[str, bool]) -> Mapping[str, bool]:
         if not isinstance(value, bool):
             raise ValueError("purpose answers must be booleans")
         out[key] = value
-    return MappingProxyType(out)
+    # Shared: a million cached subjects hold a handful of distinct choices, and each
+    # mapping costs a few hundred bytes (it is read-only, so sharing is safe).
+    answers = tuple(out.items())
+    shared = _PURPOSES.get(answers)
+    if shared is None and len(out) <= 64:
+        shared = _PURPOSES.put(answers, MappingProxyType(out))
+    return shared if shared is not None else MappingProxyType(out)
+
+
+_PURPOSES: Memo[tuple[tuple[str, bool], ...], Mapping[str, bool]] = Memo(1024)
 
 
 def check_record_fields(subject: str, source: str, policy_version: int, at: float) -> None:

@@ -127,3 +127,13 @@ def test_effective_action_and_whether_anything_leaves(
         report_only=report_only,
     )
     assert (d.effective, d.sends) == (effective, sends)
+
+
+def test_equal_purpose_answers_share_one_frozen_mapping() -> None:
+    from gateway.model import frozen_purposes
+
+    a = frozen_purposes({"analytics": True, "advertising": False})
+    b = frozen_purposes({"analytics": True, "advertising": False})
+    assert a is b and dict(a) == {"analytics": True, "advertising": False}
+    assert frozen_purposes({"advertising": False, "analytics": True}) == a  # order aside
+    assert frozen_purposes({"analytics": False}) is not a

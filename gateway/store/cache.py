@@ -26,11 +26,12 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from cachetools import TLRUCache, TTLCache
+from cachetools import TTLCache
 
 from gateway.metrics import Metrics
 from gateway.store.base import (
@@ -74,6 +75,8 @@ class _Entry:
     state: CurrentConsent | None
     #: the feed seq this entry came from; 0 for a lookup
     seq: int
+    #: the cache's clock reading from which the entry is gone
+    expires: float
 
 
 class ConsentCache:
@@ -98,21 +101,42 @@ class ConsentCache:
         change_ttl: float | None = None,
     ) -> None:
         timer = CLOCK if timer is None else timer
-        long = ttl if change_ttl is None else max(ttl, change_ttl)
-
-        def expires(_subject: str, entry: _Entry, now: float) -> float:
-            return now + (long if entry.seq else ttl)
-
-        self._entries: TLRUCache[str, _Entry] = TLRUCache(maxsize, expires, timer=timer)
+        self._timer = timer
+        self._maxsize = maxsize
+        self._ttl = ttl
+        self._long = ttl if change_ttl is None else max(ttl, change_ttl)
+        # Least recently used first. An entry is its state, seq and expiry and nothing
+        # else: a million subjects must fit (bench/scale.py measures it). Expired entries
+        # go when read, or as the oldest when the cache is full.
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         # subject -> epoch of the last change applied to it; kept as long as the entries
         self._touched: TTLCache[str, int] = TTLCache(maxsize, ttl, timer=timer)
         self._epoch = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        now = self._timer()
+        return sum(1 for e in self._entries.values() if now < e.expires)
+
+    def _live(self, subject: str) -> _Entry | None:
+        entry = self._entries.get(subject)
+        if entry is None:
+            return None
+        if not self._timer() < entry.expires:
+            del self._entries[subject]
+            return None
+        self._entries.move_to_end(subject)
+        return entry
+
+    def _set(self, subject: str, state: CurrentConsent | None, seq: int) -> None:
+        expires = self._timer() + (self._long if seq else self._ttl)
+        entries = self._entries
+        entries[subject] = _Entry(state, seq, expires)
+        entries.move_to_end(subject)
+        while len(entries) > self._maxsize:
+            entries.popitem(last=False)
 
     def get(self, subject: str) -> CurrentConsent | None | Miss:
-        entry = self._entries.get(subject)
+        entry = self._live(subject)
         return MISS if entry is None else entry.state
 
     @property
@@ -125,18 +149,18 @@ class ConsentCache:
         `epoch`. Returns whether it was cached."""
         if self._touched.get(subject, -1) > epoch:
             return False
-        self._entries[subject] = _Entry(state, 0)
+        self._set(subject, state, 0)
         return True
 
     def apply(self, change: Change) -> bool:
         """Make `change` the subject's entry, unless the entry came from a later change.
         Returns whether it was applied."""
-        old = self._entries.get(change.subject)
+        old = self._live(change.subject)
         if old is not None and old.seq >= change.seq:
             return False
         self._epoch += 1
         self._touched[change.subject] = self._epoch
-        self._entries[change.subject] = _Entry(_state_after(change), change.seq)
+        self._set(change.subject, _state_after(change), change.seq)
         return True
 
     def clear(self) -> None:
