@@ -214,29 +214,24 @@ class _Connection(asyncio.Protocol):
             self._drain_chunks()
             return
         if self._until_close:
-            self._drained += len(self._buf)
-            self._buf.clear()
-            if self._drained > MAX_BODY:
-                raise ValueError("answer body too large")
+            self._discard(len(self._buf))
             return
-        take = min(self._remaining, len(self._buf))
-        del self._buf[:take]
-        self._remaining -= take
-        self._drained += take
-        if self._drained > MAX_BODY:
-            raise ValueError("answer body too large")
+        self._discard(min(self._remaining, len(self._buf)))
         if self._remaining == 0:
             self._done()
+
+    def _discard(self, count: int) -> None:
+        """Throw away `count` body bytes, counted against the answer's bound."""
+        del self._buf[:count]
+        self._remaining = max(0, self._remaining - count)
+        self._drained += count
+        if self._drained > MAX_BODY:
+            raise ValueError("answer body too large")
 
     def _drain_chunks(self) -> None:
         while True:
             if self._chunk is _DATA:
-                take = min(self._remaining, len(self._buf))
-                del self._buf[:take]
-                self._remaining -= take
-                self._drained += take
-                if self._drained > MAX_BODY:
-                    raise ValueError("answer body too large")
+                self._discard(min(self._remaining, len(self._buf)))
                 if self._remaining:
                     return
                 self._chunk = _DATA_END

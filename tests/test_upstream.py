@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from types import MappingProxyType
 
 import pytest
@@ -276,21 +277,26 @@ CALL_SITES = {
 _CLIENT_METHODS = {"request", "get", "post", "put", "patch", "delete", "head", "options"}
 
 
-def _session_calls() -> tuple[set[tuple[str, str, str]], list[ast.Call]]:
-    found: set[tuple[str, str, str]] = set()
-    calls: list[ast.Call] = []
+def _method_calls() -> Iterator[tuple[Path, str, ast.Call, ast.Attribute]]:
+    """(file, function, call, its `receiver.method`) for every method call in gateway/."""
     for path in sorted((ROOT / "gateway").rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
         for fn in ast.walk(tree):
             if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
                 continue
             for node in ast.walk(fn):
-                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-                    continue
-                method, receiver = node.func.attr, ast.unparse(node.func.value)
-                if method in _CLIENT_METHODS | {"ws_connect"} and "session" in receiver.lower():
-                    found.add((path.name, fn.name, method))
-                    calls.append(node)
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    yield path, fn.name, node, node.func
+
+
+def _session_calls() -> tuple[set[tuple[str, str, str]], list[ast.Call]]:
+    found: set[tuple[str, str, str]] = set()
+    calls: list[ast.Call] = []
+    for path, fn_name, node, func in _method_calls():
+        method, receiver = func.attr, ast.unparse(func.value)
+        if method in _CLIENT_METHODS | {"ws_connect"} and "session" in receiver.lower():
+            found.add((path.name, fn_name, method))
+            calls.append(node)
     return found, calls
 
 
@@ -319,16 +325,10 @@ def test_beacon_connections_are_opened_in_one_place_to_the_gate_s_url() -> None:
     the pool sends only to the URL `url_for` built (the gate's destination) for the job."""
     opened: set[tuple[str, str]] = set()
     sends: list[str] = []
-    for path in sorted((ROOT / "gateway").rglob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
-        for fn in ast.walk(tree):
-            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
-                continue
-            for node in ast.walk(fn):
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                    if node.func.attr in {"create_connection", "open_connection"}:
-                        opened.add((path.name, fn.name))
-                    if node.func.attr == "submit" and ast.unparse(node.func.value) == "pool":
-                        sends.append(f"{path.name}:{fn.name}:{ast.unparse(node.args[1])}")
+    for path, fn_name, node, func in _method_calls():
+        if func.attr in {"create_connection", "open_connection"}:
+            opened.add((path.name, fn_name))
+        if func.attr == "submit" and ast.unparse(func.value) == "pool":
+            sends.append(f"{path.name}:{fn_name}:{ast.unparse(node.args[1])}")
     assert opened == {("beacons.py", "_connect")}
     assert sends == ["upstream.py:enqueue:self.url_for(out)"]
