@@ -486,7 +486,8 @@ def vendor_consent_params(
     Kept per (kind, state, config, whether the hit carries Google's parameters): that is
     all the answer depends on, and states are cached objects.
     """
-    carries = query is not None and bool(query_params(query, _GOOGLE_PARAMS))
+    # only Google's answer depends on the hit's own parameters
+    carries = kind == "google" and query is not None and bool(query_params(query, _GOOGLE_PARAMS))
     key = (kind, id(state), id(cfg), query is None, carries)
     kept = _PARAMS.get(key)
     if kept is not None and kept[0] is state and kept[1] is cfg:
