@@ -8,9 +8,12 @@ keeps the aggregated `bypasses` table (`bypasses`) in the same file.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 from collections.abc import Sequence
+from functools import cache
+from itertools import chain
 from pathlib import Path
 from typing import IO, Final, Protocol
 
@@ -71,65 +74,58 @@ COLUMNS: Final = (
     "ts, request_id, action, vendor, endpoint, missing, sources, regime, method, host, path, "
     "stripped, reason, report_only"
 )
-_INSERT = f"INSERT INTO decisions ({COLUMNS}) VALUES ({', '.join('?' * 14)})"
-#: the whole batch in one statement, sent as one JSON array of rows. executemany steps
-#: once per row, taking and releasing the GIL each time: under load the event loop holds
-#: it, and each row waited up to a switch interval (5 ms) for it back. One statement
-#: releases it once for the batch.
-_INSERT_BATCH = (
-    f"INSERT INTO decisions ({COLUMNS}) SELECT "
-    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(14))
-    + " FROM json_each(?)"
-)
+#: rows per INSERT statement at most: a batch is written as a few multi-row statements,
+#: their row counts powers of two (at most 9 distinct texts, each compiled once and kept
+#: by sqlite3's statement cache). Row by row (`executemany`) steps once per row and takes
+#: the GIL back after each step: under load the event loop holds it, and each row waited
+#: up to a switch interval (5 ms). A multi-row statement is bound in C and stepped once.
+#: 256 rows x 14 columns stays below SQLite's default limit of 32,766 host parameters
+#: (999 before 3.32: `SqliteSink.open` lowers it to what the library allows).
+_MAX_ROWS: Final = 256
+_PLACEHOLDERS: Final = "(" + ", ".join("?" * 14) + ")"
+
+
+@cache
+def _insert(rows: int) -> str:
+    return f"INSERT INTO decisions ({COLUMNS}) VALUES " + ", ".join([_PLACEHOLDERS] * rows)
+
+
+class _JsonColumns:
+    """The three JSON columns of records, encoded once per record template: records of
+    one template (`record_for`'s cache) share these objects, so a burst of identical
+    drops encodes them once. Held objects keep their ids from being reused."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._kept: dict[tuple[int, int, int], tuple[object, object, object, tuple[str, str, str]]]
+        self._kept = {}
+
+    def of(self, r: DecisionRecord) -> tuple[str, str, str]:
+        key = (id(r.missing), id(r.sources), id(r.stripped))
+        kept = self._kept.get(key)
+        if (
+            kept is not None
+            and kept[0] is r.missing
+            and kept[1] is r.sources
+            and kept[2] is r.stripped
+        ):
+            return kept[3]
+        text = (
+            _json_text(list(r.missing)),
+            _json_text(dict(r.sources)),
+            _json_text(list(r.stripped)),
+        )
+        if len(self._kept) >= self._size:
+            self._kept.clear()
+        self._kept[key] = (r.missing, r.sources, r.stripped, text)
+        return text
 
 
 def _json_text(value: object) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _row(r: DecisionRecord) -> tuple[object, ...]:
-    return (
-        r.ts,
-        r.request_id,
-        r.action,
-        r.vendor,
-        r.endpoint,
-        _json_text(list(r.missing)),
-        _json_text(dict(r.sources)),
-        r.regime,
-        r.method,
-        r.host,
-        r.path,
-        _json_text(list(r.stripped)),
-        r.reason,
-        int(r.report_only),
-    )
-
-
-def _rows_json(records: Sequence[DecisionRecord]) -> bytes:
-    """The batch as one JSON array of `_row`s, the JSON columns nested as JSON (SQLite's
-    json_extract returns them as their JSON text)."""
-    return orjson.dumps(
-        [
-            (
-                r.ts,
-                r.request_id,
-                r.action,
-                r.vendor,
-                r.endpoint,
-                r.missing,
-                dict(r.sources),
-                r.regime,
-                r.method,
-                r.host,
-                r.path,
-                r.stripped,
-                r.reason,
-                int(r.report_only),
-            )
-            for r in records
-        ]
-    )
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # text orjson refuses (a lone surrogate): escaped
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
 
 
 class SqliteSink:
@@ -146,8 +142,9 @@ class SqliteSink:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
-        #: whether this SQLite has JSON functions (built in since 3.38; an option before)
-        self._json = False
+        self._json_columns = _JsonColumns()
+        #: rows per statement: _MAX_ROWS, or fewer where the library allows fewer parameters
+        self._rows = _MAX_ROWS
 
     def open(self) -> None:
         if self._conn is not None:
@@ -172,11 +169,8 @@ class SqliteSink:
                 )
             # Not versioned: a file from before it gains it, and older readers ignore it.
             conn.executescript(f"BEGIN IMMEDIATE; {BYPASS_TABLE} COMMIT;")
-            try:
-                conn.execute("SELECT json_extract(value, '$[0]') FROM json_each('[[1]]')")
-                self._json = True
-            except sqlite3.OperationalError:
-                self._json = False
+            if sqlite3.sqlite_version_info < (3, 32):
+                self._rows = 999 // 14
         except BaseException:
             conn.close()
             raise
@@ -188,22 +182,38 @@ class SqliteSink:
         conn = self._conn
         assert conn is not None
         try:
-            batch: bytes | None = None
-            if self._json:
-                try:
-                    batch = _rows_json(records)
-                except orjson.JSONEncodeError:
-                    batch = None  # text orjson will not encode (a lone surrogate): row by row
+            rows = [self._row(r) for r in records]
             conn.execute("BEGIN IMMEDIATE")
-            if batch is not None:
-                conn.execute(_INSERT_BATCH, (batch.decode(),))
-            else:
-                conn.executemany(_INSERT, [_row(r) for r in records])
+            done = 0
+            while done < len(rows):
+                # the largest power of two that fits: few distinct statements, all cached
+                n = min(self._rows, 1 << ((len(rows) - done).bit_length() - 1))
+                conn.execute(_insert(n), tuple(chain.from_iterable(rows[done : done + n])))
+                done += n
             conn.execute("COMMIT")
         except BaseException:
             # Start afresh with the next batch: the file may have gone or been replaced.
             self.close()
             raise
+
+    def _row(self, r: DecisionRecord) -> tuple[object, ...]:
+        missing, sources, stripped = self._json_columns.of(r)
+        return (
+            r.ts,
+            r.request_id,
+            r.action,
+            r.vendor,
+            r.endpoint,
+            missing,
+            sources,
+            r.regime,
+            r.method,
+            r.host,
+            r.path,
+            stripped,
+            r.reason,
+            int(r.report_only),
+        )
 
     def write_sightings(self, batch: Sequence[Seen]) -> None:
         """Count a batch of report sightings into `bypasses`, in one transaction."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from gateway.decision_log.record import DecisionRecord
-from gateway.decision_log.sinks import JsonlSink, SqliteSink
+from gateway.decision_log.sinks import COLUMNS, JsonlSink, SqliteSink
 from gateway.decision_log.writer import DecisionLog
 from gateway.metrics import Metrics
 from tests.conftest import T0, log_config, log_written, make_record, store_records
@@ -89,23 +89,53 @@ def test_sinks_are_reusable_directly(tmp_path: Path) -> None:
     assert orjson.loads(target.read_bytes())["request_id"] == "a"
 
 
-def test_a_batch_in_one_statement_stores_what_row_by_row_stores(tmp_path: Path) -> None:
-    """The JSON batch insert and the executemany fallback give identical rows."""
-    records = [
-        make_record("r1"),
-        make_record(
-            "r2", action="strip", stripped=("query:gclid", "ip:truncate"), report_only=True
-        ),
-        make_record("r3", vendor=None, endpoint=None, regime=None, missing=(), sources={}),
-        make_record("r4", reason='quote " backslash \\ tab \t and ünïcode', ts=T0 + 0.125),
-    ]
-    stored = []
-    for use_json in (True, False):
-        sink = SqliteSink(tmp_path / f"{use_json}.db")
-        sink.open()
-        sink._json = use_json
-        sink.write(records)
-        sink.close()
-        with sqlite3.connect(tmp_path / f"{use_json}.db") as conn:
-            stored.append(conn.execute("SELECT * FROM decisions ORDER BY id").fetchall())
-    assert stored[0] == stored[1] and len(stored[0]) == len(records)
+_SHAPES = [
+    make_record("r1"),
+    make_record("r2", action="strip", stripped=("query:gclid", "ip:truncate"), report_only=True),
+    make_record("r3", vendor=None, endpoint=None, regime=None, missing=(), sources={}),
+    make_record("r4", reason='quote " backslash \\ tab \t and ünïcode', ts=T0 + 0.125),
+]
+
+
+def _expected_row(r: DecisionRecord) -> tuple[object, ...]:
+    """A row as the schema defines it, written out here independently of the sink."""
+    return (
+        r.ts,
+        r.request_id,
+        r.action,
+        r.vendor,
+        r.endpoint,
+        orjson.dumps(list(r.missing)).decode(),
+        orjson.dumps(dict(r.sources)).decode(),
+        r.regime,
+        r.method,
+        r.host,
+        r.path,
+        orjson.dumps(list(r.stripped)).decode(),
+        r.reason,
+        int(r.report_only),
+    )
+
+
+@pytest.mark.parametrize("size", [1, 4, 7, 256, 300, 1000])
+def test_a_batch_is_stored_whole_and_in_order(tmp_path: Path, size: int) -> None:
+    """Multi-row statements of every size a batch splits into store each record once,
+    in order, as the schema says; records of one template share its JSON columns."""
+    records = [replace(_SHAPES[i % 4], request_id=f"r{i}") for i in range(size)]
+    sink = SqliteSink(tmp_path / "d.db")
+    sink.write(records)
+    sink.write(records[:3])  # a second batch appends
+    sink.close()
+    with sqlite3.connect(tmp_path / "d.db") as conn:
+        stored = conn.execute(f"SELECT {COLUMNS} FROM decisions ORDER BY id").fetchall()
+    assert stored == [_expected_row(r) for r in records + records[:3]]
+
+
+def test_equal_json_columns_of_different_records_are_not_confused(tmp_path: Path) -> None:
+    sink = SqliteSink(tmp_path / "d.db")
+    for n in range(50):  # fresh objects each time: ids may be reused after they are freed
+        sink.write([make_record(f"r{n}", missing=(f"p{n}",), sources={f"p{n}": "cookie"})])
+    sink.close()
+    with sqlite3.connect(tmp_path / "d.db") as conn:
+        stored = conn.execute("SELECT missing, sources FROM decisions ORDER BY id").fetchall()
+    assert stored == [(f'["p{n}"]', f'{{"p{n}":"cookie"}}') for n in range(50)]
