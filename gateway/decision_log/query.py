@@ -160,14 +160,28 @@ class LogReader:
         with self._connect() as conn:
             if conn is None:
                 return DecisionCounts(MappingProxyType({}), MappingProxyType({}), 0)
-            where, args = ("WHERE ts >= ?", [since]) if since is not None else ("", [])
+            where = "WHERE ts >= ?" if since is not None else ""
+            args = [since] if since is not None else []
+            # Schema 2: per kind, its range of the (kind, ts) index counted in place (as
+            # cheap for an hour as for a year: a site has a few hundred kinds); schema 1 (a
+            # file not converted yet) counts its wide rows.
+            if _has_kinds(conn):
+                window = "AND ts >= ?" if since is not None else ""
+                table = (
+                    "(SELECT k.vendor AS vendor, k.action AS action, k.missing AS missing, "
+                    "(SELECT COUNT(*) FROM decision_rows AS r WHERE r.kind = k.id "
+                    f"{window}) AS n FROM decision_kinds AS k)"
+                )
+            else:
+                table = f"(SELECT vendor, action, missing, 1 AS n FROM decisions {where})"
             pairs = conn.execute(
-                f"SELECT vendor, action, COUNT(*) FROM decisions {where} GROUP BY vendor, action",
+                f"SELECT vendor, action, SUM(n) FROM {table} GROUP BY vendor, action "
+                "HAVING SUM(n) > 0",
                 args,
             ).fetchall()
             purposes = conn.execute(
-                "SELECT m.value, COUNT(*) FROM decisions, json_each(decisions.missing) AS m "
-                f"{where} GROUP BY m.value",
+                f"SELECT m.value, SUM(t.n) FROM {table} AS t, json_each(t.missing) AS m "
+                "GROUP BY m.value HAVING SUM(t.n) > 0",
                 args,
             ).fetchall()
         by_pair = {(v, str(a)): int(n) for v, a, n in pairs}
@@ -256,7 +270,7 @@ def _connect_ro(db_path: Path) -> sqlite3.Connection | None:
         return None  # removed between the check and the open
     try:
         found = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'"
+            "SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND name = 'decisions'"
         ).fetchone()
     except BaseException:
         conn.close()
@@ -265,6 +279,14 @@ def _connect_ro(db_path: Path) -> sqlite3.Connection | None:
         conn.close()
         return None
     return conn
+
+
+def _has_kinds(conn: sqlite3.Connection) -> bool:
+    """Whether the file has schema 2's tables (`decisions` is then a view over them)."""
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decision_kinds'"
+    ).fetchone()
+    return found is not None
 
 
 def _str_tuple(text: str) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
@@ -69,6 +70,77 @@ class _LossWarning:
             self._count = 0
 
 
+_Item = DecisionRecord | Seen | None
+
+
+class _BatchQueue:
+    """A bounded first-in-first-out queue with one consumer that takes batches.
+
+    `put` is on every logged request's path: a deque append and a length check, with the
+    writer woken only when it waits and what it waits for has come (its first record,
+    a full batch, the stop signal). asyncio.Queue wakes a getter, counts and clears an
+    event per item, and the writer then took items one by one: ten times the cost.
+    `join` waits until every item put so far was taken and `done`."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[_Item] = deque()
+        self._max = maxsize
+        self._unfinished = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._want = 1
+        self._joiners: list[asyncio.Future[None]] = []
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put(self, item: _Item) -> bool:
+        """Queue `item`; False when full. The stop signal (None) always fits."""
+        items = self._items
+        if item is not None and len(items) >= self._max:
+            return False
+        items.append(item)
+        self._unfinished += 1
+        waiter = self._waiter
+        if waiter is not None and (len(items) >= self._want or item is None):
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return True
+
+    async def wait(self, want: int, timeout: float | None = None) -> None:
+        """Until `want` items are queued (or the stop signal), at most `timeout` seconds."""
+        if len(self._items) >= want or (self._items and self._items[-1] is None):
+            return
+        self._want = want
+        self._waiter = waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            self._waiter = None
+
+    def take(self, n: int) -> list[_Item]:
+        items = self._items
+        return [items.popleft() for _ in range(min(n, len(items)))]
+
+    def done(self, n: int) -> None:
+        self._unfinished -= n
+        if self._unfinished <= 0:
+            self._unfinished = 0
+            joiners, self._joiners = self._joiners, []
+            for f in joiners:
+                if not f.done():
+                    f.set_result(None)
+
+    async def join(self) -> None:
+        if self._unfinished:
+            f = asyncio.get_running_loop().create_future()
+            self._joiners.append(f)
+            await f
+
+
 class DecisionLog:
     """The queue and batch writer between the pipeline and the sinks.
 
@@ -82,7 +154,7 @@ class DecisionLog:
         self._metrics = metrics
         self._sinks = sinks_for(cfg)
         #: None is the writer's stop signal, queued by `close` behind every accepted record
-        self._queue: asyncio.Queue[DecisionRecord | Seen | None] = asyncio.Queue(cfg.queue_size)
+        self._queue = _BatchQueue(cfg.queue_size)
         self._executor: ThreadPoolExecutor | None = None
         self._writer: asyncio.Task[None] | None = None
         self._accepting = True
@@ -180,9 +252,7 @@ class DecisionLog:
         if not self._accepting:
             self._metrics.log_lost.labels("closed").inc()
             return False
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if not self._queue.put(item):
             self._metrics.log_lost.labels("queue_full").inc()
             self._full_warning.hit(1, f" (queue_size={self._cfg.queue_size})")
             return False
@@ -210,7 +280,7 @@ class DecisionLog:
                     await self.start()
                 if self._writer is not None and not self._writer.done():
                     # Behind every accepted record: nothing submitted later is accepted.
-                    await self._queue.put(None)
+                    self._queue.put(None)
                     await self._writer
             finally:
                 self._closed = True
@@ -221,10 +291,9 @@ class DecisionLog:
                     w.flush()
 
     def _count_stranded(self) -> None:
-        stranded = 0
-        while not self._queue.empty():
-            if self._queue.get_nowait() is not None:
-                stranded += 1
+        left = self._queue.take(self._queue.qsize())
+        self._queue.done(len(left))
+        stranded = sum(1 for item in left if item is not None)
         if stranded:
             self._metrics.log_lost.labels("closed").inc(stranded)
             log.warning("decision log: %d records lost: closed before written", stranded)
@@ -248,35 +317,22 @@ class DecisionLog:
 
     async def _run(self) -> None:
         """The writer: batches records until it takes the stop signal. Never raises."""
-        loop = asyncio.get_running_loop()
         stop = False
+        queue, size = self._queue, self._cfg.batch_size
         while not stop:
-            first = await self._queue.get()
-            if first is None:
-                self._queue.task_done()
-                break
-            batch = [first]
-            deadline = loop.time() + self._cfg.flush_interval
-            while len(batch) < self._cfg.batch_size:
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        async with asyncio.timeout(remaining):
-                            item = await self._queue.get()
-                    except TimeoutError:
-                        break
-                if item is None:
-                    self._queue.task_done()
+            await queue.wait(1)
+            # up to flush_interval after the first record for the rest of a batch
+            await queue.wait(size, self._cfg.flush_interval)
+            taken = queue.take(size)
+            batch: list[DecisionRecord | Seen] = []
+            for item in taken:
+                if item is None:  # behind every accepted record
                     stop = True
                     break
                 batch.append(item)
-            await self._write(batch)
-            for _ in batch:
-                self._queue.task_done()
+            if batch:
+                await self._write(batch)
+            queue.done(len(taken))
 
     async def _write(self, batch: Sequence[DecisionRecord | Seen]) -> None:
         records = [r for r in batch if isinstance(r, DecisionRecord)]

@@ -222,6 +222,7 @@ def test_counts(log_db: Path) -> None:
 def test_counts_since(log_db: Path, since: float, total: int, by_purpose: dict[str, int]) -> None:
     counts = LogReader(log_db).counts(since)
     assert counts.total == total == sum(counts.by_vendor_action.values())
+    assert all(n > 0 for n in counts.by_vendor_action.values())  # no pair of nothing
     assert dict(counts.by_purpose) == by_purpose
 
 

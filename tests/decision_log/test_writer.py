@@ -95,6 +95,33 @@ async def test_batches_respect_batch_size(tmp_path: Path, monkeypatch: pytest.Mo
     assert sizes == [5, 5, 5, 5, 3]
 
 
+async def test_a_full_batch_is_written_without_waiting_for_the_flush_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer waits up to flush_interval for the rest of a batch, and no longer once
+    it is full: with an hour's interval, full batches are written at once (and the
+    remainder only on close, which does not wait out the interval either)."""
+    sizes: list[int] = []
+    original = SqliteSink.write
+
+    def spy(self: SqliteSink, records: Sequence[DecisionRecord]) -> None:
+        sizes.append(len(records))
+        original(self, records)
+
+    monkeypatch.setattr(SqliteSink, "write", spy)
+    dlog = DecisionLog(log_config(tmp_path, batch_size=4, flush_interval=3600.0), Metrics())
+    await dlog.start()
+    for i in range(9):
+        dlog.submit(make_record(f"r{i}"))
+        await asyncio.sleep(0)  # the writer runs between submissions
+    async with asyncio.timeout(10):
+        while sizes != [4, 4]:
+            await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        await dlog.close()
+    assert sizes == [4, 4, 1]
+
+
 async def test_full_queue_loses_and_counts(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
