@@ -32,7 +32,7 @@ import re
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
 import orjson
 from aiohttp import hdrs, web
@@ -42,6 +42,7 @@ from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.edges import BASE_PATH, REQUEST_ID
+from gateway.front import FrontServer
 from gateway.redact import (
     VALUE_MARK,
     looks_like_value,
@@ -49,6 +50,7 @@ from gateway.redact import (
     sanitize_method,
     sanitize_path,
 )
+from gateway.state import Gateway
 from gateway.transform_headers import truncate_ip
 
 __all__ = [
@@ -256,26 +258,67 @@ class _PrivateRequestHandler(RequestHandler):
 
 
 class _PrivateServer(web.Server):
-    """aiohttp's low-level server, making `_PrivateRequestHandler` connections."""
+    """aiohttp's low-level server, making `_PrivateRequestHandler` connections; with a
+    front (`gateway.front`), each connection starts with it and is handed to one of
+    those when the front cannot answer."""
 
-    def __call__(self) -> RequestHandler:
+    front: FrontServer | None = None
+
+    # the listener's protocol factory (loop.create_server): any protocol will do
+    def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
+        if self.front is not None:
+            return self.front()
+        return self.handler()
+
+    def handler(self) -> RequestHandler:
         return _PrivateRequestHandler(self, loop=self._loop, **self._kwargs)
+
+    def pre_shutdown(self) -> None:
+        if self.front is not None:
+            self.front.close()
+        super().pre_shutdown()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        if self.front is not None:
+            self.front.close()
+        await super().shutdown(timeout)
 
 
 class GatewayRunner(web.AppRunner):
     """`web.AppRunner` whose connections answer malformed requests without echoing
-    them (`_PrivateRequestHandler.handle_error`). Use it as an `AppRunner`."""
+    them (`_PrivateRequestHandler.handle_error`). Use it as an `AppRunner`. With
+    `front` (the gateway and its tag route prefix), tag requests answered locally are
+    served by `gateway.front.FrontServer` before aiohttp sees them."""
+
+    def __init__(
+        self, app: web.Application, *, front: tuple[Gateway, str] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._front = front
 
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()  # app startup, then aiohttp's own server
         # Same handler, request factory and settings (app `handler_args` merged in).
-        return _PrivateServer(
+        server = _PrivateServer(
             made.request_handler,
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,
             **made._kwargs,
         )
+        if self._front is not None and FrontServer.available():
+            gw, prefix = self._front
+            kw = made._kwargs
+            server.front = FrontServer(
+                gw,
+                server.handler,
+                tag_prefix=prefix,
+                keepalive_timeout=float(kw.get("keepalive_timeout", 75.0)),
+                max_line_size=int(kw.get("max_line_size", 8190)),
+                max_field_size=int(kw.get("max_field_size", 8190)),
+                max_headers=int(kw.get("max_headers", 128)),
+            )
+        return server
 
 
 def run_app(
@@ -288,6 +331,7 @@ def run_app(
     access_log_class: type[AbstractAccessLogger],
     shutdown_timeout: float,
     ops: tuple[web.Application, str, int] | None = None,
+    front: tuple[Gateway, str] | None = None,
 ) -> None:
     """Serve `app` on `host:port` until SIGINT or SIGTERM, like `web.run_app`, through
     `GatewayRunner`, and `ops` (the operators' app, its host and port), if given, on its
@@ -301,6 +345,7 @@ def run_app(
             access_log=access_log,  # None: no access log at all
             access_log_class=access_log_class,
             shutdown_timeout=shutdown_timeout,
+            front=front,
         )
         await runner.setup()  # the main app's startup: the state both apps serve
         ops_runner: GatewayRunner | None = None

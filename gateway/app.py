@@ -35,12 +35,13 @@ from gateway.config import GatewayConfig
 from gateway.consent_api import BODY_LIMIT, add_consent_routes
 from gateway.decision_log.writer import DecisionLog
 from gateway.errors import RequestError
+from gateway.front import tag_target
 from gateway.metrics import Metrics
 from gateway.reload import RuleReloader
 from gateway.reports import add_report_routes
 from gateway.router import add_router_routes
 from gateway.ruleset.load import load_rules
-from gateway.ruleset.match import RuleSet, normalize_host
+from gateway.ruleset.match import RuleSet
 from gateway.state import Gateway, RulesHolder
 from gateway.store.cache import ConsentBook, ConsentCache
 from gateway.store.feed import ChangeFollower
@@ -48,7 +49,7 @@ from gateway.store.migrations import open_store
 from gateway.upstream import Upstream
 from gateway.webhooks.dispatch import WebhookDispatcher
 
-__all__ = ["FOLLOWER", "GATEWAY", "MAIN", "OPS", "RELOADER", "build_app"]
+__all__ = ["FOLLOWER", "GATEWAY", "MAIN", "OPS", "RELOADER", "build_app", "front_for"]
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,16 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
     return root
 
 
+def front_for(app: web.Application, *, access_log: bool) -> tuple[Gateway, str] | None:
+    """`GatewayRunner(front=...)` for the public app `app`: its tag requests answered locally
+    go through `gateway.front`. None with an access log: every request then takes aiohttp's
+    way, where the log is written."""
+    if access_log:
+        return None
+    gw = app[GATEWAY]
+    return gw, gw.config.server.base_path + "/t/"
+
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # aiohttp discourages subclasses
 
@@ -210,6 +221,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         len(gw.rules.current.rules),
         gw.config.rules.report_only,
     )
+    import gc
+    import os
+
+    if os.environ.get("CG_FREEZE"):
+        gc.freeze()
     yield
     await reloader.close()
     # Forwards first (they may still be answered), then the log drains every record.
@@ -254,21 +270,18 @@ def _public_path(request: web.Request, gw: Gateway) -> str | None:
 
 
 async def _tag_route(request: web.Request) -> web.StreamResponse:
-    """`/t/{vendor-host}/{path…}`, parsed from the raw path so encoded separators stay
-    encoded and cannot move the boundary between host and path."""
+    """`/t/{vendor-host}/{path…}` (`front.tag_target`); `gateway.front` answers most of
+    them before they reach aiohttp's request cycle, with the same pipeline."""
     gw = request.app[GATEWAY]
     request[cors.KIND] = cors.Kind.TAG
     raw = _public_path(request, gw)
     if raw is None:
         return edges.error_response(404, "not found")
     request[edges.BASE_PATH] = gw.config.server.base_path
-    host_raw, _, tail = raw[len("/t/") :].partition("/")
-    # SECURITY: the host must be a plain DNS name (no userinfo, port, IP literal or
-    # percent-encoding); a rule must list it, or the pipeline REJECTs.
-    host = normalize_host(host_raw)
+    host, path = tag_target(raw[len("/t/") :])
     if cors.is_preflight(request):
-        return _tag_preflight(request, gw, host, "/" + tail)
-    return await pipeline.run(gw, request, host, "/" + tail)
+        return _tag_preflight(request, gw, host, path)
+    return await pipeline.run(gw, request, host, path)
 
 
 async def _prefix_route(request: web.Request) -> web.StreamResponse:

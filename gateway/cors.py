@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from gateway.config.convert import origin_pattern
 
@@ -183,10 +184,16 @@ async def on_prepare(request: web.Request, response: web.StreamResponse) -> None
     if kind is None or response.status == 101 or is_preflight(request):
         return  # a preflight's answer is whole: a refusal must carry no CORS header
     allowed = request.config_dict[_ALLOWED]
-    if not allowed:
-        return  # no CORS configured: answers are exactly as without this module
-    _add_vary(response, "Origin")
-    origin = request.headers.get(hdrs.ORIGIN)
+    if allowed:
+        decorate(response.headers, kind, request.headers.get(hdrs.ORIGIN), allowed)
+
+
+def decorate(
+    headers: CIMultiDict[str], kind: Kind, origin: str | None, allowed: Sequence[str]
+) -> None:
+    """The CORS headers of an answer to a request of `kind` from `origin` (`Vary: Origin`
+    whatever the origin; the allow headers for an allowed one, replacing any others)."""
+    _add_vary(headers, "Origin")
     if not origin_allowed(origin, allowed):
         return
     assert origin is not None
@@ -195,15 +202,15 @@ async def on_prepare(request: web.Request, response: web.StreamResponse) -> None
         hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS,
         hdrs.ACCESS_CONTROL_EXPOSE_HEADERS,
     ):
-        response.headers.popall(name, None)
-    response.headers.update(answer_headers(origin, kind))
+        headers.popall(name, None)
+    headers.update(answer_headers(origin, kind))
 
 
-def _add_vary(response: web.StreamResponse, name: str) -> None:
-    current = response.headers.get(hdrs.VARY, "")
+def _add_vary(headers: CIMultiDict[str], name: str) -> None:
+    current = headers.get(hdrs.VARY, "")
     names = [v.strip() for v in current.split(",") if v.strip()]
     if name.lower() not in (v.lower() for v in names) and "*" not in names:
-        response.headers[hdrs.VARY] = ", ".join([*names, name])
+        headers[hdrs.VARY] = ", ".join([*names, name])
 
 
 def install(app: web.Application, allowed: tuple[str, ...]) -> None:

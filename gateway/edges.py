@@ -15,11 +15,12 @@ import secrets
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Protocol
 
 import aiohttp
 import orjson
 from aiohttp import hdrs, web
+from multidict import CIMultiDictProxy
 
 from gateway import bodies
 from gateway.config.convert import origin_pattern
@@ -57,6 +58,9 @@ __all__ = [
     "raw_host_hint",
     "read_facts",
     "request_id",
+    "new_request_id",
+    "facts_from",
+    "RequestHead",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,12 +103,33 @@ _ID_PREFIX: Final = secrets.token_hex(5)
 _ID_COUNTER = itertools.count(1)
 
 
+def new_request_id() -> str:
+    """A fresh id (never taken from the visitor: it goes into logs)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):06x}"
+
+
 def request_id(request: web.Request) -> str:
-    """A fresh id per request (never taken from the visitor: it goes into logs)."""
+    """The request's id, made on first use."""
     rid = request.get(REQUEST_ID)
     if rid is None:
-        rid = request[REQUEST_ID] = f"{_ID_PREFIX}{next(_ID_COUNTER):06x}"
+        rid = request[REQUEST_ID] = new_request_id()
     return rid
+
+
+class RequestHead(Protocol):
+    """What the edges read of a request to make its facts: aiohttp's `web.Request`, or a
+    head parsed by `gateway.front` with the same parser. Read-only."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def raw_path(self) -> str: ...
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+    @property
+    def remote(self) -> str | None: ...
+    @property
+    def cookies(self) -> Mapping[str, str]: ...
 
 
 def raw_host_hint(request: web.Request, base_path: str = "") -> str:
@@ -119,7 +144,7 @@ def raw_host_hint(request: web.Request, base_path: str = "") -> str:
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
 
-def peer_trusted(request: web.BaseRequest, trusted: Networks) -> bool:
+def peer_trusted(request: RequestHead, trusted: Networks) -> bool:
     """Is the connection's peer one of `server.trusted_proxies`? The one answer to it:
     only then are forwarding headers (addresses, host, scheme) believed."""
     return bool(trusted) and address_in(request.remote, trusted)
@@ -136,7 +161,7 @@ def _parse_ip(peer: str | None) -> str | None:
 _PEERS: Memo[str, tuple[str | None]] = Memo(4096)
 
 
-def client_ip(request: web.Request, trusted: Networks) -> str | None:
+def client_ip(request: RequestHead, trusted: Networks) -> str | None:
     """The visitor's address: the peer, or, when the peer is a trusted proxy, the
     right-most X-Forwarded-For entry that is not itself a trusted proxy."""
     peer = request.remote
@@ -174,15 +199,24 @@ async def read_facts(gw: Gateway, request: web.Request, host: str | None, path: 
         raise BadDestination("not a valid destination host")
     limit = gw.config.server.max_body_bytes
     body = await read_body(request, limit, gw.config.server.read_timeout)
+    return facts_from(gw, request, host, path, request_id(request), body)
+
+
+def facts_from(
+    gw: Gateway, request: RequestHead, host: str, path: str, rid: str, body: bytes
+) -> Facts:
+    """Facts for a tag request whose body (`b""`: none) has been read. Raises
+    RequestError subclasses for a body that does not decode."""
     headers = Headers(tuple(request.headers.items()))
     codings = bodies.encodings(headers.items_all()) if body else ()
     # Decoded once, here: a body that is not what its header says is the client's error
     # (400), a compression bomb is refused (413) before any stage looks at it.
     # SECURITY: the decoded body is held to the same limit as a plain one, so compressing
     # buys a sender no more memory or strip work than sending plain text would.
+    limit = gw.config.server.max_body_bytes
     decoded = bodies.decode(body, codings, limit) if codings and body else None
     return Facts(
-        request_id=request_id(request),
+        request_id=rid,
         method=request.method,
         host=host,
         path=path,
@@ -197,7 +231,7 @@ async def read_facts(gw: Gateway, request: web.Request, host: str | None, path: 
     )
 
 
-def cookies_of(request: web.Request) -> Mapping[str, str]:
+def cookies_of(request: RequestHead) -> Mapping[str, str]:
     """The request's cookies (aiohttp's parse of its first Cookie header), read-only.
 
     A visitor sends the same Cookie header with each hit: the parse is kept per header
@@ -241,7 +275,7 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
-def country_of(gw: Gateway, request: web.Request, headers: Headers) -> str | None:
+def country_of(gw: Gateway, request: RequestHead, headers: Headers) -> str | None:
     """The visitor's country from the configured geo header, if it can be believed."""
     server = gw.config.server
     trusted = server.trusted_proxies
@@ -468,7 +502,7 @@ async def deliver(
         return resp if resp is not None else local_answer(endpoint.kind)
 
 
-def is_websocket(request: web.Request) -> bool:
+def is_websocket(request: RequestHead) -> bool:
     """A WebSocket upgrade (RFC 6455 §4.1): it must never be passed on blindly."""
     return request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
 

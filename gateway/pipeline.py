@@ -31,7 +31,7 @@ from gateway.ruleset.match import Match
 from gateway.state import Gateway
 from gateway.transform import removed_fields
 
-__all__ = ["run"]
+__all__ = ["answer_locally", "local_answer_for", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,51 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
         gw.metrics.client_disconnects.labels("request").inc()
         return web.Response(status=400)
 
-    rules = gw.rules.current
     # 2a. stored consent: a server-to-server event names its subject and is judged by the
-    # store (waiting for it: no browser waits on this); a visitor's cookie subject is
-    # looked up in the cache without waiting
+    # store (waiting for it: no browser waits on this)
     book = gw.book
     server: tuple[str, CurrentConsent | None] | None = None
     subject = server_subject(gw.config, facts)
     if subject is not None:
         state = await book.lookup(subject) if book is not None and subject else None
         server = (subject, state)
+    ev = _evaluate(gw, facts, server)
+    _account(gw, request, facts, ev, started)
+    return await _answer(gw, request, ev)
+
+
+def answer_locally(
+    gw: Gateway, request: edges.RequestHead, host: str | None, path: str
+) -> tuple[Evaluation, str] | None:
+    """`run` for a request without a body, when it can be answered at once without waiting
+    for anything: (what was decided, the request id), counted and logged, for a DROP or
+    REJECT whose answer is `local_answer_for(request, evaluation)`. None, with nothing
+    counted or logged, for everything else (a forward, a subject to look up, a request
+    refused before it has facts): `run` takes it then. `gateway.front` serves the tag
+    requests of most visitors this way."""
+    started = time.perf_counter()
+    if host is None:
+        return None
+    rid = edges.new_request_id()
+    try:
+        facts = edges.facts_from(gw, request, host, path, rid, b"")
+    except RequestError:
+        return None
+    if server_subject(gw.config, facts) is not None:
+        return None
+    ev = _evaluate(gw, facts, None)
+    if ev.decision.effective not in (Action.DROP, Action.REJECT):
+        return None
+    _account(gw, None, facts, ev, started)
+    return ev, rid
+
+
+def _evaluate(
+    gw: Gateway, facts: Facts, server: tuple[str, CurrentConsent | None] | None
+) -> Evaluation:
+    """Stages 2-5 (consent, match, decision, transform): the core, failing closed."""
+    rules = gw.rules.current
+    book = gw.book
     try:
         # The cookie's subject's stored state, peeked without waiting (a miss is decided
         # on the cookie, and prefetched): the core gets plain values only.
@@ -66,7 +101,7 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
         stored = None
         if server is None and book is not None and cookie.subject is not None:
             stored = book.state_now(cookie.subject)
-        ev = evaluate(
+        return evaluate(
             facts, gw.config, rules, gw.own_cookies, cookie=cookie, stored=stored, server=server
         )
     except Exception:
@@ -77,10 +112,17 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
         except Exception:
             found = None
         fallback = decide(found, NO_CONSENT) if found else reject("internal error")
-        ev = Evaluation(None, found, None, drop(fallback, "internal error (see gateway log)"), None)
+        return Evaluation(
+            None, found, None, drop(fallback, "internal error (see gateway log)"), None
+        )
+
+
+def _account(
+    gw: Gateway, request: web.Request | None, facts: Facts, ev: Evaluation, started: float
+) -> None:
+    """Metrics, the decision log (6) and the decision header for what was decided."""
     consent, match, decision, outgoing = ev.consent, ev.match, ev.decision, ev.outgoing
     gw.metrics.observe(ev, gw.config.consent.purposes, time.perf_counter() - started)
-
     # 6. decision log: every non-FORWARD, and everything in report-only mode
     if decision.action is not Action.FORWARD or decision.report_only:
         removed: tuple[str, ...] | None = None  # report-only: what the strips would remove
@@ -91,26 +133,17 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
                 else ()
             )
         gw.decision_log.submit(record_for(facts, decision, consent, match, removed))
-
-    # 7. upstream or local answer, naming what was done (edges.on_prepare sets the header)
-    edges.name_decision(gw, request, decision, facts.request_id)
-    return await _answer(gw, request, ev)
+    # 7. the answer names what was done (edges.on_prepare sets the header)
+    if request is not None:
+        edges.name_decision(gw, request, decision, facts.request_id)
 
 
 async def _answer(gw: Gateway, request: web.Request, ev: Evaluation) -> web.StreamResponse:
     """The visitor's answer for what the core decided: every action handled, none forgotten."""
     match, decision, outgoing = ev.match, ev.decision, ev.outgoing
     match decision.effective:
-        case Action.REJECT:
-            if decision.vendor is not None:
-                return edges.error_response(404, "no endpoint of this vendor matches this request")
-            return edges.error_response(404, "unknown destination")
-        case Action.DROP:
-            if match is None:  # the core failed before matching: a generic local answer
-                return edges.local_answer(None)
-            if (refused := _upgrade_refused(request, match)) is not None:
-                return refused
-            return edges.local_answer(match.endpoint.kind)
+        case Action.REJECT | Action.DROP:
+            return local_answer_for(request, ev)
         case Action.FORWARD | Action.STRIP:
             assert match is not None and outgoing is not None  # `sends`: the core built it
             if (refused := _upgrade_refused(request, match)) is not None:
@@ -122,7 +155,21 @@ async def _answer(gw: Gateway, request: web.Request, ev: Evaluation) -> web.Stre
             assert_never(unreachable)
 
 
-def _upgrade_refused(request: web.Request, match: Match) -> web.Response | None:
+def local_answer_for(request: edges.RequestHead, ev: Evaluation) -> web.Response:
+    """The local answer to a REJECT or a DROP."""
+    match, decision = ev.match, ev.decision
+    if decision.effective is Action.REJECT:
+        if decision.vendor is not None:
+            return edges.error_response(404, "no endpoint of this vendor matches this request")
+        return edges.error_response(404, "unknown destination")
+    if match is None:  # the core failed before matching: a generic local answer
+        return edges.local_answer(None)
+    if (refused := _upgrade_refused(request, match)) is not None:
+        return refused
+    return edges.local_answer(match.endpoint.kind)
+
+
+def _upgrade_refused(request: edges.RequestHead, match: Match) -> web.Response | None:
     """An answer when the request's upgrade does not fit its endpoint, else None."""
     upgrade = edges.is_websocket(request)
     if upgrade == (match.endpoint.kind is EndpointKind.WEBSOCKET):

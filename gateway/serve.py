@@ -97,7 +97,7 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
         server.base_path,
         os.getpid(),
     )
-    from gateway.app import OPS
+    from gateway.app import OPS, front_for
 
     ops_app = app.get(OPS)
     ops = None
@@ -120,6 +120,9 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
             access_log_class=logger_class or web_log.AccessLogger,
             shutdown_timeout=10.0,
             ops=ops,
+            # tag requests answered locally skip aiohttp's request cycle (gateway.front);
+            # with an access log, every request takes aiohttp's way, where it is written
+            front=front_for(app, access_log=logger_class is not None),
         )
     except StoreError as e:
         # the gateway refuses to start without its consent store (unreachable, or a

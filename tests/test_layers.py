@@ -2,7 +2,7 @@
 
     top    app, cli, serve, admin/*, consent_api,  wiring, HTTP routes, commands
            reports
-    edge   pipeline, edges, upstream, beacons, store/*, decision_log, access_log,
+    edge   pipeline, front, edges, upstream, beacons, store/*, decision_log, access_log,
            webhooks, reload, metrics, state, ratelimit, cors
                                                    I/O: requests, sockets, files, databases
     core   core, explain                           the pure middle, run on plain values
@@ -50,6 +50,7 @@ _OF: dict[str, str] = {
     **dict.fromkeys(
         [
             "pipeline",
+            "front",
             "edges",
             "upstream",
             "beacons",
