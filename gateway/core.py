@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from dataclasses import dataclass
 
 from gateway.config import GatewayConfig
 from gateway.consent.resolve import CookieOutcome, resolve_server
@@ -29,6 +28,7 @@ from gateway.model import (
     Facts,
     Outgoing,
     StripSpec,
+    request_record,
 )
 from gateway.redact import sanitize_method, sanitize_path
 from gateway.ruleset.match import Match, RuleSet
@@ -48,7 +48,7 @@ def address_in(
     return any(addr in n for n in networks)
 
 
-@dataclass(frozen=True, slots=True)
+@request_record
 class Evaluation:
     """Stages 2-5 for one request: what the gateway resolved, matched, decided and built."""
 

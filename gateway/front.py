@@ -20,7 +20,7 @@ What it does not change:
   `on_response_prepare` hooks (decision header, CORS) put on it; `tests/test_front.py`
   sends every case both ways and compares the bytes;
 - timeouts: a connection idle between requests for `keepalive_timeout` is closed (one
-  sweep a second for all), like aiohttp's; a head not yet complete is aiohttp's to wait
+  sweep a second for all, so up to a second later), like aiohttp's; a head not yet complete is aiohttp's to wait
   for, with its own timers.
 
 The front is on when the public app serves `/t/` (`tag_prefix`) and the access log is
@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 #: statuses whose answer has no body and no Content-Length (RFC 9110 §8.6, §15.3.5)
 _EMPTY: Final = frozenset({204, 304})
 _METHODS: Final = (b"GET ", b"POST ")
+#: seconds between two looks at the connections idle between requests
+_SWEEP: Final = 1.0
 
 #: (the decision, the match, the answer's bytes in three parts; see `FrontServer._template`)
 _Template = tuple[Decision, object, tuple[bytes, bytes, bytes]]
@@ -241,14 +243,17 @@ class FrontServer:
         self.connections[front] = None
         if self._sweeper is None:
             loop = asyncio.get_running_loop()
-            self._sweeper = loop.call_later(1.0, self._sweep)
+            self._sweeper = loop.call_later(_SWEEP, self._sweep)
 
     def _sweep(self) -> None:
+        # A connection idle since the last sweep grows older by the sweep's interval;
+        # one that received anything was reset to 0 (a store per read, not a clock read).
         loop = asyncio.get_running_loop()
-        cutoff = loop.time() - self._keepalive
-        for front in [f for f in self.connections if f.last < cutoff]:
-            front.close()
-        self._sweeper = loop.call_later(1.0, self._sweep) if self.connections else None
+        for front in list(self.connections):
+            front.idle += _SWEEP
+            if front.idle > self._keepalive:
+                front.close()
+        self._sweeper = loop.call_later(_SWEEP, self._sweep) if self.connections else None
 
     def close(self) -> None:
         """Close every connection the front still holds (they are between requests)."""
@@ -262,7 +267,7 @@ class FrontServer:
 class _Front(asyncio.Protocol):
     """One connection, until it is handed to aiohttp (if ever)."""
 
-    __slots__ = ("_parser", "_paused", "_peer", "_server", "_transport", "last")
+    __slots__ = ("_parser", "_paused", "_peer", "_server", "_transport", "idle")
 
     def __init__(self, server: FrontServer) -> None:
         self._server = server
@@ -270,7 +275,8 @@ class _Front(asyncio.Protocol):
         self._parser: HttpRequestParser | None = None
         self._peer: str | None = None
         self._paused = False
-        self.last = 0.0
+        #: seconds idle, in sweeps (gateway.front.FrontServer._sweep)
+        self.idle = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are asyncio.Transport in all but inheritance
@@ -279,7 +285,6 @@ class _Front(asyncio.Protocol):
         # as aiohttp's BaseRequest.remote: the address of an IP socket, else None
         self._peer = str(peer[0]) if isinstance(peer, (list, tuple)) and peer else None
         self._parser = self._server.parser(self)
-        self.last = asyncio.get_running_loop().time()
         self._server.track(self)
 
     def data_received(self, data: bytes) -> None:
@@ -306,7 +311,7 @@ class _Front(asyncio.Protocol):
                 self.close()
                 return
         else:
-            self.last = asyncio.get_running_loop().time()
+            self.idle = 0.0
             return
         self._hand_over(data[pos:])
 

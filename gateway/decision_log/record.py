@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
 
 from gateway.memo import Memo
-from gateway.model import ConsentState, Decision, Facts
+from gateway.model import ConsentState, Decision, Facts, request_record
 from gateway.redact import (
     VALUE_MARK,
     clean,
@@ -38,7 +38,7 @@ _REASON_CAP: Final = 300
 _SHORT_CAP: Final = 128  # request id, vendor, endpoint, regime, purposes, source names
 
 
-@dataclass(frozen=True, slots=True)
+@request_record
 class DecisionRecord:
     """One logged decision: names and outcomes only, never request contents.
 
