@@ -32,7 +32,6 @@ from gateway.memo import Memo
 from gateway.model import Action, Decision, EndpointKind, Facts, Headers, Outgoing
 from gateway.ratelimit import NetworkLimiter
 from gateway.ruleset.match import Match
-from gateway.ruleset.schema import ForwardMode
 from gateway.state import Gateway
 
 __all__ = [
@@ -461,16 +460,11 @@ def local_answer(kind: EndpointKind | None) -> web.Response:
 async def deliver(
     gw: Gateway, request: web.Request, match: Match, decision: Decision, out: Outgoing
 ) -> web.StreamResponse:
-    """Send `out` to the vendor and answer the visitor.
-
-    Beacons and pixels in async mode are answered at once and forwarded in the
-    background. Otherwise the vendor's answer is streamed back; a failure to
-    reach the vendor is a 502 (never a hang: the session has a total timeout).
+    """Send `out` to the vendor and stream its answer back to the visitor (endpoints in
+    sync mode; the pipeline queues async ones itself). A failure to reach the vendor is
+    a 502 (never a hang: the session has a total timeout).
     """
     endpoint = match.endpoint
-    if endpoint.forward_mode is ForwardMode.ASYNC:
-        gw.upstream.enqueue(out, decision.vendor or "-")
-        return local_answer(endpoint.kind)
     vendor = decision.vendor or "-"
     resp: web.StreamResponse | None = None
     try:

@@ -1,13 +1,14 @@
 """The public listener's front: tag requests answered locally, without aiohttp's request cycle.
 
-Most tag hits a gateway sees are dropped (no consent yet) and answered with a few bytes
-that need no body, no vendor and no waiting. aiohttp's request cycle (a task step,
+Most tag hits a gateway sees are dropped (no consent yet), or forwarded in the
+background (beacons, pixels), and answered at once with a few bytes that need no body
+and no waiting. aiohttp's request cycle (a task step,
 request and response objects, header preparation, the writer) costs as much as a whole
 trivial handler, and more than the gateway's decision. The front is the connection's
 first protocol: for each complete request head in what it received, it asks
 `pipeline.answer_locally`; when that answers, the front writes the answer itself. At the
-first request it cannot answer that way (a body, a forward, a subject to look up, a
-preflight, an upgrade, HTTP/1.0, a head cut across reads, anything it does not parse), it
+first request it cannot answer that way (a body, a forward the visitor waits for, a
+subject to look up, a preflight, an upgrade, HTTP/1.0, a head cut across reads, anything it does not parse), it
 hands the connection, with every byte from that request on, to aiohttp's own connection
 handler, which serves it from then on exactly as if the front had never been there.
 
@@ -20,8 +21,8 @@ What it does not change:
   `on_response_prepare` hooks (decision header, CORS) put on it; `tests/test_front.py`
   sends every case both ways and compares the bytes;
 - timeouts: a connection idle between requests for `keepalive_timeout` is closed (one
-  sweep a second for all, so up to a second later), like aiohttp's; a head not yet complete is aiohttp's to wait
-  for, with its own timers.
+  sweep a second for all, so up to a second later), like aiohttp's; a head not yet
+  complete is aiohttp's to wait for, with its own timers.
 
 The front is on when the public app serves `/t/` (`tag_prefix`) and the access log is
 off (an access-logged request takes aiohttp's way, where the log lives).

@@ -28,6 +28,7 @@ from gateway.decision_log.record import record_for
 from gateway.errors import ClientGone, RequestError
 from gateway.model import Action, CurrentConsent, EndpointKind, Facts
 from gateway.ruleset.match import Match
+from gateway.ruleset.schema import ForwardMode
 from gateway.state import Gateway
 from gateway.transform import removed_fields
 
@@ -66,9 +67,10 @@ def answer_locally(
     gw: Gateway, request: edges.RequestHead, host: str | None, path: str
 ) -> tuple[Evaluation, str] | None:
     """`run` for a request without a body, when it can be answered at once without waiting
-    for anything: (what was decided, the request id), counted and logged, for a DROP or
-    REJECT whose answer is `local_answer_for(request, evaluation)`. None, with nothing
-    counted or logged, for everything else (a forward, a subject to look up, a request
+    for anything: (what was decided, the request id), counted, logged and its forward
+    queued, for a REJECT, a DROP or a background forward, whose answer is
+    `local_answer_for(request, evaluation)`. None, with nothing counted, logged or sent,
+    for everything else (a forward the visitor waits for, a subject to look up, a request
     refused before it has facts): `run` takes it then. `gateway.front` serves the tag
     requests of most visitors this way."""
     started = time.perf_counter()
@@ -82,9 +84,10 @@ def answer_locally(
     if server_subject(gw.config, facts) is not None:
         return None
     ev = _evaluate(gw, facts, None)
-    if ev.decision.effective not in (Action.DROP, Action.REJECT):
+    if not _answered_now(request, ev):
         return None
     _account(gw, None, facts, ev, started)
+    _send_in_background(gw, request, ev)
     return ev, rid
 
 
@@ -140,23 +143,48 @@ def _account(
 
 async def _answer(gw: Gateway, request: web.Request, ev: Evaluation) -> web.StreamResponse:
     """The visitor's answer for what the core decided: every action handled, none forgotten."""
+    if _answered_now(request, ev):
+        _send_in_background(gw, request, ev)
+        return local_answer_for(request, ev)
     match, decision, outgoing = ev.match, ev.decision, ev.outgoing
-    match decision.effective:
+    assert match is not None and outgoing is not None  # `sends`: the core built it
+    if edges.is_websocket(request):
+        return await edges.proxy_websocket(gw, request, decision, outgoing)
+    return await edges.deliver(gw, request, match, decision, outgoing)
+
+
+def _answered_now(request: edges.RequestHead, ev: Evaluation) -> bool:
+    """Whether the visitor's answer is local and given at once: a REJECT, a DROP, a refused
+    upgrade, or a forward in the background (async endpoints: beacons, pixels)."""
+    match ev.decision.effective:
         case Action.REJECT | Action.DROP:
-            return local_answer_for(request, ev)
+            return True
         case Action.FORWARD | Action.STRIP:
-            assert match is not None and outgoing is not None  # `sends`: the core built it
-            if (refused := _upgrade_refused(request, match)) is not None:
-                return refused
-            if edges.is_websocket(request):
-                return await edges.proxy_websocket(gw, request, decision, outgoing)
-            return await edges.deliver(gw, request, match, decision, outgoing)
+            match_ = ev.match
+            assert match_ is not None and ev.outgoing is not None  # `sends`: the core built it
+            return (
+                _upgrade_refused(request, match_) is not None
+                or match_.endpoint.forward_mode is ForwardMode.ASYNC
+            )
         case unreachable:
             assert_never(unreachable)
 
 
+def _send_in_background(gw: Gateway, request: edges.RequestHead, ev: Evaluation) -> None:
+    """For a request `_answered_now`: its forward to the vendor, queued, when it has one."""
+    match, decision, outgoing = ev.match, ev.decision, ev.outgoing
+    if (
+        decision.sends
+        and match is not None
+        and outgoing is not None
+        and _upgrade_refused(request, match) is None
+    ):
+        gw.upstream.enqueue(outgoing, decision.vendor or "-")
+
+
 def local_answer_for(request: edges.RequestHead, ev: Evaluation) -> web.Response:
-    """The local answer to a REJECT or a DROP."""
+    """The visitor's answer to a request `_answered_now` (a function of the decision, the
+    match and whether the request is an upgrade: `gateway.front` keeps its bytes)."""
     match, decision = ev.match, ev.decision
     if decision.effective is Action.REJECT:
         if decision.vendor is not None:

@@ -73,8 +73,14 @@ CASES = [
         1,
     ),
     Case(
-        "consent granted: forwarded",
+        "consent granted: forwarded in the background",
         [req("GET", GA4, extra=f"Cookie: cg_consent={GRANTED}\r\n")],
+        1,
+        1,
+    ),
+    Case(
+        "consent granted: a script fetched while the visitor waits",
+        [req("GET", SCRIPT, extra=f"Cookie: cg_consent={GRANTED}\r\n")],
         1,
         0,
     ),
@@ -231,8 +237,10 @@ async def test_the_front_answers_as_aiohttp_would(
     tmp_path: Path, fake_vendor: FakeVendor, rules: RuleSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await _both(tmp_path, fake_vendor, rules, monkeypatch, CASES)
-    # the forwarded case reached the vendor from both gateways
-    await fake_vendor.wait_for(2)
+    # each forwarded case reached the vendor from both gateways, with the same request
+    seen = await fake_vendor.wait_for(4)
+    beacons = sorted((s.path, s.query) for s in seen if s.path == "/g/collect")
+    assert len(beacons) == 2 and beacons[0] == beacons[1]
 
 
 async def test_with_cors_configured_the_answers_carry_the_same_cors_headers(
