@@ -654,7 +654,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--repeat",
         type=int,
-        default=3,
+        default=5,
         help="P1 and P2: alternating pairs of runs, the median pair reported",
     )
     args = p.parse_args(argv)

@@ -8,9 +8,10 @@ trivial handler, and more than the gateway's decision. The front is the connecti
 first protocol: for each complete request head in what it received, it asks
 `pipeline.answer_locally`; when that answers, the front writes the answer itself. At the
 first request it cannot answer that way (a body, a forward the visitor waits for, a
-subject to look up, a preflight, an upgrade, HTTP/1.0, a head cut across reads, anything it does not parse), it
-hands the connection, with every byte from that request on, to aiohttp's own connection
-handler, which serves it from then on exactly as if the front had never been there.
+subject to look up, a preflight, an upgrade, HTTP/1.0, a head cut across reads, anything
+it does not parse), it hands the connection, with every byte from that request on, to
+aiohttp's own connection handler, which serves it from then on exactly as if the front
+had never been there.
 
 What it does not change:
 - the parser: each head is parsed by aiohttp's own HTTP parser (llhttp), built with the

@@ -4,17 +4,20 @@ without failing a request in flight."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import GATEWAY, RELOADER, build_app
-from gateway.reload import snapshot
+from gateway.reload import quiet_collector, snapshot
 from tests.conftest import BOMB, RULES_DIR, FakeVendor, make_config, overrides_for
 
 HIT = "/t/www.google-analytics.com/g/collect?v=2&tid=G-1&cid=1.2&en=x"
@@ -148,3 +151,44 @@ async def test_an_alias_bomb_is_refused_and_the_next_reload_still_applies(
     _make_collect_a_pixel(ga4)
     assert await client.app[RELOADER].reload() is True
     assert (await client.get(HIT)).status == 200  # the edit after the bomb is in force
+
+
+def test_a_compiled_rule_set_is_acyclic() -> None:
+    """quiet_collector freezes what a compile built: that is safe only because a replaced
+    rule set is freed by reference counting alone, with no cycle for a collection to find."""
+    from gateway.config import DEFAULT_PURPOSES
+    from gateway.ruleset.load import load_rules
+
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        gc.collect()
+        rules = load_rules([RULES_DIR], frozenset(DEFAULT_PURPOSES))
+        assert rules.rules
+        del rules
+        assert gc.collect() == 0
+    finally:
+        if was:
+            gc.enable()
+
+
+def test_quiet_collector_restores_the_collector_and_the_switch_interval() -> None:
+    interval = sys.getswitchinterval()
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    try:
+        with quiet_collector():
+            assert not gc.isenabled()
+            assert sys.getswitchinterval() <= 0.001
+            kept = [[i] for i in range(1000)]  # built during the block: frozen after it
+            with quiet_collector():  # nested: the outer block decides
+                assert not gc.isenabled()
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        assert sys.getswitchinterval() == interval
+        assert gc.get_freeze_count() >= frozen + len(kept)
+        with pytest.raises(RuntimeError), quiet_collector():
+            raise RuntimeError("a failed compile restores them too")
+        assert gc.isenabled() and sys.getswitchinterval() == interval
+    finally:
+        gc.unfreeze()
