@@ -46,15 +46,13 @@ policy (no LI for purposes 1 and 3-6) is applied by `vendor_may`.
 
 from __future__ import annotations
 
-import binascii
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import IntEnum
-from itertools import compress
 from types import MappingProxyType
 
+from gateway.consent.tcf_bits import EPOCH, BitReader, ids_of, letters, split_fields
 from gateway.errors import TCFError
 from gateway.memo import Memo
 
@@ -88,12 +86,6 @@ _CONSENT_ONLY_PURPOSES = frozenset({1, 3, 4, 5, 6})
 
 # Policy version 5 is TCF v2.3, which made the DisclosedVendors segment mandatory.
 _DISCLOSED_VENDORS_MANDATORY_FROM = 5
-
-_B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
-#: base64url's two letters as standard base64's
-_TO_STD = str.maketrans("-_", "+/")
-_BIT_FLAGS = bytes.maketrans(b"01", b"\x00\x01")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class RestrictionType(IntEnum):
@@ -220,105 +212,13 @@ class _RangeBudget:
         self.left -= count
 
 
-#: segments up to this many bits are read as one int (about 680 base64 characters)
-_ONE_INT_BITS = 4096
-
-
-class _BitReader:
-    """Reads big-endian unsigned fields from one segment, front to back, never twice."""
-
-    __slots__ = ("_data", "_int", "_size", "_total", "pos")
-
-    def __init__(self, segment: str) -> None:
-        if not segment:
-            raise TCFError("empty segment")
-        chars = segment.rstrip("=")
-        padding = len(segment) - len(chars)
-        # `=` only as base64 padding: 1 or 2 of them, completing a 4-character group.
-        if padding and (padding > 2 or len(segment) % 4 or not chars):
-            raise TCFError("bad padding")
-        # ASCII only: [0-9] and [A-Za-z] do not match other scripts' letters or digits.
-        if not _B64URL_RE.fullmatch(chars):
-            raise TCFError("not base64url")
-        # 6 bits per character whatever the length: fill to whole 4-character groups with
-        # `A` (zero bits), which are not counted in `_size`, so reading them is "truncated".
-        # (binascii directly: base64.urlsafe_b64decode's wrappers cost more than decoding)
-        self._data = binascii.a2b_base64((chars + "A" * (-len(chars) % 4)).translate(_TO_STD))
-        self._size = 6 * len(chars)
-        self._total = 8 * len(self._data)
-        # A segment as one int: a field is then one shift and one mask. Only for segments
-        # of real-world size; a shift costs O(segment), so a huge one keeps reading bytes.
-        self._int = int.from_bytes(self._data, "big") if self._total <= _ONE_INT_BITS else None
-        self.pos = 0
-
-    def read(self, width: int) -> int:
-        """The next `width` bits as an unsigned int; TCFError("truncated") past the end."""
-        start = self.pos
-        end = start + width
-        if end > self._size:
-            raise TCFError("truncated")
-        self.pos = end
-        whole = self._int
-        if whole is not None:
-            return (whole >> (self._total - end)) & ((1 << width) - 1)
-        last = (end + 7) >> 3
-        # Only the bytes holding these bits are touched: O(width), not O(segment).
-        chunk = int.from_bytes(self._data[start >> 3 : last], "big")
-        return (chunk >> ((last << 3) - end)) & ((1 << width) - 1)
-
-    @property
-    def left(self) -> int:
-        """Bits not read yet."""
-        return self._size - self.pos
-
-    def read_bool(self) -> bool:
-        return self.read(1) == 1
-
-    def read_ids(self, width: int) -> frozenset[int]:
-        """A `width`-bit field where bit k-1 set means id k is in the set."""
-        # '0'/'1' text -> 0/1 bytes -> the ids whose byte is 1: O(width), in C.
-        return _ids(self.read(width), width)
-
-    def read_letters(self) -> str:
-        """Two 6-bit letters, A=0 ... Z=25 (ConsentLanguage, PublisherCC)."""
-        first, second = self.read(6), self.read(6)
-        return _letters(first, second)
-
-    def read_time(self) -> datetime:
-        """A 36-bit count of deciseconds since the Unix epoch, as a UTC datetime."""
-        return _EPOCH + timedelta(milliseconds=100 * self.read(36))
-
-
 #: the core's fields after Version, in order, and their widths
 _HEADER_WIDTHS = (36, 36, 12, 12, 6, 6, 6, 12, 6, 1, 1, 12, 24, 24, 1, 6, 6)
 _HEADER_BITS = sum(_HEADER_WIDTHS)
 
 
-def _split(value: int, widths: tuple[int, ...]) -> list[int]:
-    """`value`, `sum(widths)` bits wide, cut into fields of `widths`, first field first."""
-    out = []
-    for width in reversed(widths):
-        out.append(value & ((1 << width) - 1))
-        value >>= width
-    out.reverse()
-    return out
-
-
-def _letters(first: int, second: int) -> str:
-    if first > 25 or second > 25:
-        raise TCFError("letter out of range")
-    return chr(65 + first) + chr(65 + second)
-
-
-def _ids(value: int, width: int) -> frozenset[int]:
-    if not value:
-        return frozenset()
-    flags = format(value, f"0{width}b").encode("ascii").translate(_BIT_FLAGS)
-    return frozenset(compress(range(1, width + 1), flags))
-
-
 def _range_entries(
-    reader: _BitReader, budget: _RangeBudget, max_vendor_id: int | None
+    reader: BitReader, budget: _RangeBudget, max_vendor_id: int | None
 ) -> frozenset[int]:
     """NumEntries (12) then that many {IsARange 1, StartOrOnlyVendorId 16, [EndVendorId 16]}.
 
@@ -326,52 +226,40 @@ def _range_entries(
     have none). Overlapping entries are allowed and merged.
     """
     ids: set[int] = set()
-    read = reader.read
-    count = read(12)
-    whole, total = reader._int, reader._total
-    if whole is not None and reader.pos + 33 * count <= reader._size:
-        # Hot path: every entry within a one-int segment (33 bits each at most), read with
-        # shifts on locals instead of a method call per field: IAB's encoder writes most
-        # vendor sections and every publisher restriction as ranges.
-        pos = reader.pos
-        for _ in range(count):
+    read, count = reader.read, reader.read(12)
+    whole, total, pos = reader._int or 0, reader._total, reader.pos
+    # Within a one-int segment (33 bits an entry at most), fields are read with shifts on
+    # locals, not a method call each: IAB's encoder writes most vendor sections this way.
+    fast = reader._int is not None and pos + 33 * count <= reader._size
+    for _ in range(count):
+        if fast:
             pos += 17
-            head = (whole >> (total - pos)) & 0x1FFFF  # IsARange, StartOrOnlyVendorId
-            start = head & 0xFFFF
-            end = start
+            head = (whole >> (total - pos)) & 0x1FFFF  # IsARange, then StartOrOnlyVendorId
+            end = start = head & 0xFFFF
             if head >> 16:
                 pos += 16
                 end = (whole >> (total - pos)) & 0xFFFF
-            _check_range(start, end, max_vendor_id, budget)
-            if end == start:
-                ids.add(start)
-            else:
-                ids.update(range(start, end + 1))
-        reader.pos = pos
-        return frozenset(ids)
-    for _ in range(count):
-        head = read(17)  # IsARange, then StartOrOnlyVendorId
-        start = head & 0xFFFF
-        end = read(16) if head >> 16 else start
-        _check_range(start, end, max_vendor_id, budget)
+        else:
+            head = read(17)
+            start = head & 0xFFFF
+            end = read(16) if head >> 16 else start
+        if start == 0:
+            raise TCFError("vendor id 0")
+        if end < start:
+            raise TCFError("range ends before it starts")
+        if max_vendor_id is not None and end > max_vendor_id:
+            raise TCFError("vendor id above MaxVendorId")
+        budget.take(end - start + 1)
         if end == start:
             ids.add(start)
         else:
             ids.update(range(start, end + 1))
+    if fast:
+        reader.pos = pos
     return frozenset(ids)
 
 
-def _check_range(start: int, end: int, max_vendor_id: int | None, budget: _RangeBudget) -> None:
-    if start == 0:
-        raise TCFError("vendor id 0")
-    if end < start:
-        raise TCFError("range ends before it starts")
-    if max_vendor_id is not None and end > max_vendor_id:
-        raise TCFError("vendor id above MaxVendorId")
-    budget.take(end - start + 1)
-
-
-def _vendor_section(reader: _BitReader, budget: _RangeBudget) -> frozenset[int]:
+def _vendor_section(reader: BitReader, budget: _RangeBudget) -> frozenset[int]:
     """MaxVendorId (16), IsRangeEncoding (1), then a MaxVendorId-bit field or range entries."""
     max_vendor_id = reader.read(16)
     if reader.read_bool():
@@ -381,7 +269,7 @@ def _vendor_section(reader: _BitReader, budget: _RangeBudget) -> frozenset[int]:
 
 
 def _publisher_restrictions(
-    reader: _BitReader, budget: _RangeBudget
+    reader: BitReader, budget: _RangeBudget
 ) -> Mapping[tuple[int, int], frozenset[int]]:
     """NumPubRestrictions (12), each {PurposeId 6, RestrictionType 2, range entries}."""
     merged: dict[tuple[int, int], set[int]] = {}
@@ -419,7 +307,7 @@ def decode_tc_string(value: str) -> TCString:
         raise TCFError("too many segments")  # the core plus three distinct segment types
 
     budget = _RangeBudget()
-    core = _BitReader(parts[0])
+    core = BitReader(parts[0])
     version = core.read(6)
     if version == 1:
         raise TCFError(V1_REASON)
@@ -449,17 +337,17 @@ def decode_tc_string(value: str) -> TCString:
             purpose_one,
             country_1,
             country_2,
-        ) = _split(core.read(_HEADER_BITS), _HEADER_WIDTHS)
-        created = _EPOCH + timedelta(milliseconds=100 * created_ds)
-        last_updated = _EPOCH + timedelta(milliseconds=100 * updated_ds)
-        consent_language = _letters(lang_1, lang_2)
+        ) = split_fields(core.read(_HEADER_BITS), _HEADER_WIDTHS)
+        created = EPOCH + timedelta(milliseconds=100 * created_ds)
+        last_updated = EPOCH + timedelta(milliseconds=100 * updated_ds)
+        consent_language = letters(lang_1, lang_2)
         is_service_specific = service_specific == 1
         use_non_standard_texts = non_standard == 1
-        special_feature_optins = _ids(features, 12)
-        purpose_consents = _ids(purposes, 24)
-        purpose_legitimate_interests = _ids(purposes_li, 24)
+        special_feature_optins = ids_of(features, 12)
+        purpose_consents = ids_of(purposes, 24)
+        purpose_legitimate_interests = ids_of(purposes_li, 24)
         purpose_one_treatment = purpose_one == 1
-        publisher_country_code = _letters(country_1, country_2)
+        publisher_country_code = letters(country_1, country_2)
     else:  # short: read field by field, so the first field past the end is the error
         created = core.read_time()
         last_updated = core.read_time()
@@ -488,7 +376,7 @@ def decode_tc_string(value: str) -> TCString:
     publisher: tuple[frozenset[int], ...] = (frozenset(),) * 4
     seen: set[int] = set()
     for part in parts[1:]:
-        reader = _BitReader(part)
+        reader = BitReader(part)
         segment_type = reader.read(3)
         if segment_type in seen:
             raise TCFError("duplicate segment")

@@ -29,6 +29,7 @@ from gateway.consent.tcf import (
     vendor_disclosed,
     vendor_may,
 )
+from gateway.consent.tcf_bits import BitReader
 from gateway.errors import SignalError, TCFError
 from tests.signal_values import (
     B64URL,
@@ -934,25 +935,32 @@ def test_range_expansion_up_to_the_cap_is_accepted() -> None:
 
 
 class ReadCounter:
-    """Counts `_BitReader.read` calls and the bits they read."""
+    """Counts `BitReader.read` calls, and the bits every reader moved past (reads, and
+    range entries read in place: `tcf._range_entries`)."""
 
     def __init__(self) -> None:
         self.calls = 0
-        self.bits = 0
+        self.readers: list[BitReader] = []
+
+    @property
+    def bits(self) -> int:
+        return sum(r.pos for r in self.readers)
 
 
 def counted(value: str) -> tuple[ReadCounter, bool]:
-    """Decode `value` with `_BitReader.read` instrumented; (counts, decoded?)."""
+    """Decode `value` with `BitReader` instrumented; (counts, decoded?)."""
     counter = ReadCounter()
-    original = tcf._BitReader.read
+    original_read, original_init = BitReader.read, BitReader.__init__
 
-    def read(reader: tcf._BitReader, width: int) -> int:
+    def init(reader: BitReader, segment: str) -> None:
+        original_init(reader, segment)
+        counter.readers.append(reader)
+
+    def read(reader: BitReader, width: int) -> int:
         counter.calls += 1
-        value = original(reader, width)  # a read past the end raises before any work
-        counter.bits += width
-        return value
+        return original_read(reader, width)  # a read past the end raises before any work
 
-    with mock.patch.object(tcf._BitReader, "read", read):
+    with mock.patch.object(BitReader, "read", read), mock.patch.object(BitReader, "__init__", init):
         try:
             decode_tc_string(value)
             ok = True
@@ -962,8 +970,9 @@ def counted(value: str) -> tuple[ReadCounter, bool]:
 
 
 def assert_linear(value: str, counter: ReadCounter) -> None:
-    # Each read moves forward and costs O(width) (it touches only the bytes it needs), so
-    # bits read <= bits present means the work of reading is linear in the input. Zero-width
+    # Each read moves forward and costs O(width) (it touches only the bytes it needs), and
+    # range entries read in place move forward 17 or 33 bits each at O(1), so bits moved
+    # past <= bits present means the work of reading is linear in the input. Zero-width
     # reads (an empty bitfield, no custom purposes) are a bounded handful per segment.
     assert counter.bits <= 6 * len(value)
     assert counter.calls <= 6 * len(value) + 8
