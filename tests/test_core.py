@@ -43,6 +43,7 @@ CORE = [
     "gateway.consent.resolve",
     "gateway.consent.signals",
     "gateway.consent.tcf",
+    "gateway.consent.tcf_bits",
     "gateway.consent.usp",
     "gateway.ruleset",
     "gateway.ruleset.lint",
