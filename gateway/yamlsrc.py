@@ -17,7 +17,7 @@ from __future__ import annotations
 import builtins
 import enum
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -89,66 +89,29 @@ class YamlSource:
 
     @classmethod
     def parse(cls, text: str, file: str) -> YamlSource:
-        """Parse `text`; a YAML syntax error becomes a problem (data is then None)."""
+        """Parse `text`; a YAML syntax error becomes a problem (data is then None).
+
+        One pass over libyaml's event stream builds the values, checking each event
+        before anything is built from it: values are what `yaml.safe_load` gives (tags
+        resolved and scalars constructed by PyYAML's own resolver and safe constructor),
+        but no node tree is composed first (the composer's tree and a second pass over
+        the text were two thirds of loading a rule file)."""
         src = cls(file=file, data=None)
         try:
-            # SECURITY: refuse anchors and aliases on the event stream, before composing:
-            # a composed alias is a shared node that `_build` would expand once per use.
-            depth = 0
-            for event in yaml.parse(text, Loader=_LOADER):
-                refused = None
-                if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                    refused = "YAML anchors and aliases (& and *) are not allowed"
-                elif isinstance(event, yaml.CollectionStartEvent):
-                    depth += 1
-                    if depth > MAX_DEPTH:
-                        refused = f"nested deeper than {MAX_DEPTH} levels"
-                elif isinstance(event, yaml.CollectionEndEvent):
-                    depth -= 1
-                if refused is not None:
-                    mark = event.start_mark
-                    line = mark.line + 1 if mark is not None else None
-                    src.problems.append(Problem(file, line, "", refused))
-                    return src
-            node = yaml.compose(text, Loader=_LOADER)
+            src.data = _Builder(src).document(yaml.parse(text, Loader=_LOADER))
+        except _Refused as e:
+            src.data, src.lines = None, {}
+            src.problems[:] = [Problem(file, e.line, "", e.message)]
+        except _Unbuildable as e:  # a scalar the safe constructor refuses: what was read stays
+            src.data = None
+            src.problems.append(Problem(file, None, "", f"YAML: {e.__cause__}"))
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
             problem = getattr(e, "problem", None) or "invalid YAML"
-            src.problems.append(Problem(file, line, "", f"YAML syntax: {problem}"))
-            return src
-        if node is None:
-            src.data = None
-            return src
-        try:
-            src.data = src._build(node, ())
-        except (yaml.YAMLError, ValueError, TypeError, RecursionError) as e:
-            src.problems.append(Problem(file, None, "", f"YAML: {e}"))
+            src.data, src.lines = None, {}
+            src.problems[:] = [Problem(file, line, "", f"YAML syntax: {problem}")]
         return src
-
-    def _build(self, node: yaml.Node, path: tuple[PathPart, ...]) -> Any:
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = self._construct(key_node)
-                if isinstance(key, str | int | bool | float) and not isinstance(key, bool):
-                    k: Any = key
-                else:
-                    k = str(key)
-                sub = (*path, str(k))
-                if str(k) in out:
-                    self.problems.append(
-                        Problem(
-                            self.file, key_node.start_mark.line + 1, _where(sub), "duplicate key"
-                        )
-                    )
-                self.lines[sub] = key_node.start_mark.line + 1
-                out[str(k)] = self._build(value_node, sub)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self._build(n, (*path, i)) for i, n in enumerate(node.value)]
-        return self._construct(node)
 
     def _construct(self, node: yaml.Node) -> Any:
         # The safe constructor resolves tags exactly as safe_load would; one per document.
@@ -156,6 +119,161 @@ class YamlSource:
 
     def root(self) -> Node:
         return Node(self, (), self.data)
+
+
+class _Unbuildable(Exception):
+    """A scalar PyYAML's safe constructor refused (the cause)."""
+
+
+class _Refused(Exception):
+    """What the event stream may not hold (an anchor, an alias, too deep), at `line`."""
+
+    def __init__(self, message: str, event: yaml.Event) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = _line(event)
+
+
+def _line(event: yaml.Event) -> int | None:
+    mark = event.start_mark
+    return mark.line + 1 if mark is not None else None
+
+
+_STR = "tag:yaml.org,2002:str"
+
+
+class _Builder:
+    """Values from one stream of events, as `YamlSource.parse` describes.
+
+    SECURITY: anchors and aliases are refused where they appear, before anything is
+    built from them (an alias is how a few hundred bytes expand into gigabytes), and so
+    is nesting past `MAX_DEPTH`: building is then linear in the text."""
+
+    def __init__(self, src: YamlSource) -> None:
+        self.src = src
+        self.resolver = yaml.resolver.Resolver()
+
+    def document(self, events: Iterable[yaml.Event]) -> Any:
+        it = iter(events)
+        data: Any = None
+        documents = depth = 0
+        extra: yaml.Event | None = None
+        for event in it:
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents == 1:
+                    data = self.value(next(it), it, (), 1)
+                elif extra is None:
+                    extra = event  # refused below, once the rest is checked
+            elif isinstance(event, yaml.NodeEvent):  # a later document's: checked only
+                depth += isinstance(event, yaml.CollectionStartEvent)
+                self.check(event, depth)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        if extra is not None:
+            # as the composer says it (yaml.compose takes one document)
+            raise yaml.composer.ComposerError(
+                "expected a single document in the stream",
+                None,
+                "but found another document",
+                extra.start_mark,  # type: ignore[arg-type]
+            )
+        return data
+
+    @staticmethod
+    def check(event: yaml.Event, depth: int) -> None:
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise _Refused("YAML anchors and aliases (& and *) are not allowed", event)
+        if isinstance(event, yaml.CollectionStartEvent) and depth > MAX_DEPTH:
+            raise _Refused(f"nested deeper than {MAX_DEPTH} levels", event)
+
+    def value(
+        self, event: yaml.Event, it: Iterator[yaml.Event], path: tuple[PathPart, ...], depth: int
+    ) -> Any:
+        self.check(event, depth)
+        lines = self.src.lines
+        if path not in lines:
+            lines[path] = _line(event) or 0
+        if isinstance(event, yaml.ScalarEvent):
+            return self.scalar(event)
+        if isinstance(event, yaml.SequenceStartEvent):
+            out: list[Any] = []
+            for item in it:
+                if isinstance(item, yaml.SequenceEndEvent):
+                    return out
+                out.append(self.value(item, it, (*path, len(out)), depth + 1))
+        elif isinstance(event, yaml.MappingStartEvent):
+            mapping: dict[str, Any] = {}
+            for key_event in it:
+                if isinstance(key_event, yaml.MappingEndEvent):
+                    return mapping
+                key = self.key(key_event, it, depth + 1)
+                sub = (*path, key)
+                line = _line(key_event) or 0
+                if key in mapping:
+                    problem = Problem(self.src.file, line, _where(sub), "duplicate key")
+                    self.src.problems.append(problem)
+                lines[sub] = line
+                mapping[key] = self.value(next(it), it, sub, depth + 1)
+        raise yaml.YAMLError(f"unexpected {type(event).__name__}")  # pragma: no cover
+
+    def key(self, event: yaml.Event, it: Iterator[yaml.Event], depth: int) -> str:
+        """A mapping key as text (a number written as a key is its text form)."""
+        self.check(event, depth)
+        if isinstance(event, yaml.ScalarEvent):
+            return str(self.scalar(event))
+        # A collection as a key (YAML allows it; no config or rule has one): composed and
+        # constructed as safe_load would, then its text.
+        node = self.node(event, it, depth)  # a syntax error here is the text's
+        try:
+            return str(self.src._construct(node))
+        except (yaml.YAMLError, ValueError, TypeError, RecursionError) as e:
+            raise _Unbuildable from e
+
+    def node(self, event: yaml.Event, it: Iterator[yaml.Event], depth: int) -> yaml.Node:
+        """The node `yaml.compose` makes of `event` and what follows it."""
+        self.check(event, depth)
+        mark = event.start_mark
+        if isinstance(event, yaml.ScalarEvent):
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = self.resolver.resolve(  # type: ignore[no-untyped-call]
+                    yaml.ScalarNode, event.value, event.implicit
+                )
+            return yaml.ScalarNode(tag, event.value, mark, mark, event.style)  # type: ignore[arg-type]
+        assert isinstance(event, yaml.CollectionStartEvent)
+        seq = isinstance(event, yaml.SequenceStartEvent)
+        kind = yaml.SequenceNode if seq else yaml.MappingNode
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolver.resolve(kind, None, event.implicit)  # type: ignore[no-untyped-call]
+        items: list[Any] = []
+        for item in it:
+            if isinstance(item, yaml.CollectionEndEvent):
+                break
+            child = self.node(item, it, depth + 1)
+            items.append(child if seq else (child, self.node(next(it), it, depth + 1)))
+        return kind(tag, items, mark, mark, flow_style=event.flow_style)  # type: ignore[arg-type]
+
+    def scalar(self, event: yaml.ScalarEvent) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolver.resolve(  # type: ignore[no-untyped-call]
+                yaml.ScalarNode, event.value, event.implicit
+            )
+        if tag == _STR:
+            return event.value
+        node = yaml.ScalarNode(
+            tag,
+            event.value,
+            event.start_mark,  # type: ignore[arg-type]
+            event.end_mark,  # type: ignore[arg-type]
+            event.style,
+        )
+        try:
+            return self.src._construct(node)
+        except (yaml.YAMLError, ValueError, TypeError, RecursionError) as e:
+            raise _Unbuildable from e
 
 
 def _where(path: tuple[PathPart, ...]) -> str:

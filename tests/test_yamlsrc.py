@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import Problem
 from gateway.yamlsrc import MAX_DEPTH, YamlSource, parse_duration, read_source
-from tests.conftest import BOMB
+from tests.conftest import BOMB, ROOT
 
 
 class Color(enum.StrEnum):
@@ -193,3 +193,127 @@ def test_parse_round_trips_what_safe_dump_writes(value: object) -> None:
     text = yaml.safe_dump({"v": value})
     src = YamlSource.parse(text, "rt.yaml")
     assert src.problems == [] and src.data == yaml.safe_load(text)
+
+
+# --- one pass over the events: what composing a node tree first gave -------------------------
+
+
+def _composed(text: str, file: str) -> YamlSource:
+    """The parse as it was before the one-pass builder: refusals on the event stream,
+    then `yaml.compose` and a walk of its node tree (kept here as the reference)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    src = YamlSource(file=file, data=None)
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=loader):
+            refused = None
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                refused = "YAML anchors and aliases (& and *) are not allowed"
+            elif isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    refused = f"nested deeper than {MAX_DEPTH} levels"
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            if refused is not None:
+                mark = event.start_mark
+                src.problems.append(Problem(file, mark.line + 1 if mark else None, "", refused))
+                return src
+        node = yaml.compose(text, Loader=loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        line = mark.line + 1 if mark is not None else None
+        src.problems.append(Problem(file, line, "", f"YAML syntax: {problem}"))
+        return src
+    if node is None:
+        return src
+    constructor = yaml.constructor.SafeConstructor()
+
+    def build(node: yaml.Node, path: tuple[str | int, ...]) -> object:
+        src.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, object] = {}
+            for key_node, value_node in node.value:
+                key = str(constructor.construct_object(key_node, deep=True))
+                sub = (*path, key)
+                if key in out:
+                    src.problems.append(
+                        Problem(file, key_node.start_mark.line + 1, _where(sub), "duplicate key")
+                    )
+                src.lines[sub] = key_node.start_mark.line + 1
+                out[key] = build(value_node, sub)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [build(n, (*path, i)) for i, n in enumerate(node.value)]
+        return constructor.construct_object(node, deep=True)
+
+    try:
+        src.data = build(node, ())
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as e:
+        src.problems.append(Problem(file, None, "", f"YAML: {e}"))
+    return src
+
+
+def _where(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _same(text: str) -> None:
+    built, composed = YamlSource.parse(text, "f.yaml"), _composed(text, "f.yaml")
+    assert (built.data, built.lines, built.problems) == (
+        composed.data,
+        composed.lines,
+        composed.problems,
+    )
+
+
+_CORPUS = sorted(
+    [*(ROOT / "rules").glob("*.yaml"), ROOT / "config.example.yaml"], key=lambda p: p.name
+)
+
+
+@pytest.mark.parametrize("path", _CORPUS, ids=lambda p: p.name)
+def test_every_shipped_file_parses_as_composing_did(path: Path) -> None:
+    _same(path.read_text())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "---\n",
+        "a: 1\n---\nb: 2\n",
+        "a: 1\n---\nb: &x 2\n",
+        "a: 1\n---\n" + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1) + "\n",
+        "a: 1\na: 2\nb: {c: 1, c: 2}\n",
+        "1: one\ntrue: yes\n1.5: x\nnull: n\n? [a, b]\n: seq key\n? {k: v}\n: map key\n",
+        "a: !!str 12\nb: !!int '12'\nc: !!float 1\nd: !!binary aGk=\ne: !!timestamp 2020-01-01\n",
+        "a: !custom x\n",
+        "a: !!int nope\n",
+        "<<: {a: 1}\n",
+        "a: [1, {b: [2, {c: 3}]}]\n",
+        "a: 'x'\nb: \"y\"\nc: |\n  block\nd: >\n  folded\n",
+        "a: [1, 2\n",
+        "\t- bad indent",
+        "x: 1\ny: &anchor 2\n",
+        BOMB,
+    ],
+)
+def test_edge_cases_parse_as_composing_did(text: str) -> None:
+    _same(text)
+
+
+_TOKENS = st.sampled_from(
+    ["a", "b", "1", "true", "null", "~", "'q'", '"d"', ":", ": ", "- ", "\n", "  ", "[", "]"]
+    + ["{", "}", ", ", "#c", "&x ", "*x", "!!str ", "---\n", "? ", "1.5", "0x1F", "2020-01-01"]
+)
+
+
+@settings(max_examples=500)
+@given(st.lists(_TOKENS, max_size=40).map("".join))
+def test_any_text_parses_as_composing_did(text: str) -> None:
+    _same(text)
