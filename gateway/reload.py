@@ -26,6 +26,7 @@ from typing import Final
 from gateway.errors import ConfigError
 from gateway.ruleset.load import load_rules
 from gateway.ruleset.match import RuleSet
+from gateway.ruleset.schema import VendorRule
 from gateway.state import Gateway
 
 __all__ = ["RuleReloader", "quiet_collector", "snapshot"]
@@ -63,6 +64,22 @@ def quiet_collector() -> Iterator[None]:
 
 #: seconds a thread holds the GIL before the loop's thread may take it, while compiling
 _RELOAD_SWITCH: Final = 0.001
+
+
+async def _release(rules: list[VendorRule]) -> None:
+    """Free a replaced rule set's rules a few at a time, yielding to the loop in between.
+
+    Freeing is not interruptible: the last reference to 1,000 rules, dropped at once,
+    freed every object they hold in one go (16-17 ms with the GIL). The set itself (its
+    indexes) went with `swap`'s caller; a request still holding it, or a match of it,
+    frees what remains when it is done, a little at a time."""
+    while rules:
+        del rules[-_RELEASE:]
+        await asyncio.sleep(0)
+
+
+#: rules freed between two yields to the loop (about 1.6 ms of work)
+_RELEASE: Final = 100
 
 
 def snapshot(paths: Iterable[Path]) -> Snapshot:
@@ -144,9 +161,10 @@ class RuleReloader:
                     "\n".join(problems),
                 )
                 return False
-            self._gw.rules.swap(rules)
+            parts = list(self._gw.rules.swap(rules).rules)
             self._gw.metrics.rule_reloads.labels("ok").inc()
             log.info("rules reloaded: %d vendor rules", len(rules.rules))
+            await _release(parts)
             return True
 
     async def _watch(self) -> None:

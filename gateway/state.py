@@ -23,9 +23,11 @@ class RulesHolder:
         #: problems of the last failed reload, shown to operators; empty when it succeeded
         self.last_error: list[str] = []
 
-    def swap(self, rules: RuleSet) -> None:
-        self.current = rules
+    def swap(self, rules: RuleSet) -> RuleSet:
+        """Put `rules` in force; the set replaced (its caller decides how it is freed)."""
+        old, self.current = self.current, rules
         self.last_error = []
+        return old
 
 
 @dataclass
