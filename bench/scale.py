@@ -95,6 +95,10 @@ def _decision_run(path: Path, hosts: list[str]) -> Callable[[float], float]:
     facts.append(Facts("u", "GET", "unknown.example", "/x", "", headers, now=time.time()))
 
     def run(seconds: float) -> float:
+        # A pass first: the kept answers (bounded, shared by both sets) are this set's
+        # again, as they are in a gateway that serves one set.
+        for f in facts:
+            evaluate(f, cfg, rules)
         n, start = 0, time.process_time()
         while time.process_time() - start < seconds:
             for f in facts:
@@ -106,12 +110,12 @@ def _decision_run(path: Path, hosts: list[str]) -> Callable[[float], float]:
 
 
 def decision_us(
-    small: tuple[Path, list[str]], big: tuple[Path, list[str]], rounds: int = 7
+    small: tuple[Path, list[str]], big: tuple[Path, list[str]], rounds: int = 5
 ) -> tuple[float, float, float]:
     """(µs per decision with the small set, with the big set, their ratio): runs of the two
     alternate, so a noisy moment of the VM falls on both; medians of the rounds."""
     a, b = _decision_run(*small), _decision_run(*big)
-    pairs = [(a(0.15), b(0.15)) for _ in range(rounds)]
+    pairs = [(a(0.3), b(0.3)) for _ in range(rounds)]
     return (
         statistics.median(x for x, _ in pairs),
         statistics.median(y for _, y in pairs),
