@@ -78,7 +78,9 @@ async def test_writer_flushes_without_close(tmp_path: Path) -> None:
         await dlog.close()
 
 
-async def test_batches_respect_batch_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the batches the SQLite sink is given, in order."""
     sizes: list[int] = []
     original = SqliteSink.write
 
@@ -87,6 +89,11 @@ async def test_batches_respect_batch_size(tmp_path: Path, monkeypatch: pytest.Mo
         original(self, records)
 
     monkeypatch.setattr(SqliteSink, "write", spy)
+    return sizes
+
+
+async def test_batches_respect_batch_size(tmp_path: Path, batch_sizes: list[int]) -> None:
+    sizes = batch_sizes
     dlog = DecisionLog(log_config(tmp_path, batch_size=5), Metrics())
     for i in range(23):  # queued before start: the writer finds full batches waiting
         dlog.submit(make_record(f"r{i}"))
@@ -96,19 +103,12 @@ async def test_batches_respect_batch_size(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 async def test_a_full_batch_is_written_without_waiting_for_the_flush_interval(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, batch_sizes: list[int]
 ) -> None:
     """The writer waits up to flush_interval for the rest of a batch, and no longer once
     it is full: with an hour's interval, full batches are written at once (and the
     remainder only on close, which does not wait out the interval either)."""
-    sizes: list[int] = []
-    original = SqliteSink.write
-
-    def spy(self: SqliteSink, records: Sequence[DecisionRecord]) -> None:
-        sizes.append(len(records))
-        original(self, records)
-
-    monkeypatch.setattr(SqliteSink, "write", spy)
+    sizes = batch_sizes
     dlog = DecisionLog(log_config(tmp_path, batch_size=4, flush_interval=3600.0), Metrics())
     await dlog.start()
     for i in range(9):
