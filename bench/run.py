@@ -600,6 +600,9 @@ def _micro_goals(args: argparse.Namespace, notes: list[str]) -> list[Goal]:
                 "/s",
             ),
         ]
+        if tcf.get("ratios"):
+            ratios = ", ".join(f"{x:.2f}" for x in tcf["ratios"])
+            notes.append(f"P7: {len(tcf['ratios'])} alternating Python/Node runs ({ratios})")
         if tcf.get("note"):
             notes.append(f"tcf: {tcf['note']}")
     return goals

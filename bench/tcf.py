@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -90,11 +91,12 @@ def node_rate(strings: list[str], seconds: float, node: str | None) -> float | N
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench/tcf.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--strings", type=int, default=1000)
-    p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--seconds", type=float, default=2.0, help="per run and side")
+    p.add_argument("--rounds", type=int, default=3, help="alternating Python and Node runs")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    if args.strings < 1 or args.seconds <= 0:
-        p.error("--strings and --seconds must be positive")
+    if args.strings < 1 or args.seconds <= 0 or args.rounds < 1:
+        p.error("--strings, --seconds and --rounds must be positive")
     node = shutil.which("node")
     try:
         strings, note = corpus(args.strings, node)
@@ -106,17 +108,26 @@ def main(argv: list[str] | None = None) -> int:
     def fresh(s: str) -> object:
         return tcf.decode_tc_string(s)
 
-    py = python_rate(strings, args.seconds, fresh)
-    try:
-        js = node_rate(strings, args.seconds, node)
-    except (OSError, subprocess.SubprocessError, ValueError) as e:
-        js, note = None, f"node run failed: {type(e).__name__}"
+    # Alternating runs, the medians: a noisy moment of the VM falls on both sides.
+    pairs: list[tuple[float, float | None]] = []
+    for _ in range(args.rounds):
+        py_run = python_rate(strings, args.seconds, fresh)
+        try:
+            js_run = node_rate(strings, args.seconds, node)
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            js_run, note = None, f"node run failed: {type(e).__name__}"
+        pairs.append((py_run, js_run))
+    py = statistics.median(p for p, _ in pairs)
+    js_runs = [j for _, j in pairs if j]
+    js = statistics.median(js_runs) if js_runs else None
+    ratios = [p / j for p, j in pairs if j]
     kept = python_rate(strings, args.seconds, tcf.decode_tc_string_kept)
     doc = {
         "strings": len(strings),
         "python_fresh_per_s": round(py, 1),
         "node_fresh_per_s": None if js is None else round(js, 1),
-        "ratio": None if not js else round(py / js, 3),
+        "ratio": round(statistics.median(ratios), 3) if ratios else None,
+        "ratios": [round(r, 3) for r in ratios],
         "python_cached_per_s": round(kept, 1),
         "cache_size": tcf.KEPT_STRINGS,
         "note": note,

@@ -47,12 +47,21 @@ policy (no LI for purposes 1 and 3-6) is applied by `vendor_may`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import IntEnum
 from types import MappingProxyType
 
-from gateway.consent.tcf_bits import EPOCH, BitReader, ids_of, letters, split_fields
+from gateway.consent.tcf_bits import (
+    EPOCH,
+    BitReader,
+    IdSet,
+    id_range,
+    ids_of,
+    letters,
+    split_fields,
+)
 from gateway.errors import TCFError
 from gateway.memo import Memo
 
@@ -105,7 +114,8 @@ class RestrictionType(IntEnum):
 class TCString:
     """A decoded TC string. Field names are also the keys of `to_json()`.
 
-    Id sets hold 1-based ids (purposes, special features, vendors). Every field comes
+    Id sets hold 1-based ids (purposes, special features, vendors); decoded, they are
+    `IdSet`s (bits of an int), equal to frozensets of the same ids. Every field comes
     straight from the string; nothing is judged here (see `vendor_may`).
     """
 
@@ -124,27 +134,27 @@ class TCString:
     policy_version: int
     is_service_specific: bool
     use_non_standard_texts: bool
-    special_feature_optins: frozenset[int]
-    purpose_consents: frozenset[int]
+    special_feature_optins: AbstractSet[int]
+    purpose_consents: AbstractSet[int]
     #: PurposesLITransparency as encoded, even for purposes that may not use LI
-    purpose_legitimate_interests: frozenset[int]
+    purpose_legitimate_interests: AbstractSet[int]
     purpose_one_treatment: bool
     #: two letters A-Z, e.g. "FR"; "AA" is the usual placeholder
     publisher_country_code: str
-    vendor_consents: frozenset[int]
-    vendor_legitimate_interests: frozenset[int]
+    vendor_consents: AbstractSet[int]
+    vendor_legitimate_interests: AbstractSet[int]
     #: (purpose_id, restriction_type) -> vendors; repeated pairs are merged (union), pairs
     #: that list no vendor are left out. Not part of the hash (a mapping is not hashable).
-    publisher_restrictions: Mapping[tuple[int, int], frozenset[int]] = field(hash=False)
+    publisher_restrictions: Mapping[tuple[int, int], AbstractSet[int]] = field(hash=False)
     #: None when the string has no DisclosedVendors segment (absent is not empty)
-    disclosed_vendors: frozenset[int] | None
+    disclosed_vendors: AbstractSet[int] | None
     #: None when the string has no AllowedVendors segment (legacy; decoded, not used)
-    allowed_vendors: frozenset[int] | None
+    allowed_vendors: AbstractSet[int] | None
     #: the PublisherTC segment; all four empty when it is absent
-    publisher_consents: frozenset[int]
-    publisher_legitimate_interests: frozenset[int]
-    custom_purpose_consents: frozenset[int]
-    custom_purpose_legitimate_interests: frozenset[int]
+    publisher_consents: AbstractSet[int]
+    publisher_legitimate_interests: AbstractSet[int]
+    custom_purpose_consents: AbstractSet[int]
+    custom_purpose_legitimate_interests: AbstractSet[int]
 
     def to_json(self) -> dict[str, object]:
         """The JSON object of `consent-gateway decode --json`, keys in field order.
@@ -193,7 +203,7 @@ def _iso(moment: datetime) -> str:
     return f"{moment.strftime('%Y-%m-%dT%H:%M:%S')}{fraction}Z"
 
 
-def _sorted_or_none(ids: frozenset[int] | None) -> list[int] | None:
+def _sorted_or_none(ids: AbstractSet[int] | None) -> list[int] | None:
     return None if ids is None else sorted(ids)
 
 
@@ -217,15 +227,14 @@ _HEADER_WIDTHS = (36, 36, 12, 12, 6, 6, 6, 12, 6, 1, 1, 12, 24, 24, 1, 6, 6)
 _HEADER_BITS = sum(_HEADER_WIDTHS)
 
 
-def _range_entries(
-    reader: BitReader, budget: _RangeBudget, max_vendor_id: int | None
-) -> frozenset[int]:
+def _range_entries(reader: BitReader, budget: _RangeBudget, max_vendor_id: int | None) -> IdSet:
     """NumEntries (12) then that many {IsARange 1, StartOrOnlyVendorId 16, [EndVendorId 16]}.
 
     `max_vendor_id` is the section's MaxVendorId (None in publisher restrictions, which
-    have none). Overlapping entries are allowed and merged.
+    have none). Overlapping entries are allowed and merged: each is OR-ed into the set's
+    bits (at most 1,024 machine words each, ids being 16-bit).
     """
-    ids: set[int] = set()
+    bits = 0
     read, count = reader.read, reader.read(12)
     whole, total, pos = reader._int or 0, reader._total, reader.pos
     # Within a one-int segment (33 bits an entry at most), fields are read with shifts on
@@ -250,16 +259,13 @@ def _range_entries(
         if max_vendor_id is not None and end > max_vendor_id:
             raise TCFError("vendor id above MaxVendorId")
         budget.take(end - start + 1)
-        if end == start:
-            ids.add(start)
-        else:
-            ids.update(range(start, end + 1))
+        bits |= id_range(start, end)
     if fast:
         reader.pos = pos
-    return frozenset(ids)
+    return IdSet(bits)
 
 
-def _vendor_section(reader: BitReader, budget: _RangeBudget) -> frozenset[int]:
+def _vendor_section(reader: BitReader, budget: _RangeBudget) -> IdSet:
     """MaxVendorId (16), IsRangeEncoding (1), then a MaxVendorId-bit field or range entries."""
     max_vendor_id = reader.read(16)
     if reader.read_bool():
@@ -270,9 +276,9 @@ def _vendor_section(reader: BitReader, budget: _RangeBudget) -> frozenset[int]:
 
 def _publisher_restrictions(
     reader: BitReader, budget: _RangeBudget
-) -> Mapping[tuple[int, int], frozenset[int]]:
+) -> Mapping[tuple[int, int], IdSet]:
     """NumPubRestrictions (12), each {PurposeId 6, RestrictionType 2, range entries}."""
-    merged: dict[tuple[int, int], set[int]] = {}
+    merged: dict[tuple[int, int], int] = {}
     for _ in range(reader.read(12)):
         purpose = reader.read(6)
         kind = reader.read(2)
@@ -282,8 +288,8 @@ def _publisher_restrictions(
         if vendors:
             # The spec does not forbid a repeated (purpose, type) pair; like iabtcf-es, which
             # keys restrictions by pair, take the union.
-            merged.setdefault((purpose, kind), set()).update(vendors)
-    return MappingProxyType({key: frozenset(ids) for key, ids in sorted(merged.items())})
+            merged[(purpose, kind)] = merged.get((purpose, kind), 0) | vendors.bits
+    return MappingProxyType({key: IdSet(bits) for key, bits in sorted(merged.items())})
 
 
 def decode_tc_string(value: str) -> TCString:
@@ -371,9 +377,9 @@ def decode_tc_string(value: str) -> TCString:
     publisher_restrictions = _publisher_restrictions(core, budget)
     # Whatever follows in the core is zero fill and is not read.
 
-    disclosed: frozenset[int] | None = None
-    allowed: frozenset[int] | None = None
-    publisher: tuple[frozenset[int], ...] = (frozenset(),) * 4
+    disclosed: IdSet | None = None
+    allowed: IdSet | None = None
+    publisher: tuple[IdSet, ...] = (IdSet(),) * 4
     seen: set[int] = set()
     for part in parts[1:]:
         reader = BitReader(part)
@@ -457,7 +463,7 @@ def vendor_may(
     question: see `vendor_disclosed`.
     """
     restrictions = tc.publisher_restrictions
-    empty: frozenset[int] = frozenset()
+    empty = IdSet()
     if vendor_id in restrictions.get((purpose, RestrictionType.NOT_ALLOWED), empty):
         return False
     by_consent = purpose in tc.purpose_consents and vendor_id in tc.vendor_consents

@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import binascii
 import re
+from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime, timedelta
 from itertools import compress
 from typing import Final
 
 from gateway.errors import TCFError
 
-__all__ = ["EPOCH", "ONE_INT_BITS", "BitReader", "ids_of", "letters", "split_fields"]
+__all__ = [
+    "EPOCH",
+    "ONE_INT_BITS",
+    "BitReader",
+    "IdSet",
+    "id_range",
+    "ids_of",
+    "letters",
+    "split_fields",
+]
 
 _B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]+")
 #: base64url's two letters as standard base64's
@@ -80,7 +91,7 @@ class BitReader:
     def read_bool(self) -> bool:
         return self.read(1) == 1
 
-    def read_ids(self, width: int) -> frozenset[int]:
+    def read_ids(self, width: int) -> IdSet:
         """A `width`-bit field where bit k-1 set means id k is in the set."""
         # '0'/'1' text -> 0/1 bytes -> the ids whose byte is 1: O(width), in C.
         return ids_of(self.read(width), width)
@@ -111,8 +122,67 @@ def letters(first: int, second: int) -> str:
     return chr(65 + first) + chr(65 + second)
 
 
-def ids_of(value: int, width: int) -> frozenset[int]:
+class IdSet(AbstractSet[int]):
+    """A set of 1-based ids as the bits of one int (bit k: id k), as TC strings carry them.
+
+    A vendor section is a bitfield or ranges over up to 65,535 ids: kept as bits it is
+    built with a few big-int operations and asked about by a shift, where a frozenset
+    was built id by id (IAB's own decoder keeps bit vectors too). Iterates in ascending
+    order; equal to (and hashed as) any set of the same ids, a frozenset included.
+    """
+
+    __slots__ = ("_bits", "_hash_value")
+
+    def __init__(self, bits: int = 0) -> None:
+        self._bits = bits & ~1  # id 0 does not exist
+        self._hash_value: int | None = None
+
+    @classmethod
+    def _from_iterable(cls, ids: Iterable[int]) -> IdSet:  # type: ignore[override]
+        # (the results of &, |, - between id sets: sets of ints again)
+        bits = 0
+        for i in ids:
+            bits |= 1 << i
+        return cls(bits)
+
+    @property
+    def bits(self) -> int:
+        return self._bits
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, int) and value > 0 and (self._bits >> value) & 1 == 1
+
+    def __iter__(self) -> Iterator[int]:
+        if not self._bits:
+            return iter(())
+        flags = format(self._bits, "b")[::-1].encode("ascii").translate(_BIT_FLAGS)
+        return compress(range(len(flags)), flags)
+
+    def __len__(self) -> int:
+        return self._bits.bit_count()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, IdSet):
+            return self._bits == other._bits
+        return super().__eq__(other)
+
+    def __hash__(self) -> int:
+        if self._hash_value is None:
+            self._hash_value = self._hash()
+        return self._hash_value
+
+    def __repr__(self) -> str:
+        return f"IdSet({sorted(self)!r})"
+
+
+def ids_of(value: int, width: int) -> IdSet:
+    """The ids of a `width`-bit field whose first (most significant) bit is id 1."""
     if not value:
-        return frozenset()
-    flags = format(value, f"0{width}b").encode("ascii").translate(_BIT_FLAGS)
-    return frozenset(compress(range(1, width + 1), flags))
+        return IdSet()
+    # reversed, the field's first bit is bit 0; shifted once, id k is bit k
+    return IdSet(int(format(value, f"0{width}b")[::-1], 2) << 1)
+
+
+def id_range(start: int, end: int) -> int:
+    """The bits of ids `start` to `end`, both included."""
+    return ((1 << (end - start + 1)) - 1) << start

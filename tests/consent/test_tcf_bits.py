@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.consent import tcf_bits
-from gateway.consent.tcf_bits import BitReader, ids_of, letters, split_fields
+from gateway.consent.tcf_bits import BitReader, IdSet, id_range, ids_of, letters, split_fields
 from gateway.errors import TCFError
 
 
@@ -106,3 +106,37 @@ def test_letters() -> None:
 def test_split_fields() -> None:
     assert split_fields(0b101_0001_1, (3, 4, 1)) == [0b101, 0b0001, 0b1]
     assert split_fields(0, (6, 6)) == [0, 0]
+
+
+# --- IdSet: ids as the bits of an int, a set like any other ----------------------------------
+
+_IDS = st.frozensets(st.integers(1, 70_000), max_size=60)
+
+
+@given(_IDS, _IDS)
+def test_an_id_set_is_the_set_of_its_ids(a: frozenset[int], b: frozenset[int]) -> None:
+    ia, ib = IdSet._from_iterable(a), IdSet._from_iterable(b)
+    assert list(ia) == sorted(a) and len(ia) == len(a) and bool(ia) == bool(a)
+    assert ia == a and a == ia and (ia == ib) == (a == b)
+    assert hash(ia) == hash(a)  # usable beside frozensets as keys
+    assert all(i in ia for i in a) and 0 not in ia and -1 not in ia
+    assert (ia & ib) == (a & b) and (ia | ib) == (a | b) and (ia - ib) == (a - b)
+    assert (ia <= ib) == (a <= b)
+
+
+@given(st.integers(1, 64), st.data())
+def test_ids_of_a_field_are_its_set_bits_first_bit_first(width: int, data: st.DataObject) -> None:
+    value = data.draw(st.integers(0, (1 << width) - 1))
+    expected = {k for k in range(1, width + 1) if format(value, f"0{width}b")[k - 1] == "1"}
+    assert ids_of(value, width) == expected
+
+
+@given(st.integers(1, 65535), st.integers(0, 300))
+def test_id_range(start: int, extra: int) -> None:
+    end = min(65535, start + extra)
+    assert IdSet(id_range(start, end)) == set(range(start, end + 1))
+
+
+def test_an_id_set_has_no_id_zero_and_shows_its_ids() -> None:
+    assert IdSet(0b111) == {1, 2}
+    assert repr(IdSet(0b110)) == "IdSet([1, 2])"
