@@ -532,10 +532,15 @@ def _micro_goals(args: argparse.Namespace, notes: list[str]) -> list[Goal]:
     else:
         n = scale["rules"]
         ratio = scale["decision_ratio"]
+        if "decision_ratio_spread" in scale:
+            notes.append(
+                f"P4: with the hits spread over all {n} vendors' hosts: "
+                f"{scale['decision_us_n_spread']} µs, {scale['decision_ratio_spread']} x"
+            )
         goals += [
             Goal(
                 "P4",
-                f"decision CPU, {n} rules vs 10",
+                f"decision CPU, {n} rules vs 10 (the same hits)",
                 scale["decision_us_n"],
                 "µs",
                 scale["decision_us_10"],
