@@ -174,7 +174,7 @@ class FrontServer:
         answered = pipeline.answer_locally(self.gw, request, host, path)
         if answered is None:
             return None
-        ev, rid = answered
+        ev, rid = answered.ev, answered.request_id
         close = bool(msg.should_close)
         origin = request.headers.get(hdrs.ORIGIN) if self._allowed else None
         # The answer is a function of the decision and match objects (kept by the core's
@@ -198,6 +198,9 @@ class FrontServer:
             )
         else:
             data = b"".join((before_id, rfc822_formatted_time().encode(), rest))
+        # Only now, with the answer made: counted, logged, its forward queued (an answer
+        # that could not be made hands the request to aiohttp, which does all of it once).
+        answered.commit()
         return data, close
 
     def _template(

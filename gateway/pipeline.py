@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import assert_never
 
 from aiohttp import web
@@ -32,7 +33,7 @@ from gateway.ruleset.schema import ForwardMode
 from gateway.state import Gateway
 from gateway.transform import removed_fields
 
-__all__ = ["answer_locally", "local_answer_for", "run"]
+__all__ = ["LocalAnswer", "answer_locally", "local_answer_for", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +64,38 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
     return await _answer(gw, request, ev)
 
 
+@dataclass(frozen=True, slots=True)
+class LocalAnswer:
+    """A request `answer_locally` found answerable at once, not yet counted: `commit` it
+    once its answer is ready to be sent, so a request whose answer could not be made
+    (handed to `run`) is never counted, logged or forwarded twice."""
+
+    gw: Gateway
+    request: edges.RequestHead
+    facts: Facts
+    ev: Evaluation
+    started: float
+
+    @property
+    def request_id(self) -> str:
+        return self.facts.request_id
+
+    def commit(self) -> None:
+        """Count and log the decision, and queue its forward, when it has one."""
+        _account(self.gw, None, self.facts, self.ev, self.started)
+        _send_in_background(self.gw, self.request, self.ev)
+
+
 def answer_locally(
     gw: Gateway, request: edges.RequestHead, host: str | None, path: str
-) -> tuple[Evaluation, str] | None:
+) -> LocalAnswer | None:
     """`run` for a request without a body, when it can be answered at once without waiting
-    for anything: (what was decided, the request id), counted, logged and its forward
-    queued, for a REJECT, a DROP or a background forward, whose answer is
-    `local_answer_for(request, evaluation)`. None, with nothing counted, logged or sent,
-    for everything else (a forward the visitor waits for, a subject to look up, a request
-    refused before it has facts): `run` takes it then. `gateway.front` serves the tag
-    requests of most visitors this way."""
+    for anything (a REJECT, a DROP or a background forward, whose answer is
+    `local_answer_for(request, evaluation)`): what was decided, to be committed once the
+    answer is made. None for everything else (a forward the visitor waits for, a subject
+    to look up, a request refused before it has facts): `run` takes it then. Nothing is
+    counted, logged or sent here. `gateway.front` serves the tag requests of most
+    visitors this way."""
     started = time.perf_counter()
     if host is None:
         return None
@@ -86,9 +109,7 @@ def answer_locally(
     ev = _evaluate(gw, facts, None)
     if not _answered_now(request, ev):
         return None
-    _account(gw, None, facts, ev, started)
-    _send_in_background(gw, request, ev)
-    return ev, rid
+    return LocalAnswer(gw, request, facts, ev, started)
 
 
 def _evaluate(

@@ -325,3 +325,29 @@ async def test_a_client_that_does_not_read_is_not_read_from(
 )
 def test_tag_target(rest: str, host: str | None, path: str) -> None:
     assert tag_target(rest) == (host, path)
+
+
+async def test_a_request_whose_answer_cannot_be_made_is_counted_once_by_aiohttp(
+    tmp_path: Path, fake_vendor: FakeVendor, rules: RuleSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The front commits a decision (metrics, log, forward) only once its answer is made:
+    an answer it fails to make hands the request over, and aiohttp's way does it all
+    once."""
+
+    def broken(*args: object, **kwargs: object) -> tuple[bytes, bytes, bytes]:
+        raise RuntimeError("an answer the front cannot make")
+
+    monkeypatch.setattr(FrontServer, "_template", broken)
+    app = build_app(_config(tmp_path, fake_vendor), rules)
+    gw = app[GATEWAY]
+    async with served(app, True) as (port, _front):
+        [answer] = await exchange(port, [req("GET", GA4)], 1)
+        await gw.decision_log.drain()
+    assert answer.status_line == "HTTP/1.1 204 No Content"
+    records = LogReader(tmp_path / "data" / "decisions.db").records(LogQuery(limit=10))
+    assert [r.action for r in records] == ["drop"]
+    drops = gw.metrics.registry.get_sample_value(
+        "gateway_requests_total",
+        {"vendor": "google-analytics-4", "endpoint": "collect", "action": "drop"},
+    )
+    assert drops == 1.0
