@@ -30,6 +30,7 @@ import contextlib
 import gc
 import logging
 import re
+import signal
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -337,12 +338,22 @@ def run_app(
     """Serve `app` on `host:port` until SIGINT or SIGTERM, like `web.run_app`, through
     `GatewayRunner`, and `ops` (the operators' app, its host and port), if given, on its
     own listener. Exceptions from the app's startup (cleanup contexts) propagate.
+
+    A signal ends the wait below, and the runners are cleaned up (the decision log
+    drained) while every task still runs. aiohttp's own handling raises `GracefulExit`
+    out of the loop instead, and `asyncio.run` then cancels every task at once: the
+    decision log's writer among them, before the clean-up could hand it the records
+    still queued, which were lost.
     """
 
     async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         runner = GatewayRunner(
             app,
-            handle_signals=True,  # SIGINT/SIGTERM raise web.GracefulExit
+            handle_signals=False,  # the handlers above
             access_log=access_log,  # None: no access log at all
             access_log_class=access_log_class,
             shutdown_timeout=shutdown_timeout,
@@ -363,13 +374,11 @@ def run_app(
                 await web.TCPSite(
                     ops_runner, ops_host, ops_port, reuse_port=reuse_port or None
                 ).start()
-            await asyncio.Event().wait()  # until a signal ends the loop
+            await stop.wait()
         finally:
             if ops_runner is not None:
                 await ops_runner.cleanup()
             await runner.cleanup()
 
-    # asyncio.run cancels `serve` on the way out, so the runner is cleaned up (the
-    # decision log drained) after a signal as well.
     with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):
         asyncio.run(serve())

@@ -221,11 +221,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         len(gw.rules.current.rules),
         gw.config.rules.report_only,
     )
-    import gc
-    import os
-
-    if os.environ.get("CG_FREEZE"):
-        gc.freeze()
     yield
     await reloader.close()
     # Forwards first (they may still be answered), then the log drains every record.

@@ -160,6 +160,10 @@ def config_text(
         "decision_log": {
             "sqlite_path": str(tmp_path / "data" / "decisions.db"),
             "flush_interval": "10ms",
+            # A writer process costs each test gateway 0.3 s to start (the suite's
+            # gateways: twice the time); tests/decision_log runs both hosts, and the
+            # served gateways of tests/cli and tests/test_serve.py keep the default.
+            "writer": "thread",
         },
     }
     for key, value in (extra or {}).items():

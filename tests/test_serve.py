@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 
 from gateway.access_log import PRIVACY_FILTER
+from gateway.decision_log.query import LogQuery, LogReader
 from gateway.serve import _setup_logging
 from tests.conftest import TEST_KEY, free_port, http_status
+
+GA4_HIT = "/t/www.google-analytics.com/g/collect?v=2&tid=G-TEST&cid=555.1&en=page_view"
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -57,10 +60,16 @@ def test_serve_runs_answers_health_and_stops_cleanly(config_file: Path, workers:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise
                 time.sleep(0.2)
+        # a hit without consent: dropped, and logged by the writer process (the
+        # shipped config's `decision_log.writer`), which writes it before it ends
+        assert http_status(f"http://127.0.0.1:{port}{GA4_HIT}") == 204
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out.decode()
+    db = config_file.parent / "data" / "decisions.db"
+    stored = LogReader(db).records(LogQuery(limit=10))
+    assert [(r.action, r.host) for r in stored] == [("drop", "www.google-analytics.com")]
 
 
 def test_logging_goes_through_the_privacy_filter() -> None:

@@ -322,13 +322,18 @@ def test_sessions_are_made_in_two_places_only() -> None:
 
 def test_beacon_connections_are_opened_in_one_place_to_the_gate_s_url() -> None:
     """The beacon pool's sockets: one `create_connection`, in `BeaconPool._connect`, and
-    the pool sends only to the URL `url_for` built (the gate's destination) for the job."""
+    the pool sends only to the URL `url_for` built (the gate's destination) for the job.
+    The one other stream is the decision log's writer process, on a socket pair it made
+    itself: no address at all."""
     opened: set[tuple[str, str]] = set()
     sends: list[str] = []
     for path, fn_name, node, func in _method_calls():
-        if func.attr in {"create_connection", "open_connection"}:
+        if func.attr in {"create_connection", "open_connection", "connect_accepted_socket"}:
+            if path.name == "hosts.py":
+                assert [k.arg for k in node.keywords] == ["sock"] and not node.args
+                assert "socket.socketpair()" in path.read_text()
             opened.add((path.name, fn_name))
         if func.attr == "submit" and ast.unparse(func.value) == "pool":
             sends.append(f"{path.name}:{fn_name}:{ast.unparse(node.args[1])}")
-    assert opened == {("beacons.py", "_connect")}
+    assert opened == {("beacons.py", "_connect"), ("hosts.py", "_spawn")}
     assert sends == ["upstream.py:enqueue:self.url_for(out)"]

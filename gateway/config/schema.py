@@ -40,6 +40,7 @@ __all__ = [
     "RulesConfig",
     "SameSite",
     "ServerConfig",
+    "LogWriter",
     "StoreBackend",
     "StoreConfig",
     "UpstreamConfig",
@@ -125,6 +126,11 @@ class AccessLog(enum.StrEnum):
     OFF = "off"
     TEXT = "text"
     JSON = "json"
+
+
+class LogWriter(enum.StrEnum):
+    PROCESS = "process"
+    THREAD = "thread"
 
 
 class StoreBackend(enum.StrEnum):
@@ -305,6 +311,11 @@ class DecisionLogConfig:
     queue_size: int = opt(10_000, min=1, help="records waiting to be written")
     batch_size: int = opt(500, min=1, help="records written at once")
     flush_interval: float = opt(0.5, help="seconds between writes")
+    writer: LogWriter = opt(
+        LogWriter.PROCESS,
+        help="where the sinks are written: `process`, a writer process of the gateway's own "
+        "(the event loop never waits for it); `thread`, a thread of the gateway's process",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,17 @@
 """The decision log's queue and batch writer (DESIGN §7), off the hot path.
 
 ```
-DecisionLog.submit ─▶ bounded queue ─▶ batch writer task ─▶ executor thread ─▶ sinks
+DecisionLog.submit ─▶ bounded queue ─▶ batch writer task ─▶ host ─▶ sinks
                   └─▶ subscribers (the admin page's live tail)
 ```
 
 - `DecisionLog.submit` never blocks and never raises: a full queue loses the
   record and counts it (`gateway_decision_log_lost_total{reason="queue_full"}`).
 - The writer takes up to `batch_size` records (waiting at most `flush_interval`
-  after the first for more) and hands the batch to every sink in one dedicated
-  thread, so neither SQLite nor file I/O ever runs on the event loop. A failing
-  sink loses that batch, counted (`reason="sink_error"`); the writer carries on.
+  after the first for more) and hands the batch to its host (`hosts`): a writer
+  process (the default) or one dedicated thread, so neither SQLite nor file I/O ever
+  runs on the event loop. A failing sink, or a writer process that died, loses that
+  batch, counted (`reason="sink_error"`); the writer carries on.
 - `DecisionLog.drain` waits until everything accepted so far is written (or
   counted lost); `close` writes what is queued and closes the sinks.
 - `DecisionLog.submit_sighting` queues a report endpoint's sighting (`gateway.reports`)
@@ -29,17 +30,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 from gateway.config import DecisionLogConfig
 from gateway.decision_log.bypasses import Seen
+from gateway.decision_log.hosts import Host, Outcome, host_for
 from gateway.decision_log.record import DecisionRecord
-from gateway.decision_log.sinks import SqliteSink, sinks_for
+from gateway.decision_log.sinks import sinks_for
 from gateway.metrics import Metrics
 
 __all__ = ["DecisionLog"]
@@ -152,10 +152,10 @@ class DecisionLog:
     def __init__(self, cfg: DecisionLogConfig, metrics: Metrics) -> None:
         self._cfg = cfg
         self._metrics = metrics
-        self._sinks = sinks_for(cfg)
+        #: None: no sink configured, the log is off
+        self._host: Host | None = host_for(cfg) if sinks_for(cfg) else None
         #: None is the writer's stop signal, queued by `close` behind every accepted record
         self._queue = _BatchQueue(cfg.queue_size)
-        self._executor: ThreadPoolExecutor | None = None
         self._writer: asyncio.Task[None] | None = None
         self._accepting = True
         self._started = False
@@ -163,8 +163,9 @@ class DecisionLog:
         self._close_lock = asyncio.Lock()
         self._full_warning = _LossWarning("queue full")
         self._subscribers: set[asyncio.Queue[DecisionRecord]] = set()
-        self._sink_warnings = {id(s): _LossWarning(f"{s.name} sink failed") for s in self._sinks}
-        self._sightings_sink = next((s for s in self._sinks if isinstance(s, SqliteSink)), None)
+        names = self._host.names if self._host is not None else ()
+        self._sink_warnings = {n: _LossWarning(f"{n} sink failed") for n in names}
+        self._keeps_sightings = self._host is not None and self._host.keeps_sightings
 
     @property
     def depth(self) -> int:
@@ -184,7 +185,12 @@ class DecisionLog:
     @property
     def enabled(self) -> bool:
         """Whether any sink is configured."""
-        return bool(self._sinks)
+        return self._host is not None
+
+    @property
+    def host(self) -> Host | None:
+        """Where the sinks run (`hosts`); None when the log is off."""
+        return self._host
 
     async def start(self) -> None:
         """Open the sinks and start the writer; a second call does nothing.
@@ -198,16 +204,14 @@ class DecisionLog:
         if self._started:
             return  # started, or starting in another task
         self._started = True
-        if not self._sinks:
+        if self._host is None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log")
-        loop = asyncio.get_running_loop()
-        for sink in self._sinks:
-            try:
-                await loop.run_in_executor(self._executor, sink.open)
-            except (sqlite3.Error, OSError) as e:
-                log.warning("decision log: %s sink cannot open yet: %s", sink.name, e)
-        self._writer = loop.create_task(self._run(), name="decision-log-writer")
+        for o in await self._host.open():
+            if o.failure is not None:
+                log.warning("decision log: %s sink cannot open yet: %s", o.sink, o.failure)
+        self._writer = asyncio.get_running_loop().create_task(
+            self._run(), name="decision-log-writer"
+        )
 
     def subscribe(self, maxsize: int = 256) -> asyncio.Queue[DecisionRecord]:
         """A queue that receives every record submitted from now on (the admin page's
@@ -229,7 +233,7 @@ class DecisionLog:
         for sub in self._subscribers:
             with contextlib.suppress(asyncio.QueueFull):
                 sub.put_nowait(record)
-        if not self._sinks:
+        if self._host is None:
             return True
         return self._put(record)
 
@@ -239,7 +243,7 @@ class DecisionLog:
         Without a SQLite sink it is discarded (True); a closed log, or a queue half full,
         loses it, counted as a record would be (False).
         """
-        if self._sightings_sink is None:
+        if not self._keeps_sightings:
             return True
         # SECURITY: anyone can post reports; however many arrive, half the queue stays
         # for decision records.
@@ -299,21 +303,11 @@ class DecisionLog:
             log.warning("decision log: %d records lost: closed before written", stranded)
 
     async def _close_sinks(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
+        if self._host is None or not self._started:
             return
-        # Queued behind any write still in flight (one thread, first in first out), and
-        # shielded: even if close is cancelled, the connection is closed by its own thread.
-        future = executor.submit(self._close_sinks_sync)
-        executor.shutdown(wait=False)
-        await asyncio.shield(asyncio.wrap_future(future))
-
-    def _close_sinks_sync(self) -> None:
-        for sink in self._sinks:
-            try:
-                sink.close()
-            except (sqlite3.Error, OSError) as e:
-                log.warning("decision log: %s sink failed to close: %s", sink.name, e)
+        for o in await self._host.close():
+            if o.failure is not None:
+                log.warning("decision log: %s sink failed to close: %s", o.sink, o.failure)
 
     async def _run(self) -> None:
         """The writer: batches records until it takes the stop signal. Never raises."""
@@ -335,39 +329,24 @@ class DecisionLog:
             queue.done(len(taken))
 
     async def _write(self, batch: Sequence[DecisionRecord | Seen]) -> None:
+        assert self._host is not None
         records = [r for r in batch if isinstance(r, DecisionRecord)]
         seen = [s for s in batch if isinstance(s, Seen)]
         if records:
-            await self._write_records(records)
-        if seen and self._sightings_sink is not None:
-            await self._write_sightings(self._sightings_sink, seen)
+            for o in await self._host.write(records):
+                self._count(o, len(records), written=True)
+        if seen and self._keeps_sightings:
+            self._count(await self._host.write_sightings(seen), len(seen), written=False)
 
-    async def _write_sightings(self, sink: SqliteSink, seen: Sequence[Seen]) -> None:
-        assert self._executor is not None
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._executor, sink.write_sightings, seen)
-        except (sqlite3.Error, OSError) as e:
-            self._metrics.log_lost.labels("sink_error").inc(len(seen))
-            self._sink_warnings[id(sink)].hit(len(seen), f": {type(e).__name__}: {e}")
-        except Exception:
-            self._metrics.log_lost.labels("sink_error").inc(len(seen))
-            log.exception("decision log: %s sink raised unexpectedly", sink.name)
-
-    async def _write_records(self, batch: Sequence[DecisionRecord]) -> None:
-        assert self._executor is not None
-        loop = asyncio.get_running_loop()
-        n = len(batch)
-        for sink in self._sinks:
-            try:
-                await loop.run_in_executor(self._executor, sink.write, batch)
-            except (sqlite3.Error, OSError) as e:
-                self._metrics.log_lost.labels("sink_error").inc(n)
-                # SECURITY: the error names the sink and its failure, never record contents.
-                self._sink_warnings[id(sink)].hit(n, f": {type(e).__name__}: {e}")
-            except Exception:
-                # A bug, not an outage; the writer must survive it all the same.
-                self._metrics.log_lost.labels("sink_error").inc(n)
-                log.exception("decision log: %s sink raised unexpectedly", sink.name)
-            else:
+    def _count(self, o: Outcome, n: int, *, written: bool) -> None:
+        if o.failure is None:
+            if written:
                 self._metrics.log_written.inc(n)
+            return
+        self._metrics.log_lost.labels("sink_error").inc(n)
+        if o.unexpected:
+            # A bug, not an outage; the writer survives it all the same.
+            log.error("decision log: %s sink raised unexpectedly:\n%s", o.sink, o.failure)
+        else:
+            # SECURITY: the failure names the sink and its error, never record contents.
+            self._sink_warnings[o.sink].hit(n, f": {o.failure}")

@@ -162,13 +162,18 @@ async def test_jsonl_file_sink(tmp_path: Path) -> None:
     assert log_written(metrics) == 6
 
 
-async def test_jsonl_stdout_sink(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    dlog = DecisionLog(log_config(tmp_path, sqlite_path=None, jsonl="-"), Metrics())
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_jsonl_stdout_sink(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], writer: str
+) -> None:
+    """`-` is the gateway's standard output, written from the writer process too."""
+    cfg = log_config(tmp_path, sqlite_path=None, jsonl="-", writer=writer)
+    dlog = DecisionLog(cfg, Metrics())
     await dlog.start()
     dlog.submit(make_record("a"))
     dlog.submit(make_record("b"))
     await dlog.close()
-    out = capsys.readouterr().out.splitlines()
+    out = capfd.readouterr().out.splitlines()
     assert [orjson.loads(line)["request_id"] for line in out] == ["a", "b"]
 
 

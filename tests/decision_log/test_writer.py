@@ -48,9 +48,9 @@ async def eventually(check: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
-async def test_submitted_records_are_all_written(tmp_path: Path) -> None:
+async def test_submitted_records_are_all_written(tmp_path: Path, writer: str) -> None:
     metrics = Metrics()
-    cfg = log_config(tmp_path, batch_size=17)
+    cfg = log_config(tmp_path, writer=writer, batch_size=17)
     dlog = DecisionLog(cfg, metrics)
     await dlog.start()
     records = [make_record(f"r{i}", ts=T0 + i) for i in range(250)]
@@ -65,8 +65,8 @@ async def test_submitted_records_are_all_written(tmp_path: Path) -> None:
     assert lost(metrics, "queue_full") == lost(metrics, "sink_error") == 0
 
 
-async def test_writer_flushes_without_close(tmp_path: Path) -> None:
-    cfg = log_config(tmp_path, batch_size=100, flush_interval=0.02)
+async def test_writer_flushes_without_close(tmp_path: Path, writer: str) -> None:
+    cfg = log_config(tmp_path, writer=writer, batch_size=100, flush_interval=0.02)
     dlog = DecisionLog(cfg, Metrics())
     await dlog.start()
     try:
@@ -76,6 +76,13 @@ async def test_writer_flushes_without_close(tmp_path: Path) -> None:
         await eventually(lambda: len(all_records(db)) == 1)
     finally:
         await dlog.close()
+
+
+@pytest.fixture(params=["process", "thread"])
+def writer(request: pytest.FixtureRequest) -> str:
+    """Where the sinks run (`hosts`): every behaviour here holds for both."""
+    value: str = request.param
+    return value
 
 
 @pytest.fixture
@@ -94,7 +101,7 @@ def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 async def test_batches_respect_batch_size(tmp_path: Path, batch_sizes: list[int]) -> None:
     sizes = batch_sizes
-    dlog = DecisionLog(log_config(tmp_path, batch_size=5), Metrics())
+    dlog = DecisionLog(log_config(tmp_path, writer="thread", batch_size=5), Metrics())
     for i in range(23):  # queued before start: the writer finds full batches waiting
         dlog.submit(make_record(f"r{i}"))
     await dlog.start()
@@ -109,7 +116,9 @@ async def test_a_full_batch_is_written_without_waiting_for_the_flush_interval(
     it is full: with an hour's interval, full batches are written at once (and the
     remainder only on close, which does not wait out the interval either)."""
     sizes = batch_sizes
-    dlog = DecisionLog(log_config(tmp_path, batch_size=4, flush_interval=3600.0), Metrics())
+    dlog = DecisionLog(
+        log_config(tmp_path, writer="thread", batch_size=4, flush_interval=3600.0), Metrics()
+    )
     await dlog.start()
     for i in range(9):
         dlog.submit(make_record(f"r{i}"))
@@ -123,10 +132,10 @@ async def test_a_full_batch_is_written_without_waiting_for_the_flush_interval(
 
 
 async def test_full_queue_loses_and_counts(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, writer: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     metrics = Metrics()
-    cfg = log_config(tmp_path, queue_size=3)
+    cfg = log_config(tmp_path, writer=writer, queue_size=3)
     dlog = DecisionLog(cfg, metrics)  # not started: nothing drains the queue
     with caplog.at_level(logging.WARNING, logger="gateway.decision_log.writer"):
         results = [dlog.submit(make_record(f"r{i}")) for i in range(8)]
@@ -154,7 +163,7 @@ async def test_submit_never_blocks_on_a_stuck_writer(
 
     monkeypatch.setattr(SqliteSink, "write", stuck)
     metrics = Metrics()
-    dlog = DecisionLog(log_config(tmp_path, queue_size=2, batch_size=1), metrics)
+    dlog = DecisionLog(log_config(tmp_path, writer="thread", queue_size=2, batch_size=1), metrics)
     await dlog.start()
     try:
         assert dlog.submit(make_record("taken"))
@@ -170,9 +179,9 @@ async def test_submit_never_blocks_on_a_stuck_writer(
     assert log_written(metrics) == 3
 
 
-async def test_submit_after_close_is_counted(tmp_path: Path) -> None:
+async def test_submit_after_close_is_counted(tmp_path: Path, writer: str) -> None:
     metrics = Metrics()
-    dlog = DecisionLog(log_config(tmp_path), metrics)
+    dlog = DecisionLog(log_config(tmp_path, writer=writer), metrics)
     running = [dlog.running]
     await dlog.start()
     running.append(dlog.running)
@@ -185,9 +194,9 @@ async def test_submit_after_close_is_counted(tmp_path: Path) -> None:
         await dlog.start()
 
 
-async def test_close_is_idempotent(tmp_path: Path) -> None:
+async def test_close_is_idempotent(tmp_path: Path, writer: str) -> None:
     metrics = Metrics()
-    dlog = DecisionLog(log_config(tmp_path), metrics)
+    dlog = DecisionLog(log_config(tmp_path, writer=writer), metrics)
     await dlog.start()
     dlog.submit(make_record("one"))
     await asyncio.gather(dlog.close(), dlog.close())
@@ -195,18 +204,18 @@ async def test_close_is_idempotent(tmp_path: Path) -> None:
     assert log_written(metrics) == 1
 
 
-async def test_close_without_start_or_records(tmp_path: Path) -> None:
-    cfg = log_config(tmp_path)
+async def test_close_without_start_or_records(tmp_path: Path, writer: str) -> None:
+    cfg = log_config(tmp_path, writer=writer)
     dlog = DecisionLog(cfg, Metrics())
     await dlog.close()
     assert cfg.sqlite_path is not None
     assert not cfg.sqlite_path.exists()
 
 
-async def test_close_drains_records_submitted_just_before(tmp_path: Path) -> None:
+async def test_close_drains_records_submitted_just_before(tmp_path: Path, writer: str) -> None:
     metrics = Metrics()
     # A long flush interval: only close's stop signal can end the writer's wait promptly.
-    cfg = log_config(tmp_path, batch_size=7, flush_interval=60.0, queue_size=5000)
+    cfg = log_config(tmp_path, writer=writer, batch_size=7, flush_interval=60.0, queue_size=5000)
     dlog = DecisionLog(cfg, metrics)
     await dlog.start()
     await asyncio.sleep(0)  # the writer is now waiting for its first record
@@ -221,14 +230,16 @@ async def test_close_drains_records_submitted_just_before(tmp_path: Path) -> Non
 
 
 async def test_sink_failure_is_counted_and_the_writer_survives(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, writer: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the database folder should be")
     db = blocker / "decisions.db"
     jsonl = tmp_path / "decisions.jsonl"
     metrics = Metrics()
-    dlog = DecisionLog(log_config(tmp_path, sqlite_path=db, jsonl=str(jsonl)), metrics)
+    dlog = DecisionLog(
+        log_config(tmp_path, writer=writer, sqlite_path=db, jsonl=str(jsonl)), metrics
+    )
 
     def lines() -> int:
         return len(jsonl.read_bytes().splitlines()) if jsonl.exists() else 0
@@ -238,7 +249,8 @@ async def test_sink_failure_is_counted_and_the_writer_survives(
         try:
             for i in range(3):
                 assert dlog.submit(make_record(f"first{i}", path="/p;u1=CONTENT"))
-            await eventually(lambda: lines() == 3)
+            await dlog.drain()
+            assert lines() == 3
             assert lost(metrics, "sink_error") == 3
             blocker.unlink()  # the destination comes back: the next batch reopens it
             for i in range(2):
@@ -268,7 +280,7 @@ async def test_unexpected_sink_error_does_not_kill_the_writer(
 
     monkeypatch.setattr(SqliteSink, "write", flaky)
     metrics = Metrics()
-    cfg = log_config(tmp_path)
+    cfg = log_config(tmp_path, writer="thread")
     dlog = DecisionLog(cfg, metrics)
     await dlog.start()
     with caplog.at_level(logging.ERROR, logger="gateway.decision_log.writer"):
@@ -281,9 +293,11 @@ async def test_unexpected_sink_error_does_not_kill_the_writer(
     assert "raised unexpectedly" in caplog.text
 
 
-async def test_drain_waits_until_everything_accepted_is_written(tmp_path: Path) -> None:
+async def test_drain_waits_until_everything_accepted_is_written(
+    tmp_path: Path, writer: str
+) -> None:
     metrics = Metrics()
-    cfg = log_config(tmp_path, batch_size=7)
+    cfg = log_config(tmp_path, writer=writer, batch_size=7)
     assert cfg.sqlite_path is not None
     dlog = DecisionLog(cfg, metrics)
     await dlog.drain()  # no writer yet: returns at once
@@ -315,10 +329,12 @@ async def test_no_sinks_means_off(tmp_path: Path) -> None:
     assert lost(metrics, "closed") == 0
 
 
-async def test_nothing_secret_reaches_the_files(tmp_path: Path) -> None:
+async def test_nothing_secret_reaches_the_files(tmp_path: Path, writer: str) -> None:
     db = tmp_path / "data" / "decisions.db"
     jsonl = tmp_path / "data" / "decisions.jsonl"
-    dlog = DecisionLog(log_config(tmp_path, sqlite_path=db, jsonl=str(jsonl)), Metrics())
+    dlog = DecisionLog(
+        log_config(tmp_path, writer=writer, sqlite_path=db, jsonl=str(jsonl)), Metrics()
+    )
     await dlog.start()
     for case in PRIVACY_CASES:
         decision = case.values[0]
