@@ -97,8 +97,16 @@ class YamlSource:
         but no node tree is composed first (the composer's tree and a second pass over
         the text were two thirds of loading a rule file)."""
         src = cls(file=file, data=None)
+        events = yaml.parse(text, Loader=_LOADER)
         try:
-            src.data = _Builder(src).document(yaml.parse(text, Loader=_LOADER))
+            try:
+                src.data = _Builder(src).document(events)
+            except _Unbuildable:
+                # Composing read the whole text before constructing a scalar: a syntax
+                # error further on was the problem it reported. Read on to find one.
+                for _ in events:
+                    pass
+                raise
         except _Refused as e:
             src.data, src.lines = None, {}
             src.problems[:] = [Problem(file, e.line, "", e.message)]
