@@ -40,6 +40,8 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
+from operator import attrgetter
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple, Protocol
@@ -154,23 +156,9 @@ class ThreadHost:
 # In a writer process
 
 _LENGTH: Final = struct.Struct("!I")
-#: the records' fields in the order `DecisionRecord` takes them, as the wire carries them
-_FIELDS: Final = (
-    "ts",
-    "request_id",
-    "action",
-    "vendor",
-    "endpoint",
-    "missing",
-    "sources",
-    "regime",
-    "method",
-    "host",
-    "path",
-    "stripped",
-    "reason",
-    "report_only",
-)
+#: a record as the wire carries it: its fields in the order `DecisionRecord` takes them
+#: (all but `id`, which only a stored record has), read in C
+_ROW: Final = attrgetter(*(f.name for f in fields(DecisionRecord) if f.name != "id"))
 #: a record's `sources` is a read-only view of a dict: pickled as the dict, once per batch
 #: for the records of one template (the pickler's memo keeps the view's id)
 _DISPATCH: Final = {**copyreg.dispatch_table, MappingProxyType: lambda m: (dict, (dict(m),))}
@@ -190,25 +178,7 @@ def _dumps(message: object) -> bytes:
 
 
 def _rows(records: Sequence[DecisionRecord]) -> list[tuple[object, ...]]:
-    return [
-        (
-            r.ts,
-            r.request_id,
-            r.action,
-            r.vendor,
-            r.endpoint,
-            r.missing,
-            r.sources,
-            r.regime,
-            r.method,
-            r.host,
-            r.path,
-            r.stripped,
-            r.reason,
-            r.report_only,
-        )
-        for r in records
-    ]
+    return [_ROW(r) for r in records]
 
 
 class WriterGone(Exception):

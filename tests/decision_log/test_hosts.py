@@ -7,18 +7,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
 from gateway.decision_log.bypasses import Seen
-from gateway.decision_log.hosts import Host, Outcome, ProcessHost, ThreadHost, host_for
+from gateway.decision_log.hosts import (
+    Host,
+    Outcome,
+    ProcessHost,
+    ThreadHost,
+    _dumps,
+    _rows,
+    host_for,
+)
 from gateway.decision_log.query import MAX_QUERY_LIMIT, LogQuery, LogReader
+from gateway.decision_log.record import DecisionRecord
 from gateway.decision_log.writer import DecisionLog
 from gateway.metrics import Metrics
 from gateway.violations import Sighting
@@ -34,6 +45,34 @@ def stored_ids(db: Path) -> list[str]:
 def lost(metrics: Metrics, reason: str) -> float:
     value = metrics.registry.get_sample_value("gateway_decision_log_lost_total", {"reason": reason})
     return value or 0.0
+
+
+def test_a_record_crosses_to_the_writer_process_whole() -> None:
+    """Every field but the stored id, in the order the record takes them, its `sources`
+    view sent as the dict it shows (once for records sharing it)."""
+    shared = MappingProxyType({"analytics": "cookie", "ads": "gpc"})
+    records = [
+        make_record(
+            f"r{i}",
+            ts=T0 + i,
+            action="strip",
+            vendor=None,
+            endpoint=None,
+            missing=("ads", "analytics"),
+            sources=shared,
+            regime=None,
+            stripped=("query:cid", "cookie:_ga"),
+            reason="stripped",
+            report_only=True,
+        )
+        for i in range(3)
+    ]
+    data = _dumps(("write", _rows(records)))
+    assert int.from_bytes(data[:4], "big") == len(data) - 4
+    op, rows = pickle.loads(data[4:])
+    assert op == "write"
+    assert [DecisionRecord(*row) for row in rows] == records
+    assert rows[0][6] is rows[2][6] and rows[0][6] == dict(shared)
 
 
 def test_the_config_names_the_host(tmp_path: Path) -> None:
