@@ -130,9 +130,13 @@ async def process_log(tmp_path: Path) -> tuple[DecisionLog, Metrics, Path]:
     return dlog, metrics, cfg.sqlite_path
 
 
-def _pid(dlog: DecisionLog) -> int:
+async def _log(dlog: DecisionLog, request_id: str) -> int | None:
+    """Log one record and wait until it is written or lost; the writer process's id then
+    (None: it is gone, and the next batch starts another)."""
+    dlog.submit(make_record(request_id))
+    await dlog.drain()
     host = dlog.host
-    assert isinstance(host, ProcessHost) and host.pid is not None
+    assert isinstance(host, ProcessHost)
     return host.pid
 
 
@@ -141,19 +145,15 @@ async def test_a_writer_process_that_dies_costs_one_batch(
 ) -> None:
     dlog, metrics, db = process_log
     try:
-        dlog.submit(make_record("before"))
-        await dlog.drain()
-        first = _pid(dlog)
+        first = await _log(dlog, "before")
+        assert first is not None
         os.kill(first, signal.SIGKILL)
         with caplog.at_level(logging.WARNING, logger="gateway.decision_log.writer"):
-            dlog.submit(make_record("lost"))
-            await dlog.drain()
+            assert await _log(dlog, "lost") is None
         assert lost(metrics, "sink_error") == 1
         assert "writer process gone" in caplog.text
         assert "lost" not in caplog.text.replace("records lost", "")
-        dlog.submit(make_record("after"))
-        await dlog.drain()
-        assert _pid(dlog) != first  # started afresh
+        assert await _log(dlog, "after") not in (None, first)  # started afresh
     finally:
         await dlog.close()
     assert stored_ids(db) == ["after", "before"]
@@ -167,14 +167,11 @@ async def test_signals_meant_for_the_gateway_do_not_end_the_writer(
     outlives them until the gateway closes the log, so the last batch is written."""
     dlog, metrics, db = process_log
     try:
-        dlog.submit(make_record("a"))
-        await dlog.drain()
-        pid = _pid(dlog)
+        pid = await _log(dlog, "a")
+        assert pid is not None
         os.kill(pid, signal.SIGTERM)
         os.kill(pid, signal.SIGINT)
-        dlog.submit(make_record("b"))
-        await dlog.drain()
-        assert _pid(dlog) == pid
+        assert await _log(dlog, "b") == pid
     finally:
         await dlog.close()
     assert stored_ids(db) == ["a", "b"]
