@@ -41,6 +41,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
+from functools import partial
 from operator import attrgetter
 from pathlib import Path
 from types import MappingProxyType
@@ -49,7 +50,7 @@ from typing import Any, Final, NamedTuple, Protocol
 from gateway.config import DecisionLogConfig
 from gateway.decision_log.bypasses import Seen
 from gateway.decision_log.record import DecisionRecord
-from gateway.decision_log.sinks import Sink, SqliteSink, sinks_for
+from gateway.decision_log.sinks import Row, Sink, SqliteSink, sinks_for
 
 __all__ = ["Host", "Outcome", "ProcessHost", "ThreadHost", "host_for"]
 
@@ -105,6 +106,20 @@ class _Sinks:
     def write(self, records: Sequence[DecisionRecord]) -> list[Outcome]:
         return [_call(s, lambda s=s: s.write(records)) for s in self.sinks]  # type: ignore[misc]
 
+    def write_rows(self, rows: Sequence[Row]) -> list[Outcome]:
+        """`write` for rows off the wire: the SQLite sink takes them as they are, other
+        sinks the records they stand for (built once, only when such a sink exists)."""
+        records: list[DecisionRecord] = []
+        if any(not isinstance(s, SqliteSink) for s in self.sinks):
+            records = [_record(row) for row in rows]
+        out = []
+        for sink in self.sinks:
+            if isinstance(sink, SqliteSink):
+                out.append(_call(sink, partial(sink.write_rows, rows)))
+            else:
+                out.append(_call(sink, partial(sink.write, records)))
+        return out
+
     def write_sightings(self, seen: Sequence[Seen]) -> Outcome:
         sink = self.sqlite
         if sink is None:
@@ -159,9 +174,13 @@ _LENGTH: Final = struct.Struct("!I")
 #: a record as the wire carries it: its fields in the order `DecisionRecord` takes them
 #: (all but `id`, which only a stored record has), read in C
 _ROW: Final = attrgetter(*(f.name for f in fields(DecisionRecord) if f.name != "id"))
-#: a record's `sources` is a read-only view of a dict: pickled as the dict, once per batch
-#: for the records of one template (the pickler's memo keeps the view's id)
-_DISPATCH: Final = {**copyreg.dispatch_table, MappingProxyType: lambda m: (dict, (dict(m),))}
+#: a record's `sources` is a read-only view of a dict: pickled as its (purpose, source)
+#: pairs, once per batch for the records of one template (the pickler's memo keeps the
+#: view's id), hashable so that the SQLite sink can look a row's kind up by its fields
+_DISPATCH: Final = {
+    **copyreg.dispatch_table,
+    MappingProxyType: lambda m: (tuple, (tuple(m.items()),)),
+}
 #: how long `close` waits for the process to write what it was sent and exit
 CLOSE_TIMEOUT: Final = 30.0
 
@@ -177,8 +196,24 @@ def _dumps(message: object) -> bytes:
     return bytes(data)
 
 
-def _rows(records: Sequence[DecisionRecord]) -> list[tuple[object, ...]]:
+def _rows(records: Sequence[DecisionRecord]) -> list[Row]:
     return [_ROW(r) for r in records]
+
+
+def _pairs(rows: list[Row]) -> list[Row]:
+    """`rows` with every `sources` as pairs: a record built with a plain dict (not
+    `record_for`'s read-only view) arrives as that dict."""
+    return [
+        row if type(row[6]) is tuple else (*row[:6], tuple(row[6].items()), *row[7:])
+        for row in rows
+    ]
+
+
+def _record(row: Row) -> DecisionRecord:
+    """The record a wire row stands for (its `sources` a dict again)."""
+    values: list[Any] = list(row)
+    values[6] = dict(values[6])
+    return DecisionRecord(*values)
 
 
 class WriterGone(Exception):
@@ -331,7 +366,7 @@ def _answer(sinks: _Sinks | None, message: tuple[Any, ...]) -> tuple[_Sinks | No
     if op == "ping":
         return sinks, sinks.open()
     if op == "write":
-        return sinks, sinks.write([DecisionRecord(*row) for row in message[1]])
+        return sinks, sinks.write_rows(_pairs(message[1]))
     if op == "sightings":
         return sinks, sinks.write_sightings(message[1])
     if op == "close":

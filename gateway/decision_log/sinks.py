@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import IO, Final, Protocol
+from typing import IO, Any, Final, Protocol
 
 import orjson
 
@@ -24,7 +24,7 @@ from gateway.decision_log.bypasses import TABLE as BYPASS_TABLE
 from gateway.decision_log.bypasses import Seen, write_sightings
 from gateway.decision_log.record import DecisionRecord, record_to_dict
 
-__all__ = ["COLUMNS", "SCHEMA_VERSION", "JsonlSink", "Sink", "SqliteSink", "sinks_for"]
+__all__ = ["COLUMNS", "SCHEMA_VERSION", "JsonlSink", "Row", "Sink", "SqliteSink", "sinks_for"]
 
 #: `PRAGMA user_version` of the decision log's tables this module writes (and `query`
 #: reads through the `decisions` view). 1: one wide `decisions` table; 2: rows and kinds.
@@ -191,6 +191,35 @@ def _json_text(value: object) -> str:
         return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
 
 
+#: a record as the writer process receives it (`hosts`): every field of `DecisionRecord`
+#: but `id`, in its order, with `sources` as a tuple of (purpose, source) pairs
+Row = tuple[Any, ...]
+
+
+def _same(kind: _Kind) -> _Kind:
+    return kind
+
+
+def _kind_of_row(key: tuple[Any, ...]) -> _Kind:
+    """The kind of a `Row`'s fields after the time and id."""
+    action, vendor, endpoint, missing, sources, regime, method, host, path, stripped = key[:10]
+    reason, report_only = key[10:]
+    return (
+        action,
+        vendor,
+        endpoint,
+        _json_text(list(missing)),
+        _json_text(dict(sources)),
+        regime,
+        method,
+        host,
+        path,
+        _json_text(list(stripped)),
+        reason,
+        int(report_only),
+    )
+
+
 class SqliteSink:
     """Records as rows of the `decisions` view in one SQLite file (WAL mode): each a row
     of `decision_rows` (time, request id, kind) and its kind in `decision_kinds`.
@@ -212,8 +241,10 @@ class SqliteSink:
         self._rows = _MAX_ROWS
         self._sizes: set[int] = set()
         #: kind -> its id, for kinds of committed transactions only (a rolled back
-        #: transaction's new kinds are not stored)
-        self._kinds: dict[_Kind, int] = {}
+        #: transaction's new kinds are not stored). Keyed by the kind itself (`write`) or
+        #: by a row's fields (`write_rows`): the two never compare equal (a kind holds
+        #: JSON text where a row holds tuples).
+        self._kinds: dict[Hashable, int] = {}
 
     def open(self) -> None:
         if self._conn is not None:
@@ -253,19 +284,30 @@ class SqliteSink:
 
     def write(self, records: Sequence[DecisionRecord]) -> None:
         """Insert the batch in one transaction: all of it is stored, or (raising) none."""
+        self._write([(r.ts, r.request_id, self._kind(r)) for r in records], _same)
+
+    def write_rows(self, rows: Sequence[Row]) -> None:
+        """`write` for records as the writer process receives them (`Row`). A row's kind is
+        looked up by the row's own fields, so a batch of one template encodes its JSON
+        columns once and builds no record."""
+        self._write([(r[0], r[1], r[2:]) for r in rows], _kind_of_row)
+
+    def _write(
+        self, entries: Sequence[tuple[float, str, Hashable]], kind_of: Callable[[Any], _Kind]
+    ) -> None:
+        """(time, request id, key) per record; `kind_of(key)` is the key's kind."""
         self.open()
         conn = self._conn
         assert conn is not None
         try:
             conn.execute("BEGIN IMMEDIATE")
-            added: dict[_Kind, int] = {}
+            added: dict[Hashable, int] = {}
             rows: list[tuple[float, str, int]] = []
-            for r in records:
-                kind = self._kind(r)
-                kid = self._kinds.get(kind) or added.get(kind)
+            for ts, rid, key in entries:
+                kid = self._kinds.get(key) or added.get(key)
                 if kid is None:
-                    kid = added[kind] = self._kind_id(conn, kind)
-                rows.append((r.ts, r.request_id, kid))
+                    kid = added[key] = self._kind_id(conn, kind_of(key))
+                rows.append((ts, rid, kid))
             done = 0
             whole = len(rows) in self._sizes
             if not whole and len(self._sizes) < _SIZES:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -25,6 +26,7 @@ from gateway.decision_log.hosts import (
     ProcessHost,
     ThreadHost,
     _dumps,
+    _record,
     _rows,
     host_for,
 )
@@ -38,8 +40,12 @@ from tests.conftest import T0, log_config, log_written, make_record
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def stored(db: Path) -> list[DecisionRecord]:
+    return LogReader(db).records(LogQuery(limit=MAX_QUERY_LIMIT))
+
+
 def stored_ids(db: Path) -> list[str]:
-    return sorted(r.request_id for r in LogReader(db).records(LogQuery(limit=MAX_QUERY_LIMIT)))
+    return sorted(r.request_id for r in stored(db))
 
 
 def lost(metrics: Metrics, reason: str) -> float:
@@ -49,7 +55,7 @@ def lost(metrics: Metrics, reason: str) -> float:
 
 def test_a_record_crosses_to_the_writer_process_whole() -> None:
     """Every field but the stored id, in the order the record takes them, its `sources`
-    view sent as the dict it shows (once for records sharing it)."""
+    view sent as its pairs (once for records sharing it)."""
     shared = MappingProxyType({"analytics": "cookie", "ads": "gpc"})
     records = [
         make_record(
@@ -71,8 +77,8 @@ def test_a_record_crosses_to_the_writer_process_whole() -> None:
     assert int.from_bytes(data[:4], "big") == len(data) - 4
     op, rows = pickle.loads(data[4:])
     assert op == "write"
-    assert [DecisionRecord(*row) for row in rows] == records
-    assert rows[0][6] is rows[2][6] and rows[0][6] == dict(shared)
+    assert [_record(row) for row in rows] == records
+    assert rows[0][6] is rows[2][6] and rows[0][6] == tuple(shared.items())
 
 
 def test_the_config_names_the_host(tmp_path: Path) -> None:
@@ -84,16 +90,26 @@ def test_the_config_names_the_host(tmp_path: Path) -> None:
     assert not host_for(log_config(tmp_path, sqlite_path=None, jsonl="-")).keeps_sightings
 
 
-async def _session(host: Host, blocked: Path, db: Path) -> list[object]:
+#: written once the SQLite destination is back: kinds of both shapes of `sources` (a
+#: dict, and `record_for`'s read-only view), names stripped, report-only
+LATE = [
+    make_record("c", ts=T0 + 2),
+    make_record("d", ts=T0 + 3, sources=MappingProxyType({"ads": "tcf", "analytics": "gpc"})),
+    make_record("e", ts=T0 + 4, stripped=("query:gclid",), report_only=True),
+]
+
+
+async def _session(host: Host, blocked: Path, db: Path, jsonl: Path) -> list[object]:
     """One log's calls, with the SQLite destination missing for the first write."""
     sighting = Sighting("csp", "bypass", "meta-pixel", "www.facebook.com", "/cart")
     out: list[object] = [await host.open()]
     out.append(await host.write([make_record("a", ts=T0), make_record("b", ts=T0 + 1)]))
     blocked.unlink()  # the destination comes back
-    out.append(await host.write([make_record("c", ts=T0 + 2)]))
+    out.append(await host.write(LATE))
     out.append(await host.write_sightings([Seen(sighting, T0)]))
     out.append(await host.close())
-    out.append(stored_ids(db))
+    out.append([replace(r, id=None) for r in reversed(stored(db))])
+    out.append(jsonl.read_text())
     return out
 
 
@@ -106,18 +122,20 @@ async def test_a_thread_and_a_process_give_the_same_outcomes(tmp_path: Path) -> 
         blocked = home / "data"
         blocked.write_text("a file where the database folder should be")
         db = blocked / "decisions.db"
-        cfg = log_config(home, writer=writer, sqlite_path=db, jsonl=str(home / "d.jsonl"))
-        runs[writer] = await _session(host_for(cfg), blocked, db)
+        jsonl = home / "d.jsonl"
+        cfg = log_config(home, writer=writer, sqlite_path=db, jsonl=str(jsonl))
+        runs[writer] = await _session(host_for(cfg), blocked, db, jsonl)
     # the failures name each run's own file
     thread, process = (repr(runs[w]).replace(str(tmp_path / w), "~") for w in runs)
     assert thread == process
-    opened, first, second, seen, closed, ids = runs["process"]
+    opened, first, second, seen, closed, records, lines = runs["process"]
     failure = f"FileExistsError: [Errno 17] File exists: '{tmp_path / 'process' / 'data'}'"
     assert opened == first == [Outcome("sqlite", failure), Outcome("jsonl")]
     assert second == [Outcome("sqlite"), Outcome("jsonl")]
     assert seen == Outcome("sqlite")
     assert closed == [Outcome("sqlite"), Outcome("jsonl")]
-    assert ids == ["c"]
+    assert records == LATE
+    assert isinstance(lines, str) and len(lines.splitlines()) == 5
 
 
 @pytest.fixture
