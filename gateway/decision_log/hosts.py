@@ -104,7 +104,7 @@ class _Sinks:
         return [_call(s, s.open) for s in self.sinks]
 
     def write(self, records: Sequence[DecisionRecord]) -> list[Outcome]:
-        return [_call(s, lambda s=s: s.write(records)) for s in self.sinks]  # type: ignore[misc]
+        return [_call(s, partial(s.write, records)) for s in self.sinks]
 
     def write_rows(self, rows: Sequence[Row]) -> list[Outcome]:
         """`write` for rows off the wire: the SQLite sink takes them as they are, other
@@ -124,7 +124,7 @@ class _Sinks:
         sink = self.sqlite
         if sink is None:
             return Outcome("sqlite", "no SQLite sink")
-        return _call(sink, lambda: sink.write_sightings(seen))
+        return _call(sink, partial(sink.write_sightings, seen))
 
     def close(self) -> list[Outcome]:
         return [_call(s, s.close) for s in self.sinks]
@@ -181,6 +181,8 @@ _DISPATCH: Final = {
     **copyreg.dispatch_table,
     MappingProxyType: lambda m: (tuple, (tuple(m.items()),)),
 }
+#: what an exchange with a writer process that is not there raises
+_GONE: Final = (OSError, EOFError, asyncio.IncompleteReadError, pickle.UnpicklingError)
 #: how long `close` waits for the process to write what it was sent and exit
 CLOSE_TIMEOUT: Final = 30.0
 
@@ -267,7 +269,7 @@ class ProcessHost:
                     await self._spawn()
                     await self._exchange(("open", _config_of(self._cfg)))
                 return await self._exchange(message)
-            except (OSError, EOFError, asyncio.IncompleteReadError, pickle.UnpicklingError) as e:
+            except _GONE as e:
                 await self._forget()
                 raise WriterGone(f"writer process gone ({type(e).__name__})") from e
 
@@ -324,7 +326,7 @@ class ProcessHost:
                 return [Outcome(name) for name in self.names]
             try:
                 out: list[Outcome] = await self._exchange(("close",))
-            except (OSError, EOFError, asyncio.IncompleteReadError, pickle.UnpicklingError) as e:
+            except _GONE as e:
                 out = self._gone(WriterGone(f"writer process gone ({type(e).__name__})"))
             await self._forget()
             return out
