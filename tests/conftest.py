@@ -406,6 +406,11 @@ def log_written(metrics: Metrics) -> float:
     return metrics.registry.get_sample_value("gateway_decision_log_written_total") or 0.0
 
 
+def log_lost(metrics: Metrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value("gateway_decision_log_lost_total", {"reason": reason})
+    return value or 0.0
+
+
 SECRETS = {
     "query value": "QSECRETcid1234",
     "consent string": "CPzHqYAPzHqYAAHABBENBCCsAP_SECRET",

@@ -99,6 +99,9 @@ class _Sinks:
     def __init__(self, sinks: list[Sink]) -> None:
         self.sinks = sinks
         self.sqlite = next((s for s in sinks if isinstance(s, SqliteSink)), None)
+        #: what a host tells the log (`Host.names`, `Host.keeps_sightings`)
+        self.names = tuple(s.name for s in sinks)
+        self.keeps_sightings = self.sqlite is not None
 
     def open(self) -> list[Outcome]:
         return [_call(s, s.open) for s in self.sinks]
@@ -139,8 +142,7 @@ class ThreadHost:
 
     def __init__(self, cfg: DecisionLogConfig) -> None:
         self._sinks = _Sinks(sinks_for(cfg))
-        self.names = tuple(s.name for s in self._sinks.sinks)
-        self.keeps_sightings = self._sinks.sqlite is not None
+        self.names, self.keeps_sightings = self._sinks.names, self._sinks.keeps_sightings
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log")
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -232,9 +234,9 @@ class ProcessHost:
 
     def __init__(self, cfg: DecisionLogConfig) -> None:
         self._cfg = cfg
-        sinks = sinks_for(cfg)
-        self.names = tuple(s.name for s in sinks)
-        self.keeps_sightings = any(isinstance(s, SqliteSink) for s in sinks)
+        # The process has the sinks; the same configuration names them here.
+        sinks = _Sinks(sinks_for(cfg))
+        self.names, self.keeps_sightings = sinks.names, sinks.keeps_sightings
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None

@@ -20,7 +20,7 @@ from gateway.decision_log.sinks import SqliteSink
 from gateway.decision_log.writer import DecisionLog
 from gateway.metrics import Metrics
 from gateway.violations import Sighting
-from tests.conftest import T0, log_config, make_record
+from tests.conftest import T0, log_config, log_lost, make_record
 
 FB = Sighting("csp", "bypass", "meta-pixel", "www.facebook.com", "/cart")
 UNLISTED = Sighting("router", "unlisted", None, "cdn.tracker.example", "/")
@@ -133,10 +133,5 @@ async def test_sightings_leave_half_the_queue_to_decision_records(tmp_path: Path
     accepted = [log.submit_sighting(Seen(FB, T0)) for _ in range(8)]
     assert accepted == [True] * 5 + [False] * 3
     assert all(log.submit(make_record(f"r{i}")) for i in range(5))
-    assert (
-        metrics.registry.get_sample_value(
-            "gateway_decision_log_lost_total", {"reason": "queue_full"}
-        )
-        == 3
-    )
+    assert log_lost(metrics, "queue_full") == 3
     await log.close()

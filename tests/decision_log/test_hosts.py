@@ -35,7 +35,7 @@ from gateway.decision_log.record import DecisionRecord
 from gateway.decision_log.writer import DecisionLog
 from gateway.metrics import Metrics
 from gateway.violations import Sighting
-from tests.conftest import T0, log_config, log_written, make_record
+from tests.conftest import T0, log_config, log_lost, log_written, make_record
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,11 +46,6 @@ def stored(db: Path) -> list[DecisionRecord]:
 
 def stored_ids(db: Path) -> list[str]:
     return sorted(r.request_id for r in stored(db))
-
-
-def lost(metrics: Metrics, reason: str) -> float:
-    value = metrics.registry.get_sample_value("gateway_decision_log_lost_total", {"reason": reason})
-    return value or 0.0
 
 
 def test_a_record_crosses_to_the_writer_process_whole() -> None:
@@ -168,7 +163,7 @@ async def test_a_writer_process_that_dies_costs_one_batch(
         os.kill(first, signal.SIGKILL)
         with caplog.at_level(logging.WARNING, logger="gateway.decision_log.writer"):
             assert await _log(dlog, "lost") is None
-        assert lost(metrics, "sink_error") == 1
+        assert log_lost(metrics, "sink_error") == 1
         assert "writer process gone" in caplog.text
         assert "lost" not in caplog.text.replace("records lost", "")
         assert await _log(dlog, "after") not in (None, first)  # started afresh
@@ -193,7 +188,7 @@ async def test_signals_meant_for_the_gateway_do_not_end_the_writer(
     finally:
         await dlog.close()
     assert stored_ids(db) == ["a", "b"]
-    assert lost(metrics, "sink_error") == 0
+    assert log_lost(metrics, "sink_error") == 0
 
 
 _GATEWAY_THAT_DIES = """

@@ -25,16 +25,12 @@ from tests.conftest import (
     SECRETS,
     T0,
     log_config,
+    log_lost,
     log_written,
     make_consent,
     make_record,
     secret_facts,
 )
-
-
-def lost(metrics: Metrics, reason: str) -> float:
-    value = metrics.registry.get_sample_value("gateway_decision_log_lost_total", {"reason": reason})
-    return value or 0.0
 
 
 def all_records(db: Path) -> list[DecisionRecord]:
@@ -62,7 +58,7 @@ async def test_submitted_records_are_all_written(tmp_path: Path, writer: str) ->
     assert [replace(r, id=None) for r in reversed(stored)] == records
     assert len({r.id for r in stored}) == 250
     assert log_written(metrics) == 250
-    assert lost(metrics, "queue_full") == lost(metrics, "sink_error") == 0
+    assert log_lost(metrics, "queue_full") == log_lost(metrics, "sink_error") == 0
 
 
 async def test_writer_flushes_without_close(tmp_path: Path, writer: str) -> None:
@@ -140,7 +136,7 @@ async def test_full_queue_loses_and_counts(
     with caplog.at_level(logging.WARNING, logger="gateway.decision_log.writer"):
         results = [dlog.submit(make_record(f"r{i}")) for i in range(8)]
         assert results == [True] * 3 + [False] * 5
-        assert lost(metrics, "queue_full") == 5
+        assert log_lost(metrics, "queue_full") == 5
         assert dlog.depth == 3
         warnings = [r for r in caplog.records if "queue full" in r.getMessage()]
         assert len(warnings) == 1, "the warning is rate-limited"
@@ -172,7 +168,7 @@ async def test_submit_never_blocks_on_a_stuck_writer(
         results = [dlog.submit(make_record(f"r{i}")) for i in range(5)]
         assert time.monotonic() - started < 0.5
         assert results == [True, True, False, False, False]
-        assert lost(metrics, "queue_full") == 3
+        assert log_lost(metrics, "queue_full") == 3
     finally:
         release.set()
         await dlog.close()
@@ -189,7 +185,7 @@ async def test_submit_after_close_is_counted(tmp_path: Path, writer: str) -> Non
     running.append(dlog.running)
     assert running == [False, True, False]
     assert not dlog.submit(make_record("late"))
-    assert lost(metrics, "closed") == 1
+    assert log_lost(metrics, "closed") == 1
     with pytest.raises(RuntimeError):
         await dlog.start()
 
@@ -251,14 +247,14 @@ async def test_sink_failure_is_counted_and_the_writer_survives(
                 assert dlog.submit(make_record(f"first{i}", path="/p;u1=CONTENT"))
             await dlog.drain()
             assert lines() == 3
-            assert lost(metrics, "sink_error") == 3
+            assert log_lost(metrics, "sink_error") == 3
             blocker.unlink()  # the destination comes back: the next batch reopens it
             for i in range(2):
                 assert dlog.submit(make_record(f"second{i}"))
         finally:
             await dlog.close()
     assert lines() == 5
-    assert lost(metrics, "sink_error") == 3
+    assert log_lost(metrics, "sink_error") == 3
     assert log_written(metrics) == 5 + 2  # counted per sink: JSONL got 5, SQLite 2
     assert [r.request_id for r in all_records(db)] == ["second1", "second0"]
     assert "sqlite sink failed" in caplog.text
@@ -285,7 +281,7 @@ async def test_unexpected_sink_error_does_not_kill_the_writer(
     await dlog.start()
     with caplog.at_level(logging.ERROR, logger="gateway.decision_log.writer"):
         dlog.submit(make_record("lost"))
-        await eventually(lambda: lost(metrics, "sink_error") == 1)
+        await eventually(lambda: log_lost(metrics, "sink_error") == 1)
         dlog.submit(make_record("kept"))
         await dlog.close()
     assert cfg.sqlite_path is not None
@@ -326,7 +322,7 @@ async def test_no_sinks_means_off(tmp_path: Path) -> None:
     assert dlog.depth == 0
     await dlog.close()
     assert log_written(metrics) == 0
-    assert lost(metrics, "closed") == 0
+    assert log_lost(metrics, "closed") == 0
 
 
 async def test_nothing_secret_reaches_the_files(tmp_path: Path, writer: str) -> None:
