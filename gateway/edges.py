@@ -32,6 +32,7 @@ from gateway.memo import Memo
 from gateway.model import Action, Decision, EndpointKind, Facts, Headers, Outgoing
 from gateway.ratelimit import NetworkLimiter
 from gateway.ruleset.match import Match
+from gateway.ruleset.schema import EndpointSpec
 from gateway.state import Gateway
 
 __all__ = [
@@ -442,9 +443,18 @@ def error_response(status: int, message: str) -> web.Response:
     )
 
 
-def local_answer(kind: EndpointKind | None) -> web.Response:
-    """The harmless answer for a dropped request (DESIGN §4), by endpoint kind."""
-    match kind:
+def local_answer(endpoint: EndpointSpec | None) -> web.Response:
+    """The harmless answer for a dropped request (DESIGN §4): the endpoint's `drop_answer`
+    (its SDK's own success), else one by endpoint kind."""
+    if endpoint is not None and (answer := endpoint.drop_answer) is not None:
+        return web.Response(
+            status=answer.status,
+            body=answer.body or None,
+            headers={**_NO_STORE, hdrs.CONTENT_TYPE: answer.content_type}
+            if answer.content_type
+            else _NO_STORE,
+        )
+    match endpoint.kind if endpoint is not None else None:
         case EndpointKind.PIXEL:
             return web.Response(body=TRANSPARENT_GIF, content_type="image/gif", headers=_NO_STORE)
         case EndpointKind.SCRIPT:
@@ -472,7 +482,7 @@ async def deliver(
             if 300 <= upstream.status < 400 and decision.action is Action.STRIP:
                 # SECURITY: following a vendor redirect, the browser would reach the vendor
                 # directly with its own cookies: exactly what was just stripped.
-                return local_answer(endpoint.kind)
+                return local_answer(endpoint)
             headers = {k: v for k, v in upstream.headers.items() if k.lower() in _RESPONSE_HEADERS}
             if 300 <= upstream.status < 400 and hdrs.LOCATION in upstream.headers:
                 headers[hdrs.LOCATION] = upstream.headers[hdrs.LOCATION]
@@ -493,7 +503,7 @@ async def deliver(
         # The visitor went away while its answer streamed back: its doing, not the vendor's.
         gw.metrics.client_disconnects.labels("response").inc()
         log.debug("visitor disconnected during the answer (%s/%s)", vendor, decision.endpoint)
-        return resp if resp is not None else local_answer(endpoint.kind)
+        return resp if resp is not None else local_answer(endpoint)
 
 
 def is_websocket(request: RequestHead) -> bool:

@@ -215,7 +215,7 @@ def local_answer_for(request: edges.RequestHead, ev: Evaluation) -> web.Response
         return edges.local_answer(None)
     if (refused := _upgrade_refused(request, match)) is not None:
         return refused
-    return edges.local_answer(match.endpoint.kind)
+    return edges.local_answer(match.endpoint)
 
 
 def _upgrade_refused(request: edges.RequestHead, match: Match) -> web.Response | None:

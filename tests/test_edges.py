@@ -25,6 +25,7 @@ from gateway.edges import (
     raw_host_hint,
 )
 from gateway.model import Action, Decision, EndpointKind, StripSpec
+from gateway.ruleset.schema import DropAnswer, EndpointSpec, default_forward_mode
 
 LB = (ipaddress.ip_network("10.0.0.0/8"),)
 
@@ -73,25 +74,77 @@ def test_client_ip(
     assert client_ip(_request(peer, xff), trusted) == expected  # type: ignore[arg-type]
 
 
+_SOURCE = "an SDK's request module"
+
+
+def _endpoint(kind: EndpointKind, answer: DropAnswer | None = None) -> EndpointSpec:
+    return EndpointSpec(
+        id="e",
+        path="/x",
+        kind=kind,
+        purposes=frozenset({"analytics"}),
+        forward_mode=default_forward_mode(kind),
+        drop_answer=answer,
+    )
+
+
 @pytest.mark.parametrize(
-    ("kind", "status", "content_type", "body"),
+    ("endpoint", "status", "content_type", "body"),
     [
-        (EndpointKind.PIXEL, 200, "image/gif", TRANSPARENT_GIF),
-        (EndpointKind.BEACON, 204, None, b""),
-        (EndpointKind.API, 204, None, b""),
-        (EndpointKind.SCRIPT, 200, "text/javascript", b""),
+        (_endpoint(EndpointKind.PIXEL), 200, "image/gif", TRANSPARENT_GIF),
+        (_endpoint(EndpointKind.BEACON), 204, None, b""),
+        (_endpoint(EndpointKind.API), 204, None, b""),
+        (_endpoint(EndpointKind.SCRIPT), 200, "text/javascript", b""),
         (None, 204, None, b""),
+        # an api endpoint's drop answer is its SDK's success, exactly as the rule writes it
+        (
+            _endpoint(
+                EndpointKind.API,
+                DropAnswer(200, b'{"status":1}', "application/json", _SOURCE),
+            ),
+            200,
+            "application/json",
+            b'{"status":1}',
+        ),
+        (
+            _endpoint(EndpointKind.API, DropAnswer(200, b"1", "text/plain", _SOURCE)),
+            200,
+            "text/plain",
+            b"1",
+        ),
+        (_endpoint(EndpointKind.API, DropAnswer(202, source=_SOURCE)), 202, None, b""),
     ],
 )
 def test_local_answers(
-    kind: EndpointKind | None, status: int, content_type: str | None, body: bytes
+    endpoint: EndpointSpec | None, status: int, content_type: str | None, body: bytes
 ) -> None:
-    resp = local_answer(kind)
+    resp = local_answer(endpoint)
     assert resp.status == status and (resp.body or b"") == body
     assert resp.headers["Cache-Control"] == "no-store"
     if content_type:
         assert resp.content_type == content_type
     assert len(TRANSPARENT_GIF) == 43 and TRANSPARENT_GIF.startswith(b"GIF89a")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "source", "error"),
+    [
+        (204, b"x", _SOURCE, "has no body"),
+        (302, b"", _SOURCE, "200-299"),
+        (500, b"", _SOURCE, "200-299"),
+        (200, b"", " ", "source"),
+    ],
+)
+def test_drop_answers_that_are_not_a_success_are_refused(
+    status: int, body: bytes, source: str, error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        DropAnswer(status, body, None, source)
+
+
+def test_only_an_api_endpoint_has_a_drop_answer() -> None:
+    with pytest.raises(ValueError, match="only an api endpoint"):
+        _endpoint(EndpointKind.BEACON, DropAnswer(200, source=_SOURCE))
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from gateway.model import Action, BodyKind, ConsentValue, EndpointKind, StripSpe
 __all__ = [
     "DEFAULT_METHODS",
     "ConsentParams",
+    "DropAnswer",
     "HTTP_METHODS",
     "RESERVED_ROUTES",
     "EndpointSpec",
@@ -84,6 +85,32 @@ class ConsentParams(enum.StrEnum):
     META = "meta"
     #: TikTok Events API: `"limited_data_use": true` where a US opt-out denied advertising
     TIKTOK = "tiktok"
+
+
+@dataclass(frozen=True, slots=True)
+class DropAnswer:
+    """What a dropped call to an `api` endpoint is answered: the vendor's own success.
+
+    An SDK that retries every answer but its vendor's success (posthog-js retries all but
+    200) keeps a dropped event in the page and sends it again once consent arrives: a
+    replay nobody configured. Answered as the SDK's final success, a drop stays a drop.
+    """
+
+    #: 2xx: a drop must read as success, never as an error or a redirect to follow
+    status: int
+    #: the exact body (JSON already encoded), empty for none
+    body: bytes = b""
+    content_type: str | None = None
+    #: where the shape comes from (the SDK file or vendor page): the rule's evidence
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not 200 <= self.status <= 299:
+            raise ValueError(f"drop_answer status {self.status}: must be 200-299")
+        if self.status in (204, 205) and self.body:
+            raise ValueError(f"drop_answer status {self.status} has no body")
+        if not self.source.strip():
+            raise ValueError("drop_answer needs its source (the SDK file or vendor page)")
 
 
 def default_forward_mode(kind: EndpointKind) -> ForwardMode:
@@ -268,8 +295,12 @@ class EndpointSpec:
     #: authenticate with Authorization / Access-Token); lower case, never hop-by-hop or
     #: address headers (check_forward_header)
     forward_headers: frozenset[str] = frozenset()
+    #: `api` endpoints: the answer to a drop, the SDK's own success (None: 204)
+    drop_answer: DropAnswer | None = None
 
     def __post_init__(self) -> None:
+        if self.drop_answer is not None and self.kind is not EndpointKind.API:
+            raise ValueError(f"endpoint {self.id!r}: only an api endpoint has a drop_answer")
         if sum(m is not None for m in (self.path, self.path_prefix, self.path_regex)) != 1:
             raise ValueError(f"endpoint {self.id!r}: exactly one of path, path_prefix, path_regex")
         if error := check_endpoint_id(self.id):

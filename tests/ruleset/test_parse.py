@@ -20,6 +20,7 @@ from gateway.model import (
     StripSpec,
 )
 from gateway.ruleset.parse import (
+    DROP_ANSWER_KEYS,
     ENDPOINT_KEYS,
     EXAMPLE_KEYS,
     MATCH_KEYS,
@@ -109,6 +110,50 @@ PROBLEMS: list[tuple[str, str, int | None, str, str]] = [
         "never forwards",
     ),
     (KIND, KIND + "\n    always: {querry: [a]}", 9, f"{EP}.always.querry", "mean 'query'?"),
+    # a drop answer: only on api endpoints, a 2xx, with its source and one body form
+    (
+        KIND,
+        KIND + "\n    drop_answer: {status: 200, source: s}",
+        9,
+        f"{EP}.drop_answer",
+        "only an api",
+    ),
+    (KIND, "    kind: api\n    drop_answer: {status: 200}", 9, f"{EP}.drop_answer", "'source'"),
+    (
+        KIND,
+        "    kind: api\n    drop_answer: {status: 500, source: s}",
+        9,
+        f"{EP}.drop_answer.status",
+        "value",
+    ),
+    (
+        KIND,
+        "    kind: api\n    drop_answer: {status: 200, json: {}, text: '1', source: s}",
+        9,
+        f"{EP}.drop_answer",
+        "not both",
+    ),
+    (
+        KIND,
+        "    kind: api\n    drop_answer: {status: 200, json: {at: 2024-01-01}, source: s}",
+        9,
+        f"{EP}.drop_answer.json",
+        "plain JSON",
+    ),
+    (
+        KIND,
+        "    kind: api\n    drop_answer: {status: 200, text: '1', content_type: 'a b', source: s}",
+        9,
+        f"{EP}.drop_answer.content_type",
+        "media type",
+    ),
+    (
+        KIND,
+        "    kind: api\n    drop_answer: {status: 204, text: '1', source: s}",
+        9,
+        f"{EP}.drop_answer",
+        "no body",
+    ),
     # missing required keys
     ("name: Test\n", "", 1, V, "missing required key 'name'"),
     (KIND + "\n", "", 6, EP, "missing required key 'kind'"),
@@ -422,6 +467,7 @@ def test_readme_worked_example_is_a_valid_rule() -> None:
         *(f"match.{k}" for k in MATCH_KEYS),
         *STRIP_KEYS,
         *EXAMPLE_KEYS,
+        *DROP_ANSWER_KEYS,
     ],
 )
 def test_readme_documents_every_key(key: str) -> None:
