@@ -3,7 +3,7 @@
 | route           | answers                                                           |
 |-----------------|-------------------------------------------------------------------|
 | GET /consent    | the consent in force for this visitor, and which signals were bad |
-| POST /consent   | records a choice (JSON `{"purposes": {…}, "source", "notice"}`)   |
+| POST /consent   | records a choice (JSON `{"purposes": {…}, "vendors": {…}, …}`)     |
 | DELETE /consent | records a withdrawal of every purpose but `necessary`             |
 | OPTIONS /consent| the CORS preflight, for `server.allowed_origins` (`gateway.cors`) |
 
@@ -105,6 +105,9 @@ def _state_json(state: ConsentState, cookie: CookieOutcome) -> dict[str, object]
             p: {"state": pc.state.value, "source": pc.source}
             for p, pc in sorted(state.purposes.items())
         },
+        # the visitor's answers vendor by vendor: a request needs its purposes granted
+        # and its vendor not denied
+        "vendors": state.vendors_json(),
     }
 
 
@@ -156,7 +159,7 @@ async def _consent_post(request: web.Request) -> web.Response:
     except orjson.JSONDecodeError:
         return edges.error_response(400, "body is not JSON")
     try:
-        asked = read_posted(doc, api.gw.config.consent)
+        asked = read_posted(doc, api.gw.config.consent, api.gw.rules.current.vendor_ids)
     except RequestError as e:
         return edges.error_response(e.status, e.message)
     return await _issue(request, api.gw, asked)
@@ -185,7 +188,9 @@ async def _issue(
     facts = _consent_facts(request, gw, dict(request.cookies))
     current = read_cookie(facts, cfg.consent, cfg.cookie)
     stored = await book.lookup(current.subject) if current.subject is not None else None
-    choice = next_choice(current, stored, asked.purposes, cfg.consent, facts.now, merge=merge)
+    choice = next_choice(
+        current, stored, asked.purposes, cfg.consent, facts.now, merge=merge, vendors=asked.vendors
+    )
     subject, merged, issued_at = choice.subject, dict(choice.purposes), choice.issued_at
     try:
         written = await book.record(
@@ -198,6 +203,7 @@ async def _issue(
                 at=float(issued_at),
                 notice_hash=asked.notice_hash,
                 request_id=facts.request_id,
+                vendors=choice.vendors,
             )
         )
     except StoreError as e:
@@ -209,6 +215,7 @@ async def _issue(
         issued_at=issued_at,
         policy_version=cfg.consent.policy_version,
         source=asked.source,
+        vendors=choice.vendors,
     )
     value = sign_cookie(cookie, cfg.cookie.keys)
     state, outcome, _ = resolve_with_signals(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from gateway.memo import Memo
-from gateway.model import NECESSARY, Action, ConsentState, Decision, StripSpec
+from gateway.model import NECESSARY, Action, ConsentState, ConsentValue, Decision, StripSpec
 from gateway.ruleset.match import Match
 
 __all__ = ["decide", "reject"]
@@ -76,17 +76,22 @@ def _decide(match: Match | None, consent: ConsentState, report_only: bool) -> De
             reason="the vendor retired this service: never forwarded",
             report_only=False,
         )
-    missing = frozenset(p for p in required if not consent.granted(p))
+    # The visitor's own answer for this vendor: denied, it lacks every purpose; granted by
+    # a CMP service standing for it, it may have purposes nobody else answered.
+    missing = consent.missing_for(vendor.vendor, required)
+    choice = consent.vendor_choices.get(vendor.vendor)
+    note = ""
+    if choice is not None and choice.state is ConsentValue.DENIED and missing:
+        note = f" (vendor {vendor.vendor} denied: {choice.source})"
     vendor_denied: frozenset[str] = frozenset()
     if vendor.tcf_vendor_id is not None and consent.vendors is not None:
         # TCF: the purpose's consent is not enough; this vendor needs its own, and no
         # publisher restriction may stand against it.
         vendor_denied = consent.vendors.denied(vendor.tcf_vendor_id, required) - missing
         missing |= vendor_denied
-    tcf_note = ""
     if vendor_denied:
         denied = ", ".join(sorted(vendor_denied))
-        tcf_note = f" (TCF: vendor {vendor.tcf_vendor_id} not permitted for {denied})"
+        note += f" (TCF: vendor {vendor.tcf_vendor_id} not permitted for {denied})"
     ro = report_only or vendor.report_only
     if not missing:
         strips = endpoint.always
@@ -114,8 +119,7 @@ def _decide(match: Match | None, consent: ConsentState, report_only: bool) -> De
             missing=missing,
             strips=_EMPTY,
             reason=(
-                f"no consent for {', '.join(unstrippable)} and no strip that makes it safe"
-                f"{tcf_note}"
+                f"no consent for {', '.join(unstrippable)} and no strip that makes it safe{note}"
             ),
             report_only=ro,
         )
@@ -135,6 +139,6 @@ def _decide(match: Match | None, consent: ConsentState, report_only: bool) -> De
         required=required,
         missing=missing,
         strips=strips,
-        reason=f"no consent for {', '.join(sorted(missing))}: identifiers stripped{tcf_note}",
+        reason=f"no consent for {', '.join(sorted(missing))}: identifiers stripped{note}",
         report_only=ro,
     )

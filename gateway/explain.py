@@ -49,6 +49,8 @@ class ExplainRequest:
     headers: Sequence[tuple[str, str]] = ()
     #: the store's state of the request's subjects (`subjects_of`), None when not read
     stored: Mapping[str, CurrentConsent | None] | None = None
+    #: rule vendor id -> allowed?, signed into the gateway cookie with `consent`
+    vendors: Mapping[str, bool] | None = None
 
 
 def parse_consent(text: str, purposes: Sequence[str]) -> dict[str, str]:
@@ -95,6 +97,7 @@ def _facts(req: ExplainRequest, config: GatewayConfig) -> Facts:
                 issued_at=int(time.time()),
                 policy_version=config.consent.policy_version,
                 source="cli",
+                vendors=req.vendors or {},
             ),
             config.cookie.keys,
         )
@@ -222,6 +225,7 @@ def to_json(facts: Facts, ev: Evaluation) -> dict[str, object]:
         }
         if consent
         else {},
+        "vendors": consent.vendors_json() if consent else {},
         "ignored_grants": [
             {"source": source, "purpose": purpose}
             for source, purpose in (ev.signals.ignored if ev.signals else ())
@@ -244,6 +248,11 @@ def render_text(facts: Facts, ev: Evaluation) -> str:
         lines.append("consent")
         for p, pc in sorted(ev.consent.purposes.items()):
             lines.append(f"  {p:<16} {pc.state.value:<8} from {pc.source}")
+        if ev.consent.vendor_choices:
+            lines.append("vendors")
+        for v, vc in sorted(ev.consent.vendor_choices.items()):
+            grants = f"   (grants it {', '.join(sorted(vc.grants))})" if vc.grants else ""
+            lines.append(f"  {v:<16} {vc.state.value:<8} from {vc.source}{grants}")
     for name, reason in ev.signals.problems if ev.signals else ():
         lines.append(f"  (signal {name} unreadable: {reason})")
     for source, purpose in ev.signals.ignored if ev.signals else ():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -24,6 +25,8 @@ from gateway.memo import Memo
 
 __all__ = [
     "CMP",
+    "DEFAULT_SOURCE",
+    "MAX_VENDOR_ANSWERS",
     "NECESSARY",
     "SIGNALS",
     "Action",
@@ -40,13 +43,16 @@ __all__ = [
     "IpPolicy",
     "Outgoing",
     "PurposeConsent",
+    "VendorChoice",
     "ReferrerPolicy",
     "Signal",
     "StripSpec",
     "UserAgentPolicy",
     "VendorConsent",
     "check_record_fields",
+    "check_vendor_id",
     "frozen_purposes",
+    "frozen_vendors",
 ]
 
 #: The purpose that is always granted: a rule that needs only it always forwards.
@@ -320,6 +326,10 @@ class Facts:
         return f"Facts(id={self.request_id!r}, {self.method} {self.host}{self.path})"
 
 
+#: the source of a purpose no source answered: `default:<regime>`
+DEFAULT_SOURCE = "default:"
+
+
 @dataclass(frozen=True, slots=True)
 class PurposeConsent:
     """One purpose's answer and where it came from."""
@@ -341,6 +351,26 @@ class VendorConsent(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class VendorChoice:
+    """One vendor's own answer (a rule's `vendor` id) and where it came from.
+
+    Purposes are not enough where a visitor chose vendor by vendor (a CMP's services, the
+    gateway's own `POST /consent {"vendors": …}`): a request needs its purposes granted
+    and its vendor not denied. A CMP service that stands for a vendor also answers that
+    service's purposes for that vendor alone (`grants`), where no source answered them
+    for everyone: accepting one analytics service grants analytics to it, not to every
+    analytics vendor.
+    """
+
+    state: ConsentValue
+    #: e.g. "cookie", "store", "klaro", "didomi"
+    source: str
+    #: purposes this answer grants this vendor alone (only with `state` granted)
+    grants: frozenset[str] = frozenset()
+    at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ConsentState:
     """The visitor's consent, per purpose, with the regime that supplied defaults."""
 
@@ -350,6 +380,8 @@ class ConsentState:
     gpc: bool = False
     #: vendor-level consent when a TC string applies (rules with `tcf_vendor_id` use it)
     vendors: VendorConsent | None = None
+    #: the visitor's answers vendor by vendor (rule vendor id ->), from every source
+    vendor_choices: Mapping[str, VendorChoice] = field(default_factory=lambda: MappingProxyType({}))
 
     def state(self, purpose: str) -> ConsentValue:
         """`granted`, `denied` or `unknown`; a purpose never mentioned is unknown."""
@@ -364,6 +396,31 @@ class ConsentState:
     def sources(self) -> dict[str, str]:
         """purpose -> source name, for logs and explanations."""
         return {p: pc.source for p, pc in sorted(self.purposes.items())}
+
+    def vendors_json(self) -> dict[str, dict[str, object]]:
+        """vendor -> its answer, source and the purposes it grants, JSON-ready (the consent
+        API, `explain`): names only, as every answer here is."""
+        return {
+            v: {"state": vc.state.value, "source": vc.source, "grants": sorted(vc.grants)}
+            for v, vc in sorted(self.vendor_choices.items())
+        }
+
+    def missing_for(self, vendor: str, required: frozenset[str]) -> frozenset[str]:
+        """The purposes among `required` this vendor lacks: those not granted, and every
+        one if the visitor denied this vendor. A purpose no source answered for everyone
+        (its regime default stands) counts as granted where the vendor's own answer grants
+        it; an explicit denial (GPC, a withdrawal, a CMP category) is never overruled."""
+        choice = self.vendor_choices.get(vendor)
+        if choice is not None and choice.state is ConsentValue.DENIED:
+            return required
+        missing = frozenset(p for p in required if not self.granted(p))
+        if choice is None or not choice.grants or not missing:
+            return missing
+        return frozenset(p for p in missing if p not in choice.grants or not self._defaulted(p))
+
+    def _defaulted(self, purpose: str) -> bool:
+        pc = self.purposes.get(purpose)
+        return pc is not None and pc.source.startswith(DEFAULT_SOURCE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -452,6 +509,36 @@ def frozen_purposes(purposes: Mapping[str, bool]) -> Mapping[str, bool]:
 
 
 _PURPOSES: Memo[tuple[tuple[str, bool], ...], Mapping[str, bool]] = Memo(1024)
+_NO_VENDORS: Mapping[str, bool] = MappingProxyType({})
+#: the most vendor answers one record holds (a cookie must stay under 4096 bytes)
+MAX_VENDOR_ANSWERS = 64
+_SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def check_vendor_id(vendor: str) -> str | None:
+    """None for a valid rule vendor id (`vendor:` in a rule file), else what is wrong."""
+    if len(vendor) <= 64 and _SLUG.fullmatch(vendor):
+        return None
+    return "must be a lower-case slug: letters, digits and single '-' (e.g. meta-pixel)"
+
+
+def frozen_vendors(vendors: Mapping[str, bool]) -> Mapping[str, bool]:
+    """A vendor id -> answer mapping, checked and frozen (stored records, current state).
+    Ids are rule vendor ids (slugs of at most 64 characters)."""
+    if not isinstance(vendors, Mapping):
+        raise ValueError("vendor answers must be a mapping")
+    if not vendors:
+        return _NO_VENDORS
+    if len(vendors) > MAX_VENDOR_ANSWERS:
+        raise ValueError(f"at most {MAX_VENDOR_ANSWERS} vendor answers")
+    out: dict[str, bool] = {}
+    for key, value in vendors.items():
+        if not isinstance(key, str) or check_vendor_id(key) is not None:
+            raise ValueError("vendor ids must be rule vendor ids (lower-case slugs)")
+        if not isinstance(value, bool):
+            raise ValueError("vendor answers must be booleans")
+        out[key] = value
+    return MappingProxyType(out)
 
 
 def check_record_fields(subject: str, source: str, policy_version: int, at: float) -> None:
@@ -478,7 +565,10 @@ class CurrentConsent:
     policy_version: int
     at: float
     source: str
+    #: rule vendor id -> may it have what its purposes grant? (`VendorChoice`)
+    vendors: Mapping[str, bool] = field(default_factory=lambda: _NO_VENDORS)
 
     def __post_init__(self) -> None:
         check_record_fields(self.subject, self.source, self.policy_version, self.at)
         object.__setattr__(self, "purposes", frozen_purposes(self.purposes))
+        object.__setattr__(self, "vendors", frozen_vendors(self.vendors))

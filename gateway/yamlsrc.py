@@ -17,7 +17,7 @@ from __future__ import annotations
 import builtins
 import enum
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ _LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
 
 PathPart = str | int
 E = TypeVar("E", bound=enum.Enum)
+T = TypeVar("T")
 
 #: how deep collections may nest: a rule file needs about eight levels, a config six.
 #: Deeper is refused on the event stream, before anything is built from it, so a
@@ -373,6 +374,18 @@ class Node:
             self.problem(f"expected a list, got {_kind(self.value)}")
             return []
         return [self.child(i, v) for i, v in enumerate(self.value)]
+
+    def build(self, cls: Callable[..., T], **fields: Any) -> T | None:
+        """`cls(**fields)`, or None and a problem here if the spec refuses them.
+
+        A loader checks every field first, so this is a backstop: an invariant a spec
+        checks itself (`ValueError`) becomes a problem, never an exception out of it.
+        """
+        try:
+            return cls(**fields)
+        except ValueError as e:
+            self.problem(str(e))
+            return None
 
     # -- scalars -----------------------------------------------------------
     def str(self, default: str = "") -> str:

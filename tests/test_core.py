@@ -46,6 +46,7 @@ CORE = [
     "gateway.consent.tcf_bits",
     "gateway.consent.usp",
     "gateway.ruleset",
+    "gateway.ruleset.drop_answer",
     "gateway.ruleset.lint",
     "gateway.ruleset.load",
     "gateway.ruleset.parse",

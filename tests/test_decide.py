@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +17,7 @@ from gateway.model import (
     IpPolicy,
     PurposeConsent,
     StripSpec,
+    VendorChoice,
 )
 from gateway.ruleset.match import Match, RuleSet
 from gateway.ruleset.parse import parse_rule
@@ -140,3 +143,38 @@ def test_a_decision_is_kept_for_the_same_match_and_consent_objects_only() -> Non
     assert decide(m, state(analytics="granted", advertising="granted")) == first
     assert decide(m, denied).action is not first.action
     assert decide(m, granted, report_only=True).report_only
+
+
+def _with_vendor(
+    answer: ConsentValue, grants: frozenset[str] = frozenset(), **purposes: str
+) -> ConsentState:
+    base = state(**purposes)
+    choice = VendorChoice(answer, "klaro", grants)
+    return dataclasses.replace(base, vendor_choices={"acme": choice})
+
+
+@pytest.mark.parametrize(
+    ("consent", "action", "missing", "note"),
+    [
+        # denied by name: every purpose it needs is missing, the strips decide the rest
+        (
+            _with_vendor(ConsentValue.DENIED, analytics="granted", advertising="granted"),
+            Action.DROP,
+            {"analytics", "advertising"},
+            " (vendor acme denied: klaro)",
+        ),
+        # allowed by name: its purposes still have to be granted
+        (
+            _with_vendor(ConsentValue.GRANTED, analytics="granted", advertising="denied"),
+            Action.STRIP,
+            {"advertising"},
+            "",
+        ),
+    ],
+)
+def test_a_vendor_answer_decides_with_the_purposes(
+    consent: ConsentState, action: Action, missing: set[str], note: str
+) -> None:
+    d = decide(match("/hit"), consent)
+    assert (d.action, set(d.missing)) == (action, missing)
+    assert d.reason.endswith(note)

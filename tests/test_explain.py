@@ -57,6 +57,30 @@ def test_granted_forwards_with_always_strips_only(tmp_path: Path) -> None:
     assert "- path u1" not in changes
 
 
+def test_a_denied_vendor_is_shown_with_its_source_and_decides(tmp_path: Path) -> None:
+    """The visitor granted advertising but denied Floodlight itself: the decision is the
+    one for advertising denied, and both explain forms say why."""
+    cfg = make_config(tmp_path)
+    req = ExplainRequest(
+        FLOODLIGHT, consent={"advertising": "granted"}, vendors={"google-floodlight": False}
+    )
+    facts, ev = explain(req, cfg, RULES)
+    doc = to_json(facts, ev)
+    assert doc["vendors"] == {
+        "google-floodlight": {"state": "denied", "source": "cookie", "grants": []}
+    }
+    assert doc["decision"] == {
+        "action": "strip",
+        "missing": ["advertising"],
+        "reason": (
+            "no consent for advertising: identifiers stripped"
+            " (vendor google-floodlight denied: cookie)"
+        ),
+    }
+    text = render_text(facts, ev)
+    assert "vendors\n  google-floodlight denied   from cookie" in text
+
+
 @pytest.mark.parametrize(
     ("url", "error"),
     [
@@ -83,7 +107,15 @@ def test_cli_json(
     )
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert set(doc) == {"vendor", "endpoint", "consent", "ignored_grants", "decision", "forwarded"}
+    assert set(doc) == {
+        "vendor",
+        "endpoint",
+        "consent",
+        "vendors",
+        "ignored_grants",
+        "decision",
+        "forwarded",
+    }
     assert doc["decision"]["action"] == "strip"
     assert main(["explain", "--config", str(path), "https://evil.example/", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["decision"]["action"] == "reject"

@@ -25,7 +25,7 @@ from gateway.consent import gcm
 from gateway.consent.cmp import FORMATS
 from gateway.edges import TRANSPARENT_GIF
 from gateway.model import CMP
-from tests.conftest import FakeVendor, cookie_for
+from tests.conftest import FakeVendor, cookie_for, field_present
 from tests.signal_values import ONETRUST_NO_TARGETING, TC_ADS_755, TC_ADS_NOT_755
 
 META = "/t/www.facebook.com/tr?id=1234567890&ev=PageView&dl=https%3A%2F%2Fshop.example%2F"
@@ -253,3 +253,90 @@ async def test_a_tag_hit_cannot_grant_itself_consent(
     else:
         assert resp.status == 204
         assert await _nothing_sent(fake_vendor, client)
+
+
+# -- vendor by vendor: a CMP that asks per service, and the gateway's own vendor answers ------
+
+POSTHOG = "/t/us.i.posthog.com/i/v0/e/?ip=1&_=1712345678901&ver=1.180.0"
+MATOMO = (
+    "/t/shopexample.matomo.cloud/matomo.php?idsite=3&rec=1&action_name=Kettle&_id=9f2c1a7b3e4d5f60"
+)
+GA4 = "/t/www.google-analytics.com/g/collect?v=2&tid=G-X&cid=1.2&en=page_view"
+VENDOR_HOSTS = ["us.i.posthog.com", "shopexample.matomo.cloud", "www.google-analytics.com"]
+# Klaro's services, each mapped to its analytics purpose and to the rule that is its vendor
+KLARO_SERVICES = {
+    "consent": {
+        "signals": {
+            "cmp": {
+                "klaro": {
+                    "posthog": ["analytics"],
+                    "matomo": ["analytics"],
+                    "vendors": {"posthog": ["posthog"], "matomo": ["matomo"]},
+                }
+            }
+        }
+    }
+}
+_EVENT = b'{"event":"$pageview","properties":{"distinct_id":"018ea2b4","token":"phc_x"}}'
+
+
+async def _sent(client: TestClient[Any, Any], path: str, cookie: str) -> int:
+    headers = {"Cookie": cookie, "Content-Type": "application/json"}
+    if "posthog" in path:
+        resp = await client.post(path, data=_EVENT, headers=headers)
+    else:
+        resp = await client.get(path, headers=headers)
+    await resp.read()
+    return resp.status
+
+
+async def test_a_cmp_that_grants_one_analytics_vendor_denies_the_others(
+    gateway_factory: Callable[..., Any], fake_vendor: FakeVendor
+) -> None:
+    """Klaro: the visitor accepted PostHog and refused Matomo. PostHog gets its event
+    whole; Matomo and GA4 (which the banner never offered) are treated as without
+    analytics: Matomo's consent-free form (identifiers stripped), GA4 dropped. Accepting
+    one analytics service is not analytics for every analytics vendor."""
+    client: TestClient[Any, Any] = await gateway_factory(hosts=VENDOR_HOSTS, extra=KLARO_SERVICES)
+    klaro = "klaro=" + "%7B%22posthog%22%3Atrue%2C%22matomo%22%3Afalse%7D"
+    for path in (POSTHOG, MATOMO, GA4):
+        assert await _sent(client, path, klaro) in (200, 204)
+    await client.app[GATEWAY].upstream.drain()  # background forwards have all gone
+    seen = {s.host: s for s in fake_vendor.seen}
+    assert set(seen) == {"us.i.posthog.com", "shopexample.matomo.cloud"}
+    assert field_present(seen["us.i.posthog.com"], "json:properties.distinct_id")
+    assert not field_present(seen["shopexample.matomo.cloud"], "_id")
+    assert field_present(seen["shopexample.matomo.cloud"], "action_name")
+    state = await (await client.get("/consent", headers={"Cookie": klaro})).json()
+    assert state["vendors"] == {
+        "matomo": {"state": "denied", "source": "klaro", "grants": []},
+        "posthog": {"state": "granted", "source": "klaro", "grants": ["analytics"]},
+    }
+    assert state["purposes"]["analytics"]["source"] == "default:opt-in"
+    # With no answer for PostHog (the visitor refused it too), its event is dropped.
+    refused = "klaro=" + "%7B%22posthog%22%3Afalse%2C%22matomo%22%3Afalse%7D"
+    assert await _sent(client, POSTHOG, refused) == 204
+    await client.app[GATEWAY].upstream.drain()
+    assert len(fake_vendor.seen) == 2  # the two above, no more
+
+
+async def test_a_visitor_who_denies_one_vendor_keeps_the_others(
+    gateway_factory: Callable[..., Any], fake_vendor: FakeVendor
+) -> None:
+    """`POST /consent {"purposes": {"analytics": true}, "vendors": {"posthog": false}}`:
+    analytics for every analytics vendor but PostHog; the record and the cookie hold it."""
+    client: TestClient[Any, Any] = await gateway_factory(hosts=VENDOR_HOSTS)
+    resp = await client.post(
+        "/consent", json={"purposes": {"analytics": True}, "vendors": {"posthog": False}}
+    )
+    assert resp.status == 200, await resp.text()
+    doc = await resp.json()
+    assert doc["vendors"] == {"posthog": {"state": "denied", "source": "cookie", "grants": []}}
+    cookie = f"cg_consent={resp.cookies['cg_consent'].value}"
+    assert await _sent(client, POSTHOG, cookie) == 204  # dropped
+    assert await _nothing_sent(fake_vendor, client)
+    assert await _sent(client, GA4, cookie) == 204
+    [seen] = await fake_vendor.wait_for(1)
+    assert seen.host == "www.google-analytics.com" and field_present(seen, "cid")
+    unknown = await client.post("/consent", json={"purposes": {}, "vendors": {"nobody": True}})
+    assert unknown.status == 400

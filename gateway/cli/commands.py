@@ -530,7 +530,8 @@ def _records_text(doc: dict[str, Any]) -> str:
         lines.append("current: no record (no consent)")
     else:
         lines.append(
-            f"current: {_purposes_text(current['purposes'])}  (policy {current['policy_version']},"
+            f"current: {_purposes_text(current['purposes'], current['vendors'])}"
+            f"  (policy {current['policy_version']},"
             f" {current['source']}, {current['time']})"
         )
     lines.append(f"{len(doc['records'])} record(s), oldest first:")
@@ -539,15 +540,17 @@ def _records_text(doc: dict[str, Any]) -> str:
         request = f" request={r['request_id']}" if r["request_id"] else ""
         lines.append(
             f"  #{r['id']} {r['time']} {r['source']:<10} policy {r['policy_version']}"
-            f"  {_purposes_text(r['purposes'])}{notice}{request}"
+            f"  {_purposes_text(r['purposes'], r['vendors'])}{notice}{request}"
         )
     return "\n".join(lines)
 
 
-def _purposes_text(purposes: dict[str, bool]) -> str:
-    if not purposes:
+def _purposes_text(purposes: dict[str, bool], vendors: dict[str, bool]) -> str:
+    if not purposes and not vendors:
         return "(none answered)"
-    return " ".join(f"{p}={'granted' if v else 'denied'}" for p, v in sorted(purposes.items()))
+    answers = [f"{p}={'granted' if v else 'denied'}" for p, v in sorted(purposes.items())]
+    answers += [f"vendor:{v}={'allowed' if ok else 'denied'}" for v, ok in sorted(vendors.items())]
+    return " ".join(answers)
 
 
 def _cmd_erase(args: argparse.Namespace) -> int:

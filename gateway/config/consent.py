@@ -10,7 +10,7 @@ Pure: no YAML, no files, no environment.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -19,6 +19,7 @@ from gateway.model import CMP, NECESSARY, SIGNALS, ConsentValue
 
 __all__ = [
     "CMPS",
+    "CmpTable",
     "DEFAULT_PURPOSES",
     "GCM_TYPES",
     "OPT_IN_COUNTRIES",
@@ -85,9 +86,41 @@ class RegimeConfig:
         return ConsentValue.DENIED if self.mode is RegimeMode.OPT_IN else ConsentValue.GRANTED
 
 
-def _default_cmp() -> Mapping[str, Mapping[str, tuple[str, ...]]]:
-    m = MappingProxyType
-    return m(
+class CmpTable(Mapping[str, tuple[str, ...]]):
+    """One CMP's table (`consent.signals.cmp.<cmp>`): its category ids -> the purposes
+    each stands for, and under `vendors`, its service or vendor ids -> the rule vendor
+    ids each stands for (Klaro services, OneTrust `genVendors`, Didomi vendors).
+
+    A mapping of the categories, so a CMP without vendors reads as it always did. An id
+    named under `vendors` speaks for those vendors only: its answer is theirs, and it
+    does not answer its purposes for every vendor (`gateway.consent.signals`)."""
+
+    __slots__ = ("_categories", "vendors")
+
+    def __init__(
+        self,
+        categories: Mapping[str, tuple[str, ...]],
+        vendors: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        self._categories = MappingProxyType(dict(categories))
+        self.vendors: Mapping[str, tuple[str, ...]] = MappingProxyType(dict(vendors or {}))
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        return self._categories[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._categories)
+
+    def __len__(self) -> int:
+        return len(self._categories)
+
+    def __repr__(self) -> str:
+        return f"CmpTable({dict(self._categories)!r}, vendors={dict(self.vendors)!r})"
+
+
+def _default_cmp() -> Mapping[str, CmpTable]:
+    m = CmpTable
+    return MappingProxyType(
         {
             CMP.ONETRUST: m(
                 {
@@ -189,11 +222,12 @@ class SignalsConfig:
         help="purposes a US opt-out of sale / sharing / targeted advertising denies (GPP, "
         "us_privacy)",
     )
-    cmp: Mapping[str, Mapping[str, tuple[str, ...]]] = opt(
+    cmp: Mapping[str, CmpTable] = opt(
         factory=_default_cmp,
         choices=CMPS,
         convert="cmp_table",
-        help="cmp -> its category id -> purposes it stands for (tenant settings: check your CMP)",
+        help="cmp -> its category id -> purposes it stands for (tenant settings: check your "
+        "CMP); under `vendors`, its service or vendor id -> the rule vendor ids it stands for",
     )
 
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import yarl
 
-from gateway.config.consent import DEFAULT_PURPOSES
+from gateway.config.consent import DEFAULT_PURPOSES, CmpTable
 from gateway.config.schema import (
     CookieKey,
     Network,
@@ -36,7 +36,7 @@ from gateway.config.schema import (
     StoreConfig,
 )
 from gateway.config.spec import Spec
-from gateway.model import NECESSARY
+from gateway.model import NECESSARY, check_vendor_id
 from gateway.yamlsrc import Node
 
 __all__ = [
@@ -469,17 +469,38 @@ def _purpose_map(o: Option, ctx: Context) -> Mapping[str, tuple[Any, ...]]:
     return MappingProxyType(out)
 
 
-def _cmp_table(o: Option, ctx: Context) -> Mapping[str, Mapping[str, tuple[str, ...]]]:
-    """cmp -> category -> purposes; a CMP written replaces its default table."""
+def _cmp_table(o: Option, ctx: Context) -> Mapping[str, CmpTable]:
+    """cmp -> category -> purposes, and `vendors`: cmp id -> rule vendor ids; a CMP
+    written replaces its default table."""
     cmp = dict(o.default)
     for name, cn in o.node.items():
         if name not in o.spec.choices:
             cn.problem(f"unknown CMP; known: {', '.join(o.spec.choices)}")
             continue
-        cmp[name] = MappingProxyType(
-            {category: _purposes(items.list(), ctx) for category, items in cn.items()}
-        )
+        categories: dict[str, tuple[str, ...]] = {}
+        vendors: dict[str, tuple[str, ...]] = {}
+        for category, items in cn.items():
+            if category == CMP_VENDORS_KEY:
+                vendors = {cid: _vendor_ids(ids.list()) for cid, ids in items.items()}
+            else:
+                categories[category] = _purposes(items.list(), ctx)
+        cmp[name] = CmpTable(categories, vendors)
     return MappingProxyType(cmp)
+
+
+#: the key of a CMP's table that maps its service / vendor ids, not a category
+CMP_VENDORS_KEY = "vendors"
+
+
+def _vendor_ids(nodes: list[Node]) -> tuple[str, ...]:
+    out = []
+    for node in nodes:
+        v = node.str()
+        if (error := check_vendor_id(v)) is not None:
+            node.problem(f"a rule vendor id {error}")
+        else:
+            out.append(v)
+    return tuple(out)
 
 
 #: every converter a field may name (`convert=`), by name

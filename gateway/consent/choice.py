@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
@@ -35,7 +35,7 @@ from gateway.config import ConsentConfig
 from gateway.consent.cookie import new_subject_id
 from gateway.consent.resolve import CookieOutcome, stored_answer
 from gateway.errors import RequestError
-from gateway.model import NECESSARY, ConsentValue, CurrentConsent
+from gateway.model import MAX_VENDOR_ANSWERS, NECESSARY, ConsentValue, CurrentConsent
 
 __all__ = [
     "POST_KEYS",
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: what a POST /consent body may hold, and the sources it may claim
-POST_KEYS: Final = frozenset({"purposes", "source", "notice"})
+POST_KEYS: Final = frozenset({"purposes", "vendors", "source", "notice"})
 POST_SOURCES: Final = frozenset({"banner", "api", "cmp"})
 
 
@@ -60,13 +60,16 @@ class Asked:
     purposes: Mapping[str, bool]
     source: str
     notice_hash: str | None = None
+    #: rule vendor id -> may it have what its purposes grant? (`model.VendorChoice`)
+    vendors: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
 
 
-def read_posted(doc: object, consent: ConsentConfig) -> Asked:
+def read_posted(doc: object, consent: ConsentConfig, vendors: Collection[str] = ()) -> Asked:
     """A `POST /consent` body (parsed JSON), checked: `{"purposes": {"<purpose>": bool},
-    "source": "banner"|"api"|"cmp" (default banner), "notice": "<the text shown>"}`, every
-    purpose one of `consent.purposes`. Raises RequestError (400) on anything else; its
-    message never repeats what the body holds."""
+    "vendors": {"<rule vendor id>": bool}, "source": "banner"|"api"|"cmp" (default banner),
+    "notice": "<the text shown>"}`, every purpose one of `consent.purposes`, every vendor
+    one of `vendors` (the loaded rules' ids; `vendors` is optional). Raises RequestError
+    (400) on anything else; its message never repeats what the body holds."""
     if not isinstance(doc, dict) or not set(doc) <= POST_KEYS:
         raise RequestError(f"expected an object with keys {sorted(POST_KEYS)}")
     purposes_in = doc.get("purposes")
@@ -87,7 +90,17 @@ def read_posted(doc: object, consent: ConsentConfig) -> Asked:
     # Only a hash of the notice is kept: enough to prove which text was shown.
     notice_hash = None if notice is None else hashlib.sha256(notice.encode()).hexdigest()
     purposes = {k: bool(v) for k, v in purposes_in.items()}
-    return Asked(MappingProxyType(purposes), source, notice_hash)
+    vendors_in = doc.get("vendors", {})
+    if not isinstance(vendors_in, dict) or not all(
+        isinstance(v, bool) for v in vendors_in.values()
+    ):
+        raise RequestError('expected {"vendors": {"<vendor id>": true|false}}')
+    if not set(vendors_in) <= set(vendors):
+        # SECURITY: the unknown names are not echoed back.
+        raise RequestError("unknown vendor; vendor ids are the rules' `vendor` ids")
+    if len(vendors_in) > MAX_VENDOR_ANSWERS:
+        raise RequestError(f"at most {MAX_VENDOR_ANSWERS} vendor answers")
+    return Asked(MappingProxyType(purposes), source, notice_hash, MappingProxyType(vendors_in))
 
 
 def withdrawal(consent: ConsentConfig) -> Asked:
@@ -105,6 +118,7 @@ class Choice:
     purposes: Mapping[str, bool]
     #: whole seconds since the epoch: the cookie's `issued_at` and the record's `at`
     issued_at: int
+    vendors: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def next_choice(
@@ -115,15 +129,18 @@ def next_choice(
     now: float,
     *,
     merge: bool,
+    vendors: Mapping[str, bool] = MappingProxyType({}),
     new_subject: Callable[[], str] = new_subject_id,
 ) -> Choice:
     """The choice to record, from the cookie read (`current`), the store's state for its
-    subject (`stored`, None when it has none) and the purposes given (see module doc)."""
+    subject (`stored`, None when it has none) and the purposes and vendor answers given
+    (see module doc; vendor answers merge as purposes do)."""
     subject = current.subject or new_subject()
     if stored is not None and stored.subject != current.subject:
         stored = None  # another subject's state never shapes this visitor's choice
     issued_at = max(math.floor(now), math.ceil(stored.at) if stored is not None else 0)
     merged: dict[str, bool] = {}
+    merged_vendors: dict[str, bool] = {}
     if merge:
         own = [a for a in (current.answer,) if a is not None]
         if stored is not None:
@@ -135,6 +152,8 @@ def next_choice(
                 for p, v in newest.purposes.items()
                 if v is not ConsentValue.UNKNOWN
             }
+            merged_vendors = {v: a is ConsentValue.GRANTED for v, (a, _) in newest.vendors.items()}
     merged.update(purposes)
     merged.pop(NECESSARY, None)
-    return Choice(subject, MappingProxyType(merged), issued_at)
+    merged_vendors.update(vendors)
+    return Choice(subject, MappingProxyType(merged), issued_at, MappingProxyType(merged_vendors))

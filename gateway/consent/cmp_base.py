@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import unquote, unquote_plus
 
@@ -69,6 +69,9 @@ class CMPConsent:
     gpc: bool | None = None
     #: an IAB TCF TC string the cookie carries, undecoded (see gateway.consent.tcf)
     tc_string: str | None = None
+    #: the CMP's own vendor or service ids -> granted? (Klaro services, OneTrust
+    #: `genVendors`, Didomi vendors); config maps them onto rule vendors
+    vendors: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
 
     def __repr__(self) -> str:
         # SECURITY: a TC string is a consent string; logs name its presence only.
@@ -76,7 +79,8 @@ class CMPConsent:
         return (
             f"CMPConsent(cmp={self.cmp!r}, categories={dict(self.categories)!r}, "
             f"interacted={self.interacted!r}, at={self.at!r}, others={self.others!r}, "
-            f"no_consent_required={self.no_consent_required!r}, gpc={self.gpc!r}{tc})"
+            f"no_consent_required={self.no_consent_required!r}, gpc={self.gpc!r}, "
+            f"vendors={dict(self.vendors)!r}{tc})"
         )
 
 

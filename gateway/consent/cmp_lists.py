@@ -80,11 +80,12 @@ def decode_onetrust(value: str) -> CMPConsent:
 
     A query string (`isGpcEnabled=0&datestamp=...&interactionCount=1&groups=C0001%3A1%2C
     C0002%3A0&...`, @commercetools-frontend/cookie-consent README and values captured
-    from sites). `groups` lists `<group id>:<1|0>`; ids are tenant-defined (C0001 strictly
-    necessary, C0002 performance, C0003 functional, C0004 targeting, C0005 social media,
-    plus STACK42, SPD_BG, custom). `interactionCount=0` means defaults only
-    (`interacted=False`); `datestamp` (JavaScript `Date.toString()`) gives `at` when it
-    parses, else None; `isGpcEnabled` gives `gpc`.
+    from sites). `groups` lists `<group id>:<1|0>` (and `genVendors`, the general
+    vendors a tenant lists, `<vendor id>:<1|0>`, read as vendor answers); ids are
+    tenant-defined (C0001 strictly necessary, C0002 performance, C0003 functional, C0004
+    targeting, C0005 social media, plus STACK42, SPD_BG, custom). `interactionCount=0`
+    means defaults only (`interacted=False`); `datestamp` (JavaScript `Date.toString()`)
+    gives `at` when it parses, else None; `isGpcEnabled` gives `gpc`.
 
     Raises CMPError when `groups` is missing or malformed, a field repeats, or
     `interactionCount`/`isGpcEnabled` are not what OneTrust writes.
@@ -107,14 +108,8 @@ def decode_onetrust(value: str) -> CMPConsent:
     groups = fields.get("groups")
     if groups is None:
         raise CMPError("no groups")
-    pairs = []
-    for entry in groups.split(","):
-        if not entry:  # OneTrust leaves a trailing comma in some lists
-            continue
-        group, _, state = entry.partition(":")
-        if not ID.fullmatch(group) or state not in _ONETRUST_BINARY:
-            raise CMPError("malformed groups")
-        pairs.append((group, _ONETRUST_BINARY[state]))
+    pairs = _onetrust_list(groups, "malformed groups")
+    vendors = _onetrust_list(fields.get("genVendors", ""), "malformed genVendors")
     interacted = None
     count = fields.get("interactionCount")
     if count is not None:
@@ -134,7 +129,21 @@ def decode_onetrust(value: str) -> CMPConsent:
         interacted=interacted,
         at=None if datestamp is None else _js_date_epoch(datestamp),
         gpc=gpc,
+        vendors=bool_map(vendors),
     )
+
+
+def _onetrust_list(text: str, error: str) -> list[tuple[str, bool]]:
+    """`C0001:1,C0002:0,` (groups) or `V1:1,V2:0,` (genVendors): id -> granted."""
+    pairs = []
+    for entry in text.split(","):
+        if not entry:  # OneTrust leaves a trailing comma in some lists
+            continue
+        name, _, state = entry.partition(":")
+        if not ID.fullmatch(name) or state not in _ONETRUST_BINARY:
+            raise CMPError(error)
+        pairs.append((name, _ONETRUST_BINARY[state]))
+    return pairs
 
 
 def decode_onetrust_tc(value: str) -> CMPConsent:

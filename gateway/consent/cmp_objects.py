@@ -146,6 +146,23 @@ def _purpose_ids(value: object) -> list[str]:
     return value
 
 
+def _vendor_ids(value: object) -> list[str]:
+    """Didomi vendor ids: its own (`google`, `c:posthog-Xy12`) and IAB ids (numbers)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise CMPError("malformed vendors")
+    out = []
+    for item in value:
+        if type(item) is int and 0 < item < 100_000:
+            out.append(str(item))
+        elif isinstance(item, str) and 0 < len(item) <= _MAX_NAME and item.isprintable():
+            out.append(item)
+        else:
+            raise CMPError("malformed vendors")
+    return out
+
+
 def decode_didomi(value: str) -> CMPConsent:
     """Didomi's `didomi_token` cookie.
 
@@ -154,9 +171,10 @@ def decode_didomi(value: str) -> CMPConsent:
     "vendors_li", "purposes_li", "version", "ac"}` (developers.didomi.io; tokens captured
     from sites). Categories are Didomi purpose ids (`cookies`, `analytics`,
     `geolocation_data`, custom): enabled -> True, disabled -> False. A token without
-    `purposes` has no categories. Legitimate-interest lists are not consent and are not
-    read. `updated` (else `created`) gives `at`. IAB vendors' consent is in the
-    `euconsent-v2` cookie Didomi writes beside this one.
+    `purposes` has no categories. `vendors` gives the vendor answers the same way (Didomi
+    ids such as `c:posthog-Xy12`, IAB ids as numbers, read as text). Legitimate-interest
+    lists are not consent and are not read. `updated` (else `created`) gives `at`. IAB
+    vendors' consent is in the `euconsent-v2` cookie Didomi writes beside this one.
 
     Raises CMPError when the value is not base64 of a JSON object with a string
     `user_id`, or its purpose lists are malformed.
@@ -179,11 +197,19 @@ def decode_didomi(value: str) -> CMPConsent:
         raise CMPError("malformed purposes")
     pairs = [(p, True) for p in _purpose_ids(purposes.get("enabled"))]
     pairs += [(p, False) for p in _purpose_ids(purposes.get("disabled"))]
+    vendors = data.get("vendors")
+    if vendors is None:
+        vendors = {}
+    if not isinstance(vendors, dict):
+        raise CMPError("malformed vendors")
+    vendor_pairs = [(v, True) for v in _vendor_ids(vendors.get("enabled"))]
+    vendor_pairs += [(v, False) for v in _vendor_ids(vendors.get("disabled"))]
     at = _iso_epoch(data.get("updated"))
     return CMPConsent(
         cmp=CMP.DIDOMI,
         categories=bool_map(pairs),
         at=at if at is not None else _iso_epoch(data.get("created")),
+        vendors=bool_map(vendor_pairs),
     )
 
 
@@ -206,4 +232,6 @@ def decode_klaro(value: str) -> CMPConsent:
     for name, granted in data.items():
         if not 0 < len(name) <= _MAX_NAME or not name.isprintable() or type(granted) is not bool:
             raise CMPError("malformed service")
-    return CMPConsent(cmp=CMP.KLARO, categories=MappingProxyType(dict(data)))
+    services = MappingProxyType(dict(data))
+    # Klaro's choices are per service: each is a category and a vendor answer at once.
+    return CMPConsent(cmp=CMP.KLARO, categories=services, vendors=services)

@@ -6,7 +6,7 @@ A cookie value is `<kid>.<payload>.<sig>`:
   logging everyone out: the newest key signs, every configured key verifies;
 - `payload`: base64url, no padding, of compact JSON
   `{"s": subject, "p": {"analytics": 1, "advertising": 0}, "t": issued_at, "v": policy_version,
-  "o": source}`;
+  "o": source}`, and `"n": {"posthog": 0}` when the visitor answered vendor by vendor;
 - `sig`: base64url, no padding, of the full HMAC-SHA256 digest of `f"{kid}.{payload}"`.
 
 `verify_cookie` raises only `ConsentCookieError`, whose `reason` is one of
@@ -22,13 +22,14 @@ import hmac
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import orjson
 
 from gateway.config import CookieKey
 from gateway.errors import ConsentCookieError
+from gateway.model import frozen_vendors
 
 __all__ = [
     "MAX_COOKIE_LENGTH",
@@ -54,6 +55,8 @@ _B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
 # 32 bytes are 43 base64url characters without padding
 _SIG_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 _PAYLOAD_KEYS = frozenset({"s", "p", "t", "v", "o"})
+#: a payload with vendor answers (`n`); without any, the key is left out
+_VENDOR_PAYLOAD_KEYS = _PAYLOAD_KEYS | {"n"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,8 @@ class ConsentCookie:
     policy_version: int
     #: how the choice was recorded: banner | api | cli | withdrawal ...; 1-32 of [A-Za-z0-9_-]
     source: str = "banner"
+    #: rule vendor id -> may it have what its purposes grant?; `model.frozen_vendors`
+    vendors: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         # The messages name the field, never its value: a cookie's content is not logged.
@@ -94,6 +99,7 @@ class ConsentCookie:
                 raise ValueError("purpose names must be 1-32 printable ASCII characters")
             if type(granted) is not bool:
                 raise ValueError("purpose values must be bool")
+        object.__setattr__(self, "vendors", frozen_vendors(self.vendors))
 
 
 def _b64encode(raw: bytes) -> str:
@@ -134,6 +140,8 @@ def sign_cookie(cookie: ConsentCookie, keys: Sequence[CookieKey]) -> str:
         "v": cookie.policy_version,
         "o": cookie.source,
     }
+    if cookie.vendors:
+        body["n"] = {name: int(ok) for name, ok in sorted(cookie.vendors.items())}
     payload = _b64encode(orjson.dumps(body))
     return f"{key.id}.{payload}.{_mac(key.secret, key.id, payload)}"
 
@@ -178,30 +186,35 @@ def verify_cookie(value: str, keys: Sequence[CookieKey]) -> ConsentCookie:
     return _parse_payload(payload)
 
 
+def _flags(raw: object) -> dict[str, bool]:
+    """A payload's `{"name": 0|1}` object, or bad-payload."""
+    if not isinstance(raw, dict):
+        raise ConsentCookieError("bad-payload")
+    flags: dict[str, bool] = {}
+    for name, flag in raw.items():
+        # exactly 0 or 1: not true/false, not 1.0 (bool and float are not `int` here)
+        if type(flag) is not int or flag not in (0, 1):
+            raise ConsentCookieError("bad-payload")
+        flags[name] = flag == 1
+    return flags
+
+
 def _parse_payload(payload: str) -> ConsentCookie:
     """The cookie in `payload` (base64url characters, signature checked) or bad-payload."""
     try:
         data = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except ValueError as e:  # binascii.Error and orjson.JSONDecodeError are ValueErrors
         raise ConsentCookieError("bad-payload") from e
-    if not isinstance(data, dict) or data.keys() != _PAYLOAD_KEYS:
+    if not isinstance(data, dict) or data.keys() not in (_PAYLOAD_KEYS, _VENDOR_PAYLOAD_KEYS):
         raise ConsentCookieError("bad-payload")
-    raw_purposes = data["p"]
-    if not isinstance(raw_purposes, dict):
-        raise ConsentCookieError("bad-payload")
-    purposes: dict[str, bool] = {}
-    for name, flag in raw_purposes.items():
-        # exactly 0 or 1: not true/false, not 1.0 (bool and float are not `int` here)
-        if type(flag) is not int or flag not in (0, 1):
-            raise ConsentCookieError("bad-payload")
-        purposes[name] = flag == 1
     try:
         return ConsentCookie(
             subject=data["s"],
-            purposes=MappingProxyType(purposes),
+            purposes=MappingProxyType(_flags(data["p"])),
             issued_at=data["t"],
             policy_version=data["v"],
             source=data["o"],
+            vendors=_flags(data.get("n", {})),
         )
     except ValueError as e:
         raise ConsentCookieError("bad-payload") from e

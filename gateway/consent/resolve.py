@@ -29,6 +29,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from gateway.config import ConflictPolicy, ConsentConfig, CookieConfig, CookieKey
 from gateway.consent.cookie import ConsentCookie, verify_cookie
@@ -37,12 +38,14 @@ from gateway.consent.regimes import regime_for
 from gateway.errors import ConsentCookieError
 from gateway.memo import Memo
 from gateway.model import (
+    DEFAULT_SOURCE,
     NECESSARY,
     ConsentState,
     ConsentValue,
     CurrentConsent,
     Facts,
     PurposeConsent,
+    VendorChoice,
 )
 
 __all__ = [
@@ -50,7 +53,9 @@ __all__ = [
     "OWN_RECORD_SOURCES",
     "CookieOutcome",
     "SourceAnswer",
+    "VendorAnswer",
     "forget_cookies",
+    "own_vendors",
     "read_cookie",
     "resolve",
     "resolve_request",
@@ -66,7 +71,15 @@ FUTURE_SKEW = 300.0
 #: sources that carry the gateway's own record of the visitor's choice (DESIGN §2)
 OWN_RECORD_SOURCES = frozenset({"cookie", "store"})
 
-_EXPLICIT = (ConsentValue.GRANTED, ConsentValue.DENIED)
+_GRANTED = ConsentValue.GRANTED
+_DENIED = ConsentValue.DENIED
+_EXPLICIT = (_GRANTED, _DENIED)
+
+
+#: a source's answer for one vendor: granted or denied, and the purposes a grant answers
+#: for that vendor alone (a CMP service standing for it; see `model.VendorChoice`)
+VendorAnswer = tuple[ConsentValue, frozenset[str]]
+_NO_VENDORS: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +98,8 @@ class SourceAnswer:
     policy_version: int | None = None
     #: the gateway's subject id, for sources that know it (cookie, store)
     subject: str | None = None
+    #: rule vendor id -> (granted or denied, the purposes a grant answers for it alone)
+    vendors: Mapping[str, VendorAnswer] = field(default_factory=lambda: _NO_VENDORS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +206,7 @@ def _outcome(
         at=float(record.issued_at),
         policy_version=record.policy_version,
         subject=record.subject,
+        vendors=own_vendors(record.vendors),
     )
     return CookieOutcome(answer, None, record.subject, key=key)
 
@@ -208,7 +224,7 @@ def resolve(facts: Facts, consent: ConsentConfig, answers: Sequence[SourceAnswer
     gpc = regime.gpc_binds and gpc_signal(facts.headers)
     explicit = _own_record_once(answers)
     newest = consent.conflict == ConflictPolicy.NEWEST
-    default = PurposeConsent(regime.default, f"default:{regime.name}")
+    default = PurposeConsent(regime.default, f"{DEFAULT_SOURCE}{regime.name}")
 
     purposes: dict[str, PurposeConsent] = {
         NECESSARY: PurposeConsent(ConsentValue.GRANTED, NECESSARY)
@@ -224,6 +240,7 @@ def resolve(facts: Facts, consent: ConsentConfig, answers: Sequence[SourceAnswer
         regime=regime.name,
         subject=next((a.subject for a in answers if a.subject), None),
         gpc=gpc,
+        vendor_choices=_vendor_choices(explicit, newest),
     )
 
 
@@ -265,13 +282,15 @@ def stored_answer(state: CurrentConsent, consent: ConsentConfig, now: float) -> 
     erased subject's) answers nothing but keeps its time: a record newer than the
     cookie still puts the older cookie out of force.
     """
-    purposes = _answered(state.purposes, consent) if stored_fresh(state, consent, now) else {}
+    fresh = stored_fresh(state, consent, now)
+    purposes = _answered(state.purposes, consent) if fresh else {}
     return SourceAnswer(
         source="store",
         purposes=MappingProxyType(purposes),
         at=state.at,
         policy_version=state.policy_version,
         subject=state.subject,
+        vendors=own_vendors(state.vendors) if fresh else _NO_VENDORS,
     )
 
 
@@ -304,7 +323,11 @@ def resolve_server(
     if gpc:
         _deny_gpc_purposes(purposes, consent)
     return ConsentState(
-        purposes=MappingProxyType(purposes), regime=regime.name, subject=subject, gpc=gpc
+        purposes=MappingProxyType(purposes),
+        regime=regime.name,
+        subject=subject,
+        gpc=gpc,
+        vendor_choices=_vendor_choices([answer] if answer is not None else [], False),
     )
 
 
@@ -317,6 +340,16 @@ def _answered(purposes: Mapping[str, bool], consent: ConsentConfig) -> dict[str,
         for p, granted in purposes.items()
         if p in known
     }
+
+
+def own_vendors(vendors: Mapping[str, bool]) -> Mapping[str, VendorAnswer]:
+    """A record's vendor answers (cookie or store). The gateway's own choice only ever
+    says whether a vendor may have what its purposes grant: it grants no purpose."""
+    if not vendors:
+        return _NO_VENDORS
+    return MappingProxyType(
+        {v: (_GRANTED if ok else _DENIED, frozenset()) for v, ok in vendors.items()}
+    )
 
 
 def _deny_gpc_purposes(purposes: dict[str, PurposeConsent], consent: ConsentConfig) -> None:
@@ -353,9 +386,30 @@ def _combine(purpose: str, answers: Sequence[SourceAnswer], newest: bool) -> Pur
     ]
     if not explicit:
         return None
+    answer, value = _winner(explicit, newest)
+    return PurposeConsent(value, answer.source, answer.at, answer.policy_version)
+
+
+def _vendor_choices(answers: Sequence[SourceAnswer], newest: bool) -> Mapping[str, VendorChoice]:
+    """Each vendor's answer, combined across sources as purposes are (`consent.conflict`)."""
+    named = sorted({v for a in answers for v in a.vendors})
+    if not named:
+        return _NO_VENDORS
+    out: dict[str, VendorChoice] = {}
+    for vendor in named:
+        explicit = [(a, a.vendors[vendor][0]) for a in answers if vendor in a.vendors]
+        answer, value = _winner(explicit, newest)
+        grants = answer.vendors[vendor][1] if value is _GRANTED else frozenset()
+        out[vendor] = VendorChoice(value, answer.source, grants, answer.at)
+    return MappingProxyType(out)
+
+
+def _winner(
+    explicit: list[tuple[SourceAnswer, ConsentValue]], newest: bool
+) -> tuple[SourceAnswer, ConsentValue]:
+    """The answer that stands: restrictive, the first denial, else (all grants) the first
+    grant; `newest`, the same among the latest answers."""
     if newest:
         latest = max(_when(a) for a, _ in explicit)
         explicit = [(a, v) for a, v in explicit if _when(a) == latest]
-    # Restrictive: the first denial, else (all grants) the first grant.
-    answer, value = next(((a, v) for a, v in explicit if v is ConsentValue.DENIED), explicit[0])
-    return PurposeConsent(value, answer.source, answer.at, answer.policy_version)
+    return next(((a, v) for a, v in explicit if v is _DENIED), explicit[0])

@@ -29,15 +29,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from urllib.parse import unquote_plus
 
 from gateway.config import ConsentConfig, CookieConfig, SignalsConfig
+from gateway.config.consent import CmpTable
 from gateway.consent import cmp, gcm, gpp, tcf
 from gateway.consent.gpc import gpc_signal
 from gateway.consent.regimes import regime_for
 from gateway.consent.resolve import (
     CookieOutcome,
     SourceAnswer,
+    VendorAnswer,
     forget_cookies,
     read_cookie,
     resolve_request,
@@ -160,16 +163,20 @@ def _tcf_answer(tc: tcf.TCString, cfg: SignalsConfig, source: str) -> SourceAnsw
     return SourceAnswer(source, purposes, tc.last_updated.timestamp())
 
 
+_NO_TABLE = CmpTable({})
+
+
 def _map_categories(
-    categories: Mapping[str, bool],
-    mapping: Mapping[str, tuple[str, ...]],
-    others: bool | None = None,
+    categories: Mapping[str, bool], table: CmpTable, others: bool | None = None
 ) -> dict[str, ConsentValue]:
     """purpose -> denied if any category standing for it is denied, granted if all present
     ones are granted; purposes with no category present are not answered. `others` is
-    the CMP's answer for categories it does not list (Commanders Act), if it gives one."""
+    the CMP's answer for categories it does not list (Commanders Act), if it gives one.
+    An id the table maps to vendors answers for them only (`_map_vendors`), not here."""
     out: dict[str, ConsentValue] = {}
-    for category, purposes in mapping.items():
+    for category, purposes in table.items():
+        if category in table.vendors:
+            continue
         granted = categories.get(category, others)
         if granted is None:
             continue
@@ -179,6 +186,27 @@ def _map_categories(
             else:
                 out.setdefault(p, _GRANTED)
     return out
+
+
+def _map_vendors(answers: Mapping[str, bool], table: CmpTable) -> Mapping[str, VendorAnswer]:
+    """rule vendor id -> its answer, from the CMP's answers for its own ids (`vendors` in
+    the table). A granted id grants its vendors the purposes it stands for as a category
+    (a Klaro service mapped to `[analytics]`): to them alone, where nothing else answers
+    for everyone. Two ids standing for one vendor: a denial wins."""
+    out: dict[str, VendorAnswer] = {}
+    for cmp_id, vendors in table.vendors.items():
+        granted = answers.get(cmp_id)
+        if granted is None:
+            continue
+        answer = (_GRANTED, frozenset(table.get(cmp_id, ()))) if granted else (_DENIED, _NONE)
+        for vendor in vendors:
+            prior = out.get(vendor)
+            if prior is None or prior[0] is not _DENIED:
+                out[vendor] = answer
+    return MappingProxyType(out)
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 def _map_types(
@@ -286,8 +314,10 @@ def decode_signals(inputs: SignalInputs, cfg: SignalsConfig) -> Signals:
             # Cookiebot's "-1": its own geolocation found no consent needed. The gateway's
             # regime (from the operator's trusted geo header) decides that, not the CMP.
             continue
-        mapped = _map_categories(consent.categories, cfg.cmp.get(consent.cmp, {}), consent.others)
-        out.add(SourceAnswer(consent.cmp, mapped, consent.at), False)
+        table = cfg.cmp.get(consent.cmp, _NO_TABLE)
+        mapped = _map_categories(consent.categories, table, consent.others)
+        answered = _map_vendors(consent.vendors, table)
+        out.add(SourceAnswer(consent.cmp, mapped, consent.at, vendors=answered), False)
 
     for raw, from_request in tc_strings.items():  # the same string in two places counts once
         try:
@@ -327,8 +357,10 @@ class _Collect:
                     if v is _GRANTED:
                         self.ignored.append((source, p))
                         del purposes[p]
+                vendors = {v: a for v, a in answer.vendors.items() if a[0] is not _GRANTED}
+                answer = dataclasses.replace(answer, vendors=MappingProxyType(vendors))
             answer = dataclasses.replace(answer, source=source, purposes=purposes)
-        if answer.purposes:
+        if answer.purposes or answer.vendors:
             self.answers.append(answer)
 
 
@@ -394,6 +426,7 @@ def resolve_with_signals(
                 stored.at,
                 stored.policy_version,
                 tuple(stored.purposes.items()),
+                tuple(stored.vendors.items()),
                 stored_fresh(stored, consent, facts.now),
             )
         regime = regime_for(consent, facts.country)

@@ -15,7 +15,7 @@ path forwarded to the vendor.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, KeysView
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
@@ -222,6 +222,11 @@ class RuleSet:
 
     def vendor(self, vendor_id: str) -> VendorRule | None:
         return self._by_id.get(vendor_id)
+
+    @property
+    def vendor_ids(self) -> KeysView[str]:
+        """Every rule's vendor id: what a visitor's vendor answers may name."""
+        return self._by_id.keys()
 
     def vendor_for_host(self, host: str) -> VendorRule | None:
         """The rule that owns `host` (already normalised, see `normalize_host`), or None.

@@ -13,12 +13,10 @@ authors in `rules/README.md`; keep the two in step.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from gateway.errors import Problem
@@ -33,12 +31,12 @@ from gateway.model import (
     StripSpec,
     UserAgentPolicy,
 )
+from gateway.ruleset.drop_answer import read_drop_answer
 from gateway.ruleset.match import is_safe_path, match_endpoint
 from gateway.ruleset.schema import (
     DEFAULT_METHODS,
     HTTP_METHODS,
     ConsentParams,
-    DropAnswer,
     EndpointSpec,
     ExampleSpec,
     ForwardMode,
@@ -58,7 +56,6 @@ from gateway.ruleset.schema import (
 from gateway.yamlsrc import Node, YamlSource
 
 __all__ = [
-    "DROP_ANSWER_KEYS",
     "ENDPOINT_KEYS",
     "EXAMPLE_KEYS",
     "MATCH_KEYS",
@@ -99,7 +96,6 @@ ENDPOINT_KEYS = (
     "drop_answer",
     "notes",
 )
-DROP_ANSWER_KEYS = ("status", "json", "text", "content_type", "source")
 MATCH_KEYS = ("path", "path_prefix", "path_regex", "methods")
 STRIP_KEYS = (
     "query",
@@ -126,10 +122,7 @@ EXAMPLE_KEYS = (
     "notes",
 )
 _MATCHERS = ("path", "path_prefix", "path_regex")
-_CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*")
 _JSON_PREFIX = "json:"
-
-T = TypeVar("T")
 
 
 def parse_rule(
@@ -228,8 +221,7 @@ class RuleParser:
         problems = [_prefixed(p, vendor) for p in src.problems]
         if problems:
             return Parsed(None, problems, self.claims)
-        rule = _built(
-            src.root(),
+        rule = src.root().build(
             VendorRule,
             vendor=vendor,
             name=name,
@@ -412,13 +404,12 @@ class RuleParser:
         mode = m["forward_mode"].enum(ForwardMode, default_forward_mode(kind))
         if kind is EndpointKind.WEBSOCKET and mode is not ForwardMode.SYNC:
             m["forward_mode"].problem("a websocket endpoint is relayed live (forward_mode: sync)")
-        drop_answer = self._drop_answer(m["drop_answer"], kind)
+        drop_answer = read_drop_answer(m["drop_answer"], kind)
         m["notes"].str()
         if len(problems) != before or not purposes:
             # An empty `purposes` here is the vendor's, already reported where it is written.
             return None
-        return _built(
-            node,
+        return node.build(
             EndpointSpec,
             id=endpoint_id,
             path=path,
@@ -436,40 +427,6 @@ class RuleParser:
                 h.lower() for h in self._names(m["forward_headers"], check_forward_header)
             ),
             drop_answer=drop_answer,
-        )
-
-    def _drop_answer(self, node: Node, kind: EndpointKind) -> DropAnswer | None:
-        if node.missing:
-            return None
-        if kind is not EndpointKind.API:
-            node.problem(f"only an api endpoint has a drop_answer (this one: {kind})")
-            return None
-        m = node.mapping(DROP_ANSWER_KEYS, required=("status", "source"))
-        status = m["status"].int(200, min=200, max=299)
-        source = m["source"].str()
-        content_type = m["content_type"].opt_str()
-        body = b""
-        if "json" in m and "text" in m:
-            node.problem("json or text, not both")
-        elif "json" in m:
-            if content_type is not None:
-                m["content_type"].problem("a json answer is application/json")
-            try:
-                body = json.dumps(m["json"].value, separators=(",", ":")).encode()
-            except (TypeError, ValueError):  # a YAML date or the like: not JSON
-                m["json"].problem("must be plain JSON (strings, numbers, lists, mappings)")
-            content_type = "application/json"
-        elif "text" in m:
-            body = m["text"].str().encode()
-            content_type = content_type or "text/plain"
-        elif content_type is not None:
-            m["content_type"].problem("content_type needs a json or text body")
-        if content_type is not None and (
-            not _CONTENT_TYPE.fullmatch(content_type) or len(content_type) > 100
-        ):
-            m["content_type"].problem("must be a media type such as text/plain")
-        return _built(
-            node, DropAnswer, status=status, body=body, content_type=content_type, source=source
         )
 
     def _matcher(
@@ -549,8 +506,7 @@ class RuleParser:
             self._check_url(m["url"], url, method, expect, hosts, endpoints)
         if len(problems) != before:
             return None
-        return _built(
-            node,
+        return node.build(
             ExampleSpec,
             url=url,
             method=method,
@@ -598,19 +554,6 @@ class RuleParser:
             return
         if match_endpoint(endpoints, parts.path or "/", method) is None:
             node.problem(f"no endpoint matches {method} {parts.path} (expect: reject if intended)")
-
-
-def _built(node: Node, cls: Callable[..., T], **fields: Any) -> T | None:
-    """`cls(**fields)`, or None and a problem at `node` if the spec refuses them.
-
-    The parser checks every field first, so this is a backstop: a spec invariant
-    the parser missed becomes a problem, never an exception out of the loader.
-    """
-    try:
-        return cls(**fields)
-    except ValueError as e:
-        node.problem(str(e))
-        return None
 
 
 def _method_error(method: str) -> str | None:

@@ -22,7 +22,14 @@ from types import MappingProxyType
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from gateway.model import Action, BodyKind, ConsentValue, EndpointKind, StripSpec
+from gateway.model import (
+    Action,
+    BodyKind,
+    ConsentValue,
+    EndpointKind,
+    StripSpec,
+    check_vendor_id,
+)
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -166,12 +173,6 @@ def host_matches(pattern: str, host: str) -> bool:
     if pattern.startswith("*."):
         return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
     return host == pattern
-
-
-def check_vendor_id(vendor: str) -> str | None:
-    if len(vendor) <= 64 and _SLUG.fullmatch(vendor):
-        return None
-    return "must be a lower-case slug: letters, digits and single '-' (e.g. meta-pixel)"
 
 
 def check_endpoint_id(endpoint: str) -> str | None:

@@ -279,6 +279,7 @@ W.consentGateway = {
   set(purposes, opts) {
     const b = {purposes}
     if (opts && opts.notice) b.notice = opts.notice
+    if (opts && opts.vendors) b.vendors = opts.vendors // {ruleVendorId: false}: that vendor only
     return call('POST', b).then((doc) => { last = JSON.stringify(doc.purposes); return learn(doc, true) })
   },
   withdraw() {

@@ -26,8 +26,9 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Final
 
 import orjson
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from gateway.store.migrations import Migration
 
 from gateway.errors import StoreError
-from gateway.model import CurrentConsent, check_record_fields, frozen_purposes
+from gateway.model import CurrentConsent, check_record_fields, frozen_purposes, frozen_vendors
 
 __all__ = [
     "CURSOR_SELECT",
@@ -86,10 +87,13 @@ class ConsentRecord:
     notice_hash: str | None
     request_id: str | None
     id: int | None = None
+    #: rule vendor id -> may it have what its purposes grant? (the visitor's own answer)
+    vendors: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         check_record_fields(self.subject, self.source, self.policy_version, self.at)
         object.__setattr__(self, "purposes", frozen_purposes(self.purposes))
+        object.__setattr__(self, "vendors", frozen_vendors(self.vendors))
         if self.notice_hash is not None and not isinstance(self.notice_hash, str):
             raise ValueError("notice_hash must be a string or None")
         if self.request_id is not None and not isinstance(self.request_id, str):
@@ -127,16 +131,19 @@ class Change:
     at: float
     source: str
     record_id: int | None
+    #: the subject's vendor answers in force (`CurrentConsent.vendors`)
+    vendors: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "purposes", frozen_purposes(self.purposes))
+        object.__setattr__(self, "vendors", frozen_vendors(self.vendors))
 
     def current(self) -> CurrentConsent | None:
         """The subject's current state after this change (None: erased, no consent)."""
         if self.kind is ChangeKind.ERASURE:
             return None
         return CurrentConsent(
-            self.subject, self.purposes, self.policy_version, self.at, self.source
+            self.subject, self.purposes, self.policy_version, self.at, self.source, self.vendors
         )
 
     def to_json(self) -> dict[str, object]:
@@ -147,6 +154,7 @@ class Change:
             "kind": self.kind.value,
             "subject": self.subject,
             "purposes": dict(self.purposes),
+            "vendors": dict(self.vendors),
             "policy_version": self.policy_version,
             "at": self.at,
             "source": self.source,
@@ -169,6 +177,8 @@ class Change:
                 at=float(doc["at"]),
                 source=str(doc["source"]),
                 record_id=None if doc["record_id"] is None else int(doc["record_id"]),
+                # a change from an instance older than vendor answers has none
+                vendors=doc.get("vendors") or {},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"malformed change: {type(exc).__name__}") from exc
@@ -198,17 +208,18 @@ def dump_purposes(purposes: Mapping[str, bool]) -> str:
     return orjson.dumps(dict(purposes), option=orjson.OPT_SORT_KEYS).decode()
 
 
-def load_purposes(text: str | bytes) -> dict[str, bool]:
-    """Parse what `dump_purposes` wrote; raises StoreError if the stored value is not an
-    object of booleans (a corrupt row must never read as consent)."""
+def load_purposes(text: str | bytes, what: str = "purposes") -> dict[str, bool]:
+    """Parse what `dump_purposes` wrote (`what`: purposes or vendors, as both are stored);
+    raises StoreError if the stored value is not an object of booleans (a corrupt row
+    must never read as consent)."""
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise StoreError("stored purposes are not valid JSON") from exc
+        raise StoreError(f"stored {what} are not valid JSON") from exc
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, bool) for k, v in value.items()
     ):
-        raise StoreError("stored purposes are not an object of booleans")
+        raise StoreError(f"stored {what} are not an object of booleans")
     return value
 
 
@@ -374,6 +385,7 @@ async def subject_export(store: ConsentStore, subject: str) -> dict[str, object]
         if current is None
         else {
             "purposes": dict(current.purposes),
+            "vendors": dict(current.vendors),
             "policy_version": current.policy_version,
             "source": current.source,
             "at": current.at,
@@ -383,6 +395,7 @@ async def subject_export(store: ConsentStore, subject: str) -> dict[str, object]
             {
                 "id": r.id,
                 "purposes": dict(r.purposes),
+                "vendors": dict(r.vendors),
                 "source": r.source,
                 "policy_version": r.policy_version,
                 "at": r.at,

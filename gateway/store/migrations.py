@@ -41,6 +41,8 @@ class Migration:
     statements: tuple[str, ...]
 
 
+_VENDORS_DOC = "vendor answers (a visitor's choice vendor by vendor) beside the purposes"
+_VENDOR_TABLES = ("consent_records", "current_consent", "consent_changes")
 _CHANGES_DOC = "change feed (cache propagation, webhook outbox) and webhook cursors"
 
 SQLITE_STEPS: Final[tuple[Migration, ...]] = (
@@ -105,6 +107,14 @@ SQLITE_STEPS: Final[tuple[Migration, ...]] = (
         3,
         "index erasure changes by token (an erased subject's old cookie stays out of force)",
         ("CREATE INDEX consent_changes_token ON consent_changes (token) WHERE token IS NOT NULL",),
+    ),
+    Migration(
+        4,
+        _VENDORS_DOC,
+        tuple(
+            f"ALTER TABLE {table} ADD COLUMN vendors TEXT NOT NULL DEFAULT '{{}}'"
+            for table in _VENDOR_TABLES
+        ),
     ),
 )
 
@@ -171,6 +181,14 @@ POSTGRES_STEPS: Final[tuple[Migration, ...]] = (
         3,
         "index erasure changes by token (an erased subject's old cookie stays out of force)",
         ("CREATE INDEX consent_changes_token ON consent_changes (token) WHERE token IS NOT NULL",),
+    ),
+    Migration(
+        4,
+        _VENDORS_DOC,
+        tuple(
+            f"ALTER TABLE {table} ADD COLUMN vendors JSONB NOT NULL DEFAULT '{{}}'::jsonb"
+            for table in _VENDOR_TABLES
+        ),
     ),
 )
 

@@ -152,14 +152,14 @@ class PostgresStore(ConsentStore):
     # -- consent --------------------------------------------------------------------------
 
     async def record_change(self, rec: ConsentRecord) -> tuple[ConsentRecord, Change | None]:
-        purposes = dump_purposes(rec.purposes)
+        purposes, vendors = dump_purposes(rec.purposes), dump_purposes(rec.vendors)
 
         async def write(conn: Any) -> tuple[int, Change | None]:
             async with conn.transaction():
                 rid = await conn.fetchval(
                     "INSERT INTO consent_records (subject, purposes, source, policy_version,"
-                    " at, notice_hash, request_id) VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7)"
-                    " RETURNING id",
+                    " at, notice_hash, request_id, vendors)"
+                    " VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7, $8::jsonb) RETURNING id",
                     rec.subject,
                     purposes,
                     rec.source,
@@ -167,14 +167,16 @@ class PostgresStore(ConsentStore):
                     float(rec.at),
                     rec.notice_hash,
                     rec.request_id,
+                    vendors,
                 )
                 # current follows the newest record by `at`; ties go to the later write
                 status = await conn.execute(
                     "INSERT INTO current_consent (subject, purposes, policy_version, at,"
-                    " source, record_id) VALUES ($1, $2::jsonb, $3, $4, $5, $6)"
+                    " source, record_id, vendors) VALUES ($1, $2::jsonb, $3, $4, $5, $6, $7::jsonb)"
                     " ON CONFLICT (subject) DO UPDATE SET purposes = excluded.purposes,"
                     " policy_version = excluded.policy_version, at = excluded.at,"
-                    " source = excluded.source, record_id = excluded.record_id"
+                    " source = excluded.source, record_id = excluded.record_id,"
+                    " vendors = excluded.vendors"
                     " WHERE excluded.at >= current_consent.at",
                     rec.subject,
                     purposes,
@@ -182,6 +184,7 @@ class PostgresStore(ConsentStore):
                     float(rec.at),
                     rec.source,
                     rid,
+                    vendors,
                 )
                 change = None
                 if status.endswith(" 1"):
@@ -194,6 +197,7 @@ class PostgresStore(ConsentStore):
                         float(rec.at),
                         rec.source,
                         int(rid),
+                        vendors=vendors,
                     )
             return int(rid), change
 
@@ -211,6 +215,7 @@ class PostgresStore(ConsentStore):
         source: str,
         record_id: int | None,
         token: str | None = None,
+        vendors: str = "{}",
     ) -> Change:
         """Append a change inside the caller's transaction and NOTIFY it on commit.
 
@@ -222,8 +227,8 @@ class PostgresStore(ConsentStore):
         event_id = uuid.uuid4().hex
         seq = await conn.fetchval(
             "INSERT INTO consent_changes (event_id, kind, subject, token, purposes,"
-            " policy_version, at, source, record_id)"
-            " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9) RETURNING seq",
+            " policy_version, at, source, record_id, vendors)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb) RETURNING seq",
             event_id,
             kind.value,
             subject,
@@ -233,6 +238,7 @@ class PostgresStore(ConsentStore):
             at,
             source,
             record_id,
+            vendors,
         )
         change = Change(
             int(seq),
@@ -244,6 +250,7 @@ class PostgresStore(ConsentStore):
             at,
             source,
             record_id,
+            load_purposes(vendors, "vendors"),
         )
         # NOTIFY is transactional: listeners hear of the change only once it has committed.
         await conn.execute(
@@ -254,8 +261,8 @@ class PostgresStore(ConsentStore):
     async def current(self, subject: str) -> CurrentConsent | None:
         async def read(conn: Any) -> Any:
             row = await conn.fetchrow(
-                "SELECT purposes::text AS purposes, policy_version, at, source"
-                " FROM current_consent WHERE subject = $1",
+                "SELECT purposes::text AS purposes, policy_version, at, source,"
+                " vendors::text AS vendors FROM current_consent WHERE subject = $1",
                 subject,
             )
             if row is not None:
@@ -271,20 +278,32 @@ class PostgresStore(ConsentStore):
             )
             if erased is None:
                 return None
-            return {"purposes": "{}", "policy_version": 0, "at": erased, "source": ERASURE_SOURCE}
+            return {
+                "purposes": "{}",
+                "policy_version": 0,
+                "at": erased,
+                "source": ERASURE_SOURCE,
+                "vendors": "{}",
+            }
 
         row = await self._run(read)
         if row is None:
             return None
         return CurrentConsent(
-            subject, load_purposes(row["purposes"]), row["policy_version"], row["at"], row["source"]
+            subject,
+            load_purposes(row["purposes"]),
+            row["policy_version"],
+            row["at"],
+            row["source"],
+            load_purposes(row["vendors"], "vendors"),
         )
 
     async def history(self, subject: str) -> list[ConsentRecord]:
         async def read(conn: Any) -> list[Any]:
             rows: list[Any] = await conn.fetch(
                 "SELECT id, purposes::text AS purposes, source, policy_version, at,"
-                " notice_hash, request_id FROM consent_records WHERE subject = $1"
+                " notice_hash, request_id, vendors::text AS vendors FROM consent_records"
+                " WHERE subject = $1"
                 " ORDER BY at, id",
                 subject,
             )
@@ -294,6 +313,7 @@ class PostgresStore(ConsentStore):
             ConsentRecord(
                 subject=subject,
                 purposes=load_purposes(row["purposes"]),
+                vendors=load_purposes(row["vendors"], "vendors"),
                 source=row["source"],
                 policy_version=row["policy_version"],
                 at=row["at"],
@@ -360,7 +380,8 @@ class PostgresStore(ConsentStore):
         async def read(conn: Any) -> list[Any]:
             rows: list[Any] = await conn.fetch(
                 "SELECT seq, event_id, kind, subject, purposes::text AS purposes,"
-                " policy_version, at, source, record_id FROM consent_changes"
+                " policy_version, at, source, record_id, vendors::text AS vendors"
+                " FROM consent_changes"
                 " WHERE seq > $1 ORDER BY seq LIMIT $2",
                 seq,
                 limit,
@@ -378,6 +399,7 @@ class PostgresStore(ConsentStore):
                 r["at"],
                 r["source"],
                 None if r["record_id"] is None else int(r["record_id"]),
+                load_purposes(r["vendors"], "vendors"),
             )
             for r in await self._run(read)
         ]

@@ -67,6 +67,7 @@ def _insert_change(
     *,
     token: str | None = None,
     at: float | None = None,
+    vendors: str = "{}",
 ) -> Change:
     """Append a change to the feed, inside the caller's transaction. SQLite has one writer
     at a time, so seq order is commit order."""
@@ -77,7 +78,8 @@ def _insert_change(
         version, at, source = rec.policy_version, rec.at, rec.source
     cur = conn.execute(
         "INSERT INTO consent_changes (event_id, kind, subject, token, purposes,"
-        " policy_version, at, source, record_id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " policy_version, at, source, record_id, created, vendors)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             event_id,
             kind.value,
@@ -89,11 +91,14 @@ def _insert_change(
             source,
             record_id,
             time.time(),
+            vendors,
         ),
     )
     seq = cur.lastrowid
     assert seq is not None
-    return _change(seq, event_id, kind.value, subject, purposes, version, at, source, record_id)
+    return _change(
+        seq, event_id, kind.value, subject, purposes, version, at, source, record_id, vendors
+    )
 
 
 def _change(
@@ -106,6 +111,7 @@ def _change(
     at: float,
     source: str,
     record_id: int | None,
+    vendors: str,
 ) -> Change:
     return Change(
         seq,
@@ -117,6 +123,7 @@ def _change(
         at,
         source,
         record_id,
+        load_purposes(vendors, "vendors"),
     )
 
 
@@ -204,11 +211,11 @@ class SqliteStore(ConsentStore):
 
     async def record_change(self, rec: ConsentRecord) -> tuple[ConsentRecord, Change | None]:
         def write(conn: sqlite3.Connection) -> tuple[int, Change | None]:
-            purposes = dump_purposes(rec.purposes)
+            purposes, vendors = dump_purposes(rec.purposes), dump_purposes(rec.vendors)
             with _immediate(conn):
                 cur = conn.execute(
                     "INSERT INTO consent_records (subject, purposes, source, policy_version,"
-                    " at, notice_hash, request_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " at, notice_hash, request_id, vendors) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         rec.subject,
                         purposes,
@@ -217,6 +224,7 @@ class SqliteStore(ConsentStore):
                         rec.at,
                         rec.notice_hash,
                         rec.request_id,
+                        vendors,
                     ),
                 )
                 rid = cur.lastrowid
@@ -224,17 +232,18 @@ class SqliteStore(ConsentStore):
                 # current follows the newest record by `at`; ties go to the later write
                 cur = conn.execute(
                     "INSERT INTO current_consent (subject, purposes, policy_version, at,"
-                    " source, record_id) VALUES (?, ?, ?, ?, ?, ?)"
+                    " source, record_id, vendors) VALUES (?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (subject) DO UPDATE SET purposes = excluded.purposes,"
                     " policy_version = excluded.policy_version, at = excluded.at,"
-                    " source = excluded.source, record_id = excluded.record_id"
+                    " source = excluded.source, record_id = excluded.record_id,"
+                    " vendors = excluded.vendors"
                     " WHERE excluded.at >= current_consent.at",
-                    (rec.subject, purposes, rec.policy_version, rec.at, rec.source, rid),
+                    (rec.subject, purposes, rec.policy_version, rec.at, rec.source, rid, vendors),
                 )
                 change = None
                 if cur.rowcount == 1:
                     change = _insert_change(
-                        conn, ChangeKind.CONSENT, rec.subject, purposes, rec, rid
+                        conn, ChangeKind.CONSENT, rec.subject, purposes, rec, rid, vendors=vendors
                     )
             return rid, change
 
@@ -242,14 +251,14 @@ class SqliteStore(ConsentStore):
         return replace(rec, id=rid), change
 
     async def current(self, subject: str) -> CurrentConsent | None:
-        def read(conn: sqlite3.Connection) -> tuple[str, int, float, str] | None:
+        def read(conn: sqlite3.Connection) -> tuple[str, int, float, str, str] | None:
             row = conn.execute(
-                "SELECT purposes, policy_version, at, source FROM current_consent"
+                "SELECT purposes, policy_version, at, source, vendors FROM current_consent"
                 " WHERE subject = ?",
                 (subject,),
             ).fetchone()
             if row is not None:
-                return (row[0], row[1], row[2], row[3])
+                return (row[0], row[1], row[2], row[3], row[4])
             # erased? (rare: a subject with no record) the erasure outdates older cookies
             salt = conn.execute(
                 "SELECT value FROM store_meta WHERE key = ?", (_SALT_KEY,)
@@ -260,19 +269,21 @@ class SqliteStore(ConsentStore):
                 "SELECT max(at) FROM consent_changes WHERE token = ? AND kind = ?",
                 (erasure_token(subject, bytes.fromhex(salt[0])), ChangeKind.ERASURE.value),
             ).fetchone()[0]
-            return None if erased is None else ("{}", 0, erased, ERASURE_SOURCE)
+            return None if erased is None else ("{}", 0, erased, ERASURE_SOURCE, "{}")
 
         row = await self._run(read)
         if row is None:
             return None
-        purposes, version, at, source = row
-        return CurrentConsent(subject, load_purposes(purposes), version, at, source)
+        purposes, version, at, source, vendors = row
+        return CurrentConsent(
+            subject, load_purposes(purposes), version, at, source, load_purposes(vendors, "vendors")
+        )
 
     async def history(self, subject: str) -> list[ConsentRecord]:
         def read(conn: sqlite3.Connection) -> list[Any]:
             return conn.execute(
-                "SELECT id, purposes, source, policy_version, at, notice_hash, request_id"
-                " FROM consent_records WHERE subject = ? ORDER BY at, id",
+                "SELECT id, purposes, source, policy_version, at, notice_hash, request_id,"
+                " vendors FROM consent_records WHERE subject = ? ORDER BY at, id",
                 (subject,),
             ).fetchall()
 
@@ -287,8 +298,9 @@ class SqliteStore(ConsentStore):
                 notice_hash=notice,
                 request_id=request,
                 id=rid,
+                vendors=load_purposes(vendors, "vendors"),
             )
-            for rid, purposes, source, version, at, notice, request in rows
+            for rid, purposes, source, version, at, notice, request, vendors in rows
         ]
 
     async def erase_change(self, subject: str) -> tuple[str, Change]:
@@ -340,7 +352,7 @@ class SqliteStore(ConsentStore):
         def read(conn: sqlite3.Connection) -> list[Any]:
             return conn.execute(
                 "SELECT seq, event_id, kind, subject, purposes, policy_version, at, source,"
-                " record_id FROM consent_changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                " record_id, vendors FROM consent_changes WHERE seq > ? ORDER BY seq LIMIT ?",
                 (seq, limit),
             ).fetchall()
 

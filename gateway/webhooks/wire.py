@@ -3,9 +3,10 @@
 Each change of a subject's current consent is one POST to every configured endpoint, with
 
 - `Content-Type: application/json`, the body being `event_body(change)`:
-  `{"id", "type", "seq", "subject", "purposes", "policy_version", "source", "at",
-  "record_id"}` where `type` is `consent.updated` or `consent.erased`. The body never
-  contains the send time, so every retry of one event sends the same bytes.
+  `{"id", "type", "seq", "subject", "purposes", "vendors", "policy_version", "source",
+  "at", "record_id"}` where `type` is `consent.updated` or `consent.erased` and `vendors`
+  holds the visitor's own answers vendor by vendor (rule vendor id -> allowed). The body
+  never contains the send time, so every retry of one event sends the same bytes.
 - `Consent-Gateway-Event-Id: <id>`: the event's unique, stable id (the body's `id`).
 - `Consent-Gateway-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>` (Stripe-style): the
   HMAC is keyed by the endpoint's secret over `f"{t}.".encode() + body` (the raw bytes, before
@@ -98,6 +99,7 @@ def event_body(change: Change) -> bytes:
         "seq": change.seq,
         "subject": change.subject,
         "purposes": dict(change.purposes),
+        "vendors": dict(change.vendors),
         "policy_version": change.policy_version,
         "source": change.source,
         # float always: a change read back from the store and one just written compare equal

@@ -53,7 +53,7 @@ async def test_api_records_shape(gateway_factory: Callable[..., Any]) -> None:
 # --- a subject's consent records, and erasure -----------------------------------------
 
 RECORD_KEYS = {"id", "purposes", "source", "policy_version", "at", "time"}
-RECORD_KEYS |= {"notice_hash", "request_id"}
+RECORD_KEYS |= {"notice_hash", "request_id", "vendors"}
 
 
 async def test_subject_records_are_the_proof_of_consent(
@@ -98,6 +98,7 @@ async def test_subject_records_are_the_proof_of_consent(
     assert cmp["source"] == "cmp" and cmp["notice_hash"] is None
     assert doc["current"] == {
         "purposes": {"analytics": True, "advertising": False},
+        "vendors": {},
         "policy_version": 1,
         "source": "cmp",
         "at": second["record"]["at"],

@@ -282,6 +282,7 @@ def test_records_json_is_the_subject_export(
     assert doc["subject"] == "s1"
     assert doc["current"] == {
         "purposes": {"analytics": False, "advertising": False},
+        "vendors": {},
         "policy_version": 2,
         "source": "api",
         "at": 1_700_000_200.0,
@@ -292,6 +293,7 @@ def test_records_json_is_the_subject_export(
     assert set(first) == {
         "id",
         "purposes",
+        "vendors",
         "source",
         "policy_version",
         "at",

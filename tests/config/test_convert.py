@@ -205,6 +205,23 @@ def test_purpose_maps_refer_to_the_purposes_written() -> None:
     assert signals.cmp["onetrust"]["C0002"] == ("analytics",)  # CMPs not written keep theirs
 
 
+def test_a_cmp_table_maps_its_own_ids_to_rule_vendors() -> None:
+    text = KEYS + "consent:\n  signals:\n    cmp:\n      klaro:\n"
+    text += "        posthog: [analytics]\n"
+    text += "        vendors: {posthog: [posthog], ga: [google-analytics-4]}\n"
+    table = parse_config(text, env=ENV).consent.signals.cmp["klaro"]
+    assert table == {"posthog": ("analytics",)}  # `vendors` is not a category
+    assert table.vendors == {"posthog": ("posthog",), "ga": ("google-analytics-4",)}
+    assert parse_config(KEYS, env=ENV).consent.signals.cmp["klaro"].vendors == {}
+    bad = text.replace("[posthog]", "[PostHog]")
+    assert problems(bad, env=ENV) == [
+        (
+            "gw.yaml:8: consent.signals.cmp.klaro.vendors.posthog[0]: a rule vendor id must be "
+            "a lower-case slug: letters, digits and single '-' (e.g. meta-pixel)"
+        )
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -159,7 +159,9 @@ def test_read_posted(doc: object, expected: Asked) -> None:
     )
 
 
-_KEYS = "expected an object with keys ['notice', 'purposes', 'source']"
+_KEYS = "expected an object with keys ['notice', 'purposes', 'source', 'vendors']"
+_VENDORS = 'expected {"vendors": {"<vendor id>": true|false}}'
+_UNKNOWN_VENDOR = "unknown vendor; vendor ids are the rules' `vendor` ids"
 _PURPOSES = 'expected {"purposes": {"<purpose>": true|false}}'
 
 
@@ -188,13 +190,29 @@ _PURPOSES = 'expected {"purposes": {"<purpose>": true|false}}'
         ({"purposes": {}, "source": None}, "source must be one of ['api', 'banner', 'cmp']"),
         ({"purposes": {}, "notice": ""}, "notice must be the notice text shown, a string"),
         ({"purposes": {}, "notice": 5}, "notice must be the notice text shown, a string"),
+        ({"purposes": {}, "vendors": ["posthog"]}, _VENDORS),
+        ({"purposes": {}, "vendors": {"posthog": 0}}, _VENDORS),
+        ({"purposes": {}, "vendors": {"<script>x": False}}, _UNKNOWN_VENDOR),
+        ({"purposes": {}, "vendors": {"matomo": False}}, _UNKNOWN_VENDOR),  # not a rule here
     ],
 )
 def test_read_posted_refuses(doc: object, message: str) -> None:
     with pytest.raises(RequestError) as caught:
-        read_posted(doc, CONSENT)
+        read_posted(doc, CONSENT, RULE_VENDORS)
     assert (caught.value.status, caught.value.message) == (400, message)
     assert "<script>" not in message  # SECURITY: nothing of the body is echoed
+
+
+RULE_VENDORS = frozenset({"posthog", "google-analytics-4"})
+
+
+def test_read_posted_takes_vendor_answers_of_the_rules() -> None:
+    asked = read_posted(
+        {"purposes": {"analytics": True}, "vendors": {"posthog": False}}, CONSENT, RULE_VENDORS
+    )
+    assert dict(asked.purposes) == {"analytics": True}
+    assert dict(asked.vendors) == {"posthog": False}
+    assert dict(read_posted({"purposes": {}}, CONSENT, RULE_VENDORS).vendors) == {}
 
 
 def test_withdrawal_denies_every_purpose_but_necessary() -> None:

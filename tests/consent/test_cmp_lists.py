@@ -43,6 +43,25 @@ def test_onetrust(times: int) -> None:
 
 
 @pytest.mark.parametrize(
+    ("gen_vendors", "answers"),
+    [
+        ("V1%3A1%2CV2%3A0%2C", {"V1": True, "V2": False}),  # a trailing comma, as written
+        ("", {}),
+    ],
+)
+def test_onetrust_general_vendors(gen_vendors: str, answers: dict[str, bool]) -> None:
+    got = decode_onetrust(f"groups=C0001%3A1&genVendors={gen_vendors}")
+    assert dict(got.vendors) == answers
+
+
+@pytest.mark.parametrize("gen_vendors", ["V1%3A2", "V%201%3A1", "V1"])
+def test_onetrust_refuses_malformed_general_vendors(gen_vendors: str) -> None:
+    with pytest.raises(CMPError) as caught:
+        decode_onetrust(f"groups=C0001%3A1&genVendors={gen_vendors}")
+    assert caught.value.reason == "malformed genVendors"
+
+
+@pytest.mark.parametrize(
     ("value", "categories", "interacted", "at", "gpc"),
     [
         # captured: localised zone name (UTF-8, percent-encoded), interacted

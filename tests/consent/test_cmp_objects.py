@@ -178,6 +178,34 @@ def test_didomi(value: str) -> None:
             "select_personalized_ads": False,
         },
         at=1712918128.345,
+        # vendors: Didomi's own ids, enabled -> True (vendors_li is not consent)
+        vendors={"google": True, "c:example-AbCd1234": True},
+    )
+
+
+@pytest.mark.parametrize(
+    ("vendors", "answers"),
+    [
+        (
+            {"enabled": ["c:posthog-Xy12"], "disabled": [755]},
+            {"c:posthog-Xy12": True, "755": False},
+        ),
+        ({"disabled": ["google"]}, {"google": False}),
+        (None, {}),
+    ],
+)
+def test_didomi_vendors(vendors: object, answers: dict[str, bool]) -> None:
+    got = decode_didomi(didomi_token({"user_id": "u", "vendors": vendors}))
+    assert dict(got.vendors) == answers
+
+
+@pytest.mark.parametrize(
+    "vendors",
+    [["google"], {"enabled": "google"}, {"enabled": [True]}, {"enabled": [""]}, {"enabled": [0]}],
+)
+def test_didomi_refuses_malformed_vendors(vendors: object) -> None:
+    assert reason(decode_didomi, didomi_token({"user_id": "u", "vendors": vendors})) == (
+        "malformed vendors"
     )
 
 
@@ -265,7 +293,10 @@ def test_didomi_rejects(value: str, why: str) -> None:
     ],
 )
 def test_klaro(value: str, categories: dict[str, bool]) -> None:
-    assert decode_klaro(value) == CMPConsent(cmp=CMP.KLARO, categories=categories)
+    # Klaro's choices are per service: each is a category and a vendor answer at once
+    assert decode_klaro(value) == CMPConsent(
+        cmp=CMP.KLARO, categories=categories, vendors=categories
+    )
 
 
 @pytest.mark.parametrize(

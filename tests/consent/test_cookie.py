@@ -1,4 +1,5 @@
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -74,6 +75,18 @@ def test_wire_format() -> None:
     # the full 32-byte HMAC-SHA256 of "<kid>.<payload>", computed independently
     assert value == forge(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     assert len(sig) == 43
+
+
+def test_vendor_answers_round_trip_and_are_left_out_when_none() -> None:
+    with_vendors = dataclasses.replace(COOKIE, vendors={"posthog": False, "matomo": True})
+    value = sign_cookie(with_vendors, [K1])
+    assert verify_cookie(value, [K1]) == with_vendors
+    payload = value.split(".")[1]
+    assert base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).endswith(
+        b'"o":"banner","n":{"matomo":1,"posthog":0}}'
+    )
+    # a cookie without vendor answers is the one this gateway always signed
+    assert b'"n"' not in base64.urlsafe_b64decode(sign_cookie(COOKIE, [K1]).split(".")[1] + "==")
 
 
 def test_signing_is_deterministic() -> None:
@@ -256,6 +269,14 @@ _DROP = object()
         _body(o="a" * 33),
         _body(o="with space"),
         _body(o=1),
+        # vendor answers: rule vendor ids -> 0 or 1, and never an empty object (left out)
+        _body(n=None),
+        _body(n=[]),
+        _body(n={"posthog": True}),
+        _body(n={"posthog": 2}),
+        _body(n={"PostHog": 1}),
+        _body(n={"": 0}),
+        _body(n={f"v{i}": 1 for i in range(65)}),
     ],
 )
 def test_signed_but_bad_payload(body: bytes) -> None:

@@ -433,6 +433,106 @@ def test_a_gpc_purpose_outside_the_purposes_is_still_denied() -> None:
 
 
 # ---------------------------------------------------------------------------
+# vendor-level answers: a request needs its purposes granted and its vendor not denied
+
+
+def vendors_of(source: str, at: float | None, **vendors: tuple[ConsentValue, str]) -> SourceAnswer:
+    """An answer carrying only vendor answers: vendor -> (state, purposes a grant answers)."""
+    table = {
+        v.replace("_", "-"): (state, frozenset(grants.split()) if grants else frozenset())
+        for v, (state, grants) in vendors.items()
+    }
+    return SourceAnswer(source, {}, at, vendors=table)
+
+
+COOKIE_ANALYTICS = answer("cookie", 200.0, analytics=G)
+COOKIE_NO_ANALYTICS = answer("cookie", 200.0, analytics=D)
+# Klaro, one analytics service accepted and one refused, each mapped to its vendor
+KLARO_ONE = vendors_of("klaro", 150.0, posthog=(G, "analytics"), matomo=(D, ""))
+KLARO_DENY_OLD = vendors_of("klaro", 100.0, posthog=(D, ""))
+OWN_GRANT_NEW = vendors_of("cookie", 300.0, posthog=(G, ""))
+# the visitor's newer own choice: analytics, and posthog explicitly allowed
+OWN_ALL_NEW = SourceAnswer("cookie", {"analytics": G}, 300.0, vendors={"posthog": (G, frozenset())})
+OWN_DENY = vendors_of("cookie", 200.0, posthog=(D, ""))
+_ANALYTICS = frozenset({"analytics"})
+_NOTHING: frozenset[str] = frozenset()
+
+
+@pytest.mark.parametrize(
+    ("consent", "country", "gpc", "answers", "posthog", "matomo", "other"),
+    [
+        # purposes alone: every analytics vendor alike
+        (DEFAULT, "DE", None, [COOKIE_ANALYTICS], _NOTHING, _NOTHING, _NOTHING),
+        # the gateway's own vendor answer denies one vendor only
+        (DEFAULT, "DE", None, [COOKIE_ANALYTICS, OWN_DENY], _ANALYTICS, _NOTHING, _NOTHING),
+        # a granted vendor answer of the gateway's own grants no purpose
+        (DEFAULT, "DE", None, [OWN_GRANT_NEW], _ANALYTICS, _ANALYTICS, _ANALYTICS),
+        # a CMP service standing for a vendor answers analytics for that vendor alone:
+        # the refused one and a vendor nobody asked about stay without it (opt-in default)
+        (DEFAULT, "DE", None, [KLARO_ONE], _NOTHING, _ANALYTICS, _ANALYTICS),
+        # ...but never over an explicit denial for everyone: GPC, the visitor's own choice
+        (DEFAULT, "US", "1", [KLARO_ONE], _NOTHING, _ANALYTICS, _NOTHING),  # GPC: advertising
+        (DEFAULT, "DE", None, [KLARO_ONE, COOKIE_NO_ANALYTICS], _ANALYTICS, _ANALYTICS, _ANALYTICS),
+        # where analytics is granted for everyone, a refused service still denies its vendor
+        (DEFAULT, "DE", None, [KLARO_ONE, COOKIE_ANALYTICS], _NOTHING, _ANALYTICS, _NOTHING),
+        (DEFAULT, "US", None, [KLARO_ONE], _NOTHING, _ANALYTICS, _NOTHING),  # opt-out default
+        # sources that disagree on a vendor combine as purposes do (`consent.conflict`)
+        (
+            DEFAULT,
+            "DE",
+            None,
+            [OWN_ALL_NEW, KLARO_DENY_OLD],
+            _ANALYTICS,
+            _NOTHING,
+            _NOTHING,
+        ),
+        (
+            NEWEST,
+            "DE",
+            None,
+            [OWN_ALL_NEW, KLARO_DENY_OLD],
+            _NOTHING,
+            _NOTHING,
+            _NOTHING,
+        ),
+    ],
+)
+def test_vendor_answers(
+    consent: ConsentConfig,
+    country: str,
+    gpc: str | None,
+    answers: list[SourceAnswer],
+    posthog: frozenset[str],
+    matomo: frozenset[str],
+    other: frozenset[str],
+) -> None:
+    state = resolve(facts(country=country, gpc=gpc), consent, answers)
+    missing = {v: state.missing_for(v, _ANALYTICS) for v in ("posthog", "matomo", "heap")}
+    assert missing == {"posthog": posthog, "matomo": matomo, "heap": other}
+
+
+def test_a_vendor_answer_names_its_source() -> None:
+    state = resolve(facts(country="DE"), DEFAULT, [OWN_ALL_NEW, KLARO_DENY_OLD])
+    choice = state.vendor_choices["posthog"]
+    assert (choice.state, choice.source, choice.at) == (D, "klaro", 100.0)
+    klaro = resolve(facts(country="DE"), DEFAULT, [KLARO_ONE]).vendor_choices
+    assert (klaro["posthog"].state, klaro["posthog"].grants) == (G, _ANALYTICS)
+    assert (klaro["matomo"].state, klaro["matomo"].grants) == (D, _NOTHING)
+
+
+def test_stored_vendor_answers_count_for_server_events_and_only_while_fresh() -> None:
+    version = DEFAULT.policy_version
+    state = CurrentConsent(
+        SUBJECT, {"analytics": True}, version, float(NOW), "api", {"posthog": False}
+    )
+    judged = resolve_server(facts(), DEFAULT, SUBJECT, state)
+    assert judged.missing_for("posthog", _ANALYTICS) == _ANALYTICS
+    assert judged.missing_for("heap", _ANALYTICS) == _NOTHING
+    stale = CurrentConsent(SUBJECT, {"analytics": True}, version, 0.0, "api", {"posthog": False})
+    assert resolve_server(facts(), DEFAULT, SUBJECT, stale).vendor_choices == {}
+
+
+# ---------------------------------------------------------------------------
 # invariants
 
 _PURPOSES = st.sampled_from([*DEFAULT.purposes, "other"])

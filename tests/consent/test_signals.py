@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
+from types import MappingProxyType
 from urllib.parse import quote
 
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import ConflictPolicy, ConsentConfig, CookieConfig, CookieKey, SignalsConfig
+from gateway.config.consent import CmpTable
 from gateway.consent.cmp import CMP_COOKIE_NAMES, decode_cmp_cookies
 from gateway.consent.signals import (
     forget,
@@ -20,6 +23,7 @@ from gateway.consent.signals import (
     signal_inputs,
 )
 from gateway.model import ConsentValue, CurrentConsent, Facts, Headers
+from tests.consent.cmp_harness import didomi_token
 from tests.signal_values import ONETRUST_NO_TARGETING, TC_ADS_755, TC_ADS_NOT_755, TC_ANALYTICS
 
 G, D = ConsentValue.GRANTED, ConsentValue.DENIED
@@ -410,3 +414,107 @@ def test_cmp_decoders_read_only_the_signal_cookies(value: str) -> None:
     assert jar.read <= CMP_COOKIE_NAMES
     kept = dict(signal_inputs(facts(cookies=dict(jar.items()))).__getitem__(1))
     assert set(kept) == set(CMP_COOKIE_NAMES)
+
+
+# -- vendor by vendor: CMP ids standing for rule vendors ------------------------------------
+
+
+def _tables(**tables: CmpTable) -> SignalsConfig:
+    return dataclasses.replace(CFG, cmp=MappingProxyType({**CFG.cmp, **tables}))
+
+
+_KLARO = CmpTable(
+    {"posthog": ("analytics",), "matomo": ("analytics",), "youtube": ("functional",)},
+    {"posthog": ("posthog",), "matomo": ("matomo",)},
+)
+# one OneTrust general vendor for two rules, another for one; groups stay purposes
+_ONETRUST = CmpTable(
+    CFG.cmp["onetrust"], {"V1": ("meta-pixel", "meta-conversions-api"), "V2": ("x-pixel",)}
+)
+_DIDOMI = CmpTable(CFG.cmp["didomi"], {"c:posthog-Xy12": ("posthog",), "755": ("google-ads",)})
+_GRANTS = frozenset({"analytics"})
+_NONE: frozenset[str] = frozenset()
+
+
+@pytest.mark.parametrize(
+    ("cfg", "cookies", "source", "purposes", "vendors"),
+    [
+        # Klaro: a service mapped to a vendor answers for it alone; one that is not,
+        # for everyone
+        (
+            _tables(klaro=_KLARO),
+            {"klaro": quote('{"posthog":true,"matomo":false,"youtube":true}')},
+            "klaro",
+            {"functional": G},
+            {"posthog": (G, _GRANTS), "matomo": (D, _NONE)},
+        ),
+        # without a vendor map, Klaro's services are categories as before: one refusal
+        # denies the purpose for everyone
+        (
+            _tables(klaro=CmpTable({"posthog": ("analytics",), "matomo": ("analytics",)})),
+            {"klaro": quote('{"posthog":true,"matomo":false}')},
+            "klaro",
+            {"analytics": D},
+            {},
+        ),
+        # OneTrust: genVendors answer for the vendors they stand for; groups for purposes
+        (
+            _tables(onetrust=_ONETRUST),
+            {"OptanonConsent": "groups=C0002%3A1&genVendors=V1%3A0%2CV2%3A1%2C"},
+            "onetrust",
+            {"analytics": G},
+            {
+                "meta-pixel": (D, _NONE),
+                "meta-conversions-api": (D, _NONE),
+                "x-pixel": (G, _NONE),
+            },
+        ),
+        # Didomi: its vendor ids, custom and IAB
+        (
+            _tables(didomi=_DIDOMI),
+            {
+                "didomi_token": didomi_token(
+                    {"user_id": "u", "vendors": {"enabled": [755], "disabled": ["c:posthog-Xy12"]}}
+                )
+            },
+            "didomi",
+            {},
+            {"google-ads": (G, _NONE), "posthog": (D, _NONE)},
+        ),
+    ],
+)
+def test_cmp_vendor_answers(
+    cfg: SignalsConfig,
+    cookies: dict[str, str],
+    source: str,
+    purposes: dict[str, ConsentValue],
+    vendors: dict[str, tuple[ConsentValue, frozenset[str]]],
+) -> None:
+    [answer] = read_signals(facts(cookies=cookies), cfg).answers
+    assert (answer.source, dict(answer.purposes), dict(answer.vendors)) == (
+        source,
+        purposes,
+        vendors,
+    )
+
+
+def test_two_cmp_ids_for_one_vendor_deny_if_either_does() -> None:
+    table = CmpTable({}, {"a": ("posthog",), "b": ("posthog",)})
+    for value in ('{"a":true,"b":false}', '{"a":false,"b":true}'):
+        [answer] = read_signals(
+            facts(cookies={"klaro": quote(value)}), _tables(klaro=table)
+        ).answers
+        assert answer.vendors["posthog"][0] is D
+
+
+def test_kept_answers_follow_the_stored_vendor_answers() -> None:
+    """The same stored purposes with other vendor answers are another state: a kept
+    answer must not stand for it."""
+    consent = ConsentConfig(policy_version=1)
+    jar = {"cg_consent": _cookie(_NOW - 60)}
+    f = Facts("r", "GET", "x", "/", "", Headers(()), jar, country="DE", now=_NOW)
+    plain = CurrentConsent(_SUBJECT, {"analytics": True}, 1, _NOW - 10, "api")
+    denied = dataclasses.replace(plain, vendors={"posthog": False})
+    assert resolve_with_signals(f, consent, _KEYS, stored=plain)[0].vendor_choices == {}
+    state = resolve_with_signals(f, consent, _KEYS, stored=denied)[0]
+    assert state.vendor_choices["posthog"].state is D

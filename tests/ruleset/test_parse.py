@@ -19,8 +19,8 @@ from gateway.model import (
     ReferrerPolicy,
     StripSpec,
 )
+from gateway.ruleset.drop_answer import DROP_ANSWER_KEYS
 from gateway.ruleset.parse import (
-    DROP_ANSWER_KEYS,
     ENDPOINT_KEYS,
     EXAMPLE_KEYS,
     MATCH_KEYS,

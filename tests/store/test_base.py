@@ -6,6 +6,7 @@ are parametrized over them).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from typing import Any
@@ -107,6 +108,26 @@ async def test_record_current_history_round_trip(store: ConsentStore) -> None:
         "s1", {"analytics": True, "advertising": False}, 3, 1000.5, "banner"
     )
     assert await store.current("s2") is None
+
+
+async def test_vendor_answers_are_kept_with_the_record_its_state_and_its_change(
+    store: ConsentStore,
+) -> None:
+    """The visitor's vendor-by-vendor answers are part of the proof: in the record, in the
+    current state, and in the change other instances and webhooks follow."""
+    r = dataclasses.replace(rec(at=10.0), vendors={"posthog": False, "matomo": True})
+    written, change = await store.record_change(r)
+    assert dict(written.vendors) == {"posthog": False, "matomo": True}
+    [kept] = await store.history("s1")
+    assert kept == written
+    current = await store.current("s1")
+    assert current is not None and dict(current.vendors) == {"posthog": False, "matomo": True}
+    assert change is not None and change.current() == current
+    assert await store.changes_since(0) == [change]
+    # a later record without vendor answers is the state in force: it has none
+    await store.record(rec(at=20.0))
+    later = await store.current("s1")
+    assert later is not None and dict(later.vendors) == {}
 
 
 async def test_append_only_current_follows_newest(store: ConsentStore) -> None:
@@ -342,6 +363,21 @@ def test_change_from_json_raises_only_store_error(doc: object) -> None:
 def test_change_json_round_trip() -> None:
     change = Change(7, "e7", ChangeKind.CONSENT, "s", {"analytics": True}, 2, 3.5, "api", 9)
     assert Change.from_json(orjson.loads(orjson.dumps(change.to_json()))) == change
+    with_vendors = dataclasses.replace(change, vendors={"posthog": False})
+    doc = orjson.loads(orjson.dumps(with_vendors.to_json()))
+    assert Change.from_json(doc) == with_vendors
+    # a change announced by an instance older than vendor answers has none
+    del doc["vendors"]
+    assert Change.from_json(doc) == change
+
+
+@pytest.mark.parametrize(
+    "vendors",
+    [{"Posthog": True}, {"": True}, {"posthog": 1}, {f"v{i}": True for i in range(65)}],
+)
+def test_records_refuse_malformed_vendor_answers(vendors: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="vendor"):
+        dataclasses.replace(rec(), vendors=vendors)
 
 
 @pytest.mark.parametrize(

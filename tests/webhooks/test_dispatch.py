@@ -322,6 +322,7 @@ async def test_delivers_every_change_in_order_signed(
         "seq": erasure.seq,
         "subject": b,  # the receiver learns whom to erase
         "purposes": {},
+        "vendors": {},
         "policy_version": 0,
         "source": erasure.source,
         "at": 0,

@@ -133,13 +133,14 @@ def _change(kind: ChangeKind, **kw: Any) -> Change:
     ("change", "expected"),
     [
         (
-            _change(ChangeKind.CONSENT),
+            _change(ChangeKind.CONSENT, vendors={"posthog": False}),
             {
                 "id": "ev-7",
                 "type": "consent.updated",
                 "seq": 7,
                 "subject": "subj",
                 "purposes": {"advertising": False, "analytics": True},
+                "vendors": {"posthog": False},
                 "policy_version": 3,
                 "source": "banner",
                 "at": 1000.5,
@@ -156,6 +157,7 @@ def _change(kind: ChangeKind, **kw: Any) -> Change:
                 "seq": 7,
                 "subject": "subj",
                 "purposes": {},
+                "vendors": {},
                 "policy_version": 0,
                 "source": "erasure",
                 "at": 1000.5,
