@@ -40,7 +40,7 @@ from gateway.metrics import Metrics
 from gateway.reload import RuleReloader
 from gateway.reports import add_report_routes
 from gateway.router import add_router_routes
-from gateway.ruleset.load import load_rules
+from gateway.ruleset.load import configured_rules
 from gateway.ruleset.match import RuleSet
 from gateway.state import Gateway, RulesHolder
 from gateway.store.cache import ConsentBook, ConsentCache
@@ -75,7 +75,7 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
     Raises RuleError if the rules do not load (the gateway refuses to start).
     """
     if rules is None:
-        rules = load_rules(config.rules.paths, frozenset(config.consent.purposes))
+        rules = configured_rules(config)
     metrics = Metrics()
     # SECURITY: aiohttp's idle timer runs from a connection's start and from each answer
     # until the next request's headers are complete: a client trickling its headers

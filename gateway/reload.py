@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Final
 
 from gateway.errors import ConfigError
-from gateway.ruleset.load import load_rules
+from gateway.ruleset.load import configured_rules
 from gateway.ruleset.match import RuleSet
 from gateway.ruleset.schema import VendorRule
 from gateway.state import Gateway
@@ -143,9 +143,7 @@ class RuleReloader:
             self._seen = await loop.run_in_executor(None, snapshot, cfg.rules.paths)
             try:
                 with quiet_collector():
-                    rules: RuleSet = await loop.run_in_executor(
-                        None, load_rules, cfg.rules.paths, frozenset(cfg.consent.purposes)
-                    )
+                    rules: RuleSet = await loop.run_in_executor(None, configured_rules, cfg)
             except Exception as e:
                 if isinstance(e, ConfigError):
                     problems = [str(p) for p in e.problems]

@@ -62,7 +62,8 @@ def prelude(
     """What the scripts know, as one JSON-able value:
 
     - `h`: exact host -> index into `v`; `w`: wildcard suffix (`*.example.com` ->
-      `example.com`) -> index into `v`
+      `example.com`) -> index into `v`; `m`: host -> the path prefix a vendor's paths live
+      under there (`rules.vendor_hosts`: the rest of that host is not routed)
     - `v`: the distinct purpose sets, each the union of the purposes a vendor's endpoints
       need (`necessary` left out: it is never asked), sorted
     - `g`: purpose -> Consent Mode types (`consent.signals.gcm`)
@@ -71,6 +72,7 @@ def prelude(
     sets: dict[tuple[str, ...], int] = {}
     exact: dict[str, int] = {}
     wild: dict[str, int] = {}
+    mounts: dict[str, str] = {}
     for rule in rules.rules:
         needed = set(rule.purposes).union(*(e.purposes for e in rule.endpoints))
         key = tuple(sorted(needed - {NECESSARY}))
@@ -80,9 +82,11 @@ def prelude(
                 wild[host[2:]] = index
             else:
                 exact[host] = index
+        mounts.update(rule.mounts)
     return {
         "h": dict(sorted(exact.items())),
         "w": dict(sorted(wild.items())),
+        "m": dict(sorted(mounts.items())),
         "v": [list(k) for k in sets],
         "g": {p: list(types) for p, types in sorted(gcm.items())},
         "b": base_path,

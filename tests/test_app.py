@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import GATEWAY, build_app
 from gateway.store.base import StoreError
-from tests.conftest import cookie_for, make_config
+from tests.conftest import FakeVendor, cookie_for, make_config
 
 Client = TestClient[Any, Any]
 
@@ -379,3 +379,38 @@ async def test_a_tag_request_is_answered_alike_with_and_without_the_short_way(
             )
         )
     assert answers[0] == answers[1]
+
+
+async def test_hosts_the_config_adds_are_served_by_their_rule(
+    gateway_factory: Callable[..., Any], fake_vendor: FakeVendor
+) -> None:
+    """rules.vendor_hosts: Matomo on the site's own stats host, server-side GTM mounted
+    under /metrics of the site's www host (only there: the rest of www is not the vendor's)."""
+    extra = {
+        "rules": {
+            "vendor_hosts": {
+                "matomo": ["stats.shop.example"],
+                "google-analytics-4": ["www.shop.example/metrics"],
+            }
+        }
+    }
+    client: TestClient[Any, Any] = await gateway_factory(
+        hosts=["stats.shop.example", "www.shop.example"], extra=extra
+    )
+    granted = {
+        "Cookie": f"cg_consent={cookie_for({'analytics': 'granted', 'advertising': 'granted'})}"
+    }
+    hit = "/t/stats.shop.example/matomo.php?idsite=3&rec=1&_id=9f2c1a7b3e4d5f60"
+    assert (await client.get(hit, headers=granted)).status in (200, 204)
+    ga4 = "/t/www.shop.example/metrics/g/collect?v=2&tid=G-X&cid=1.2&en=page_view"
+    assert (await client.get(ga4, headers=granted)).status == 204
+    seen = {(s.host, s.path) for s in await fake_vendor.wait_for(2)}
+    assert seen == {
+        ("stats.shop.example", "/matomo.php"),
+        ("www.shop.example", "/metrics/g/collect"),
+    }
+    # elsewhere on the mounted host: an unknown destination, never forwarded
+    resp = await client.get("/t/www.shop.example/g/collect?v=2", headers=granted)
+    assert resp.status == 404
+    await client.app[GATEWAY].upstream.drain()
+    assert len(fake_vendor.seen) == 2

@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import GATEWAY
+from gateway.config import VendorHost
 from gateway.config.consent import DEFAULT_PURPOSES
 from gateway.model import NECESSARY
 from gateway.router import CACHE_CONTROL, build_script, compact_line, prelude
@@ -93,6 +94,16 @@ def test_prelude_lists_every_host_of_every_rule_and_never_necessary() -> None:
         "advertising": ["ad_storage", "ad_user_data"],
         "analytics": ["analytics_storage"],
     }
+
+
+def test_prelude_routes_a_mounted_host_under_its_prefix_only() -> None:
+    added = [VendorHost("matomo", "www.shop.example", "/stats", "gw.yaml", 3, "w")]
+    doc: dict[str, Any] = prelude(
+        load_rules([RULES_DIR], frozenset(DEFAULT_PURPOSES), added), GCM, ""
+    )
+    assert "www.shop.example" in doc["h"]
+    assert doc["m"] == {"www.shop.example": "/stats"}
+    assert prelude(RULES, GCM, "")["m"] == {}
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,9 @@ def _rule_doc(rule: VendorRule) -> dict[str, object]:
         "vendor": rule.vendor,
         "name": rule.name,
         "file": rule.file,
-        "hosts": list(rule.hosts),
+        "hosts": [h for h in rule.hosts if h not in rule.added_hosts],
+        # rules.vendor_hosts: the site's own hosts for this vendor, with any path prefix
+        "added_hosts": [h + rule.mounts.get(h, "") for h in rule.added_hosts],
         "route": rule.route,
         "route_host": rule.route_host,
         "purposes": sorted(rule.purposes),

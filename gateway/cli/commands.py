@@ -239,7 +239,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     count = 0
     warnings: list[Problem] = []
     try:
-        ruleset = load_rules(paths, purposes)
+        ruleset = load_rules(paths, purposes, cfg.rules.vendor_hosts if cfg else ())
         count = len(ruleset.rules)
         warnings = lint_rules(ruleset.rules)
     except ConfigError as e:
@@ -348,7 +348,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         subjects_of,
         to_json,
     )
-    from gateway.ruleset.load import load_rules
+    from gateway.ruleset.load import configured_rules
 
     cfg = _load(args.config)
     if cfg is None:
@@ -373,7 +373,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             print(f"--body: {e.strerror}", file=sys.stderr)
             return 2
     try:
-        rules = load_rules(cfg.rules.paths, frozenset(cfg.consent.purposes))
+        rules = configured_rules(cfg)
         req = ExplainRequest(args.url, args.method, body, consent, args.cookie, headers)
         if args.store:
             stored = _stored_states(args, cfg, subjects_of(req, cfg))

@@ -13,7 +13,7 @@ from typing import TextIO
 from gateway.config import GatewayConfig
 from gateway.csp import CspError, build_policy
 from gateway.errors import ConfigError
-from gateway.ruleset.load import load_rules
+from gateway.ruleset.load import configured_rules
 
 __all__ = ["run_csp"]
 
@@ -31,7 +31,7 @@ def run_csp(
     """Print the policy for `cfg`'s rules; 1 if the rules do not load, 2 for a bad
     `--gateway` or `--allow` (the message says why)."""
     try:
-        rules = load_rules(cfg.rules.paths, frozenset(cfg.consent.purposes))
+        rules = configured_rules(cfg)
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=err)

@@ -39,6 +39,7 @@ from gateway.config.schema import (
     StoreBackend,
     StoreConfig,
     UpstreamConfig,
+    VendorHost,
     WebhookEndpoint,
     WebhooksConfig,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "StoreBackend",
     "StoreConfig",
     "UpstreamConfig",
+    "VendorHost",
     "WebhookEndpoint",
     "WebhooksConfig",
     "dev_key_refused",

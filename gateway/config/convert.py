@@ -34,6 +34,8 @@ from gateway.config.schema import (
     ServerConfig,
     StoreBackend,
     StoreConfig,
+    VendorHost,
+    check_base_path,
 )
 from gateway.config.spec import Spec
 from gateway.model import NECESSARY, check_vendor_id
@@ -358,6 +360,24 @@ def _dev_key(node: Node, data_dir: Path) -> CookieKey:
         return CookieKey("dev", b"\0" * 32)
 
 
+def _host_additions(o: Option, ctx: Context) -> tuple[VendorHost, ...]:
+    """vendor id -> [host or host/path-prefix]; the hosts' grammar and whether another
+    rule has them are the rules loader's to judge (`gateway.ruleset.load`)."""
+    out: list[VendorHost] = []
+    for vendor, hosts in o.node.items():
+        if (error := check_vendor_id(vendor)) is not None:
+            hosts.problem(f"a rule vendor id {error}")
+            continue
+        for node in hosts.list():
+            host, slash, rest = node.str().partition("/")
+            prefix = f"/{rest}".rstrip("/") if slash else None
+            if prefix is not None and (not prefix or check_base_path(prefix) is not None):
+                node.problem("a path prefix is /segment[/segment...] of letters, digits, . _ ~ -")
+                continue
+            out.append(VendorHost(vendor, host, prefix, node.src.file, node.line, node.where))
+    return tuple(out)
+
+
 def _vendor_overrides(o: Option, ctx: Context) -> Mapping[str, yarl.URL]:
     overrides: dict[str, yarl.URL] = {}
     for origin, on in o.node.items():
@@ -519,6 +539,7 @@ CONVERTERS: Mapping[str, Converter] = MappingProxyType(
         "env_dsn": _env_dsn,
         "dev_signing_key": _dev_signing_key,
         "vendor_overrides": _vendor_overrides,
+        "host_additions": _host_additions,
         "purpose_list": _purpose_list,
         "country_codes": _country_codes,
         "purpose_set": _purpose_set,

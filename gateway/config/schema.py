@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import NamedTuple
 
 import yarl
 
@@ -44,8 +45,10 @@ __all__ = [
     "StoreBackend",
     "StoreConfig",
     "UpstreamConfig",
+    "VendorHost",
     "WebhookEndpoint",
     "WebhooksConfig",
+    "check_base_path",
 ]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -64,7 +67,7 @@ _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _BASE_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*")
 
 
-def _base_path(path: str) -> str | None:
+def check_base_path(path: str) -> str | None:
     if not _BASE_PATH.fullmatch(path) or path.endswith("/"):
         return "must be empty or a path such as /cg (no trailing slash, no query)"
     return None
@@ -198,7 +201,7 @@ class ServerConfig:
     )
     base_path: str = opt(
         "",
-        check=_base_path,
+        check=check_base_path,
         help="the path the gateway is mounted under behind a reverse proxy (e.g. /cg): every "
         "public route and the router script are served under it, and the admin page too when "
         "it shares the public port (admin_port: null)",
@@ -217,6 +220,25 @@ class ServerConfig:
     )
 
 
+class VendorHost(NamedTuple):
+    """One `rules.vendor_hosts` entry: a host a site adds to a shipped rule (its
+    self-hosted collector, a CNAME to the vendor, a custom domain), and the path prefix
+    the rule's endpoints live under on it, if any. Where it was written, so the rules
+    loader (which checks the host against every rule) reports a problem there. A tuple,
+    not a record section: the converter reads it whole."""
+
+    vendor: str
+    host: str
+    #: `/metrics` for `www.example.com/metrics`: the rule's paths mounted under it
+    prefix: str | None
+    file: str
+    line: int | None
+    where: str
+
+    def __str__(self) -> str:
+        return self.host + (self.prefix or "")
+
+
 @dataclass(frozen=True, slots=True)
 class RulesConfig:
     paths: tuple[Path, ...] = opt(
@@ -229,6 +251,14 @@ class RulesConfig:
     )
     watch_interval: float = opt(
         2.0, help="how often rule files are checked for changes (seconds); 0 = only on SIGHUP"
+    )
+    vendor_hosts: tuple[VendorHost, ...] = opt(
+        factory=tuple,
+        convert="host_additions",
+        help="rule vendor id -> hosts added to that rule: a self-hosted or first-party "
+        "collector (`stats.example.com`), `*.example.com`, or `www.example.com/metrics` "
+        "to mount the rule's paths under a prefix. Checked with the rules: no host another "
+        "rule has, no IP address, no public suffix",
     )
 
 

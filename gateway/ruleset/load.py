@@ -9,28 +9,38 @@ last good rule set on reload. `gateway.ruleset.parse` does the per-file part.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from publicsuffixlist import PublicSuffixList
+
+from gateway.config import GatewayConfig, VendorHost
 from gateway.errors import Problem, RuleError
 from gateway.ruleset.match import RuleConflict, RuleConflictError, RuleSet
 from gateway.ruleset.parse import RuleParser
-from gateway.ruleset.schema import VendorRule
+from gateway.ruleset.schema import VendorRule, check_host_pattern, check_path_prefix
 from gateway.yamlsrc import read_source
 
-__all__ = ["load_rules"]
+__all__ = ["configured_rules", "is_public_suffix", "load_rules"]
 
 _RULE_SUFFIXES = (".yaml", ".yml")
 
 
-def load_rules(paths: Sequence[Path], known_purposes: frozenset[str]) -> RuleSet:
-    """Load rule files into an indexed `RuleSet`.
+def load_rules(
+    paths: Sequence[Path],
+    known_purposes: frozenset[str],
+    vendor_hosts: Sequence[VendorHost] = (),
+) -> RuleSet:
+    """Load rule files into an indexed `RuleSet`, with the hosts the config adds to them.
 
     Each path is a rule file or a directory of them (its `*.yaml` and `*.yml`
     files, in name order; other files such as `README.md` are ignored). Raises
     `RuleError` listing every problem in every file, and every conflict
-    between files (a vendor id, host or route claimed twice), if there is any.
+    between files (a vendor id, host or route claimed twice), if there is any;
+    a host `vendor_hosts` adds is held to the same rules, and reported where the
+    config names it.
     """
     problems: list[Problem] = []
     claims: dict[str, dict[str, tuple[str, int | None]]] = {}
@@ -45,14 +55,101 @@ def load_rules(paths: Sequence[Path], known_purposes: frozenset[str]) -> RuleSet
         if parsed.rule is not None:
             rules.append(parsed.rule)
             claims[parsed.rule.file] = parsed.claims
+    added: dict[tuple[str, str], VendorHost] = {}
+    if vendor_hosts:
+        rules = _with_added_hosts(rules, vendor_hosts, problems, added)
     try:
         ruleset = RuleSet(rules)
     except RuleConflictError as e:
-        problems += [_conflict_problem(c, claims[c.second.file]) for c in e.conflicts]
+        for c in e.conflicts:
+            at = added.get((c.second.vendor, c.key))
+            if at is not None:
+                problems.append(Problem(at.file, at.line, at.where, str(c)))
+            else:
+                problems.append(_conflict_problem(c, claims[c.second.file]))
         raise RuleError(problems) from e
     if problems:
         raise RuleError(problems)
     return ruleset
+
+
+def configured_rules(config: GatewayConfig) -> RuleSet:
+    """The rules `config` names (`rules.paths`), for its purposes, with the hosts it adds
+    (`rules.vendor_hosts`): what the gateway serves, reloads, explains and locks CSP to."""
+    return load_rules(
+        config.rules.paths, frozenset(config.consent.purposes), config.rules.vendor_hosts
+    )
+
+
+# ---------------------------------------------------------------------------
+# Hosts the config adds (rules.vendor_hosts)
+
+
+def _with_added_hosts(
+    rules: list[VendorRule],
+    vendor_hosts: Sequence[VendorHost],
+    problems: list[Problem],
+    added: dict[tuple[str, str], VendorHost],
+) -> list[VendorRule]:
+    """`rules` with each entry's host added to its vendor's rule (and its prefix mounted);
+    a problem at the entry for a vendor no rule has, a host that is not a plain DNS name
+    or `*.suffix`, a public suffix, or a host given twice. Overlaps with other rules are
+    `RuleSet`'s to find, as between files; `added` maps (vendor, host) to its entry so
+    they are reported at the entry."""
+    by_vendor = {r.vendor: r for r in rules}
+    hosts: dict[str, list[str]] = {}
+    mounts: dict[str, dict[str, str]] = {}
+    for entry in vendor_hosts:
+
+        def problem(message: str, entry: VendorHost = entry) -> None:
+            problems.append(Problem(entry.file, entry.line, entry.where, message))
+
+        rule = by_vendor.get(entry.vendor)
+        if rule is None:
+            problem(f"no rule has vendor id {entry.vendor!r}")
+            continue
+        if error := check_host_pattern(entry.host):
+            problem(f"{entry.host!r}: {error}")
+            continue
+        if is_public_suffix(entry.host.removeprefix("*.")):
+            problem(f"{entry.host!r} is a public suffix: it would cover other sites' hosts")
+            continue
+        if entry.prefix is not None and entry.host.startswith("*."):
+            problem("a path prefix needs an exact host")
+            continue
+        if entry.prefix is not None and (error := check_path_prefix(entry.prefix)):
+            problem(f"path prefix {entry.prefix!r}: {error}")
+            continue
+        if (entry.vendor, entry.host) in added or entry.host in rule.hosts:
+            problem(f"{entry.host!r} is already a host of {entry.vendor!r}")
+            continue
+        added[(entry.vendor, entry.host)] = entry
+        hosts.setdefault(entry.vendor, []).append(entry.host)
+        if entry.prefix is not None:
+            mounts.setdefault(entry.vendor, {})[entry.host] = entry.prefix
+    return [
+        dataclasses.replace(
+            r,
+            hosts=(*r.hosts, *hosts[r.vendor]),
+            added_hosts=tuple(hosts[r.vendor]),
+            mounts={**r.mounts, **mounts.get(r.vendor, {})},
+        )
+        if r.vendor in hosts
+        else r
+        for r in rules
+    ]
+
+
+_PSL: list[PublicSuffixList] = []
+
+
+def is_public_suffix(host: str) -> bool:
+    """Whether `host` is on the Public Suffix List (`com`, `co.uk`, `github.io`): a name
+    under which anyone may register, so no rule may own it or all below it. The list is
+    read once, when first asked."""
+    if not _PSL:
+        _PSL.append(PublicSuffixList())
+    return bool(_PSL[0].is_public(host))
 
 
 # ---------------------------------------------------------------------------

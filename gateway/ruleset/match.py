@@ -256,7 +256,15 @@ class RuleSet:
         if found is not None:
             return found[0]
         rule = self.vendor_for_host(host)
-        endpoint = None if rule is None else match_endpoint(rule.endpoints, path, method)
+        endpoint = None
+        if rule is not None:
+            prefix = rule.mounts.get(host)
+            if prefix is None:
+                endpoint = match_endpoint(rule.endpoints, path, method)
+            elif path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in ("", "/"):
+                # the rule's paths live under the prefix on this host (rules.vendor_hosts);
+                # the request still goes out with its whole path
+                endpoint = match_endpoint(rule.endpoints, path[len(prefix) :] or "/", method)
         match = None if rule is None or endpoint is None else Match(rule, endpoint)
         if len(path) <= _MAX_KEPT_PATH:
             self._matched.put(key, (match,))

@@ -47,6 +47,7 @@ __all__ = [
     "check_header_name",
     "check_host_pattern",
     "check_json_path",
+    "check_path_prefix",
     "check_route",
     "check_vendor_id",
     "default_forward_mode",
@@ -181,13 +182,20 @@ def check_endpoint_id(endpoint: str) -> str | None:
     return "must be a lower-case slug: letters, digits and single '-' (e.g. collect)"
 
 
-def check_route(route: str) -> str | None:
-    """A first-party prefix: `/seg[/seg...]`, no trailing `/`, not a gateway path."""
-    if not route.startswith("/") or route.endswith("/"):
+def check_path_prefix(prefix: str) -> str | None:
+    """A path prefix: `/seg[/seg...]`, no trailing `/`, no dot segment."""
+    if not prefix.startswith("/") or prefix.endswith("/"):
         return "must start with '/' and not end with '/' (e.g. /ga4)"
-    segments = route[1:].split("/")
+    segments = prefix[1:].split("/")
     if any(not _ROUTE_SEGMENT.fullmatch(s) or s in (".", "..") for s in segments):
         return "each segment must be letters, digits, '.', '_', '~' or '-' (no dot segments)"
+    return None
+
+
+def check_route(route: str) -> str | None:
+    """A first-party prefix: `/seg[/seg...]`, no trailing `/`, not a gateway path."""
+    if error := check_path_prefix(route):
+        return error
     for reserved in sorted(RESERVED_ROUTES):
         if route == reserved or route.startswith(reserved + "/"):
             return f"{reserved} is served by the gateway itself"
@@ -404,6 +412,10 @@ class VendorRule:
     #: the vendor's own consent parameters, rewritten to agree with the resolved consent
     consent_params: ConsentParams | None = None
     examples: tuple[ExampleSpec, ...] = ()
+    #: hosts among `hosts` the site's config added (`rules.vendor_hosts`), not the file
+    added_hosts: tuple[str, ...] = ()
+    #: exact host -> the path prefix the endpoints live under there (`www.example.com/m`)
+    mounts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         if error := check_vendor_id(self.vendor):
@@ -430,6 +442,10 @@ class VendorRule:
                 )
         elif self.route_host is not None:
             raise ValueError(f"vendor {self.vendor!r}: route_host without route")
+        for host, prefix in self.mounts.items():
+            if host not in self.hosts or check_path_prefix(prefix) is not None:
+                raise ValueError(f"vendor {self.vendor!r}: mount {host}{prefix} is not valid")
+        object.__setattr__(self, "mounts", _frozen_map(self.mounts))
 
     def covers_host(self, host: str) -> bool:
         """Whether one of this rule's host patterns matches `host` (a linear scan).

@@ -15,6 +15,10 @@ function listed(h) {
   return false
 }
 
+// A host the site added with a path prefix (rules.vendor_hosts: www.example.com/metrics)
+// is the vendor's under that prefix only: the rest of it is the site's own.
+const mounted = (x) => !own(C.m, x.hostname) || (x.pathname + '/').startsWith(C.m[x.hostname] + '/')
+
 self.addEventListener('install', () => self.skipWaiting())
 self.addEventListener('activate', (e) => e.waitUntil(self.clients.claim()))
 self.addEventListener('fetch', (e) => {
@@ -22,7 +26,7 @@ self.addEventListener('fetch', (e) => {
   const x = new URL(q.url)
   if (q.mode === 'navigate' || !/^https?:$/.test(x.protocol) || x.port) return
   if (x.origin === self.location.origin && (x.pathname + '/').startsWith(GWP + '/')) return
-  if (!listed(x.hostname)) return
+  if (!listed(x.hostname) || !mounted(x)) return
   e.respondWith((async () => {
     const m = q.method
     return fetch(BASE + '/t/' + x.hostname + x.pathname + x.search, {

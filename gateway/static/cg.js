@@ -1,6 +1,7 @@
 // consent-gateway router (docs/router.md). Served after a generated prelude that defines
-// C = {h: {host: vendor}, w: {suffix: vendor}, v: [[purposes] per vendor], g: {purpose:
-// [Consent Mode types]}, b: base path, o: {options}} and closed by the server.
+// C = {h: {host: vendor}, w: {suffix: vendor}, m: {host: path prefix}, v: [[purposes] per
+// vendor], g: {purpose: [Consent Mode types]}, b: base path, o: {options}} and closed by
+// the server.
 // Served without its // comment lines and the spaces around punctuation outside strings
 // (gateway/router.py): only '-quoted strings, no regex literal with a space.
 const W = window, D = document, N = navigator, S = D.currentScript
@@ -43,6 +44,8 @@ function route(u) {
   if (x.origin === GWO && (x.pathname + '/').startsWith(GWP + '/')) return null
   const v = x.port ? -1 : vendor(x.hostname)
   if (v < 0) { report(x); return null }
+  // a host added with a path prefix (rules.vendor_hosts) is the vendor's under it only
+  if (own(C.m, x.hostname) && !(x.pathname + '/').startsWith(C.m[x.hostname] + '/')) return null
   return {u: BASE + '/t/' + x.hostname + x.pathname + x.search, v}
 }
 

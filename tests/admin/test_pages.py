@@ -25,6 +25,7 @@ from tests.admin.conftest import (
     DAY,
     GA,
     NOTICE,
+    RULE_FILES,
     STATE_IDS,
     TOKEN,
     Client,
@@ -235,6 +236,19 @@ async def test_rules_page(gateway_factory: Callable[..., Any]) -> None:
         assert purpose in cell and all(n in cell for n in strip.field_names())
 
 
+async def test_rules_page_shows_the_hosts_the_config_adds(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    added = {"vendor_hosts": {"google-analytics-4": ["www.shop.example/metrics"]}}
+    client = await admin_client(gateway_factory, rules={"paths": RULE_FILES, **added})
+    doc = await page(client, "/_admin/rules")
+    ga4 = next(s for s in doc.all("section", "rule") if s.one("h2").text == "google-analytics-4")
+    assert ga4.one("dd", "added-hosts").text == "www.shop.example/metrics"
+    assert "www.shop.example" not in ga4.one("dd", "hosts").text  # the file's hosts apart
+    meta = next(s for s in doc.all("section", "rule") if s.one("h2").text == "meta-pixel")
+    assert not meta.all("dd", "added-hosts")
+
+
 async def test_rules_page_shows_load_errors(gateway_factory: Callable[..., Any]) -> None:
     client = await admin_client(gateway_factory)
     client.app[GATEWAY].rules.last_error = [
@@ -257,6 +271,7 @@ async def test_rules_page_shows_load_errors(gateway_factory: Callable[..., Any])
         "name",
         "file",
         "hosts",
+        "added_hosts",
         "route",
         "route_host",
         "purposes",

@@ -292,3 +292,29 @@ def test_base_path_is_empty_or_a_plain_path(path: str, ok: bool) -> None:
     else:
         message = "must be empty or a path such as /cg (no trailing slash, no query)"
         assert problems(text) == [f"gw.yaml:4: server.base_path: {message}"]
+
+
+def test_vendor_hosts_are_read_with_where_they_are_written() -> None:
+    text = KEYS + "rules:\n  vendor_hosts:\n    matomo: [stats.shop.example]\n"
+    text += "    google-tag-manager: [www.shop.example/metrics/, sgtm.shop.example]\n"
+    hosts = parse_config(text, env=ENV).rules.vendor_hosts
+    assert [(h.vendor, h.host, h.prefix, h.line) for h in hosts] == [
+        ("matomo", "stats.shop.example", None, 5),
+        ("google-tag-manager", "www.shop.example", "/metrics", 6),
+        ("google-tag-manager", "sgtm.shop.example", None, 6),
+    ]
+    assert hosts[1].where == "rules.vendor_hosts.google-tag-manager[0]"
+    assert str(hosts[1]) == "www.shop.example/metrics"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("Matomo: [a.example]", "a rule vendor id must be a lower-case slug"),
+        ("matomo: [a.example/m?x=1]", "a path prefix is /segment"),
+        ("matomo: [a.example/m//x]", "a path prefix is /segment"),
+    ],
+)
+def test_vendor_hosts_refused(entry: str, message: str) -> None:
+    [problem] = problems(KEYS + f"rules:\n  vendor_hosts:\n    {entry}\n", env=ENV)
+    assert message in problem

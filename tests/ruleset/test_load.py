@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import DEFAULT_PURPOSES
+from gateway.config import DEFAULT_PURPOSES, VendorHost
 from gateway.errors import RuleError
 from gateway.ruleset.load import load_rules
 from tests.conftest import RULES_DIR, SHIPPED_RULES
@@ -178,3 +178,66 @@ def test_shipped_rules_load_without_problems() -> None:
     rules = load_rules([RULES_DIR], KNOWN)
     assert {r.vendor for r in rules.rules} >= REQUIRED_VENDORS
     assert len(rules.rules) == len(SHIPPED_RULES)
+
+
+# -- hosts the config adds (rules.vendor_hosts) -------------------------------------------
+
+
+def added(vendor: str, entry: str, line: int = 7) -> VendorHost:
+    host, slash, rest = entry.partition("/")
+    prefix = f"/{rest}" if slash else None
+    return VendorHost(vendor, host, prefix, "gw.yaml", line, f"rules.vendor_hosts.{vendor}[0]")
+
+
+@pytest.fixture
+def two_rules(tmp_path: Path) -> Path:
+    write(tmp_path, "a.yaml", rule_text("a", ["a.example.com"]))
+    write(tmp_path, "b.yaml", rule_text("b", ["*.b.example.com"]))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (added("nobody", "stats.shop.example"), "no rule has vendor id 'nobody'"),
+        (added("a", "203.0.113.7"), "not a plain DNS host name"),
+        (added("a", "Stats.shop.example"), "lower case"),
+        (added("a", "stats.shop.example:8443"), "not a plain DNS host name"),
+        (added("a", "co.uk"), "'co.uk' is a public suffix"),
+        (added("a", "*.co.uk"), "'*.co.uk' is a public suffix"),
+        (added("a", "*.github.io"), "'*.github.io' is a public suffix"),
+        (added("a", "*.shop.example/metrics"), "a path prefix needs an exact host"),
+        (added("a", "www.shop.example/m/../x"), "no dot segments"),
+        (added("a", "a.example.com"), "'a.example.com' is already a host of 'a'"),
+        # another rule's host, exactly or under its wildcard: reported at the config entry
+        (added("a", "x.b.example.com"), "also claimed by vendor 'b'"),
+    ],
+)
+def test_an_added_host_is_held_to_the_rules_of_hosts(
+    two_rules: Path, entry: VendorHost, message: str
+) -> None:
+    with pytest.raises(RuleError) as e:
+        load_rules([two_rules], KNOWN, [entry])
+    [problem] = e.value.problems
+    assert (problem.file, problem.line, problem.where) == ("gw.yaml", 7, entry.where)
+    assert message in problem.message
+
+
+def test_added_hosts_route_to_their_rule_and_a_prefix_mounts_its_paths(two_rules: Path) -> None:
+    rules = load_rules(
+        [two_rules], KNOWN, [added("a", "stats.shop.example"), added("a", "www.shop.example/m")]
+    )
+    a = rules.vendor("a")
+    assert a is not None and a.added_hosts == ("stats.shop.example", "www.shop.example")
+    assert a.mounts == {"www.shop.example": "/m"}
+    assert rules.match("stats.shop.example", "/collect", "GET") is not None
+    # under the prefix, the rule's own paths; elsewhere on that host, nothing
+    assert rules.match("www.shop.example", "/m/collect", "GET") is not None
+    for path in ("/collect", "/mx/collect", "/m", "/m/../collect", "/m%2Fcollect"):
+        assert rules.match("www.shop.example", path, "GET") is None, path
+
+
+def test_the_shipped_rules_take_added_hosts() -> None:
+    rules = load_rules([RULES_DIR], KNOWN, [added("matomo", "stats.shop.example")])
+    match = rules.match("stats.shop.example", "/matomo.php", "GET")
+    assert match is not None and match.vendor.vendor == "matomo"
