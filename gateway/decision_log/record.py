@@ -142,11 +142,15 @@ def _record(
     ts: float,
     rid: str,
 ) -> DecisionRecord:
+    named = consent.sources() if consent is not None else {}
+    choice = None
+    if consent is not None and decision.vendor is not None:
+        choice = consent.vendor_choices.get(decision.vendor)
+    if choice is not None:
+        # the vendor's own answer decided too: `vendor:<id>` -> `denied:klaro`
+        named[f"vendor:{decision.vendor}"] = f"{choice.state}:{choice.source}"
     sources: Mapping[str, str] = MappingProxyType(
-        {
-            clean(p, _SHORT_CAP): clean(s, _SHORT_CAP)
-            for p, s in (consent.sources() if consent is not None else {}).items()
-        }
+        {clean(p, _SHORT_CAP): clean(s, _SHORT_CAP) for p, s in named.items()}
     )
     return DecisionRecord(
         ts=ts,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from types import MappingProxyType
 
@@ -10,7 +11,7 @@ import pytest
 
 from gateway.cli.logs import format_record
 from gateway.decision_log.record import DecisionRecord, record_for, record_to_dict
-from gateway.model import Action, ConsentValue, Decision, IpPolicy, StripSpec
+from gateway.model import Action, ConsentValue, Decision, IpPolicy, StripSpec, VendorChoice
 from gateway.redact import sanitize_path
 from tests.conftest import (
     PRIVACY_CASES,
@@ -206,6 +207,19 @@ def test_record_fields() -> None:
         id=None,
     )
     assert isinstance(r.sources, MappingProxyType)
+
+
+def test_a_vendor_answer_is_among_the_sources_of_its_vendors_records() -> None:
+    consent = dataclasses.replace(
+        make_consent(analytics=ConsentValue.GRANTED),
+        vendor_choices={
+            "google-analytics-4": VendorChoice(ConsentValue.DENIED, "klaro"),
+            "posthog": VendorChoice(ConsentValue.GRANTED, "klaro"),
+        },
+    )
+    r = record_for(make_facts(), make_decision(Action.DROP), consent)
+    # only the decision's own vendor: another vendor's answer decided nothing here
+    assert dict(r.sources) == {"analytics": "cookie", "vendor:google-analytics-4": "denied:klaro"}
 
 
 def test_record_for_reject_without_consent() -> None:
