@@ -26,7 +26,15 @@ import yaml
 
 from gateway.errors import Problem
 
-__all__ = ["MAX_DEPTH", "Fields", "Node", "YamlSource", "parse_duration", "read_source"]
+__all__ = [
+    "DURATION_PATTERN",
+    "MAX_DEPTH",
+    "Fields",
+    "Node",
+    "YamlSource",
+    "parse_duration",
+    "read_source",
+]
 
 #: libyaml's parser when PyYAML has it (the C loader keeps marks), else the pure one
 _LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
@@ -42,7 +50,9 @@ T = TypeVar("T")
 #: hostile file costs time linear in its size (building tracks each node's path).
 MAX_DEPTH = 32
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+#: what `parse_duration` reads from a string (also the config JSON Schema's pattern)
+DURATION_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$"
+_DURATION = re.compile(DURATION_PATTERN)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 
 

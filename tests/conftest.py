@@ -244,60 +244,11 @@ def cookie_for(
 
 def field_present(seen: Seen, name: str) -> bool:
     """Whether field `name` reached the vendor: a query or form/batch-body parameter, or
-    `json:dotted.path` (with `[]` for every element) in a JSON body."""
-    from urllib.parse import parse_qsl
+    `json:dotted.path` (with `[]` for every element) in a JSON body. The same test as
+    `consent-gateway check` runs on an example's transformed request."""
+    from gateway.examples import field_reached
 
-    if name.startswith("json:"):
-        import orjson
-
-        try:
-            doc: object = orjson.loads(seen.body)
-        except orjson.JSONDecodeError:
-            return False
-        return _json_has(doc, name[5:].split("."))
-    prefix = name[:-1] if name.endswith("*") else None
-
-    def hit(key: str) -> bool:
-        return key.startswith(prefix) if prefix is not None else key == name
-
-    if any(hit(k) for k, _ in parse_qsl(seen.query, keep_blank_values=True)):
-        return True
-    # `;name=value` path parameters (Floodlight), and inside URL-valued parameters
-    if any(hit(p.partition("=")[0]) for p in seen.path.split(";")[1:]):
-        return True
-    from urllib.parse import unquote
-
-    for _, value in parse_qsl(seen.query, keep_blank_values=True):
-        if "?" in value and any(hit(k) for k, _ in parse_qsl(value.split("?", 1)[1])):
-            return True
-    for p in seen.path.split(";")[1:]:
-        value = unquote(p.partition("=")[2])
-        if "?" in value and any(hit(k) for k, _ in parse_qsl(value.split("?", 1)[1])):
-            return True
-    try:
-        text = seen.body.decode()
-    except UnicodeDecodeError:
-        return False
-    return any(
-        hit(k) for line in text.splitlines() for k, _ in parse_qsl(line, keep_blank_values=True)
-    )
-
-
-def _json_has(doc: object, parts: list[str]) -> bool:
-    if not parts:
-        return True
-    head, rest = parts[0], parts[1:]
-    arrays = 0
-    while head.endswith("[]"):
-        head, arrays = head[:-2], arrays + 1
-    if head:
-        if not isinstance(doc, dict) or head not in doc:
-            return False
-        doc = doc[head]
-    values = [doc]
-    for _ in range(arrays):
-        values = [e for v in values if isinstance(v, list) for e in v]
-    return any(_json_has(v, rest) for v in values)
+    return field_reached(seen.path, seen.query, seen.body, name)
 
 
 async def settled(client: TestClient[web.Request, web.Application]) -> None:

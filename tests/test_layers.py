@@ -5,10 +5,11 @@
     edge   pipeline, front, edges, upstream, beacons, store/*, decision_log, access_log,
            webhooks, reload, metrics, state, ratelimit, cors
                                                    I/O: requests, sockets, files, databases
-    core   core, explain                           the pure middle, run on plain values
+    core   core, explain, examples                 the pure middle, run on plain values
     leaf   consent/*, ruleset/*, decide, transform*, identifiers, bodies, redact, csp,
-           violations
-    base   model, errors, config, yamlsrc, memo    the types, the config schema, caches
+           violations, schemas
+    base   model, errors, config, yamlsrc, memo,   the types, the config schema, caches,
+           grammar                                 string grammars
 
 `tests/test_core.py` checks that the core loads no I/O library at run time; this
 reads every import statement (function-level ones included) so a new dependency
@@ -28,7 +29,7 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "gateway"
 LAYERS = ["base", "leaf", "core", "edge", "top"]
 _OF: dict[str, str] = {
-    **dict.fromkeys(["model", "errors", "config", "yamlsrc", "memo"], "base"),
+    **dict.fromkeys(["model", "errors", "config", "yamlsrc", "memo", "grammar"], "base"),
     **dict.fromkeys(
         [
             "consent",
@@ -43,10 +44,12 @@ _OF: dict[str, str] = {
             "redact",
             "csp",
             "violations",
+            # the JSON Schemas of rules and config, from ruleset/keys and config/json_schema
+            "schemas",
         ],
         "leaf",
     ),
-    **dict.fromkeys(["core", "explain"], "core"),
+    **dict.fromkeys(["core", "explain", "examples"], "core"),
     **dict.fromkeys(
         [
             "pipeline",

@@ -4,7 +4,8 @@ Each example is sent through `/t/{host}/…` with a consent cookie expressing it
 consent table. The gateway's action (read back from its metrics) must be the
 expected one; for drop and reject nothing may reach the vendor; for forward and
 strip the vendor must get the request without every `removed` field and with
-every `kept` field.
+every `kept` field. `consent-gateway check` runs the same examples in process
+(`gateway.examples`, tests/test_examples.py); this is the end-to-end proof.
 """
 
 from __future__ import annotations

@@ -15,11 +15,13 @@ from gateway.admin.answers import ACCESS, ADMIN, json_response
 from gateway.admin.params import (
     API_MAX_LIMIT,
     BYPASS_LIMIT,
+    DRAFT_PATHS,
     MAX_ID,
     MAX_SUBJECT,
     PAGE_SIZE,
     UNKNOWN_LIMIT,
     BadParameter,
+    host_param,
     int_param,
     kind_param,
     record_filters,
@@ -32,6 +34,7 @@ from gateway.admin.present import (
     purpose_shares,
     rules_doc,
     unknown_doc,
+    unknown_draft,
 )
 from gateway.admin.queries import (
     db_path,
@@ -40,6 +43,7 @@ from gateway.admin.queries import (
     read_bypasses,
     read_counts,
     read_hosts,
+    read_paths,
 )
 from gateway.decision_log.record import record_to_dict
 from gateway.store.base import StoreError, subject_export
@@ -53,6 +57,7 @@ __all__ = [
     "api_subject_erase",
     "api_subject_records",
     "api_unknown",
+    "api_unknown_draft",
     "bad_parameter",
 ]
 
@@ -102,6 +107,21 @@ async def api_unknown(request: web.Request) -> web.Response:
     except BadParameter as e:
         return bad_parameter(e)
     return json_response(unknown_doc(since, since_ts, await read_hosts(request, since_ts, limit)))
+
+
+async def api_unknown_draft(request: web.Request) -> web.Response:
+    """`{"host", "since", "rule"}`: the rule the Unknown destinations page drafts for
+    `host` (YAML text), or 404 when the log holds no rejected request to it."""
+    try:
+        since, since_ts = since_param(request.query.get("since"), "1w", any_time=True)
+        host = host_param(request.query)
+    except BadParameter as e:
+        return bad_parameter(e)
+    paths = await read_paths(request, host, since_ts, DRAFT_PATHS)
+    draft = unknown_draft(host, paths, request.app[ADMIN].gw.config.consent.purposes)
+    if draft is None:
+        return json_response({"error": "host: no rejected request to it in this period"}, 404)
+    return json_response({"host": host, "since": since, "rule": draft})
 
 
 async def api_bypasses(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@
 | GET  /_admin/overview         | counts by vendor x action and by missing purpose; consent  |
 | GET  /_admin/rules            | the vendor rules in force, and the last reload's errors    |
 | GET  /_admin/unknown          | unknown destinations: rejected hosts, most requests first  |
+| GET  /_admin/unknown/draft    | a rule drafted for one of them (`?host=`), to review       |
 | GET  /_admin/bypasses         | hosts pages reached around the gateway (CSP, router)       |
 | GET  /_admin/explain          | the Explain form                                           |
 | POST /_admin/explain          | what `consent-gateway explain` prints (CSRF-checked)       |
@@ -17,6 +18,7 @@
 | GET  /_admin/api/overview     | JSON: the overview's counts                                |
 | GET  /_admin/api/rules        | JSON: the rules and load errors                            |
 | GET  /_admin/api/unknown      | JSON: unknown hosts                                        |
+| GET  /_admin/api/unknown/draft | JSON: the drafted rule for one of them (`?host=`)         |
 | GET  /_admin/api/bypasses     | JSON: the Bypasses rows                                    |
 | GET  /_admin/api/stream       | Server-Sent Events: each decision-log record from now on   |
 | GET  /_admin/static/{name}    | admin.css, admin.js (public)                               |
@@ -68,6 +70,7 @@ from gateway.admin.api import (
     api_subject_erase,
     api_subject_records,
     api_unknown,
+    api_unknown_draft,
 )
 from gateway.admin.auth import COOKIE_NAME, AdminAuth, Verdict, client_key
 from gateway.admin.pages import (
@@ -77,6 +80,7 @@ from gateway.admin.pages import (
     overview_page,
     rules_page,
     subjects_page,
+    unknown_draft_page,
     unknown_page,
 )
 from gateway.admin.params import WINDOW_NAMES
@@ -120,6 +124,7 @@ def build_admin_app(
     r.add_get("/overview", overview_page)
     r.add_get("/rules", rules_page)
     r.add_get("/unknown", unknown_page)
+    r.add_get("/unknown/draft", unknown_draft_page)
     r.add_get("/bypasses", bypasses_page)
     r.add_get("/explain", explain_page)
     r.add_post("/explain", explain_page)
@@ -128,6 +133,7 @@ def build_admin_app(
     r.add_get("/api/overview", api_overview)
     r.add_get("/api/rules", api_rules)
     r.add_get("/api/unknown", api_unknown)
+    r.add_get("/api/unknown/draft", api_unknown_draft)
     r.add_get("/api/bypasses", api_bypasses)
     r.add_get("/api/stream", api_stream)
     r.add_get("/api/subjects/{subject}/records", api_subject_records)

@@ -19,6 +19,7 @@ from gateway.admin.params import (
     ACTIONS,
     BYPASS_KINDS,
     BYPASS_LIMIT,
+    DRAFT_PATHS,
     EXPLAIN_FIELDS,
     EXPLAIN_METHODS,
     MAX_ID,
@@ -28,6 +29,7 @@ from gateway.admin.params import (
     WINDOWS,
     BadParameter,
     explain_form,
+    host_param,
     int_param,
     kind_param,
     record_filters,
@@ -44,6 +46,7 @@ from gateway.admin.present import (
     purpose_shares,
     record_row,
     rules_doc,
+    unknown_draft,
 )
 from gateway.admin.queries import (
     db_path,
@@ -52,9 +55,11 @@ from gateway.admin.queries import (
     read_bypasses,
     read_counts,
     read_hosts,
+    read_paths,
 )
 from gateway.errors import RequestError
 from gateway.explain import explain, render_text, subjects_of
+from gateway.ruleset.schema import is_dns_name
 from gateway.state import Gateway
 from gateway.store.base import ERASED_PREFIX, CurrentConsent, StoreError, subject_history
 
@@ -65,6 +70,7 @@ __all__ = [
     "overview_page",
     "rules_page",
     "subjects_page",
+    "unknown_draft_page",
     "unknown_page",
 ]
 
@@ -149,12 +155,17 @@ async def unknown_page(request: web.Request) -> web.Response:
     except BadParameter as e:
         return _bad_page(request, e)
     hosts = await read_hosts(request, since_ts, UNKNOWN_LIMIT)
+    draft = f"{request.app[ADMIN].prefix}/unknown/draft?"
     rows = [
         {
             "host": h.host,
             "count": h.count,
             "first": format_time(h.first_seen),
             "last": format_time(h.last_seen),
+            # a `{…}` row (an address, a name no rule could list) has nothing to draft
+            "draft_url": draft + urlencode({"host": h.host, "since": since})
+            if is_dns_name(h.host)
+            else None,
         }
         for h in hosts
     ]
@@ -170,6 +181,32 @@ async def unknown_page(request: web.Request) -> web.Response:
             "log_off": db_path(request) is None,
         },
     )
+
+
+async def unknown_draft_page(request: web.Request) -> web.Response:
+    """A rule drafted for a host the Unknown destinations page lists, from the methods and
+    path templates the decision log kept of its requests (never a value), as YAML to
+    review: what `consent-gateway new-rule` drafts from captured URLs. 404 when the log
+    holds no rejected request to the host in the period."""
+    gw = request.app[ADMIN].gw
+    try:
+        since, since_ts = since_param(request.query.get("since"), "1w", any_time=False)
+        host = host_param(request.query)
+    except BadParameter as e:
+        return _bad_page(request, e)
+    paths = await read_paths(request, host, since_ts, DRAFT_PATHS)
+    draft = unknown_draft(host, paths, gw.config.consent.purposes)
+    listed = gw.rules.current.vendor_for_host(host)
+    context = {
+        "title": "Draft rule",
+        "host": host,
+        "since": since,
+        "shapes": len(paths),
+        "draft": draft,
+        "listed": listed.vendor if listed is not None else None,
+        "log_off": db_path(request) is None,
+    }
+    return render(request, "unknown_draft.html", context, status=200 if draft else 404)
 
 
 async def bypasses_page(request: web.Request) -> web.Response:

@@ -21,13 +21,14 @@ from gateway.decision_log.query import LogQuery, parse_since
 from gateway.decision_log.record import DecisionRecord
 from gateway.explain import ExplainRequest, parse_consent, parse_header
 from gateway.model import Action
-from gateway.ruleset.schema import check_vendor_id
+from gateway.ruleset.schema import check_vendor_id, is_dns_name
 
 __all__ = [
     "ACTIONS",
     "API_MAX_LIMIT",
     "BYPASS_KINDS",
     "BYPASS_LIMIT",
+    "DRAFT_PATHS",
     "MAX_ID",
     "MAX_SUBJECT",
     "PAGE_SIZE",
@@ -39,6 +40,7 @@ __all__ = [
     "BadParameter",
     "Filters",
     "explain_form",
+    "host_param",
     "int_param",
     "kind_param",
     "record_filters",
@@ -50,6 +52,8 @@ __all__ = [
 PAGE_SIZE: Final = 50
 API_MAX_LIMIT: Final = 1000
 UNKNOWN_LIMIT: Final = 200
+#: request shapes (method, path template) of one unknown host a rule is drafted from
+DRAFT_PATHS: Final = 100
 #: rows the Bypasses page shows (and the API's default `limit`)
 BYPASS_LIMIT: Final = 200
 #: what a Bypasses row is: a listed vendor host reached directly, or a host no rule lists
@@ -159,6 +163,14 @@ def explain_form(
         headers,
     )
     return fields, req
+
+
+def host_param(query: Mapping[str, str]) -> str:
+    """The `host` an Unknown destinations draft is for: a DNS name, as the log keeps it."""
+    host = query.get("host", "")
+    if not is_dns_name(host):
+        raise BadParameter("host: a host name as the Unknown destinations page lists it")
+    return host
 
 
 def kind_param(query: Mapping[str, str]) -> str | None:

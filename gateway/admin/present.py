@@ -20,9 +20,10 @@ from gateway.admin.charts import Bar, bar_chart
 from gateway.admin.params import ACTIONS
 from gateway.config import ConsentConfig
 from gateway.decision_log.bypasses import Bypass
-from gateway.decision_log.query import DecisionCounts, UnknownHost
+from gateway.decision_log.query import DecisionCounts, UnknownHost, UnknownPath
 from gateway.decision_log.record import DecisionRecord
 from gateway.model import ConsentValue
+from gateway.ruleset.draft import draft_rule, sighting_from_template
 from gateway.ruleset.schema import EndpointSpec, VendorRule
 from gateway.state import Gateway
 from gateway.store.base import ERASURE_SOURCE, ConsentRecord, CurrentConsent
@@ -41,6 +42,7 @@ __all__ = [
     "record_row",
     "rules_doc",
     "unknown_doc",
+    "unknown_draft",
 ]
 
 _STATES: Final = tuple(s.value for s in ConsentValue)
@@ -228,6 +230,16 @@ def unknown_doc(
             for h in hosts
         ],
     }
+
+
+def unknown_draft(host: str, paths: Sequence[UnknownPath], purposes: Sequence[str]) -> str | None:
+    """A rule drafted for an unknown `host` from what the decision log kept of its requests
+    (methods and path templates, never a value: `gateway.ruleset.draft`), or None when
+    nothing was kept to draft from."""
+    sightings = [s for p in paths if (s := sighting_from_template(host, p.method, p.path))]
+    if not sightings:
+        return None
+    return draft_rule(sightings, None, purposes, "request shape(s) the decision log kept")
 
 
 def bypass_row(b: Bypass) -> dict[str, object]:

@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway.admin.answers import ADMIN
 from gateway.admin.params import Filters
 from gateway.decision_log.bypasses import Bypass
-from gateway.decision_log.query import DecisionCounts, LogReader, UnknownHost
+from gateway.decision_log.query import DecisionCounts, LogReader, UnknownHost, UnknownPath
 from gateway.decision_log.record import DecisionRecord
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "read_bypasses",
     "read_counts",
     "read_hosts",
+    "read_paths",
 ]
 
 T = TypeVar("T")
@@ -85,6 +86,15 @@ async def read_hosts(request: web.Request, since: float | None, limit: int) -> l
     if db is None:
         return []
     return await read(LogReader(db).unknown_hosts, since, limit)
+
+
+async def read_paths(
+    request: web.Request, host: str, since: float | None, limit: int
+) -> list[UnknownPath]:
+    db = db_path(request)
+    if db is None:
+        return []
+    return await read(LogReader(db).unknown_paths, host, since, limit)
 
 
 async def read_bypasses(

@@ -1,5 +1,5 @@
-"""`consent-gateway`: serve | check | explain | csp | logs | decode | sign | keygen |
-migrate | records | erase | webhooks.
+"""`consent-gateway`: serve | check | explain | new-rule | csp | logs | decode | sign |
+keygen | migrate | records | erase | webhooks.
 
 Exit codes: 0 success, 1 a check found problems or a command failed, 2 bad usage.
 """
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway import __version__
+from gateway.cli.new_rule import add_command as add_new_rule
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError, Problem, StoreError
 from gateway.store.base import ConsentStore, CurrentConsent
@@ -113,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("--cookie", metavar="VALUE", help="a cg_consent cookie value")
     ex.add_argument("--header", action="append", default=[], metavar="K:V", help="a request header")
     ex.add_argument("--json", action="store_true", help="one JSON object")
+    rules_help = "a rule file or directory to explain against instead of the configured rules"
+    ex.add_argument("--rules", action="append", type=Path, metavar="FILE_OR_DIR", help=rules_help)
     ex.add_argument(
         "--store",
         action="store_true",
@@ -171,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(ws)
     ws.add_argument("--json", action="store_true", help="one JSON document")
     ws.set_defaults(func=_cmd_webhooks_status)
+    add_new_rule(sub)
     return p
 
 
@@ -223,6 +227,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from gateway.config import DEFAULT_PURPOSES
+    from gateway.examples import run_examples
     from gateway.ruleset.lint import lint_rules
     from gateway.ruleset.load import load_rules
 
@@ -236,7 +241,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             problems += e.problems
     purposes = frozenset(cfg.consent.purposes if cfg else DEFAULT_PURPOSES)
     paths = [Path(p) for p in args.rules] or (list(cfg.rules.paths) if cfg else [Path("rules")])
-    count = 0
+    count = examples = 0
     warnings: list[Problem] = []
     try:
         ruleset = load_rules(paths, purposes, cfg.rules.vendor_hosts if cfg else ())
@@ -247,13 +252,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
     else:
         if cfg is not None:
             problems += _unused_overrides(cfg, ruleset, str(args.config))
+        # each rule's acceptance table, through the real decision and transform code
+        problems += run_examples(ruleset, cfg)
+        examples = sum(len(r.examples) for r in ruleset.rules)
     for problem in problems + warnings:
         print(problem)
     if problems or (warnings and args.strict):
         print(f"{len(problems)} problem(s), {len(warnings)} warning(s)", file=sys.stderr)
         return 1
     lint = f", {len(warnings)} lint warning(s)" if warnings else ""
-    print(f"ok: config {'valid' if cfg else 'not checked'}, {count} vendor rule(s){lint}")
+    checked = f"{count} vendor rule(s), {examples} example(s) as expected{lint}"
+    print(f"ok: config {'valid' if cfg else 'not checked'}, {checked}")
     return 0
 
 
@@ -373,7 +382,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             print(f"--body: {e.strerror}", file=sys.stderr)
             return 2
     try:
-        rules = configured_rules(cfg)
+        rules = configured_rules(cfg, args.rules or ())
         req = ExplainRequest(args.url, args.method, body, consent, args.cookie, headers)
         if args.store:
             stored = _stored_states(args, cfg, subjects_of(req, cfg))

@@ -5,7 +5,9 @@
   (`config.example.yaml` documents each of them);
 - `load`: `load_config` / `parse_config`, one walk over the schema's fields;
 - `convert`: the named converters for options whose reading is special (secrets from
-  the environment, key files, paths under data_dir, networks, purpose maps).
+  the environment, key files, paths under data_dir, networks, purpose maps);
+- `json_schema`: the same walk as `load`, writing `schemas/config.schema.json` (each
+  converter's fragment is registered there under the converter's name).
 
 `load_config(path)` returns a `GatewayConfig` or raises `ConfigError` listing every
 problem (`file:line: key.path: message`). Unknown keys are errors. Secrets are never

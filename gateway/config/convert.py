@@ -6,7 +6,9 @@ type, and whether the author wrote it) and the `Context` of the load (environmen
 folders, the sections and values read so far). A converter returns the field's value,
 reporting problems on the nodes it was given; for a record in a list it may return
 `DROP` to leave the record out. Values from the environment (keys, tokens, DSNs) are
-read here, and a problem names the variable, never its value.
+read here, and a problem names the variable, never its value. What a file may hold for
+each converter's option, as JSON Schema, is registered under the same name in
+`gateway.config.json_schema.CONVERTER_SCHEMAS` (a test requires one for every converter).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from gateway.config.schema import (
     check_base_path,
 )
 from gateway.config.spec import Spec
+from gateway.grammar import check_purpose_name
 from gateway.model import NECESSARY, check_vendor_id
 from gateway.yamlsrc import Node
 
@@ -412,8 +415,8 @@ def _purpose_list(o: Option, ctx: Context) -> tuple[str, ...]:
     purposes: tuple[str, ...] = tuple(o.node.str_list()) if o.written else o.default
     for p in purposes:
         # Purpose names travel in every consent cookie: short, plain and few.
-        if not (p.isascii() and p.replace("_", "").replace("-", "").isalnum() and len(p) <= 32):
-            o.node.problem(f"purpose {p!r} must be 1-32 ASCII letters, digits, _ or -")
+        if (error := check_purpose_name(p)) is not None:
+            o.node.problem(error)
     if len(set(purposes)) != len(purposes):
         o.node.problem("a purpose is listed twice")
     if len(purposes) > 32:

@@ -32,6 +32,7 @@ __all__ = [
     "GCD_CANONICAL_FINAL",
     "GCD_CANONICAL_SEPARATOR",
     "GCM_TYPES",
+    "HIT_PARAMS",
     "GcdState",
     "GcdType",
     "consent_params",
@@ -47,6 +48,9 @@ __all__ = [
 
 #: the Consent Mode types Google's tags read, in their `gcd` order (Consent Mode v2)
 GCM_TYPES = ("ad_storage", "analytics_storage", "ad_user_data", "ad_personalization")
+
+#: the hit parameters this module reads (`decode_*`)
+HIT_PARAMS = frozenset({"gcs", "gcd", "npa", "dma", "dma_cps"})
 
 #: what `rewrite_gcd` writes between letters, and last, when it has no valid original
 GCD_CANONICAL_SEPARATOR = "1"

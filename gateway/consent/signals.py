@@ -53,6 +53,7 @@ from gateway.model import CMP, ConsentState, ConsentValue, CurrentConsent, Facts
 
 __all__ = [
     "REQUEST_SUFFIX",
+    "SIGNAL_PARAMS",
     "SignalInputs",
     "Signals",
     "TcfVendorConsent",
@@ -122,13 +123,14 @@ class Signals:
     ignored: tuple[tuple[str, str], ...] = ()
 
 
-#: the query parameters that carry signals (tag hits and ad-tech macros)
-_SIGNAL_PARAMS = frozenset(
+#: the query parameters that carry signals (tag hits and ad-tech macros); `new-rule`
+#: calls them consent signals too
+SIGNAL_PARAMS = frozenset(
     {"gdpr", "gdpr_consent", "gpp", "gpp_sid", "gcs", "gcd", "npa", "us_privacy"}
 )
 
 
-def query_params(raw: str, names: frozenset[str] = _SIGNAL_PARAMS) -> dict[str, str]:
+def query_params(raw: str, names: frozenset[str] = SIGNAL_PARAMS) -> dict[str, str]:
     """The values of `names` in the raw query string `raw` (first occurrence wins).
 
     Hot path: a tag hit carries dozens of parameters and few signals, so only the

@@ -37,6 +37,7 @@ __all__ = [
     "LogQuery",
     "LogReader",
     "UnknownHost",
+    "UnknownPath",
     "parse_since",
 ]
 
@@ -101,6 +102,17 @@ class UnknownHost:
     #: epoch seconds of the first and the last rejected request in the window
     first_seen: float
     last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownPath:
+    """One shape of the requests to an unknown destination: what a rule's draft is made of."""
+
+    #: as logged (`sanitize_method`)
+    method: str
+    #: as logged: a template (`sanitize_path`), `{…}` for each value, no query
+    path: str
+    count: int
 
 
 class LogReader:
@@ -217,6 +229,33 @@ class LogReader:
         return [
             UnknownHost(str(h), int(n), float(first), float(last)) for h, n, first, last in rows
         ]
+
+    def unknown_paths(
+        self, host: str, since: float | None = None, limit: int = 100
+    ) -> list[UnknownPath]:
+        """The (method, path template) pairs of rejected requests to `host` for no vendor
+        (as `unknown_hosts` counts them) since `since` (inclusive; None: all), most
+        requests first (then by method and path), at most `limit` (1..`MAX_QUERY_LIMIT`).
+
+        No file or table yet -> `[]`. Raises `ValueError` for a bad `limit`.
+        """
+        if not 1 <= limit <= MAX_QUERY_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
+        sql = (
+            "SELECT method, path, COUNT(*) AS n FROM decisions"
+            " WHERE action = 'reject' AND vendor IS NULL AND host = ?"
+        )
+        args: list[object] = [host]
+        if since is not None:
+            sql += " AND ts >= ?"
+            args.append(since)
+        sql += " GROUP BY method, path ORDER BY n DESC, method ASC, path ASC LIMIT ?"
+        args.append(limit)
+        with self._connect() as conn:
+            if conn is None:
+                return []
+            rows = conn.execute(sql, args).fetchall()
+        return [UnknownPath(str(m), str(p), int(n)) for m, p, n in rows]
 
     def bypasses(
         self, since: float | None = None, limit: int = 100, kind: str | None = None

@@ -7,17 +7,17 @@ the call and send it again once consent arrives (`gateway.ruleset.schema.DropAns
 from __future__ import annotations
 
 import json
-import re
 from typing import Final
 
 from gateway.model import EndpointKind
+from gateway.ruleset.keys import API_DROP_ANSWER, DropAnswerKeys
 from gateway.ruleset.schema import DropAnswer
 from gateway.yamlsrc import Node
 
 __all__ = ["DROP_ANSWER_KEYS", "read_drop_answer"]
 
-DROP_ANSWER_KEYS: Final = ("status", "json", "text", "content_type", "source")
-_CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*")
+#: the keys of `drop_answer:`, as `gateway.ruleset.keys` declares them
+DROP_ANSWER_KEYS: Final = DropAnswerKeys.names()
 
 
 def read_drop_answer(node: Node, kind: EndpointKind) -> DropAnswer | None:
@@ -26,13 +26,13 @@ def read_drop_answer(node: Node, kind: EndpointKind) -> DropAnswer | None:
     a body is `json` (sent as application/json) or `text` (as `content_type`)."""
     if node.missing:
         return None
-    if kind is not EndpointKind.API:
+    if API_DROP_ANSWER.refuses(kind):
         node.problem(f"only an api endpoint has a drop_answer (this one: {kind})")
         return None
     before = len(node.src.problems)
-    m = node.mapping(DROP_ANSWER_KEYS, required=("status", "source"))
-    status = m["status"].int(200, min=200, max=299)
-    source = m["source"].str()
+    m = DropAnswerKeys.mapping(node)
+    status = DropAnswerKeys.status.read(m, 200)
+    source = DropAnswerKeys.source.read(m)
     content_type = m["content_type"].opt_str()
     body = b""
     if "json" in m and "text" in m:
@@ -50,10 +50,8 @@ def read_drop_answer(node: Node, kind: EndpointKind) -> DropAnswer | None:
         content_type = content_type or "text/plain"
     elif content_type is not None:
         m["content_type"].problem("content_type needs a json or text body")
-    if content_type is not None and (
-        not _CONTENT_TYPE.fullmatch(content_type) or len(content_type) > 100
-    ):
-        m["content_type"].problem("must be a media type such as text/plain")
+    if content_type is not None and (error := DropAnswerKeys.content_type.check(content_type)):
+        m["content_type"].problem(error)
     if len(node.src.problems) != before:
         return None
     return node.build(

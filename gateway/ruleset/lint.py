@@ -3,7 +3,9 @@
 - an endpoint that can never match, because an earlier endpoint of the same
   vendor takes every request it would (first match wins);
 - a strip naming a field none of the rule's examples contains, so nothing shows
-  the strip works (or the name is misspelled: `gclid` vs `glcid`).
+  the strip works (or the name is misspelled: `gclid` vs `glcid`);
+- a purpose an endpoint requires (but `necessary`) that no `drop` or `strip` example
+  leaves ungranted on such an endpoint, so nothing shows what the gateway does without it.
 
 `lint_rules` returns warnings as `Problem`s; `consent-gateway check` prints them
 and fails on them only with `--strict`. Pure.
@@ -17,11 +19,12 @@ from urllib.parse import parse_qsl, unquote
 import orjson
 
 from gateway.errors import Problem
-from gateway.model import StripSpec
+from gateway.model import NECESSARY, Action, ConsentValue, StripSpec
+from gateway.ruleset.match import match_endpoint
 from gateway.ruleset.schema import EndpointSpec, ExampleSpec, VendorRule
 from gateway.transform_body import json_paths
 
-__all__ = ["lint_rules", "shadowed_by"]
+__all__ = ["lint_rules", "shadowed_by", "untested_purposes"]
 
 
 def _covers(early: EndpointSpec, late: EndpointSpec) -> bool:
@@ -80,6 +83,21 @@ def _mentioned(name: str, fields: set[str]) -> bool:
     return name in fields
 
 
+def untested_purposes(rule: VendorRule) -> list[str]:
+    """The purposes `rule`'s endpoints require (but `necessary`, and not counting retired
+    endpoints, which always drop) for which no example expecting `drop` or `strip` is a
+    request to an endpoint requiring it with it not granted; sorted."""
+    required = {p for ep in rule.endpoints if not ep.retired for p in ep.purposes} - {NECESSARY}
+    shown: set[str] = set()
+    for ex in rule.examples:
+        if ex.expect not in (Action.DROP, Action.STRIP):
+            continue
+        ep = match_endpoint(rule.endpoints, ex.path, ex.method)
+        if ep is not None:
+            shown |= {p for p in ep.purposes if ex.consent.get(p) is not ConsentValue.GRANTED}
+    return sorted(required - shown)
+
+
 def lint_rules(rules: Iterable[VendorRule]) -> list[Problem]:
     """Warnings about `rules` (see the module docstring), in file order."""
     out: list[Problem] = []
@@ -113,4 +131,14 @@ def lint_rules(rules: Iterable[VendorRule]) -> list[Problem]:
                         "works (or check the spelling)",
                     )
                 )
+        for purpose in untested_purposes(rule):
+            out.append(
+                Problem(
+                    rule.file,
+                    None,
+                    f"{rule.vendor}/examples",
+                    f"warning: no drop or strip example without {purpose!r}: add one where "
+                    f"{purpose} is not granted, to show what the gateway does then",
+                )
+            )
     return out

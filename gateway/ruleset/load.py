@@ -23,7 +23,7 @@ from gateway.ruleset.parse import RuleParser
 from gateway.ruleset.schema import VendorRule, check_host_pattern, check_path_prefix
 from gateway.yamlsrc import read_source
 
-__all__ = ["configured_rules", "is_public_suffix", "load_rules"]
+__all__ = ["configured_rules", "is_public_suffix", "load_rules", "registrable_domain"]
 
 _RULE_SUFFIXES = (".yaml", ".yml")
 
@@ -73,12 +73,19 @@ def load_rules(
     return ruleset
 
 
-def configured_rules(config: GatewayConfig) -> RuleSet:
+def configured_rules(config: GatewayConfig, paths: Sequence[Path] = ()) -> RuleSet:
     """The rules `config` names (`rules.paths`), for its purposes, with the hosts it adds
-    (`rules.vendor_hosts`): what the gateway serves, reloads, explains and locks CSP to."""
-    return load_rules(
-        config.rules.paths, frozenset(config.consent.purposes), config.rules.vendor_hosts
-    )
+    (`rules.vendor_hosts`): what the gateway serves, reloads, explains and locks CSP to.
+
+    With `paths`, the rules there instead (a rule file being written: `explain --rules`),
+    with the hosts the config adds to their vendors; entries for other vendors are left
+    out, not problems."""
+    purposes = frozenset(config.consent.purposes)
+    if not paths:
+        return load_rules(config.rules.paths, purposes, config.rules.vendor_hosts)
+    rules = load_rules(paths, purposes)
+    added = [h for h in config.rules.vendor_hosts if rules.vendor(h.vendor) is not None]
+    return load_rules(paths, purposes, added) if added else rules
 
 
 # ---------------------------------------------------------------------------
@@ -143,13 +150,24 @@ def _with_added_hosts(
 _PSL: list[PublicSuffixList] = []
 
 
-def is_public_suffix(host: str) -> bool:
-    """Whether `host` is on the Public Suffix List (`com`, `co.uk`, `github.io`): a name
-    under which anyone may register, so no rule may own it or all below it. The list is
-    read once, when first asked."""
+def _psl() -> PublicSuffixList:
+    """The Public Suffix List, read once, when first asked."""
     if not _PSL:
         _PSL.append(PublicSuffixList())
-    return bool(_PSL[0].is_public(host))
+    return _PSL[0]
+
+
+def is_public_suffix(host: str) -> bool:
+    """Whether `host` is on the Public Suffix List (`com`, `co.uk`, `github.io`): a name
+    under which anyone may register, so no rule may own it or all below it."""
+    return bool(_psl().is_public(host))
+
+
+def registrable_domain(host: str) -> str | None:
+    """The name `host` was registered as (`analytics.tiktok.com` -> `tiktok.com`), or None
+    for a public suffix itself."""
+    found = _psl().privatesuffix(host)
+    return str(found) if found else None
 
 
 # ---------------------------------------------------------------------------

@@ -6,52 +6,44 @@ first. `RuleParser` is the same walk, also keeping where the file claims its ven
 hosts and route, so that `gateway.ruleset.load` can report a conflict between files at
 the later file's key.
 
-The schema (the keys below, their types and defaults) is documented for rule
-authors in `rules/README.md`; keep the two in step.
+Every key is declared once in `gateway.ruleset.keys`, with its type, grammar and help:
+the walk reads each mapping through its block there (the keys it allows and requires,
+how each value is read and checked), and `schemas/rule.schema.json` is written from the
+same declarations. What is checked across keys, files or the config stays here. The
+schema is documented for rule authors in `rules/README.md`; keep the two in step.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from gateway.errors import Problem
-from gateway.model import (
-    NECESSARY,
-    Action,
-    BodyKind,
-    ConsentValue,
-    EndpointKind,
-    IpPolicy,
-    ReferrerPolicy,
-    StripSpec,
-    UserAgentPolicy,
-)
+from gateway.model import NECESSARY, Action, BodyKind, ConsentValue, EndpointKind, StripSpec
+from gateway.ruleset.declare import strings
 from gateway.ruleset.drop_answer import read_drop_answer
-from gateway.ruleset.match import is_safe_path, match_endpoint
+from gateway.ruleset.keys import (
+    LIVE_WEBSOCKET,
+    EndpointKeys,
+    ExampleKeys,
+    MatchKeys,
+    RuleKeys,
+    StripKeys,
+)
+from gateway.ruleset.match import match_endpoint
 from gateway.ruleset.schema import (
     DEFAULT_METHODS,
-    HTTP_METHODS,
     ConsentParams,
     EndpointSpec,
     ExampleSpec,
-    ForwardMode,
     VendorRule,
-    check_endpoint_id,
-    check_field_name,
-    check_forward_header,
-    check_header_name,
-    check_host_pattern,
-    check_json_path,
-    check_route,
     check_vendor_id,
     default_forward_mode,
     host_matches,
-    is_dns_name,
 )
 from gateway.yamlsrc import Node, YamlSource
 
@@ -66,63 +58,12 @@ __all__ = [
     "parse_rule",
 ]
 
-RULE_KEYS = (
-    "vendor",
-    "name",
-    "tcf_vendor_id",
-    "hosts",
-    "route",
-    "route_host",
-    "purposes",
-    "report_only",
-    "consent_params",
-    "always",
-    "when_denied",
-    "endpoints",
-    "examples",
-    "notes",
-)
-ENDPOINT_KEYS = (
-    "id",
-    "match",
-    "kind",
-    "body",
-    "purposes",
-    "when_denied",
-    "always",
-    "forward_mode",
-    "forward_headers",
-    "retired",
-    "drop_answer",
-    "notes",
-)
-MATCH_KEYS = ("path", "path_prefix", "path_regex", "methods")
-STRIP_KEYS = (
-    "query",
-    "json",
-    "path_params",
-    "url_fields",
-    "cookies",
-    "headers",
-    "ip",
-    "user_agent",
-    "referrer",
-    "keep",
-)
-EXAMPLE_KEYS = (
-    "url",
-    "method",
-    "body",
-    "content_type",
-    "headers",
-    "consent",
-    "expect",
-    "removed",
-    "kept",
-    "notes",
-)
-_MATCHERS = ("path", "path_prefix", "path_regex")
-_JSON_PREFIX = "json:"
+#: the keys of each mapping, as `gateway.ruleset.keys` declares them
+RULE_KEYS = RuleKeys.names()
+ENDPOINT_KEYS = EndpointKeys.names()
+MATCH_KEYS = MatchKeys.names()
+STRIP_KEYS = StripKeys.names()
+EXAMPLE_KEYS = ExampleKeys.names()
 
 
 def parse_rule(
@@ -164,22 +105,6 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _strings(node: Node) -> list[tuple[str, Node]]:
-    """A list of non-empty strings with their nodes; a single string is a one-item list."""
-    if isinstance(node.value, str):
-        items = [node]
-    else:
-        items = node.list()
-    out: list[tuple[str, Node]] = []
-    for item in items:
-        value = item.str()
-        if value:
-            out.append((value, item))
-        elif isinstance(item.value, str):
-            item.problem("must not be empty")
-    return out
-
-
 class RuleParser:
     """Walks one rule document; every problem lands in `src.problems` with its line."""
 
@@ -192,22 +117,19 @@ class RuleParser:
         src = YamlSource.parse(text, self.file)
         if src.problems and src.data is None:
             return Parsed(None, src.problems)
-        top = src.root().mapping(
-            RULE_KEYS, required=("vendor", "name", "hosts", "purposes", "endpoints", "examples")
-        )
-        vendor = self._slug(top["vendor"], check_vendor_id)
+        top = RuleKeys.mapping(src.root())
+        vendor = RuleKeys.vendor.read(top)
         self.claims["vendor"] = (top["vendor"].where, top["vendor"].line)
-        name = top["name"].str()
-        tcf = top["tcf_vendor_id"]
-        tcf_vendor_id = None if tcf.missing else tcf.int(min=1, max=65535)
+        name = RuleKeys.name.read(top)
+        tcf_vendor_id = None if top["tcf_vendor_id"].missing else RuleKeys.tcf_vendor_id.read(top)
         hosts = self._hosts(top["hosts"])
         purposes = self._purposes(top["purposes"])
         route, route_host = self._route(top["route"], top["route_host"], hosts)
-        report_only = top["report_only"].bool()
+        report_only = RuleKeys.report_only.read(top)
         consent_params = (
             None
             if top["consent_params"].missing
-            else top["consent_params"].enum(ConsentParams, ConsentParams.GOOGLE)
+            else RuleKeys.consent_params.read(top, ConsentParams.GOOGLE)
         )
         always = self._strip(top["always"])
         when_denied = self._when_denied(top["when_denied"])
@@ -217,7 +139,7 @@ class RuleParser:
             if endpoints_ok and wd.purpose not in required:
                 wd.node.problem(f"no endpoint requires {wd.purpose!r}: this strip never applies")
         examples = self._examples(top["examples"], hosts, endpoints if endpoints_ok else None)
-        top["notes"].str()
+        RuleKeys.notes.read(top)
         problems = [_prefixed(p, vendor) for p in src.problems]
         if problems:
             return Parsed(None, problems, self.claims)
@@ -241,12 +163,6 @@ class RuleParser:
         return Parsed(rule, [], self.claims)
 
     # -- scalars -------------------------------------------------------------
-    def _slug(self, node: Node, check: Callable[[str], str | None]) -> str:
-        value = node.str()
-        if value and (error := check(value)):
-            node.problem(error)
-        return value
-
     def _purpose(self, name: str, node: Node) -> bool:
         if name in self.known:
             return True
@@ -255,33 +171,22 @@ class RuleParser:
         return False
 
     def _purposes(self, node: Node) -> frozenset[str]:
-        out = frozenset(p for p, item in _strings(node) if self._purpose(p, item))
-        if node.value == []:
-            node.problem("at least one purpose is required (use [necessary] if none)")
+        out = frozenset(p for p, item in strings(node) if self._purpose(p, item))
+        RuleKeys.purposes.type.check_empty(node)
         return out
-
-    def _names(self, node: Node, check: Callable[[str], str | None]) -> frozenset[str]:
-        out: set[str] = set()
-        for value, item in _strings(node):
-            if error := check(value):
-                item.problem(error)
-            else:
-                out.add(value)
-        return frozenset(out)
 
     # -- hosts and route -----------------------------------------------------
     def _hosts(self, node: Node) -> list[str]:
         hosts: list[str] = []
-        for value, item in _strings(node):
-            if error := check_host_pattern(value):
+        for value, item in strings(node):
+            if error := RuleKeys.hosts.check(value):
                 item.problem(error)
             elif value in hosts:
                 item.problem(f"host {value!r} is listed twice")
             else:
                 hosts.append(value)
                 self.claims[f"host:{value}"] = (item.where, item.line)
-        if node.value == []:
-            node.problem("at least one host is required")
+        RuleKeys.hosts.type.check_empty(node)
         return hosts
 
     def _route(
@@ -293,11 +198,11 @@ class RuleParser:
                 host_node.problem("route_host only applies with a route")
             return None, None
         self.claims["route"] = (route_node.where, route_node.line)
-        if error := check_route(route):
+        if error := RuleKeys.route.check(route):
             route_node.problem(error)
         if not host_node.missing:
             target = host_node.str()
-            if not is_dns_name(target) or not any(host_matches(h, target) for h in hosts):
+            if RuleKeys.route_host.check(target) or not any(host_matches(h, target) for h in hosts):
                 host_node.problem("must be a host name that one of this rule's hosts covers")
             return route, target
         exact = [h for h in hosts if not h.startswith("*.")]
@@ -310,27 +215,22 @@ class RuleParser:
     def _strip(self, node: Node, when_denied: bool = False) -> StripSpec:
         if node.missing:
             return StripSpec()
-        m = node.mapping(STRIP_KEYS)
+        m = StripKeys.mapping(node)
         if not when_denied and not m["keep"].missing:
             m["keep"].problem("keep applies only to a when_denied strip")
         all_cookies = m["cookies"].value == "all"
-        headers = self._names(m["headers"], lambda h: check_header_name(h.lower()))
         return StripSpec(
-            query=self._names(m["query"], check_field_name),
-            json=self._names(m["json"], check_json_path),
-            path_params=self._names(m["path_params"], check_field_name),
-            url_fields=self._names(m["url_fields"], check_field_name),
-            cookies=frozenset() if all_cookies else self._names(m["cookies"], check_field_name),
+            query=StripKeys.query.read(m),
+            json=StripKeys.json.read(m),
+            path_params=StripKeys.path_params.read(m),
+            url_fields=StripKeys.url_fields.read(m),
+            cookies=frozenset() if all_cookies else StripKeys.cookies.read(m),
             all_cookies=all_cookies,
-            headers=frozenset(h.lower() for h in headers),
-            ip=m["ip"].enum(IpPolicy, IpPolicy.KEEP),
-            user_agent=m["user_agent"].enum(UserAgentPolicy, UserAgentPolicy.KEEP),
-            referrer=m["referrer"].enum(ReferrerPolicy, ReferrerPolicy.KEEP),
-            # a bare `*` keeps every field: allowed here, where it removes nothing
-            keep=frozenset(
-                n.lower()
-                for n in self._names(m["keep"], lambda n: None if n == "*" else check_field_name(n))
-            ),
+            headers=frozenset(h.lower() for h in StripKeys.headers.read(m)),
+            ip=StripKeys.ip.read(m),
+            user_agent=StripKeys.user_agent.read(m),
+            referrer=StripKeys.referrer.read(m),
+            keep=frozenset(n.lower() for n in StripKeys.keep.read(m)),
         )
 
     def _when_denied(self, node: Node) -> list[_WhenDenied]:
@@ -356,8 +256,7 @@ class RuleParser:
         out: list[EndpointSpec] = []
         ids: set[str] = set()
         items = node.list()
-        if node.value == []:
-            node.problem("at least one endpoint is required")
+        RuleKeys.endpoints.type.check_empty(node)
         for item in items:
             endpoint = self._endpoint(item, purposes, when_denied, always)
             if endpoint is None:
@@ -378,11 +277,11 @@ class RuleParser:
     ) -> EndpointSpec | None:
         problems = node.src.problems
         before = len(problems)
-        m = node.mapping(ENDPOINT_KEYS, required=("id", "match", "kind"))
-        endpoint_id = self._slug(m["id"], check_endpoint_id)
+        m = EndpointKeys.mapping(node)
+        endpoint_id = EndpointKeys.id.read(m)
         path, prefix, regex, methods = self._matcher(m["match"])
-        kind = m["kind"].enum(EndpointKind, EndpointKind.BEACON)
-        body = m["body"].enum(BodyKind, BodyKind.NONE)
+        kind = EndpointKeys.kind.read(m, EndpointKind.BEACON)
+        body = EndpointKeys.body.read(m)
         purposes = self._purposes(m["purposes"]) if "purposes" in m else vendor_purposes
         own_when_denied = self._when_denied(m["when_denied"])
         for wd in own_when_denied:
@@ -401,11 +300,11 @@ class RuleParser:
         for wd in (*vendor_when_denied, *own_when_denied):
             if wd.purpose in purposes:
                 merged[wd.purpose] = merged.get(wd.purpose, StripSpec()).merge(wd.strip)
-        mode = m["forward_mode"].enum(ForwardMode, default_forward_mode(kind))
-        if kind is EndpointKind.WEBSOCKET and mode is not ForwardMode.SYNC:
+        mode = EndpointKeys.forward_mode.read(m, default_forward_mode(kind))
+        if LIVE_WEBSOCKET.refuses(kind, mode):
             m["forward_mode"].problem("a websocket endpoint is relayed live (forward_mode: sync)")
         drop_answer = read_drop_answer(m["drop_answer"], kind)
-        m["notes"].str()
+        EndpointKeys.notes.read(m)
         if len(problems) != before or not purposes:
             # An empty `purposes` here is the vendor's, already reported where it is written.
             return None
@@ -422,20 +321,18 @@ class RuleParser:
             when_denied=MappingProxyType(merged),
             always=vendor_always.merge(own_always),
             forward_mode=mode,
-            retired=m["retired"].bool(False),
-            forward_headers=frozenset(
-                h.lower() for h in self._names(m["forward_headers"], check_forward_header)
-            ),
+            retired=EndpointKeys.retired.read(m),
+            forward_headers=frozenset(h.lower() for h in EndpointKeys.forward_headers.read(m)),
             drop_answer=drop_answer,
         )
 
     def _matcher(
         self, node: Node
     ) -> tuple[str | None, str | None, re.Pattern[str] | None, frozenset[str]]:
-        m = node.mapping(MATCH_KEYS)
-        given = [k for k in _MATCHERS if k in m and not m[k].missing]
+        m = MatchKeys.mapping(node)
+        given = [k for k in MatchKeys.one_of if k in m and not m[k].missing]
         if len(given) != 1 and isinstance(node.value, dict):
-            node.problem("exactly one of path, path_prefix, path_regex is required")
+            node.problem(f"exactly one of {', '.join(MatchKeys.one_of)} is required")
         path = prefix = None
         regex: re.Pattern[str] | None = None
         if "path" in m:
@@ -444,25 +341,19 @@ class RuleParser:
             prefix = self._path(m["path_prefix"])
         if "path_regex" in m:
             pattern = m["path_regex"].str()
-            try:
+            if error := MatchKeys.path_regex.check(pattern):
+                m["path_regex"].problem(error)
+            else:
                 regex = re.compile(pattern)
-            except re.error as e:
-                m["path_regex"].problem(f"not a regular expression: {e.msg}")
         methods = DEFAULT_METHODS
         if "methods" in m:
-            methods = frozenset(x.upper() for x in self._names(m["methods"], _method_error))
-            if m["methods"].value == []:
-                m["methods"].problem("at least one method is required")
+            methods = frozenset(x.upper() for x in MatchKeys.methods.read(m))
         return path, prefix, regex, methods
 
     def _path(self, node: Node) -> str:
         value = node.str()
-        if not is_safe_path(value):
-            # A path the request gate refuses could never match: say so at load time.
-            node.problem(
-                "must be a raw URL path starting with '/' (no query, fragment, whitespace, "
-                "backslash or dot segments)"
-            )
+        if error := MatchKeys.path.check(value):  # also for an empty path
+            node.problem(error)
         return value
 
     # -- examples -------------------------------------------------------------
@@ -470,8 +361,7 @@ class RuleParser:
         self, node: Node, hosts: list[str], endpoints: list[EndpointSpec] | None
     ) -> list[ExampleSpec]:
         items = node.list()
-        if node.value == []:
-            node.problem("at least one example is required")
+        RuleKeys.examples.type.check_empty(node)
         examples = [self._example(item, hosts, endpoints) for item in items]
         return [e for e in examples if e is not None]
 
@@ -480,28 +370,28 @@ class RuleParser:
     ) -> ExampleSpec | None:
         problems = node.src.problems
         before = len(problems)
-        m = node.mapping(EXAMPLE_KEYS, required=("url", "expect"))
+        m = ExampleKeys.mapping(node)
         url = m["url"].str()
-        method = m["method"].str("GET").upper()
-        if method not in HTTP_METHODS:
-            m["method"].problem(f"must be one of: {', '.join(sorted(HTTP_METHODS))}")
+        method = m["method"].str(ExampleKeys.method.type.default()).upper()
+        if error := ExampleKeys.method.check(method):
+            m["method"].problem(error)
         text = m["body"].opt_str()
         if text is not None and method in ("GET", "HEAD"):
             m["body"].problem(f"a {method} request has no body")
         headers = {k: v.str() for k, v in m["headers"].items()}
         consent = {
-            p: v.enum(ConsentValue, ConsentValue.UNKNOWN)
+            p: ExampleKeys.consent.type.value.read(v, ConsentValue.UNKNOWN)
             for p, v in m["consent"].items()
             if self._purpose(p, v)
         }
-        expect = m["expect"].enum(Action, Action.REJECT)
-        removed = self._fields(m["removed"])
-        kept = self._fields(m["kept"])
+        expect = ExampleKeys.expect.read(m, Action.REJECT)
+        removed = tuple(sorted(ExampleKeys.removed.read(m)))
+        kept = tuple(sorted(ExampleKeys.kept.read(m)))
         if both := sorted(set(removed) & set(kept)):
             m["kept"].problem(f"both removed and kept: {', '.join(both)}")
         if kept and expect in (Action.DROP, Action.REJECT):
             m["kept"].problem(f"nothing reaches the vendor when the decision is {expect}")
-        m["notes"].str()
+        ExampleKeys.notes.read(m)
         if url:
             self._check_url(m["url"], url, method, expect, hosts, endpoints)
         if len(problems) != before:
@@ -520,14 +410,6 @@ class RuleParser:
             line=node.line,
         )
 
-    def _fields(self, node: Node) -> tuple[str, ...]:
-        def check(name: str) -> str | None:
-            if name.startswith(_JSON_PREFIX):
-                return check_json_path(name[len(_JSON_PREFIX) :])
-            return check_field_name(name)
-
-        return tuple(sorted(self._names(node, check)))
-
     def _check_url(
         self,
         node: Node,
@@ -537,16 +419,11 @@ class RuleParser:
         hosts: list[str],
         endpoints: list[EndpointSpec] | None,
     ) -> None:
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            node.problem("not a URL")
+        if error := ExampleKeys.url.check(url):
+            node.problem(error)
             return
+        parts = urlsplit(url)
         host = parts.hostname or ""
-        if parts.scheme != "https" or not host or parts.username is not None or port is not None:
-            node.problem("must be an https:// URL with a host name, and no userinfo or port")
-            return
         if hosts and not any(host_matches(h, host) for h in hosts):
             node.problem(f"host {host!r} is not one of this rule's hosts")
             return
@@ -554,12 +431,6 @@ class RuleParser:
             return
         if match_endpoint(endpoints, parts.path or "/", method) is None:
             node.problem(f"no endpoint matches {method} {parts.path} (expect: reject if intended)")
-
-
-def _method_error(method: str) -> str | None:
-    if method.upper() in HTTP_METHODS:
-        return None
-    return f"must be one of: {', '.join(sorted(HTTP_METHODS))}"
 
 
 def _prefixed(problem: Problem, vendor: str) -> Problem:

@@ -36,6 +36,8 @@ __all__ = [
     "ConsentParams",
     "DropAnswer",
     "HTTP_METHODS",
+    "NEVER_FORWARDED",
+    "NEVER_FORWARDED_PREFIXES",
     "RESERVED_ROUTES",
     "EndpointSpec",
     "ExampleSpec",
@@ -204,7 +206,7 @@ def check_route(route: str) -> str | None:
 
 #: headers a rule may never forward: hop-by-hop, framing, the visitor's address and
 #: the site's cookies (RFC 9110 §7.6.1; the cookie has its own strips)
-_NEVER_FORWARDED = frozenset(
+NEVER_FORWARDED = frozenset(
     {
         "host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
         "proxy-authorization", "proxy-authenticate", "content-length", "cookie",
@@ -212,12 +214,14 @@ _NEVER_FORWARDED = frozenset(
         "true-client-ip", "via",
     }
 )  # fmt: skip
+#: and every header whose name starts with one of these (CDN, proxy and address headers)
+NEVER_FORWARDED_PREFIXES = ("cf-", "proxy-", "x-forwarded-")
 
 
 def check_forward_header(name: str) -> str | None:
     """A header a rule may add to the forwarded allow-list."""
     lname = name.lower()
-    if lname in _NEVER_FORWARDED or lname.startswith(("cf-", "proxy-", "x-forwarded-")):
+    if lname in NEVER_FORWARDED or lname.startswith(NEVER_FORWARDED_PREFIXES):
         # SECURITY: framing, hop-by-hop and address headers are the gateway's to set.
         return "the gateway never forwards this header"
     return check_header_name(lname)

@@ -18,6 +18,8 @@ from yarl import URL
 from gateway.admin.answers import CSP
 from gateway.admin.present import erase_command
 from gateway.app import GATEWAY
+from gateway.config import DEFAULT_PURPOSES
+from gateway.ruleset.parse import parse_rule
 from gateway.store.base import ConsentRecord, StoreError
 from tests.admin.conftest import (
     BEARER,
@@ -208,6 +210,64 @@ async def test_unknown_destinations(gateway_factory: Callable[..., Any]) -> None
     }
     body = await api(client, "/_admin/api/unknown?since=all&limit=1")
     assert [h["host"] for h in body["hosts"]] == ["a.example"]
+
+
+async def test_an_unknown_destination_offers_a_drafted_rule(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    """From what the log kept of a host's requests (methods, path templates): never a value."""
+    client = await admin_client(gateway_factory)
+    unknown = {"vendor": None, "endpoint": None, "action": "reject", "missing": ()}
+    host = "cdn.acme-metrics.example"
+    seed(
+        client,
+        [
+            record("1", 40, host=host, method="POST", path="/v1/{…}/events", **unknown),
+            record("2", 30, host=host, method="POST", path="/v1/{…}/events", **unknown),
+            record("3", 20, host=host, method="GET", path="/px.gif", **unknown),
+            record("4", 10, host="{…}", **unknown),  # no name a rule could list
+            record("5", 10, host="old.example", **(unknown | {"ts": time.time() - 30 * DAY})),
+        ],
+    )
+    doc = await page(client, "/_admin/unknown")
+    links = {
+        r.one("td", "host").text: r.one("td", "draft").all("a")
+        for r in doc.one("table", id="unknown").all("tr", "host")
+    }
+    assert links["{…}"] == []
+    [link] = links[host]
+    href = link.attrs["href"]
+    assert href == f"/_admin/unknown/draft?host={host}&since=1w"
+
+    doc = await page(client, href)
+    draft = doc.one("pre", id="draft").text
+    rule, problems = parse_rule(draft, "draft.yaml", frozenset(DEFAULT_PURPOSES))
+    assert problems == [] and rule is not None
+    assert rule.hosts == (host,)
+    assert {(e.id, e.pattern, tuple(sorted(e.methods))) for e in rule.endpoints} == {
+        ("px", "/px.gif", ("GET",)),
+        ("events", "~/v1/[^/]+/events", ("POST",)),
+    }
+    assert doc.all("p", id="listed") == []
+
+    body = await api(client, f"/_admin/api/unknown/draft?host={host}")
+    assert body == {"host": host, "since": "1w", "rule": draft}
+
+    # nothing logged for it in the window; a host that is not a name
+    await page(client, "/_admin/unknown/draft?host=old.example", status=404)
+    await api(client, "/_admin/api/unknown/draft?host=old.example", status=404)
+    assert (await api(client, "/_admin/api/unknown/draft?host=old.example&since=all"))["rule"]
+    for bad in ("", "?host=10.0.0.1", "?host=%3Cscript%3E", f"?host={host}&since=1y"):
+        await page(client, f"/_admin/unknown/draft{bad}", status=400)
+    body = await api(client, "/_admin/api/unknown/draft?host=a%40b.example", status=400)
+    assert body["error"].startswith("host:") and "a@b" not in body["error"]
+
+
+async def test_a_drafted_host_a_rule_lists_now_says_so(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    seed(client, [record("1", 10, host=GA, vendor=None, endpoint=None, action="reject", path="/x")])
+    doc = await page(client, f"/_admin/unknown/draft?host={GA}")
+    assert "google-analytics-4" in doc.one("p", id="listed").text
 
 
 # --- Rules ----------------------------------------------------------------------------

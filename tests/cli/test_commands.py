@@ -64,6 +64,83 @@ def test_check_reports_config_problems(tmp_path: Path, capsys: pytest.CaptureFix
     assert f"{bad}:2: server.prot: unknown key" in capsys.readouterr().out
 
 
+def meta_rule_with(tmp_path: Path, old: str, new: str, nth: int = 1) -> tuple[Path, int]:
+    """The shipped Meta rule in `tmp_path/rules`, its `nth` `old` replaced by `new`; and the
+    line of the example that holds it."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    lines = (RULES_DIR / "meta-pixel.yaml").read_text().splitlines()
+    at = [i for i, line in enumerate(lines) if line.strip() == old][nth - 1]
+    lines[at] = lines[at].replace(old, new)
+    start = max(i for i in range(at + 1) if lines[i].startswith("  - url:"))
+    (rules / "meta-pixel.yaml").write_text("\n".join(lines) + "\n")
+    return rules, start + 1
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "nth", "message"),
+    [
+        (
+            "expect: drop",
+            "expect: forward",
+            1,
+            (
+                "meta-pixel/examples[1]: expected forward, the gateway decides drop (no consent "
+                "for advertising"
+            ),
+        ),
+        (
+            "kept: [id, ev, fbp, dl]",
+            "kept: [id, ev, fbp, dl, nope]",
+            1,
+            "meta-pixel/examples[0]: kept field 'nope' does not reach the vendor",
+        ),
+        (
+            "kept: [id, ev, fbp, dl]",
+            "removed: [fbp]",
+            1,
+            "meta-pixel/examples[0]: removed field 'fbp' reaches the vendor",
+        ),
+    ],
+)
+def test_check_runs_every_rules_examples(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, nth: int, message: str
+) -> None:
+    """A site's own rule with a wrong `expect:` fails `check` (not only the repo's tests)."""
+    rules, line = meta_rule_with(tmp_path, old, new, nth)
+    os.chdir(tmp_path)
+    assert main(["check", str(rules)]) == 1
+    [found] = [o for o in capsys.readouterr().out.splitlines() if "examples[" in o]
+    assert found.startswith(f"{rules / 'meta-pixel.yaml'}:{line}: {message}"), found
+
+
+def test_check_warns_of_a_purpose_no_example_denies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "acme.yaml").write_text(ACME_RULE)
+    os.chdir(tmp_path)
+    assert main(["check", str(rules)]) == 0
+    out = capsys.readouterr().out
+    assert "acme/examples: warning: no drop or strip example without 'advertising'" in out
+    assert "1 vendor rule(s), 2 example(s) as expected, 1 lint warning(s)" in out
+    assert main(["check", "--strict", str(rules)]) == 1
+
+
+ACME_RULE = """\
+vendor: acme
+name: Acme
+hosts: [t.acme.example]
+purposes: [advertising]
+endpoints:
+  - {id: px, match: {path: /px}, kind: pixel}
+examples:
+  - {url: "https://t.acme.example/px?uid=1", consent: {advertising: granted}, expect: forward}
+  - {url: "https://t.acme.example/admin", expect: reject}
+"""
+
+
 @pytest.mark.parametrize("target", ["rule", "config"])
 def test_check_refuses_an_alias_bomb_at_once(
     tmp_path: Path, config_file: Path, target: str
@@ -94,6 +171,29 @@ def test_check_reports_a_config_that_is_not_utf8_in_one_line(
     captured = capsys.readouterr()
     assert f"{bad}:2: not UTF-8 text (save the file as UTF-8)" in captured.out
     assert "Traceback" not in captured.out + captured.err
+
+
+def test_explain_against_a_rule_being_written(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    draft = tmp_path / "acme.yaml"
+    draft.write_text(ACME_RULE)
+    url = "https://t.acme.example/px?uid=1"
+    base = ["explain", "--config", str(config_file), url, "--consent", "advertising=denied"]
+    # the configured rules do not list the host: REJECT
+    assert main([*base, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["decision"]["action"] == "reject"
+    assert main([*base, "--json", "--rules", str(draft)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["vendor"], doc["endpoint"], doc["decision"]["action"]) == ("acme", "px", "drop")
+    # the same text output otherwise; files and directories, several
+    assert main([*base, "--rules", str(draft), "--rules", str(RULES_DIR)]) == 0
+    out = capsys.readouterr().out
+    assert "vendor    acme   endpoint px" in out and "decision  DROP" in out
+    # a rule being written with a problem: reported as check reports it
+    draft.write_text(ACME_RULE.replace("kind: pixel", "kind: pixle"))
+    assert main([*base, "--rules", str(draft)]) == 1
+    assert f"{draft}:6: acme/endpoints[0].kind:" in capsys.readouterr().err
 
 
 def test_sign_mints_a_cookie_the_gateway_accepts(

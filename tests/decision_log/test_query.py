@@ -15,8 +15,10 @@ from gateway.decision_log.query import (
     LogQuery,
     LogReader,
     UnknownHost,
+    UnknownPath,
     parse_since,
 )
+from gateway.decision_log.record import DecisionRecord
 from gateway.errors import GatewayError, LogUnavailable
 from tests.conftest import LOG_ROWS, T0, make_record, store_records
 
@@ -164,6 +166,7 @@ READS: dict[str, tuple[Callable[[LogReader], object], object]] = {
     "records": (lambda r: r.records(LogQuery()), []),
     "counts": (_counts, (0, {}, {})),
     "unknown_hosts": (lambda r: r.unknown_hosts(), []),
+    "unknown_paths": (lambda r: r.unknown_paths("a.example"), []),
     "max_id": (lambda r: r.max_id(), 0),
 }
 
@@ -280,6 +283,50 @@ def test_unknown_hosts(
     got = LogReader(db).unknown_hosts(since, limit)
     assert [(u.host, u.count, u.first_seen, u.last_seen) for u in got] == expected
     assert all(isinstance(u, UnknownHost) for u in got)
+
+
+def unknown(request_id: str, at: float, method: str, path: str, **kw: object) -> DecisionRecord:
+    fields: dict[str, object] = {"vendor": None, "endpoint": None, "action": "reject"}
+    fields |= {"host": "a.example", "method": method, "path": path, **kw}
+    return make_record(request_id, ts=T0 + at, **fields)
+
+
+PATH_ROWS = [
+    unknown("1", 0, "GET", "/px.gif"),
+    unknown("2", 10, "POST", "/v1/{…}/events"),
+    unknown("3", 20, "POST", "/v1/{…}/events"),
+    unknown("4", 30, "GET", "/v1/{…}/events"),
+    unknown("5", 40, "GET", "/other", host="b.example"),  # another host
+    unknown("6", 50, "GET", "/known", vendor="ga4"),  # a known vendor's bad request
+    unknown("7", 60, "GET", "/dropped", action="drop"),
+]
+
+
+@pytest.mark.parametrize(
+    ("since", "limit", "expected"),
+    [
+        # most requests first, then by method and path
+        (
+            None,
+            100,
+            [("POST", "/v1/{…}/events", 2), ("GET", "/px.gif", 1), ("GET", "/v1/{…}/events", 1)],
+        ),
+        (None, 1, [("POST", "/v1/{…}/events", 2)]),
+        (T0 + 15, 100, [("GET", "/v1/{…}/events", 1), ("POST", "/v1/{…}/events", 1)]),
+        (T0 + 31, 100, []),
+    ],
+)
+def test_unknown_paths(
+    tmp_path: Path, since: float | None, limit: int, expected: list[tuple[str, str, int]]
+) -> None:
+    db = tmp_path / "decisions.db"
+    store_records(db, PATH_ROWS)
+    got = LogReader(db).unknown_paths("a.example", since, limit)
+    assert [(p.method, p.path, p.count) for p in got] == expected
+    assert all(isinstance(p, UnknownPath) for p in got)
+    assert LogReader(tmp_path / "none.db").unknown_paths("a.example") == []
+    with pytest.raises(ValueError):
+        LogReader(db).unknown_paths("a.example", limit=0)
 
 
 def test_unknown_hosts_without_database_and_bad_limit(tmp_path: Path) -> None:

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.config import DEFAULT_PURPOSES
 from gateway.model import EndpointKind
 from gateway.ruleset.drop_answer import read_drop_answer
+from gateway.ruleset.load import load_rules
 from gateway.ruleset.schema import DropAnswer
 from gateway.yamlsrc import YamlSource
+from tests.conftest import RULES_DIR
+
+SHIPPED = load_rules([RULES_DIR], frozenset(DEFAULT_PURPOSES))
 
 
 def _read(text: str, kind: EndpointKind = EndpointKind.API) -> tuple[DropAnswer | None, list[str]]:

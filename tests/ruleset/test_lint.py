@@ -113,3 +113,45 @@ def test_shipped_google_rules_lint_clean() -> None:
         frozenset(DEFAULT_PURPOSES),
     )
     assert lint_rules(rules.rules) == []
+
+
+def ex(path: str, consent: str, expect: str) -> str:
+    return f'  - {{url: "https://t.acme.example{path}", consent: {consent}, expect: {expect}}}\n'
+
+
+TWO_PURPOSES = eps(
+    "{id: px, match: {path: /px}, kind: pixel}",
+    "{id: js, match: {path: /a.js}, kind: script, purposes: [analytics, advertising]}",
+    "{id: ping, match: {path: /ping}, kind: beacon, purposes: [necessary]}",
+    "{id: old, match: {path: /old}, kind: beacon, purposes: [functional], retired: true}",
+)
+
+
+@pytest.mark.parametrize(
+    ("examples", "untested"),
+    [
+        # a drop where advertising is denied, on an endpoint needing it; analytics not shown
+        (ex("/px", "{advertising: denied}", "drop"), ["analytics"]),
+        # unknown is not granted: this drop shows both purposes of /a.js
+        (ex("/a.js", "{}", "drop"), []),
+        (ex("/a.js", "{advertising: granted}", "drop"), ["advertising"]),
+        # a forward shows nothing about a denial, nor does a denial on another endpoint
+        (ex("/a.js", "{analytics: denied}", "forward"), ["advertising", "analytics"]),
+        (
+            ex("/px", "{analytics: denied, advertising: granted}", "drop"),
+            ["advertising", "analytics"],
+        ),
+        # strip counts as drop does; necessary and a retired endpoint's purpose need nothing
+        (
+            ex("/px", "{advertising: denied}", "strip")
+            + ex("/a.js", "{analytics: denied}", "drop"),
+            [],
+        ),
+    ],
+)
+def test_a_purpose_without_a_drop_or_strip_example(examples: str, untested: list[str]) -> None:
+    text = "endpoints:\n" + TWO_PURPOSES + "examples:\n" + examples
+    found = [m for m in lint(text) if "no drop or strip example" in m]
+    assert [m.split("'")[1] for m in found] == untested
+    for m in found:
+        assert m.startswith("warning: ")

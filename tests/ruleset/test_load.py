@@ -3,14 +3,15 @@ every file, and the conflicts between files."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from gateway.config import DEFAULT_PURPOSES, VendorHost
 from gateway.errors import RuleError
-from gateway.ruleset.load import load_rules
-from tests.conftest import RULES_DIR, SHIPPED_RULES
+from gateway.ruleset.load import configured_rules, load_rules, registrable_domain
+from tests.conftest import RULES_DIR, SHIPPED_RULES, make_config
 
 KNOWN = frozenset(DEFAULT_PURPOSES)
 
@@ -241,3 +242,39 @@ def test_the_shipped_rules_take_added_hosts() -> None:
     rules = load_rules([RULES_DIR], KNOWN, [added("matomo", "stats.shop.example")])
     match = rules.match("stats.shop.example", "/matomo.php", "GET")
     assert match is not None and match.vendor.vendor == "matomo"
+
+
+def test_configured_rules_or_the_rules_at_paths_with_the_hosts_added_to_them(
+    two_rules: Path, tmp_path: Path
+) -> None:
+    """`explain --rules`: the rule being written, for the config's purposes, with the hosts
+    the config adds to its vendor; entries for vendors not among them are not problems."""
+    cfg = make_config(tmp_path)
+    cfg = dataclasses.replace(
+        cfg,
+        rules=dataclasses.replace(
+            cfg.rules,
+            paths=(two_rules,),
+            vendor_hosts=(added("a", "stats.shop.example"), added("matomo", "s.shop.example")),
+        ),
+    )
+    with pytest.raises(RuleError, match="no rule has vendor id 'matomo'"):
+        configured_rules(cfg)
+    only_a = configured_rules(cfg, [two_rules / "a.yaml"])
+    assert [r.vendor for r in only_a.rules] == ["a"]
+    assert only_a.vendor_for_host("stats.shop.example") is not None
+    b = configured_rules(cfg, [two_rules / "b.yaml"])
+    assert [r.vendor for r in b.rules] == ["b"] and b.rules[0].added_hosts == ()
+
+
+@pytest.mark.parametrize(
+    ("host", "domain"),
+    [
+        ("analytics.tiktok.com", "tiktok.com"),
+        ("eu.cdn.acme.co.uk", "acme.co.uk"),
+        ("shop.github.io", "shop.github.io"),
+        ("co.uk", None),
+    ],
+)
+def test_registrable_domain(host: str, domain: str | None) -> None:
+    assert registrable_domain(host) == domain
