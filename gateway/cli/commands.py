@@ -252,6 +252,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     else:
         if cfg is not None:
             problems += _unused_overrides(cfg, ruleset, str(args.config))
+            warnings += _unknown_cmp_vendors(cfg, ruleset, str(args.config))
         # each rule's acceptance table, through the real decision and transform code
         problems += run_examples(ruleset, cfg)
         examples = sum(len(r.examples) for r in ruleset.rules)
@@ -264,6 +265,23 @@ def _cmd_check(args: argparse.Namespace) -> int:
     checked = f"{count} vendor rule(s), {examples} example(s) as expected{lint}"
     print(f"ok: config {'valid' if cfg else 'not checked'}, {checked}")
     return 0
+
+
+def _unknown_cmp_vendors(cfg: GatewayConfig, ruleset: RuleSet, file: str) -> list[Problem]:
+    """A CMP id mapped to a vendor id no rule has: its answer decides nothing (a typo, or
+    a rule removed), so the visitor's choice for that vendor would go unenforced."""
+    return [
+        Problem(
+            file,
+            None,
+            f"consent.signals.cmp.{cmp}.vendors.{cmp_id}",
+            f"no rule has vendor id {vendor!r}: this answer is never applied",
+        )
+        for cmp, table in sorted(cfg.consent.signals.cmp.items())
+        for cmp_id, vendors in sorted(table.vendors.items())
+        for vendor in vendors
+        if ruleset.vendor(vendor) is None
+    ]
 
 
 def _unused_overrides(cfg: GatewayConfig, ruleset: RuleSet, file: str) -> list[Problem]:

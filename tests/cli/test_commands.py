@@ -711,6 +711,20 @@ def test_check_refuses_overrides_that_can_never_be_used(
     assert "www.google-analytics.com" not in out
 
 
+def test_check_warns_of_a_cmp_vendor_no_rule_has(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = yaml.safe_load(config_file.read_text())
+    klaro = {"posthog": ["analytics"], "vendors": {"posthog": ["posthog", "posthgo"]}}
+    doc.setdefault("consent", {}).setdefault("signals", {})["cmp"] = {"klaro": klaro}
+    config_file.write_text(yaml.safe_dump(doc))
+    assert main(["check", "--config", str(config_file)]) == 0  # a warning
+    out = capsys.readouterr().out
+    assert "consent.signals.cmp.klaro.vendors.posthog: no rule has vendor id 'posthgo'" in out
+    assert "'posthog'" not in out
+    assert main(["check", "--strict", "--config", str(config_file)]) == 1
+
+
 @pytest.mark.parametrize(
     "origin",
     [
