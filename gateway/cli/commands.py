@@ -25,7 +25,7 @@ from gateway.errors import ConfigError, Problem, StoreError
 from gateway.store.base import ConsentStore, CurrentConsent
 
 if TYPE_CHECKING:
-    from gateway.ruleset.match import RuleSet
+    pass
 
 __all__ = ["main"]
 
@@ -228,7 +228,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from gateway.config import DEFAULT_PURPOSES
     from gateway.examples import run_examples
-    from gateway.ruleset.lint import lint_rules
+    from gateway.ruleset.lint import lint_rules, unknown_cmp_vendors, unused_overrides
     from gateway.ruleset.load import load_rules
 
     problems: list[Problem] = []
@@ -251,8 +251,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         problems += e.problems
     else:
         if cfg is not None:
-            problems += _unused_overrides(cfg, ruleset, str(args.config))
-            warnings += _unknown_cmp_vendors(cfg, ruleset, str(args.config))
+            problems += unused_overrides(cfg, ruleset, str(args.config))
+            warnings += unknown_cmp_vendors(cfg, ruleset, str(args.config))
         # each rule's acceptance table, through the real decision and transform code
         problems += run_examples(ruleset, cfg)
         examples = sum(len(r.examples) for r in ruleset.rules)
@@ -265,38 +265,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
     checked = f"{count} vendor rule(s), {examples} example(s) as expected{lint}"
     print(f"ok: config {'valid' if cfg else 'not checked'}, {checked}")
     return 0
-
-
-def _unknown_cmp_vendors(cfg: GatewayConfig, ruleset: RuleSet, file: str) -> list[Problem]:
-    """A CMP id mapped to a vendor id no rule has: its answer decides nothing (a typo, or
-    a rule removed), so the visitor's choice for that vendor would go unenforced."""
-    return [
-        Problem(
-            file,
-            None,
-            f"consent.signals.cmp.{cmp}.vendors.{cmp_id}",
-            f"no rule has vendor id {vendor!r}: this answer is never applied",
-        )
-        for cmp, table in sorted(cfg.consent.signals.cmp.items())
-        for cmp_id, vendors in sorted(table.vendors.items())
-        for vendor in vendors
-        if ruleset.vendor(vendor) is None
-    ]
-
-
-def _unused_overrides(cfg: GatewayConfig, ruleset: RuleSet, file: str) -> list[Problem]:
-    """An `upstream.overrides` origin whose host no rule lists can never be used: the
-    gateway refuses that destination before it would look the override up."""
-    return [
-        Problem(
-            file,
-            None,
-            f"upstream.overrides[{origin!r}]",
-            "no rule lists this host, so this override is never used",
-        )
-        for origin in sorted(cfg.upstream.overrides)
-        if ruleset.vendor_for_host(origin.removeprefix("https://")) is None
-    ]
 
 
 # -- logs ---------------------------------------------------------------------------

@@ -18,13 +18,20 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
+from gateway.config import GatewayConfig
 from gateway.errors import Problem
 from gateway.model import NECESSARY, Action, ConsentValue, StripSpec
-from gateway.ruleset.match import match_endpoint
+from gateway.ruleset.match import RuleSet, match_endpoint
 from gateway.ruleset.schema import EndpointSpec, ExampleSpec, VendorRule
 from gateway.transform_body import json_paths
 
-__all__ = ["lint_rules", "shadowed_by", "untested_purposes"]
+__all__ = [
+    "lint_rules",
+    "shadowed_by",
+    "unknown_cmp_vendors",
+    "untested_purposes",
+    "unused_overrides",
+]
 
 
 def _covers(early: EndpointSpec, late: EndpointSpec) -> bool:
@@ -142,3 +149,38 @@ def lint_rules(rules: Iterable[VendorRule]) -> list[Problem]:
                 )
             )
     return out
+
+
+# -- the config against the rules (`check`) ------------------------------------------
+
+
+def unknown_cmp_vendors(cfg: GatewayConfig, ruleset: RuleSet, file: str) -> list[Problem]:
+    """A CMP id mapped to a vendor id no rule has: its answer decides nothing (a typo, or
+    a rule removed), so the visitor's choice for that vendor would go unenforced."""
+    return [
+        Problem(
+            file,
+            None,
+            f"consent.signals.cmp.{cmp}.vendors.{cmp_id}",
+            f"no rule has vendor id {vendor!r}: this answer is never applied",
+        )
+        for cmp, table in sorted(cfg.consent.signals.cmp.items())
+        for cmp_id, vendors in sorted(table.vendors.items())
+        for vendor in vendors
+        if ruleset.vendor(vendor) is None
+    ]
+
+
+def unused_overrides(cfg: GatewayConfig, ruleset: RuleSet, file: str) -> list[Problem]:
+    """An `upstream.overrides` origin whose host no rule lists can never be used: the
+    gateway refuses that destination before it would look the override up."""
+    return [
+        Problem(
+            file,
+            None,
+            f"upstream.overrides[{origin!r}]",
+            "no rule lists this host, so this override is never used",
+        )
+        for origin in sorted(cfg.upstream.overrides)
+        if ruleset.vendor_for_host(origin.removeprefix("https://")) is None
+    ]
