@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -216,16 +216,8 @@ class LogReader:
             "SELECT host, COUNT(*) AS n, MIN(ts), MAX(ts) AS last FROM decisions"
             " WHERE action = 'reject' AND vendor IS NULL"
         )
-        args: list[object] = []
-        if since is not None:
-            sql += " AND ts >= ?"
-            args.append(since)
-        sql += " GROUP BY host ORDER BY n DESC, last DESC, host ASC LIMIT ?"
-        args.append(limit)
-        with self._connect() as conn:
-            if conn is None:
-                return []
-            rows = conn.execute(sql, args).fetchall()
+        tail = " GROUP BY host ORDER BY n DESC, last DESC, host ASC LIMIT ?"
+        rows = self._rejected(sql, [], since, tail, limit)
         return [
             UnknownHost(str(h), int(n), float(first), float(last)) for h, n, first, last in rows
         ]
@@ -245,17 +237,23 @@ class LogReader:
             "SELECT method, path, COUNT(*) AS n FROM decisions"
             " WHERE action = 'reject' AND vendor IS NULL AND host = ?"
         )
-        args: list[object] = [host]
+        tail = " GROUP BY method, path ORDER BY n DESC, method ASC, path ASC LIMIT ?"
+        rows = self._rejected(sql, [host], since, tail, limit)
+        return [UnknownPath(str(m), str(p), int(n)) for m, p, n in rows]
+
+    def _rejected(
+        self, sql: str, args: list[object], since: float | None, tail: str, limit: int
+    ) -> list[Any]:
+        """Rows of an unknown-destination query: `sql` (its WHERE begun), since `since`,
+        then `tail` (grouping, order, LIMIT ?). No file or table yet -> `[]`."""
         if since is not None:
             sql += " AND ts >= ?"
-            args.append(since)
-        sql += " GROUP BY method, path ORDER BY n DESC, method ASC, path ASC LIMIT ?"
-        args.append(limit)
+            args = [*args, since]
         with self._connect() as conn:
             if conn is None:
                 return []
-            rows = conn.execute(sql, args).fetchall()
-        return [UnknownPath(str(m), str(p), int(n)) for m, p, n in rows]
+            rows: list[Any] = conn.execute(sql + tail, [*args, limit]).fetchall()
+        return rows
 
     def bypasses(
         self, since: float | None = None, limit: int = 100, kind: str | None = None
