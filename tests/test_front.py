@@ -60,7 +60,7 @@ CASES = [
     Case("dropped pixel", [req("GET", PIXEL)], 1, 1),
     Case("dropped script", [req("GET", SCRIPT)], 1, 1),
     # an api endpoint's drop answer is its SDK's success (rules' drop_answer), with a body
-    Case("dropped api call", [req("GET", "/t/us.i.posthog.com/api/surveys/?token=phc_x")], 1, 1),
+    Case("dropped api call", [req("POST", "/t/us.i.posthog.com/e/?ver=1.180.0")], 1, 1),
     Case("no rule for the host", [req("GET", UNKNOWN_HOST)], 1, 1),
     Case("no endpoint of the vendor", [req("GET", UNKNOWN_PATH)], 1, 1),
     Case("not a host", [req("GET", "/t/bad_host!/x")], 1, 0),
