@@ -32,6 +32,7 @@ import enum
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 from urllib.parse import quote, unquote_plus, urlsplit
 
 import orjson
@@ -58,6 +59,7 @@ from gateway.ruleset.schema import HTTP_METHODS, check_field_name, check_vendor_
 __all__ = [
     "CONSENT_SIGNALS",
     "PLACEHOLDER",
+    "SCHEMA_HEADER",
     "Param",
     "ParamClass",
     "Sighting",
@@ -66,6 +68,10 @@ __all__ = [
     "sighting_from_template",
     "sighting_from_url",
 ]
+
+#: the first line of a rule file in rules/: editors (yaml-language-server) complete and
+#: validate it against the schema generated from the loader's declarations
+SCHEMA_HEADER: Final = "# yaml-language-server: $schema=../schemas/rule.schema.json"
 
 #: what a draft's examples carry in place of an identifier's value
 PLACEHOLDER = "REPLACED"
@@ -327,6 +333,7 @@ def draft_rule(
     purpose = _purpose(endpoints, params, set(purposes))
     hosts = sorted({s.host for s in sightings})
     lines = [
+        SCHEMA_HEADER,
         f"# A draft from {len(sightings)} {source} (`consent-gateway new-rule`). Review",
         "# every line marked `review`, then: consent-gateway check --strict <this file>",
         f"vendor: {vendor}",

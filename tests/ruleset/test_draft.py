@@ -12,6 +12,7 @@ from gateway.redact import sanitize_path
 from gateway.ruleset.draft import (
     CONSENT_SIGNALS,
     PLACEHOLDER,
+    SCHEMA_HEADER,
     ParamClass,
     classify_param,
     draft_rule,
@@ -22,6 +23,7 @@ from gateway.ruleset.lint import lint_rules
 from gateway.ruleset.match import RuleSet
 from gateway.ruleset.parse import parse_rule
 from gateway.ruleset.schema import VendorRule
+from tests.conftest import RULES_DIR
 
 PURPOSES = frozenset(DEFAULT_PURPOSES)
 
@@ -285,3 +287,11 @@ def test_a_draft_from_the_decision_logs_templates() -> None:
 @pytest.mark.parametrize("path", ["/x/y…", "v1/x", "/a?b"])
 def test_templates_that_cannot_be_drafted_from(path: str) -> None:
     assert sighting_from_template("t.acme.example", "GET", path) is None
+
+
+def test_a_draft_and_every_shipped_rule_name_the_schema_for_editors() -> None:
+    """The first line tells editors (yaml-language-server) which schema the file obeys."""
+    draft = draft_rule([sighting_from_url("https://t.example.com/collect?cid=1")])
+    assert draft.splitlines()[0] == SCHEMA_HEADER
+    for path in sorted(RULES_DIR.glob("*.yaml")):
+        assert path.read_text(encoding="utf-8").splitlines()[0] == SCHEMA_HEADER, path.name
