@@ -85,3 +85,20 @@ def test_problems(text: str, kind: EndpointKind, problem: str) -> None:
     answer, problems = _read(text, kind)
     assert answer is None
     assert any(problem in p for p in problems), problems
+
+
+def test_every_shipped_api_endpoint_answers_a_drop_as_its_sdk_success() -> None:
+    """A dropped API call answered 204 is retried by SDKs that want their vendor's success
+    (posthog-js resends anything but 200), and replayed once consent arrives. Every api
+    endpoint of the catalogue names its SDK's success, and where that shape comes from."""
+    missing = [
+        f"{rule.vendor}/{e.id}"
+        for rule in SHIPPED.rules
+        for e in rule.endpoints
+        if e.kind is EndpointKind.API and not e.retired and e.drop_answer is None
+    ]
+    assert missing == []
+    for rule in SHIPPED.rules:
+        for e in rule.endpoints:
+            if e.drop_answer is not None:
+                assert len(e.drop_answer.source) >= 10, f"{rule.vendor}/{e.id}: cite the source"
