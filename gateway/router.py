@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -57,7 +57,10 @@ class Script:
 
 
 def prelude(
-    rules: RuleSet, gcm: Mapping[str, tuple[str, ...]], base_path: str
+    rules: RuleSet,
+    gcm: Mapping[str, tuple[str, ...]],
+    base_path: str,
+    vendors: Collection[str] = (),
 ) -> dict[str, object]:
     """What the scripts know, as one JSON-able value:
 
@@ -68,12 +71,17 @@ def prelude(
       need (`necessary` left out: it is never asked), sorted
     - `g`: purpose -> Consent Mode types (`consent.signals.gcm`)
     - `b`: `server.base_path`; `o`: options (none set on the server yet)
+
+    Of the rules of `vendors` only, when given (`rules.router_vendors`): the table is
+    most of the script's bytes, and a page needs its site's vendors, not the catalogue.
     """
     sets: dict[tuple[str, ...], int] = {}
     exact: dict[str, int] = {}
     wild: dict[str, int] = {}
     mounts: dict[str, str] = {}
     for rule in rules.rules:
+        if vendors and rule.vendor not in vendors:
+            continue
         needed = set(rule.purposes).union(*(e.purposes for e in rule.endpoints))
         key = tuple(sorted(needed - {NECESSARY}))
         index = sets.setdefault(key, len(sets))
@@ -139,7 +147,8 @@ class RouterScripts:
         rules = self.gw.rules.current
         if rules is not self._for:
             cfg = self.gw.config
-            doc = prelude(rules, cfg.consent.signals.gcm, cfg.server.base_path)
+            routed = {r.vendor for r in cfg.rules.router_vendors}
+            doc = prelude(rules, cfg.consent.signals.gcm, cfg.server.base_path, routed)
             self._scripts = {n: build_script(n, doc) for n in self.NAMES}
             self._for = rules
         return self._scripts[name]

@@ -244,7 +244,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     count = examples = 0
     warnings: list[Problem] = []
     try:
-        ruleset = load_rules(paths, purposes, cfg.rules.vendor_hosts if cfg else ())
+        ruleset = load_rules(
+            paths,
+            purposes,
+            cfg.rules.vendor_hosts if cfg else (),
+            # the configured rules only: another set need not have the routed vendors
+            cfg.rules.router_vendors if cfg and not args.rules else (),
+        )
         count = len(ruleset.rules)
         warnings = lint_rules(ruleset.rules)
     except ConfigError as e:

@@ -42,6 +42,7 @@ from gateway.config.schema import (
     StoreConfig,
     UpstreamConfig,
     VendorHost,
+    VendorRef,
     WebhookEndpoint,
     WebhooksConfig,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "StoreConfig",
     "UpstreamConfig",
     "VendorHost",
+    "VendorRef",
     "WebhookEndpoint",
     "WebhooksConfig",
     "dev_key_refused",

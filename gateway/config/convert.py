@@ -37,6 +37,7 @@ from gateway.config.schema import (
     StoreBackend,
     StoreConfig,
     VendorHost,
+    VendorRef,
     check_base_path,
 )
 from gateway.config.spec import Spec
@@ -381,6 +382,20 @@ def _host_additions(o: Option, ctx: Context) -> tuple[VendorHost, ...]:
     return tuple(out)
 
 
+def _vendor_refs(o: Option, ctx: Context) -> tuple[VendorRef, ...]:
+    """A list of rule vendor ids; whether a rule has each is the rules loader's to judge."""
+    out: list[VendorRef] = []
+    for node in o.node.list():
+        vendor = node.str()
+        if (error := check_vendor_id(vendor)) is not None:
+            node.problem(f"a rule vendor id {error}")
+        elif any(r.vendor == vendor for r in out):
+            node.problem(f"{vendor!r} is listed twice")
+        else:
+            out.append(VendorRef(vendor, node.src.file, node.line, node.where))
+    return tuple(out)
+
+
 def _vendor_overrides(o: Option, ctx: Context) -> Mapping[str, yarl.URL]:
     overrides: dict[str, yarl.URL] = {}
     for origin, on in o.node.items():
@@ -543,6 +558,7 @@ CONVERTERS: Mapping[str, Converter] = MappingProxyType(
         "dev_signing_key": _dev_signing_key,
         "vendor_overrides": _vendor_overrides,
         "host_additions": _host_additions,
+        "vendor_refs": _vendor_refs,
         "purpose_list": _purpose_list,
         "country_codes": _country_codes,
         "purpose_set": _purpose_set,

@@ -121,6 +121,10 @@ def _host_additions(spec: Spec, hint: Any) -> Json:
     }
 
 
+def _vendor_refs(spec: Spec, hint: Any) -> Json:
+    return {"type": "array", "items": VENDOR_ID.schema(), "uniqueItems": True}
+
+
 def _purpose_list(spec: Spec, hint: Any) -> Json:
     out = one_or_list(PURPOSE.schema(), unique=True)
     out["maxItems"] = 32
@@ -190,6 +194,7 @@ CONVERTER_SCHEMAS: Mapping[str, Fragment] = MappingProxyType(
         "dev_signing_key": lambda spec, hint: _nullable(_STRING),
         "vendor_overrides": _vendor_overrides,
         "host_additions": _host_additions,
+        "vendor_refs": _vendor_refs,
         "purpose_list": _purpose_list,
         "country_codes": _country_codes,
         "purpose_set": _purpose_array,

@@ -46,6 +46,7 @@ __all__ = [
     "StoreConfig",
     "UpstreamConfig",
     "VendorHost",
+    "VendorRef",
     "WebhookEndpoint",
     "WebhooksConfig",
     "check_base_path",
@@ -239,6 +240,16 @@ class VendorHost(NamedTuple):
         return self.host + (self.prefix or "")
 
 
+class VendorRef(NamedTuple):
+    """A rule vendor id the config names (`rules.router_vendors`), and where, so the
+    rules loader reports an id no rule has at its line."""
+
+    vendor: str
+    file: str
+    line: int | None
+    where: str
+
+
 @dataclass(frozen=True, slots=True)
 class RulesConfig:
     paths: tuple[Path, ...] = opt(
@@ -259,6 +270,14 @@ class RulesConfig:
         "collector (`stats.example.com`), `*.example.com`, or `www.example.com/metrics` "
         "to mount the rule's paths under a prefix. Checked with the rules: no host another "
         "rule has, no IP address, no public suffix",
+    )
+    router_vendors: tuple[VendorRef, ...] = opt(
+        factory=tuple,
+        convert="vendor_refs",
+        help="rule vendor ids whose hosts /cg.js and /cg-sw.js route through the gateway; "
+        "empty: every loaded rule's. The page script then carries only the site's own "
+        "vendors; a request to another loaded vendor's host is not rewritten and is "
+        "reported as a bypass (the gateway still enforces what reaches /t/)",
     )
 
 

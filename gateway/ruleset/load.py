@@ -16,7 +16,7 @@ from pathlib import Path
 
 from publicsuffixlist import PublicSuffixList
 
-from gateway.config import GatewayConfig, VendorHost
+from gateway.config import GatewayConfig, VendorHost, VendorRef
 from gateway.errors import Problem, RuleError
 from gateway.ruleset.match import RuleConflict, RuleConflictError, RuleSet
 from gateway.ruleset.parse import RuleParser
@@ -32,6 +32,7 @@ def load_rules(
     paths: Sequence[Path],
     known_purposes: frozenset[str],
     vendor_hosts: Sequence[VendorHost] = (),
+    router_vendors: Sequence[VendorRef] = (),
 ) -> RuleSet:
     """Load rule files into an indexed `RuleSet`, with the hosts the config adds to them.
 
@@ -40,7 +41,7 @@ def load_rules(
     `RuleError` listing every problem in every file, and every conflict
     between files (a vendor id, host or route claimed twice), if there is any;
     a host `vendor_hosts` adds is held to the same rules, and reported where the
-    config names it.
+    config names it, as is a vendor `router_vendors` names that no rule has.
     """
     problems: list[Problem] = []
     claims: dict[str, dict[str, tuple[str, int | None]]] = {}
@@ -58,6 +59,13 @@ def load_rules(
     added: dict[tuple[str, str], VendorHost] = {}
     if vendor_hosts:
         rules = _with_added_hosts(rules, vendor_hosts, problems, added)
+    loaded = {r.vendor for r in rules}
+    problems += [
+        # a typo here would leave the vendor's tags unrouted, so unenforced: refuse it
+        Problem(ref.file, ref.line, ref.where, f"no rule has vendor id {ref.vendor!r}")
+        for ref in router_vendors
+        if ref.vendor not in loaded
+    ]
     try:
         ruleset = RuleSet(rules)
     except RuleConflictError as e:
@@ -82,7 +90,8 @@ def configured_rules(config: GatewayConfig, paths: Sequence[Path] = ()) -> RuleS
     out, not problems."""
     purposes = frozenset(config.consent.purposes)
     if not paths:
-        return load_rules(config.rules.paths, purposes, config.rules.vendor_hosts)
+        r = config.rules
+        return load_rules(r.paths, purposes, r.vendor_hosts, r.router_vendors)
     rules = load_rules(paths, purposes)
     added = [h for h in config.rules.vendor_hosts if rules.vendor(h.vendor) is not None]
     return load_rules(paths, purposes, added) if added else rules

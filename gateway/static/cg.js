@@ -282,7 +282,8 @@ W.consentGateway = {
   set(purposes, opts) {
     const b = {purposes}
     if (opts && opts.notice) b.notice = opts.notice
-    if (opts && opts.vendors) b.vendors = opts.vendors // {ruleVendorId: false}: that vendor only
+    // opts.vendors: {ruleVendorId: false} answers for that vendor only
+    if (opts && opts.vendors) b.vendors = opts.vendors
     return call('POST', b).then((doc) => { last = JSON.stringify(doc.purposes); return learn(doc, true) })
   },
   withdraw() {

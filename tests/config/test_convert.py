@@ -318,3 +318,26 @@ def test_vendor_hosts_are_read_with_where_they_are_written() -> None:
 def test_vendor_hosts_refused(entry: str, message: str) -> None:
     [problem] = problems(KEYS + f"rules:\n  vendor_hosts:\n    {entry}\n", env=ENV)
     assert message in problem
+
+
+def test_router_vendors_are_read_with_where_they_are_written() -> None:
+    text = KEYS + "rules:\n  router_vendors:\n    - posthog\n    - google-ads\n"
+    refs = parse_config(text, env=ENV).rules.router_vendors
+    assert [(r.vendor, r.line, r.where) for r in refs] == [
+        ("posthog", 5, "rules.router_vendors[0]"),
+        ("google-ads", 6, "rules.router_vendors[1]"),
+    ]
+    assert parse_config(KEYS, env=ENV).rules.router_vendors == ()
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("[PostHog]", "a rule vendor id must be a lower-case slug"),
+        ("[posthog, posthog]", "'posthog' is listed twice"),
+        ("posthog", "a list"),
+    ],
+)
+def test_router_vendors_refused(entry: str, message: str) -> None:
+    [problem] = problems(KEYS + f"rules:\n  router_vendors: {entry}\n", env=ENV)
+    assert message in problem

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import DEFAULT_PURPOSES, VendorHost
+from gateway.config import DEFAULT_PURPOSES, VendorHost, VendorRef
 from gateway.errors import RuleError
 from gateway.ruleset.load import configured_rules, load_rules, registrable_domain
 from tests.conftest import RULES_DIR, SHIPPED_RULES, make_config
@@ -265,6 +265,21 @@ def test_configured_rules_or_the_rules_at_paths_with_the_hosts_added_to_them(
     assert only_a.vendor_for_host("stats.shop.example") is not None
     b = configured_rules(cfg, [two_rules / "b.yaml"])
     assert [r.vendor for r in b.rules] == ["b"] and b.rules[0].added_hosts == ()
+
+
+def test_a_routed_vendor_no_rule_has_is_refused_at_its_line(two_rules: Path) -> None:
+    # a typo would leave that vendor's tags unrouted by /cg.js, so unenforced
+    refs = [VendorRef("a", "gw.yaml", 9, "rules.router_vendors[0]")]
+    assert (
+        load_rules([two_rules], frozenset(DEFAULT_PURPOSES), router_vendors=refs).vendor("a")
+        is not None
+    )
+    refs.append(VendorRef("posthgo", "gw.yaml", 10, "rules.router_vendors[1]"))
+    with pytest.raises(RuleError) as e:
+        load_rules([two_rules], frozenset(DEFAULT_PURPOSES), router_vendors=refs)
+    assert [(p.line, p.message) for p in e.value.problems] == [
+        (10, "no rule has vendor id 'posthgo'")
+    ]
 
 
 @pytest.mark.parametrize(
