@@ -81,7 +81,7 @@ REGISTRY: Final[Mapping[str, IdKind]] = MappingProxyType(
         "sc_click_id sc_cookie1 u_c1 epik rdt_cid rdt_uuid irclickid _kx tblci "
         "outbrainclickid obclid dicbo qclid yclid ymclid _ym_uid s_kwcid ef_id cjevent "
         "mc_eid _hsenc _hsmi __hstc __hssc __hsfp hsa_kw hutk mkt_tok _branch_match_id "
-        "wickedid ndclid zanpid ko_click_id click_id clickid",
+        "wickedid ndclid zanpid ko_click_id click_id clickid awc im_ref",
     )
     | _kind(
         IdKind.USER_DATA,

@@ -43,6 +43,9 @@ MD5 = "f1c9645dbc14efddc7d8a322685f26eb"
         ("fbclid", IdKind.CLICK_ID),
         ("_kx", IdKind.CLICK_ID),
         ("irclickid", IdKind.CLICK_ID),
+        # the affiliate networks' landing-page click ids (rules/awin.yaml, rules/impact.yaml)
+        ("awc", IdKind.CLICK_ID),
+        ("im_ref", IdKind.CLICK_ID),
         ("ud[em]", IdKind.USER_DATA),
         ("traits.Email", IdKind.USER_DATA),
         ("user_data.external_id", IdKind.USER_DATA),

@@ -180,3 +180,26 @@ def test_a_vendor_host_is_refused_by_the_schema_as_by_the_loaders(
     except ConfigError:  # RuleError too
         loaders_ok = False
     assert (schema_ok, loaders_ok) == (ok, ok)
+
+
+@pytest.mark.parametrize(
+    ("entries", "ok"),
+    [
+        ("[]", True),
+        ("[test-vendor]", True),
+        ("[Test-Vendor]", False),
+        ("[test-vendor, test-vendor]", False),
+        ("test-vendor", False),
+    ],
+)
+def test_router_vendors_are_refused_by_the_schema_as_by_the_config(entries: str, ok: bool) -> None:
+    # whether a rule has the vendor is the rules loader's (tests/ruleset/test_load.py)
+    text = CONFIG_KEYS + f"rules:\n  router_vendors: {entries}\n"
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    schema_ok = not list(validator.iter_errors(yaml.safe_load(text)))
+    try:
+        parse_config(text, "gw.yaml", env=CONFIG_ENV)
+        config_ok = True
+    except ConfigError:
+        config_ok = False
+    assert (schema_ok, config_ok) == (ok, ok)
