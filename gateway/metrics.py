@@ -133,6 +133,23 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.log_pruned = Counter(
+            "gateway_decision_log_pruned",
+            "Decision-log rows deleted by retention (what: records, rollups, partitions)",
+            ["what"],
+            registry=r,
+        )
+        self.log_retention_runs = Counter(
+            "gateway_decision_log_retention_runs",
+            "Retention runs by result: done, skipped (another instance held the lease), failed",
+            ["result"],
+            registry=r,
+        )
+        self.rollups_lost = Counter(
+            "gateway_decision_log_rollups_lost",
+            "Requests not counted in the per-minute rollups (the backend was away too long)",
+            registry=r,
+        )
         self.consent_rate_limited = Counter(
             "gateway_consent_rate_limited",
             "POST/DELETE /consent answered 429: the client network's writes used up",

@@ -147,6 +147,10 @@ def _account(
     """Metrics, the decision log (6) and the decision header for what was decided."""
     consent, match, decision, outgoing = ev.consent, ev.match, ev.decision, ev.outgoing
     gw.metrics.observe(ev, gw.config.consent.purposes, time.perf_counter() - started)
+    regime = consent.regime if consent is not None else None
+    gw.decision_log.count(
+        facts.now, decision.vendor, decision.action.value, decision.missing, regime
+    )
     # 6. decision log: every non-FORWARD, and everything in report-only mode
     if decision.action is not Action.FORWARD or decision.report_only:
         removed: tuple[str, ...] | None = None  # report-only: what the strips would remove
@@ -244,6 +248,7 @@ def _refuse(
     )
     decision = reject(e.message)
     gw.decision_log.submit(record_for(facts, decision, None))
+    gw.decision_log.count(facts.now, None, Action.REJECT.value, frozenset(), None)
     gw.metrics.count_request("-", "-", Action.REJECT.value)
     edges.name_decision(gw, request, decision, facts.request_id)
     return edges.error_response(e.status, e.message)

@@ -333,6 +333,35 @@ def make_record(request_id: str, **kw: Any) -> DecisionRecord:
     return DecisionRecord(**args)
 
 
+#: rejected requests for no vendor (and two that are not), for the unknown-hosts view
+UNKNOWN_ROWS = [
+    make_record("1", ts=T0, vendor=None, endpoint=None, action="reject", host="a.example"),
+    make_record("2", ts=T0 + 10, vendor=None, endpoint=None, action="reject", host="b.example"),
+    make_record("3", ts=T0 + 20, vendor=None, endpoint=None, action="reject", host="a.example"),
+    make_record("4", ts=T0 + 30, vendor=None, endpoint=None, action="reject", host="c.example"),
+    # a known vendor's rejected request (bad request), and a dropped one: not unknown hosts
+    make_record("5", ts=T0 + 40, vendor="ga4", action="reject", host="d.example"),
+    make_record("6", ts=T0 + 50, vendor=None, endpoint=None, action="drop", host="e.example"),
+]
+
+
+def unknown(request_id: str, at: float, method: str, path: str, **kw: object) -> DecisionRecord:
+    fields: dict[str, object] = {"vendor": None, "endpoint": None, "action": "reject"}
+    fields |= {"host": "a.example", "method": method, "path": path, **kw}
+    return make_record(request_id, ts=T0 + at, **fields)
+
+
+PATH_ROWS = [
+    unknown("1", 0, "GET", "/px.gif"),
+    unknown("2", 10, "POST", "/v1/{…}/events"),
+    unknown("3", 20, "POST", "/v1/{…}/events"),
+    unknown("4", 30, "GET", "/v1/{…}/events"),
+    unknown("5", 40, "GET", "/other", host="b.example"),  # another host
+    unknown("6", 50, "GET", "/known", vendor="ga4"),  # a known vendor's bad request
+    unknown("7", 60, "GET", "/dropped", action="drop"),
+]
+
+
 def store_records(db: Path, records: Sequence[DecisionRecord]) -> None:
     sink = SqliteSink(db)
     try:

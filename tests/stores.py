@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from gateway.config import DecisionLogConfig, LogWriter, StoreBackend
 from gateway.store.base import ConsentRecord, ConsentStore
 from gateway.store.migrations import latest_version, migrate
 from gateway.store.postgres import PostgresStore
@@ -31,6 +32,9 @@ from tests.conftest import PG_DSN
 __all__ = [
     "Backend",
     "fresh_pg_schema",
+    "pg_dsn_in",
+    "pg_log_config",
+    "pg_partitions",
     "pg_sql",
     "pg_store",
     "pg_unavailable",
@@ -68,6 +72,12 @@ async def pg_schema_fixture() -> AsyncIterator[str]:
     """A fresh schema for one test."""
     async with fresh_pg_schema() as schema:
         yield schema
+
+
+def pg_dsn_in(schema: str) -> str:
+    """GATEWAY_TEST_PG_DSN with `schema` first on the search path (asyncpg passes unknown
+    DSN parameters on as server settings): what a gateway's config is given."""
+    return f"{PG_DSN}{'&' if '?' in PG_DSN else '?'}search_path={schema}"
 
 
 def pg_store(schema: str) -> PostgresStore:
@@ -151,3 +161,30 @@ def rec(subject: str = "s1", at: float = 1000.0, **purposes: bool) -> ConsentRec
         notice_hash="n" * 64,
         request_id=f"req-{at}",
     )
+
+
+def pg_log_config(schema: str, **kw: object) -> DecisionLogConfig:
+    """A PostgreSQL decision log in `schema`, its sinks in a thread, batches written fast."""
+    args: dict[str, object] = {
+        "backend": StoreBackend.POSTGRES,
+        "postgres_dsn": pg_dsn_in(schema),
+        "sqlite_path": None,
+        "jsonl": None,
+        "writer": LogWriter.THREAD,
+        "batch_size": 50,
+        "flush_interval": 0.01,
+    }
+    args.update(kw)
+    return DecisionLogConfig(**args)  # type: ignore[arg-type]
+
+
+async def pg_partitions(schema: str) -> list[str]:
+    """The day partitions of the decision log in `schema`, by name."""
+    rows = await pg_sql(
+        schema,
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'cg_decisions' "
+        "AND c.relnamespace = p.relnamespace AND p.relnamespace = "
+        "(SELECT oid FROM pg_namespace WHERE nspname = current_schema()) ORDER BY 1",
+    )
+    return [r[0] for r in rows]

@@ -36,12 +36,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.decision_log.postgres import DAY, PostgresHost, partition_name
+from gateway.decision_log.rollups import RollupRow
 from gateway.store.base import ConsentStore
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 from gateway.webhooks.wire import verify
-from tests.conftest import PG_DSN, RULES_DIR, TEST_KEY, free_port
-from tests.stores import fresh_pg_schema
+from tests.conftest import PG_DSN, RULES_DIR, TEST_KEY, free_port, make_record
+from tests.stores import fresh_pg_schema, pg_dsn_in, pg_log_config, pg_partitions, pg_sql
 
 FBEVENTS = "/t/connect.facebook.net/en_US/fbevents.js"
 SCRIPT_BODY = b"/* the vendor's script */"
@@ -418,3 +420,124 @@ async def test_webhooks_survive_a_down_receiver_and_a_restart(
         print(
             f"\n{kind} webhooks: {total} changes in order; {duplicates} duplicates (deduplicated)"
         )
+
+
+# -- one decision log for the fleet --------------------------------------------------------
+
+ADMIN_TOKEN = "fleet-admin-token-0123456789"
+
+
+async def _blocked_hit(session: aiohttp.ClientSession, gw: GatewayProcess) -> str:
+    """A tag hit no consent allows (Meta's script, advertising unknown): its request id."""
+    async with session.get(gw.base + FBEVENTS) as resp:
+        assert resp.status == 200 and await resp.read() == b""
+        return resp.headers["Consent-Gateway-Decision"].rsplit("id=", 1)[1]
+
+
+async def _metric(
+    session: aiohttp.ClientSession, gw: GatewayProcess, name: str, **labels: str
+) -> float:
+    async with session.get(gw.ops + "/metrics") as resp:
+        text = await resp.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+async def test_a_fleet_shares_one_decision_log_with_retention(tmp_path: Path) -> None:
+    """A hit blocked by instance A is in instance B's admin API, live tail and `logs`;
+    retention (at an instance's start) drops an expired day and keeps its rollups."""
+    async with (
+        fresh_pg_schema() as schema,
+        _fake_vendor() as vendor,
+        aiohttp.ClientSession() as session,
+    ):
+        doc = _base_doc(tmp_path, vendor)
+        doc["decision_log"] = {"backend": "postgres", "flush_interval": "50ms"}
+        doc["admin"] = {"token_env": "CONSENT_GATEWAY_ADMIN_TOKEN"}
+        env = {
+            "CONSENT_GATEWAY_PG_DSN": pg_dsn_in(schema),
+            "CONSENT_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
+        }
+        a = GatewayProcess(tmp_path, "a", doc, env)
+        b = GatewayProcess(tmp_path, "b", doc, env)
+        auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        try:
+            await a.start(session)
+            await b.start(session)
+
+            # B's live tail: hits blocked by A arrive once B listens (it connects when the
+            # tail opens), so A blocks one every 200 ms until B's tail shows one of them.
+            async with session.get(b.ops + "/_admin/api/stream", headers=auth) as stream:
+                assert stream.status == 200
+                sent: list[str] = []
+                heard: dict[str, Any] | None = None
+                deadline = time.monotonic() + 15
+                while heard is None:
+                    assert time.monotonic() < deadline, "B's live tail never showed A's hits"
+                    sent.append(await _blocked_hit(session, a))
+                    with contextlib.suppress(TimeoutError):
+                        while True:
+                            line = await asyncio.wait_for(stream.content.readline(), 0.2)
+                            if line.startswith(b"data: "):
+                                heard = orjson.loads(line[6:])
+                                break
+                assert heard["request_id"] in sent
+                assert (heard["vendor"], heard["action"]) == ("meta-pixel", "drop")
+
+            # B's admin API pages through every instance's records
+            async with session.get(b.ops + "/_admin/api/records?limit=100", headers=auth) as r:
+                assert r.status == 200
+                listed = {rec["request_id"] for rec in (await r.json())["records"]}
+            assert set(sent) <= listed
+
+            # `consent-gateway logs` with B's config
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "gateway.cli", "logs", "--config", str(b.config), "--json"],
+                capture_output=True,
+                env=b.env,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr.decode()
+            printed = [orjson.loads(line) for line in done.stdout.splitlines()]
+            assert set(sent) <= {rec["request_id"] for rec in printed}
+
+            # An expired day, as an instance running 40 days ago left it ...
+            old = (int(time.time()) // DAY - 40) * DAY
+            host = PostgresHost(pg_log_config(schema))
+            try:
+                await host.write([make_record(f"old{i}", ts=old + i) for i in range(3)])
+                await host.write_rollups([RollupRow(old, "meta-pixel", "drop", "", "", 3)])
+            finally:
+                await host.close()
+            assert partition_name(old) in await pg_partitions(schema)
+            # ... is dropped by the retention run of B's next start; its counts stay.
+            b.stop()
+            await b.start(session)
+            deadline = time.monotonic() + 15
+            while partition_name(old) in await pg_partitions(schema):
+                assert time.monotonic() < deadline, "retention never dropped the expired day"
+                await asyncio.sleep(0.1)
+            kept = await pg_sql(schema, "SELECT n FROM cg_decision_rollups WHERE minute = $1", old)
+            assert [r[0] for r in kept] == [3]
+            dropped = "consent_gateway_decision_log_pruned_total"
+            if not await _metric(session, b, dropped, what="partitions"):
+                dropped = "gateway_decision_log_pruned_total"
+            assert await _metric(session, b, dropped, what="partitions") == 1
+            assert await _metric(session, b, dropped, what="records") == 3
+
+            # A stopping writes what it counted since its last flush: every blocked hit.
+            a.stop()
+            counted = await pg_sql(
+                schema,
+                "SELECT action, sum(n) FROM cg_decision_rollups "
+                "WHERE vendor = 'meta-pixel' AND minute > $1 GROUP BY action",
+                old,
+            )
+            assert [tuple(r) for r in counted] == [("drop", len(sent))]
+        finally:
+            a.stop()
+            b.stop()

@@ -29,6 +29,7 @@ from gateway.store.base import ConsentRecord
 from gateway.store.migrations import migrate
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import ROOT, TEST_KEY, FakeVendor, cookie_for, overrides_for, settled
+from tests.stores import sqlite_sql
 
 GA4 = "www.google-analytics.com"
 ADS = "www.googleadservices.com"
@@ -122,6 +123,31 @@ async def test_consent_granted_forwards_query_intact_except_always_strips(
     assert seen.query == GA4_QUERY  # byte for byte; only the always-strip `_uip` is gone
     assert "cookie" not in seen.headers  # the rule strips every cookie, ours included
     assert seen.headers["x-forwarded-for"].endswith(".0")  # IP truncated, never the visitor's
+
+
+async def test_every_request_is_counted_in_the_rollups_forwarded_ones_too(
+    example_gateway: TestClient[Any, Any], fake_vendor: FakeVendor, tmp_path: Path
+) -> None:
+    await example_gateway.get(GA4_HIT)  # dropped: logged and counted
+    await example_gateway.post(
+        "/consent", json={"purposes": {"analytics": True, "advertising": True}}
+    )
+    await raw_get(example_gateway, GA4_HIT, _cookies(example_gateway))  # forwarded: counted only
+    await fake_vendor.wait_for(1)
+    await example_gateway.get("/t/unknown.example/px")  # rejected: no vendor
+    await _drain_log(example_gateway)  # records written, rollups flushed
+    rows = sqlite_sql(
+        tmp_path / "data" / "decisions.db",
+        "SELECT vendor, action, missing, regime, sum(n) FROM rollups "
+        "GROUP BY vendor, action, missing, regime ORDER BY 1, 2",
+    )
+    assert rows == [
+        ("", "reject", "", "opt-in", 1),
+        ("google-analytics-4", "drop", "advertising,analytics", "opt-in", 1),
+        ("google-analytics-4", "forward", "", "opt-in", 1),
+    ]
+    logged = sqlite_sql(tmp_path / "data" / "decisions.db", "SELECT action FROM decisions")
+    assert sorted(r[0] for r in logged) == ["drop", "reject"]
 
 
 async def test_analytics_only_keeps_the_hit_but_tells_google_so(

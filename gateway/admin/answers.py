@@ -21,6 +21,7 @@ import orjson
 from aiohttp import hdrs, web
 
 from gateway.admin.auth import COOKIE_NAME, Access, AdminAuth
+from gateway.decision_log.readers import Reader
 from gateway.state import Gateway
 
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ class AdminState:
     #: epoch seconds the admin (with its gateway) started: the consent counters' origin
     started: float = field(default_factory=time.time)
     streams: set[Stream] = field(default_factory=set)
+    #: the decision log's reader (None: nothing stored to read back)
+    reader: Reader | None = None
     #: the admin's path as the browser sees it: ADMIN_PREFIX, below server.base_path when
     #: the admin shares the public port
     prefix: str = ADMIN_PREFIX

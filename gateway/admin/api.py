@@ -37,9 +37,8 @@ from gateway.admin.present import (
     unknown_draft,
 )
 from gateway.admin.queries import (
-    db_path,
     load_page,
-    read,
+    log_reader,
     read_bypasses,
     read_counts,
     read_hosts,
@@ -75,7 +74,7 @@ async def api_records(request: web.Request) -> web.Response:
         limit = int_param(request.query, "limit", 1, API_MAX_LIMIT) or PAGE_SIZE
     except BadParameter as e:
         return bad_parameter(e)
-    page = await read(load_page, db_path(request), f, limit, before_id, False)
+    page = await load_page(log_reader(request), f, limit, before_id, False)
     return json_response(
         {
             "records": [record_to_dict(r) for r in page.records],

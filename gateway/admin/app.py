@@ -85,6 +85,7 @@ from gateway.admin.pages import (
 )
 from gateway.admin.params import WINDOW_NAMES
 from gateway.admin.stream import api_stream, stop_streams
+from gateway.decision_log.readers import reader_for
 from gateway.errors import LogUnavailable
 from gateway.state import Gateway
 
@@ -101,6 +102,12 @@ _PUBLIC: Final = frozenset({"admin-login", "admin-static"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+async def _close_reader(app: web.Application) -> None:
+    reader = app[ADMIN].reader
+    if reader is not None:
+        await reader.close()
+
+
 def build_admin_app(
     gw: Gateway, *, clock: Callable[[], float] = time.time, prefix: str = ADMIN_PREFIX
 ) -> web.Application:
@@ -113,8 +120,10 @@ def build_admin_app(
         templates=_templates(prefix, gw.config.server.base_path),
         static=_static_files(),
         prefix=prefix,
+        reader=reader_for(gw.config.decision_log),
     )
     app.on_shutdown.append(stop_streams)
+    app.on_cleanup.append(_close_reader)
     r = app.router
     r.add_get("/login", _login_form, name="admin-login")
     r.add_post("/login", _login_submit, name="admin-login")

@@ -49,9 +49,9 @@ from gateway.admin.present import (
     unknown_draft,
 )
 from gateway.admin.queries import (
-    db_path,
     load_page,
-    read,
+    log_off,
+    log_reader,
     read_bypasses,
     read_counts,
     read_hosts,
@@ -88,7 +88,7 @@ async def blocked_page(request: web.Request) -> web.Response:
         before_id = int_param(request.query, "before_id", 1, MAX_ID)
     except BadParameter as e:
         return _bad_page(request, e)
-    page = await read(load_page, db_path(request), f, PAGE_SIZE, before_id, True)
+    page = await load_page(log_reader(request), f, PAGE_SIZE, before_id, True)
 
     def link(cursor: int | None) -> str:
         params = f.params()
@@ -113,7 +113,7 @@ async def blocked_page(request: web.Request) -> web.Response:
             "next_url": link(page.next_before_id) if page.next_before_id is not None else None,
             "prev_url": link(page.prev_before_id) if page.has_prev else None,
             "live": before_id is None,
-            "log_off": db_path(request) is None,
+            "log_off": log_off(request),
         },
     )
 
@@ -138,7 +138,7 @@ async def overview_page(request: web.Request) -> web.Response:
             "chart_purpose": by_purpose,
             "shares": purpose_shares(state.gw),
             "started": format_time(state.started),
-            "log_off": db_path(request) is None,
+            "log_off": log_off(request),
         },
     )
 
@@ -178,7 +178,7 @@ async def unknown_page(request: web.Request) -> web.Response:
             "windows": [*WINDOWS, "all"],
             "rows": rows,
             "limit": UNKNOWN_LIMIT,
-            "log_off": db_path(request) is None,
+            "log_off": log_off(request),
         },
     )
 
@@ -204,7 +204,7 @@ async def unknown_draft_page(request: web.Request) -> web.Response:
         "shapes": len(paths),
         "draft": draft,
         "listed": listed.vendor if listed is not None else None,
-        "log_off": db_path(request) is None,
+        "log_off": log_off(request),
     }
     return render(request, "unknown_draft.html", context, status=200 if draft else 404)
 
@@ -229,7 +229,7 @@ async def bypasses_page(request: web.Request) -> web.Response:
             "windows": [*WINDOWS, "all"],
             "rows": [bypass_row(b) for b in rows],
             "limit": BYPASS_LIMIT,
-            "log_off": db_path(request) is None,
+            "log_off": log_off(request),
         },
     )
 

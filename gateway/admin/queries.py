@@ -1,48 +1,46 @@
 """The admin's reads of the decision log, shared by the pages and the JSON API.
 
-SQLite is read in the default executor, never on the event loop. Without a SQLite log
-(`decision_log.sqlite_path` unset) every read is empty. A log that cannot be read
-raises `LogUnavailable`, which the sub-app's middleware answers with a 503.
+Through the admin's one `Reader` (`gateway.decision_log.readers`): SQLite read in the
+default executor, never on the event loop, or PostgreSQL, where every instance's records
+are. Without a stored log (`decision_log.sqlite_path` unset with backend sqlite) every
+read is empty. A log that cannot be read raises `LogUnavailable`, which the sub-app's
+middleware answers with a 503.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from types import MappingProxyType
-from typing import TypeVar
 
 from aiohttp import web
 
 from gateway.admin.answers import ADMIN
 from gateway.admin.params import Filters
 from gateway.decision_log.bypasses import Bypass
-from gateway.decision_log.query import DecisionCounts, LogReader, UnknownHost, UnknownPath
+from gateway.decision_log.query import DecisionCounts, UnknownHost, UnknownPath
+from gateway.decision_log.readers import Reader
 from gateway.decision_log.record import DecisionRecord
 
 __all__ = [
     "Page",
-    "db_path",
     "load_page",
-    "read",
+    "log_off",
+    "log_reader",
     "read_bypasses",
     "read_counts",
     "read_hosts",
     "read_paths",
 ]
 
-T = TypeVar("T")
+
+def log_reader(request: web.Request) -> Reader | None:
+    """The admin's reader of the decision log (None: nothing stored to read back)."""
+    return request.app[ADMIN].reader
 
 
-async def read(fn: Callable[..., T], *args: object) -> T:
-    """Run a synchronous decision-log read in the default executor."""
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-
-def db_path(request: web.Request) -> Path | None:
-    return request.app[ADMIN].gw.config.decision_log.sqlite_path
+def log_off(request: web.Request) -> bool:
+    """Whether no log is stored to read back (the pages say so instead of "nothing")."""
+    return log_reader(request) is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,52 +53,45 @@ class Page:
     prev_before_id: int | None = None
 
 
-def load_page(
-    db: Path | None, f: Filters, limit: int, before_id: int | None, with_prev: bool
+async def load_page(
+    reader: Reader | None, f: Filters, limit: int, before_id: int | None, with_prev: bool
 ) -> Page:
-    """One page of records (newest first) and the cursors around it; synchronous."""
-    if db is None:
+    """One page of records (newest first) and the cursors around it."""
+    if reader is None:
         return Page([], None)
-    reader = LogReader(db)
-    rows = reader.records(f.query(limit + 1, before_id=before_id))
+    rows = await reader.records(f.query(limit + 1, before_id=before_id))
     more = len(rows) > limit
     rows = rows[:limit]
     page = Page(rows, rows[-1].id if more and rows else None)
     if not with_prev or before_id is None:
         return page
     # The previous page ends with record `before_id`: it starts `limit` records above it.
-    newer = reader.records(f.query(limit, newer_than_id=before_id))
+    newer = await reader.records(f.query(limit, newer_than_id=before_id))
     prev = newer[-1].id if len(newer) == limit else None
     return replace(page, has_prev=True, prev_before_id=prev)
 
 
 async def read_counts(request: web.Request, since: float | None) -> DecisionCounts:
-    db = db_path(request)
-    if db is None:
+    reader = log_reader(request)
+    if reader is None:
         return DecisionCounts(MappingProxyType({}), MappingProxyType({}), 0)
-    return await read(LogReader(db).counts, since)
+    return await reader.counts(since)
 
 
 async def read_hosts(request: web.Request, since: float | None, limit: int) -> list[UnknownHost]:
-    db = db_path(request)
-    if db is None:
-        return []
-    return await read(LogReader(db).unknown_hosts, since, limit)
+    reader = log_reader(request)
+    return [] if reader is None else await reader.unknown_hosts(since, limit)
 
 
 async def read_paths(
     request: web.Request, host: str, since: float | None, limit: int
 ) -> list[UnknownPath]:
-    db = db_path(request)
-    if db is None:
-        return []
-    return await read(LogReader(db).unknown_paths, host, since, limit)
+    reader = log_reader(request)
+    return [] if reader is None else await reader.unknown_paths(host, since, limit)
 
 
 async def read_bypasses(
     request: web.Request, since: float | None, limit: int, kind: str | None
 ) -> list[Bypass]:
-    db = db_path(request)
-    if db is None:
-        return []
-    return await read(LogReader(db).bypasses, since, limit, kind)
+    reader = log_reader(request)
+    return [] if reader is None else await reader.bypasses(since, limit, kind)

@@ -277,26 +277,28 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
-    from gateway.cli.logs import run_logs
+    from gateway.cli.logs import run_logs, run_pg_logs
 
     cfg = _load(args.config)
     if cfg is None:
         return 1
+    filters = {
+        "since": args.since,
+        "vendor": args.vendor,
+        "action": args.action,
+        "purpose": args.purpose,
+        "as_json": args.json,
+        "follow": args.follow,
+        "limit": args.limit,
+        "out": sys.stdout,
+    }
+    if cfg.decision_log.postgres_dsn is not None:  # set for backend postgres only
+        return run_pg_logs(cfg.decision_log.postgres_dsn, **filters)
     if cfg.decision_log.sqlite_path is None:
         print("decision_log.sqlite_path is not set: nothing to read", file=sys.stderr)
         return 1
     try:
-        return run_logs(
-            cfg.decision_log.sqlite_path,
-            since=args.since,
-            vendor=args.vendor,
-            action=args.action,
-            purpose=args.purpose,
-            as_json=args.json,
-            follow=args.follow,
-            limit=args.limit,
-            out=sys.stdout,
-        )
+        return run_logs(cfg.decision_log.sqlite_path, **filters)
     except KeyboardInterrupt:
         return 0
 

@@ -347,10 +347,36 @@ class UpstreamConfig:
 
 @dataclass(frozen=True, slots=True)
 class DecisionLogConfig:
+    backend: StoreBackend = opt(
+        StoreBackend.SQLITE,
+        help="sqlite (this instance's records in `sqlite_path`) or postgres (every "
+        "instance's records in one database, partitioned by day)",
+    )
     sqlite_path: Path | None = opt(
         Path("data/decisions.db"),
         convert="data_file",
-        help="SQLite file the records go to (queried by `consent-gateway logs`); None = off",
+        help="SQLite file the records go to with backend sqlite (queried by `consent-gateway "
+        "logs`); None = off",
+    )
+    postgres_dsn: str | None = opt(
+        None,
+        key="postgres_dsn_env",
+        key_default="CONSENT_GATEWAY_PG_DSN",
+        repr=False,
+        convert="env_dsn",
+        help="backend postgres: read from the environment variable named here; the store's "
+        "database may be the same one",
+    )
+    retention: float = opt(
+        30 * 86400.0,
+        gt=0,
+        help="records older than this are deleted (PostgreSQL: whole days, so up to a day later)",
+    )
+    rollup_retention: float = opt(
+        400 * 86400.0,
+        gt=0,
+        help="the per-minute counts behind the admin overview (every request, forwarded "
+        "ones too) older than this are deleted",
     )
     jsonl: str | None = opt(
         None,

@@ -47,12 +47,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple, Protocol
 
-from gateway.config import DecisionLogConfig
+from gateway.config import DecisionLogConfig, StoreBackend
 from gateway.decision_log.bypasses import Seen
 from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.rollups import Pruned, RollupRow
 from gateway.decision_log.sinks import Row, Sink, SqliteSink, sinks_for
 
-__all__ = ["Host", "Outcome", "ProcessHost", "ThreadHost", "host_for"]
+__all__ = ["Host", "Outcome", "ProcessHost", "Pruning", "ThreadHost", "host_for"]
 
 
 class Outcome(NamedTuple):
@@ -62,6 +63,10 @@ class Outcome(NamedTuple):
     sink: str
     failure: str | None = None
     unexpected: bool = False
+
+
+#: what a retention run did: its outcome, and what it deleted
+Pruning = tuple[Outcome, Pruned]
 
 
 class Host(Protocol):
@@ -75,6 +80,8 @@ class Host(Protocol):
     async def open(self) -> list[Outcome]: ...
     async def write(self, records: Sequence[DecisionRecord]) -> list[Outcome]: ...
     async def write_sightings(self, seen: Sequence[Seen]) -> Outcome: ...
+    async def write_rollups(self, rows: Sequence[RollupRow]) -> Outcome: ...
+    async def prune(self, records_before: float, rollups_before: int) -> Pruning: ...
     async def close(self) -> list[Outcome]: ...
 
 
@@ -129,6 +136,23 @@ class _Sinks:
             return Outcome("sqlite", "no SQLite sink")
         return _call(sink, partial(sink.write_sightings, seen))
 
+    def write_rollups(self, rows: Sequence[RollupRow]) -> Outcome:
+        sink = self.sqlite
+        if sink is None:
+            return Outcome("sqlite")  # no table to keep them in: nothing to lose
+        return _call(sink, partial(sink.write_rollups, rows))
+
+    def prune(self, records_before: float, rollups_before: int) -> Pruning:
+        sink, pruned = self.sqlite, Pruned()
+        if sink is None:
+            return Outcome("sqlite"), pruned
+
+        def run() -> None:
+            nonlocal pruned
+            pruned = sink.prune(records_before, rollups_before)
+
+        return _call(sink, run), pruned
+
     def close(self) -> list[Outcome]:
         return [_call(s, s.close) for s in self.sinks]
 
@@ -158,6 +182,14 @@ class ThreadHost:
 
     async def write_sightings(self, seen: Sequence[Seen]) -> Outcome:
         out: Outcome = await self._run(self._sinks.write_sightings, seen)
+        return out
+
+    async def write_rollups(self, rows: Sequence[RollupRow]) -> Outcome:
+        out: Outcome = await self._run(self._sinks.write_rollups, rows)
+        return out
+
+    async def prune(self, records_before: float, rollups_before: int) -> Pruning:
+        out: Pruning = await self._run(self._sinks.prune, records_before, rollups_before)
         return out
 
     async def close(self) -> list[Outcome]:
@@ -318,6 +350,20 @@ class ProcessHost:
             return Outcome("sqlite", str(e))
         return out
 
+    async def write_rollups(self, rows: Sequence[RollupRow]) -> Outcome:
+        try:
+            out: Outcome = await self._ask(("rollups", [tuple(r) for r in rows]))
+        except WriterGone as e:
+            return Outcome("sqlite", str(e))
+        return out
+
+    async def prune(self, records_before: float, rollups_before: int) -> Pruning:
+        try:
+            out: Pruning = await self._ask(("prune", records_before, rollups_before))
+        except WriterGone as e:
+            return Outcome("sqlite", str(e)), Pruned()
+        return out
+
     async def close(self) -> list[Outcome]:
         """Close the sinks and end the process. Shielded: a cancelled close still ends it."""
         return await asyncio.shield(self._close())
@@ -335,7 +381,8 @@ class ProcessHost:
 
 
 def _config_of(cfg: DecisionLogConfig) -> tuple[str | None, str | None]:
-    return (None if cfg.sqlite_path is None else str(cfg.sqlite_path), cfg.jsonl)
+    sqlite = cfg.sqlite_path if cfg.backend == StoreBackend.SQLITE else None
+    return (None if sqlite is None else str(sqlite), cfg.jsonl)
 
 
 def host_for(cfg: DecisionLogConfig) -> Host:
@@ -373,6 +420,10 @@ def _answer(sinks: _Sinks | None, message: tuple[Any, ...]) -> tuple[_Sinks | No
         return sinks, sinks.write_rows(_pairs(message[1]))
     if op == "sightings":
         return sinks, sinks.write_sightings(message[1])
+    if op == "rollups":
+        return sinks, sinks.write_rollups([RollupRow(*r) for r in message[1]])
+    if op == "prune":
+        return sinks, sinks.prune(message[1], message[2])
     if op == "close":
         return sinks, sinks.close()
     raise ValueError(f"unknown request {op!r}")

@@ -39,6 +39,7 @@ __all__ = [
     "UnknownHost",
     "UnknownPath",
     "parse_since",
+    "record_of",
 ]
 
 #: the largest `LogQuery.limit` (the admin API passes visitor-chosen limits through).
@@ -332,6 +333,12 @@ def _str_tuple(text: str) -> tuple[str, ...]:
 
 
 def _record_from_row(row: sqlite3.Row) -> DecisionRecord:
+    return record_of(row, _str_tuple(row["missing"]), _str_tuple(row["stripped"]))
+
+
+def record_of(row: Any, missing: tuple[str, ...], stripped: tuple[str, ...]) -> DecisionRecord:
+    """A stored row (read by column name: a `sqlite3.Row`, an asyncpg record) as a record,
+    whichever backend: its lists decoded by the caller, `sources` as JSON text."""
     sources = orjson.loads(row["sources"])
     return DecisionRecord(
         ts=float(row["ts"]),
@@ -339,7 +346,7 @@ def _record_from_row(row: sqlite3.Row) -> DecisionRecord:
         action=row["action"],
         vendor=row["vendor"],
         endpoint=row["endpoint"],
-        missing=_str_tuple(row["missing"]),
+        missing=missing,
         sources=MappingProxyType(
             {str(k): str(v) for k, v in sources.items()} if isinstance(sources, dict) else {}
         ),
@@ -347,7 +354,7 @@ def _record_from_row(row: sqlite3.Row) -> DecisionRecord:
         method=row["method"],
         host=row["host"],
         path=row["path"],
-        stripped=_str_tuple(row["stripped"]),
+        stripped=stripped,
         reason=row["reason"],
         report_only=bool(row["report_only"]),
         id=int(row["id"]),

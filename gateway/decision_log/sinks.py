@@ -15,16 +15,28 @@ from collections.abc import Callable, Hashable, Sequence
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import IO, Any, Final, Protocol
+from typing import IO, Any, Final, Protocol, TypeVar
 
 import orjson
 
-from gateway.config import DecisionLogConfig
+from gateway.config import DecisionLogConfig, StoreBackend
 from gateway.decision_log.bypasses import TABLE as BYPASS_TABLE
 from gateway.decision_log.bypasses import Seen, write_sightings
 from gateway.decision_log.record import DecisionRecord, record_to_dict
+from gateway.decision_log.rollups import ROLLUP_TABLE, Pruned, RollupRow, prune, write_rollups
 
-__all__ = ["COLUMNS", "SCHEMA_VERSION", "JsonlSink", "Row", "Sink", "SqliteSink", "sinks_for"]
+_T = TypeVar("_T")
+
+__all__ = [
+    "COLUMNS",
+    "KIND_COLUMNS",
+    "SCHEMA_VERSION",
+    "JsonlSink",
+    "Row",
+    "Sink",
+    "SqliteSink",
+    "sinks_for",
+]
 
 #: `PRAGMA user_version` of the decision log's tables this module writes (and `query`
 #: reads through the `decisions` view). 1: one wide `decisions` table; 2: rows and kinds.
@@ -51,7 +63,7 @@ class Sink(Protocol):
 #: traffic has a few hundred kinds and millions of rows, so a row is (time, id, kind):
 #: a tenth of the bytes, two indexes instead of three wide ones, three parameters bound
 #: instead of fourteen (the writer's cost per record fell from 4.5 to 1.8 us).
-_KIND_COLUMNS: Final = (
+KIND_COLUMNS: Final = (
     "action",
     "vendor",
     "endpoint",
@@ -107,24 +119,24 @@ DROP INDEX IF EXISTS decisions_ts;
 DROP INDEX IF EXISTS decisions_vendor;
 DROP INDEX IF EXISTS decisions_action;
 {_SCHEMA}
-INSERT INTO decision_kinds ({", ".join(_KIND_COLUMNS)})
-    SELECT DISTINCT {", ".join(_KIND_COLUMNS)} FROM decisions_v1;
+INSERT INTO decision_kinds ({", ".join(KIND_COLUMNS)})
+    SELECT DISTINCT {", ".join(KIND_COLUMNS)} FROM decisions_v1;
 INSERT INTO decision_rows (id, ts, request_id, kind)
     SELECT d.id, d.ts, d.request_id, k.id FROM decisions_v1 AS d JOIN decision_kinds AS k
-    ON {" AND ".join(f"k.{c} IS d.{c}" for c in _KIND_COLUMNS)};
+    ON {" AND ".join(f"k.{c} IS d.{c}" for c in KIND_COLUMNS)};
 DROP TABLE decisions_v1;
 """
 
 #: the columns of the `decisions` view but `id` (the reader selects them)
-COLUMNS: Final = "ts, request_id, " + ", ".join(_KIND_COLUMNS)
+COLUMNS: Final = "ts, request_id, " + ", ".join(KIND_COLUMNS)
 _FIND_KIND: Final = (
     "SELECT id FROM decision_kinds WHERE "
-    + " AND ".join(f"{c} IS ?" for c in _KIND_COLUMNS)
+    + " AND ".join(f"{c} IS ?" for c in KIND_COLUMNS)
     + " ORDER BY id LIMIT 1"
 )
 _ADD_KIND: Final = (
-    f"INSERT INTO decision_kinds ({', '.join(_KIND_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_KIND_COLUMNS))})"
+    f"INSERT INTO decision_kinds ({', '.join(KIND_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(KIND_COLUMNS))})"
 )
 #: rows per INSERT statement at most. A batch is written as multi-row statements, bound
 #: in C and stepped once each, so the writer thread takes the GIL back once per statement.
@@ -274,7 +286,7 @@ class SqliteSink:
                     f"BEGIN IMMEDIATE; {script} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 )
             # Not versioned: a file from before it gains it, and older readers ignore it.
-            conn.executescript(f"BEGIN IMMEDIATE; {BYPASS_TABLE} COMMIT;")
+            conn.executescript(f"BEGIN IMMEDIATE; {BYPASS_TABLE} {ROLLUP_TABLE} COMMIT;")
             if sqlite3.sqlite_version_info < (3, 32):
                 self._rows = 999 // 3
         except BaseException:
@@ -357,11 +369,22 @@ class SqliteSink:
 
     def write_sightings(self, batch: Sequence[Seen]) -> None:
         """Count a batch of report sightings into `bypasses`, in one transaction."""
+        self._with_conn(lambda conn: write_sightings(conn, batch))
+
+    def write_rollups(self, rows: Sequence[RollupRow]) -> None:
+        """Add per-minute counts to `rollups`, in one transaction."""
+        self._with_conn(lambda conn: write_rollups(conn, rows))
+
+    def prune(self, records_before: float, rollups_before: int) -> Pruned:
+        """Retention: delete what is older than the cutoffs, in bounded transactions."""
+        return self._with_conn(lambda conn: prune(conn, records_before, rollups_before))
+
+    def _with_conn(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         self.open()
         conn = self._conn
         assert conn is not None
         try:
-            write_sightings(conn, batch)
+            return fn(conn)
         except BaseException:
             self.close()
             raise
@@ -427,9 +450,10 @@ class JsonlSink:
 
 
 def sinks_for(cfg: DecisionLogConfig) -> list[Sink]:
-    """The sinks `cfg` configures, none opened yet; no sink means the log is off."""
+    """The sinks `cfg` configures, none opened yet (the SQLite file with backend sqlite
+    only: PostgreSQL's writer is `postgres.PostgresHost`, on the event loop)."""
     sinks: list[Sink] = []
-    if cfg.sqlite_path is not None:
+    if cfg.sqlite_path is not None and cfg.backend == StoreBackend.SQLITE:
         sinks.append(SqliteSink(cfg.sqlite_path))
     if cfg.jsonl is not None:
         sinks.append(JsonlSink(cfg.jsonl))

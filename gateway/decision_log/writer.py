@@ -35,10 +35,13 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Final
 
-from gateway.config import DecisionLogConfig
+from gateway.config import DecisionLogConfig, StoreBackend
 from gateway.decision_log.bypasses import Seen
 from gateway.decision_log.hosts import Host, Outcome, host_for
+from gateway.decision_log.pg_query import PgTail
+from gateway.decision_log.postgres import postgres_host
 from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.rollups import Pruned, Tally, cutoffs
 from gateway.decision_log.sinks import sinks_for
 from gateway.metrics import Metrics
 
@@ -47,6 +50,10 @@ __all__ = ["DecisionLog"]
 log = logging.getLogger(__name__)
 
 _WARN_EVERY: Final = 10.0  # seconds between two warnings about lost records
+#: seconds between two writes of the per-minute rollups
+ROLLUP_EVERY: Final = 10.0
+#: seconds between two retention runs (one at start)
+RETENTION_EVERY: Final = 3600.0
 
 
 class _LossWarning:
@@ -153,7 +160,21 @@ class DecisionLog:
         self._cfg = cfg
         self._metrics = metrics
         #: None: no sink configured, the log is off
-        self._host: Host | None = host_for(cfg) if sinks_for(cfg) else None
+        self._host: Host | None = None
+        if cfg.backend == StoreBackend.POSTGRES:
+            self._host = postgres_host(cfg)
+        elif sinks_for(cfg):
+            self._host = host_for(cfg)
+        #: every request, counted per minute (`rollups`); written by `_maintain`
+        self.tally = Tally()
+        self._maintainer: asyncio.Task[None] | None = None
+        self._flush_now = asyncio.Event()
+        self._flushed = asyncio.Condition()
+        self._flushes = 0
+        self._rollups_warned = -_WARN_EVERY
+        self._stopping = False
+        #: backend postgres: the records of every instance, for `subscribe`
+        self._tail: PgTail | None = None
         #: None is the writer's stop signal, queued by `close` behind every accepted record
         self._queue = _BatchQueue(cfg.queue_size)
         self._writer: asyncio.Task[None] | None = None
@@ -209,20 +230,40 @@ class DecisionLog:
         for o in await self._host.open():
             if o.failure is not None:
                 log.warning("decision log: %s sink cannot open yet: %s", o.sink, o.failure)
-        self._writer = asyncio.get_running_loop().create_task(
-            self._run(), name="decision-log-writer"
-        )
+        loop = asyncio.get_running_loop()
+        self._writer = loop.create_task(self._run(), name="decision-log-writer")
+        self._maintainer = loop.create_task(self._maintain(), name="decision-log-maintenance")
 
     def subscribe(self, maxsize: int = 256) -> asyncio.Queue[DecisionRecord]:
         """A queue that receives every record submitted from now on (the admin page's
-        live tail). A subscriber that falls behind misses records rather than slowing
+        live tail); with backend postgres, every record any instance writes, once it is
+        committed. A subscriber that falls behind misses records rather than slowing
         the gateway: its queue is bounded and never waited on. `unsubscribe` when done."""
         q: asyncio.Queue[DecisionRecord] = asyncio.Queue(maxsize)
-        self._subscribers.add(q)
+        if self._cfg.backend == StoreBackend.POSTGRES and self._cfg.postgres_dsn:
+            if self._tail is None:
+                self._tail = PgTail(self._cfg.postgres_dsn)
+            self._tail.add(q)
+        else:
+            self._subscribers.add(q)
         return q
 
     def unsubscribe(self, q: asyncio.Queue[DecisionRecord]) -> None:
         self._subscribers.discard(q)
+        if self._tail is not None:
+            self._tail.discard(q)
+
+    def count(
+        self,
+        now: float,
+        vendor: str | None,
+        action: str,
+        missing: frozenset[str],
+        regime: str | None,
+    ) -> None:
+        """Count one request in the per-minute rollups (every request, forwarded too)."""
+        if self._host is not None:
+            self.tally.count(now, vendor, action, missing, regime)
 
     def submit(self, record: DecisionRecord) -> bool:
         """Queue `record` for writing; never blocks, never raises.
@@ -263,11 +304,45 @@ class DecisionLog:
         return True
 
     async def drain(self) -> None:
-        """Wait until every record accepted so far is written (or counted lost): what a
-        test or an operator's check reads next is complete. Returns at once when the
-        log has no writer."""
+        """Wait until every record accepted so far is written (or counted lost), and the
+        requests counted so far are in the rollups: what a test or an operator's check
+        reads next is complete. Returns at once when the log has no writer."""
         if self._writer is not None and not self._writer.done():
             await self._queue.join()
+        await self.flush_rollups()
+
+    async def flush_rollups(self) -> None:
+        """Have the maintenance task write the rollups counted so far, and wait for it."""
+        task = self._maintainer
+        if task is None or task.done():
+            return
+        async with self._flushed:
+            target = self._flushes + 1
+            self._flush_now.set()
+            await self._flushed.wait_for(lambda: self._flushes >= target or task.done())
+
+    async def prune(self, now: float | None = None) -> Pruned:
+        """One retention run now (the maintenance task runs one every `RETENTION_EVERY`):
+        what it deleted, counted in metrics; `Pruned(skipped=True)` when another
+        instance held the lease."""
+        if self._host is None:
+            return Pruned()
+        records_before, rollups_before = cutoffs(
+            self._cfg.retention, self._cfg.rollup_retention, now
+        )
+        outcome, pruned = await self._host.prune(records_before, rollups_before)
+        m = self._metrics
+        if outcome.failure is not None:
+            m.log_retention_runs.labels("failed").inc()
+            log.warning("decision log: retention failed: %s", outcome.failure)
+        elif pruned.skipped:
+            m.log_retention_runs.labels("skipped").inc()
+        else:
+            m.log_retention_runs.labels("done").inc()
+            m.log_pruned.labels("records").inc(pruned.records)
+            m.log_pruned.labels("rollups").inc(pruned.rollups)
+            m.log_pruned.labels("partitions").inc(pruned.partitions)
+        return pruned
 
     async def close(self) -> None:
         """Stop accepting, write every accepted record, close the sinks; idempotent.
@@ -303,6 +378,14 @@ class DecisionLog:
             log.warning("decision log: %d records lost: closed before written", stranded)
 
     async def _close_sinks(self) -> None:
+        if self._maintainer is not None:
+            # Not cancelled: a host answers one call at a time, and a call cut off would
+            # leave its answer to the next. Its last round writes what was counted.
+            self._stopping = True
+            self._flush_now.set()
+            await self._maintainer
+        if self._tail is not None:
+            await self._tail.close()
         if self._host is None or not self._started:
             return
         for o in await self._host.close():
@@ -327,6 +410,47 @@ class DecisionLog:
             if batch:
                 await self._write(batch)
             queue.done(len(taken))
+
+    async def _maintain(self) -> None:
+        """Runs retention at start and every `RETENTION_EVERY`, and writes the rollups
+        every `ROLLUP_EVERY` seconds or when `flush_rollups` asks (a flush asked during a
+        retention run waits for it: the host answers one call at a time). Never raises."""
+        next_prune = 0.0
+        while True:
+            if not self._stopping and time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + RETENTION_EVERY
+                try:
+                    await self.prune()
+                except Exception:
+                    log.exception("decision log: retention raised")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_now.wait(), ROLLUP_EVERY)
+            self._flush_now.clear()
+            await self._write_rollups()
+            async with self._flushed:
+                self._flushes += 1
+                self._flushed.notify_all()
+            if self._stopping:
+                return
+
+    async def _write_rollups(self) -> None:
+        tally = self.tally
+        if tally.lost:
+            self._metrics.rollups_lost.inc(tally.lost)
+            tally.lost = 0
+        rows = tally.take()
+        if not rows or self._host is None:
+            return
+        outcome = await self._host.write_rollups(rows)
+        if outcome.failure is not None:
+            tally.give_back(rows)  # tried again with the next flush
+            now = time.monotonic()
+            if now - self._rollups_warned >= _WARN_EVERY:
+                self._rollups_warned = now
+                log.warning(
+                    "decision log: rollups not written yet (kept for the next try): %s",
+                    outcome.failure,
+                )
 
     async def _write(self, batch: Sequence[DecisionRecord | Seen]) -> None:
         assert self._host is not None

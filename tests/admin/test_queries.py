@@ -13,6 +13,7 @@ import pytest
 
 from gateway.admin.params import Filters
 from gateway.admin.queries import Page, load_page
+from gateway.decision_log.readers import SqliteReader
 from gateway.decision_log.record import DecisionRecord
 from tests.admin.conftest import (
     admin_client,
@@ -62,9 +63,9 @@ def write_log(db: Path, records: Sequence[DecisionRecord]) -> Path:
     return db
 
 
-def test_load_page_without_a_log_is_empty() -> None:
-    assert load_page(None, ALL, 50, None, True) == Page([], None)
-    assert load_page(None, ALL, 50, 7, True) == Page([], None)
+async def test_load_page_without_a_log_is_empty() -> None:
+    assert await load_page(None, ALL, 50, None, True) == Page([], None)
+    assert await load_page(None, ALL, 50, 7, True) == Page([], None)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +79,7 @@ def test_load_page_without_a_log_is_empty() -> None:
         (99, True, [], None, True, None),  # a cursor that is not stored matches nothing
     ],
 )
-def test_load_page_cursors(
+async def test_load_page_cursors(
     tmp_path: Path,
     before_id: int | None,
     with_prev: bool,
@@ -89,18 +90,20 @@ def test_load_page_cursors(
 ) -> None:
     # ids 1..7, each newer than the one before
     db = write_log(tmp_path / "log.sqlite3", [record(f"r{i}", age=100.0 - i) for i in range(7)])
-    got = load_page(db, ALL, 3, before_id, with_prev)
+    got = await load_page(SqliteReader(db), ALL, 3, before_id, with_prev)
     assert [r.id for r in got.records] == ids
     assert got.next_before_id == next_before_id
     assert (got.has_prev, got.prev_before_id) == (has_prev, prev_before_id)
 
 
-def test_load_page_applies_the_filters(tmp_path: Path) -> None:
+async def test_load_page_applies_the_filters(tmp_path: Path) -> None:
     rows = [record("a", age=30), record("b", age=20, action="strip"), record("c", age=10)]
     db = write_log(tmp_path / "log.sqlite3", rows)
-    got = load_page(db, replace(ALL, action="drop"), 1, None, True)
+    got = await load_page(SqliteReader(db), replace(ALL, action="drop"), 1, None, True)
     assert [r.request_id for r in got.records] == ["c"] and got.next_before_id == 3
-    older = load_page(db, replace(ALL, action="drop"), 1, got.next_before_id, True)
+    older = await load_page(
+        SqliteReader(db), replace(ALL, action="drop"), 1, got.next_before_id, True
+    )
     assert [r.request_id for r in older.records] == ["a"] and older.next_before_id is None
     assert (older.has_prev, older.prev_before_id) == (True, None)
 

@@ -18,9 +18,8 @@ from gateway.decision_log.query import (
     UnknownPath,
     parse_since,
 )
-from gateway.decision_log.record import DecisionRecord
 from gateway.errors import GatewayError, LogUnavailable
-from tests.conftest import LOG_ROWS, T0, make_record, store_records
+from tests.conftest import LOG_ROWS, PATH_ROWS, T0, UNKNOWN_ROWS, make_record, store_records
 
 
 @pytest.mark.parametrize(
@@ -235,17 +234,6 @@ def test_counts_without_database(tmp_path: Path) -> None:
     assert not (tmp_path / "none.db").exists()
 
 
-UNKNOWN_ROWS = [
-    make_record("1", ts=T0, vendor=None, endpoint=None, action="reject", host="a.example"),
-    make_record("2", ts=T0 + 10, vendor=None, endpoint=None, action="reject", host="b.example"),
-    make_record("3", ts=T0 + 20, vendor=None, endpoint=None, action="reject", host="a.example"),
-    make_record("4", ts=T0 + 30, vendor=None, endpoint=None, action="reject", host="c.example"),
-    # a known vendor's rejected request (bad request), and a dropped one: not unknown hosts
-    make_record("5", ts=T0 + 40, vendor="ga4", action="reject", host="d.example"),
-    make_record("6", ts=T0 + 50, vendor=None, endpoint=None, action="drop", host="e.example"),
-]
-
-
 @pytest.mark.parametrize(
     ("since", "limit", "expected"),
     [
@@ -283,23 +271,6 @@ def test_unknown_hosts(
     got = LogReader(db).unknown_hosts(since, limit)
     assert [(u.host, u.count, u.first_seen, u.last_seen) for u in got] == expected
     assert all(isinstance(u, UnknownHost) for u in got)
-
-
-def unknown(request_id: str, at: float, method: str, path: str, **kw: object) -> DecisionRecord:
-    fields: dict[str, object] = {"vendor": None, "endpoint": None, "action": "reject"}
-    fields |= {"host": "a.example", "method": method, "path": path, **kw}
-    return make_record(request_id, ts=T0 + at, **fields)
-
-
-PATH_ROWS = [
-    unknown("1", 0, "GET", "/px.gif"),
-    unknown("2", 10, "POST", "/v1/{…}/events"),
-    unknown("3", 20, "POST", "/v1/{…}/events"),
-    unknown("4", 30, "GET", "/v1/{…}/events"),
-    unknown("5", 40, "GET", "/other", host="b.example"),  # another host
-    unknown("6", 50, "GET", "/known", vendor="ga4"),  # a known vendor's bad request
-    unknown("7", 60, "GET", "/dropped", action="drop"),
-]
 
 
 @pytest.mark.parametrize(
