@@ -250,7 +250,7 @@ def _counters(server: Proc) -> dict[str, float]:
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            name = s.name.removeprefix("consent_").removeprefix("gateway_")
+            name = s.name.removeprefix("consent_gateway_")
             if name == "requests_total":
                 key = f"action:{s.labels.get('action', '?')}"
             elif name in ("forward_queue_dropped_total", "decision_log_written_total"):

@@ -354,11 +354,13 @@ def log_config(tmp_path: Path, **kw: Any) -> DecisionLogConfig:
 
 
 def log_written(metrics: Metrics) -> float:
-    return metrics.registry.get_sample_value("gateway_decision_log_written_total") or 0.0
+    return metrics.registry.get_sample_value("consent_gateway_decision_log_written_total") or 0.0
 
 
 def log_lost(metrics: Metrics, reason: str) -> float:
-    value = metrics.registry.get_sample_value("gateway_decision_log_lost_total", {"reason": reason})
+    value = metrics.registry.get_sample_value(
+        "consent_gateway_decision_log_lost_total", {"reason": reason}
+    )
     return value or 0.0
 
 

@@ -50,8 +50,8 @@ async def test_health_ready_and_metrics(client: Client) -> None:
     families = {f.name: f for f in text_string_to_metric_families(text)}
     drops = [
         s
-        for s in families["gateway_requests"].samples
-        if s.name == "gateway_requests_total" and s.labels["action"] == "drop"
+        for s in families["consent_gateway_requests"].samples
+        if s.name == "consent_gateway_requests_total" and s.labels["action"] == "drop"
     ]
     assert drops and drops[0].labels["vendor"] == "google-analytics-4" and drops[0].value == 1
 
@@ -100,18 +100,37 @@ async def test_metrics_counters_move_with_traffic(
         return after.get(key, 0.0) - before.get(key, 0.0)
 
     ga = {"vendor": "google-analytics-4", "endpoint": "collect"}
-    assert moved("gateway_requests_total", action="drop", **ga) == 2
-    assert moved("gateway_requests_total", action="forward", **ga) == 1
-    assert moved("gateway_requests_total", vendor="-", endpoint="-", action="reject") == 1
+    assert moved("consent_gateway_requests_total", action="drop", **ga) == 2
+    assert moved("consent_gateway_requests_total", action="forward", **ga) == 1
+    assert moved("consent_gateway_requests_total", vendor="-", endpoint="-", action="reject") == 1
     assert (
-        moved("gateway_consent_cookie_invalid_total", reason="unknown-key")
-        + moved("gateway_consent_cookie_invalid_total", reason="malformed")
-        + moved("gateway_consent_cookie_invalid_total", reason="bad-signature")
+        moved("consent_gateway_consent_cookie_invalid_total", reason="unknown-key")
+        + moved("consent_gateway_consent_cookie_invalid_total", reason="malformed")
+        + moved("consent_gateway_consent_cookie_invalid_total", reason="bad-signature")
         == 1
     )
-    assert moved("gateway_decision_log_written_total") == 3  # drop, drop, reject
-    assert moved("gateway_decision_seconds_count") == 4
-    assert moved("gateway_upstream_seconds_count", vendor="google-analytics-4") == 1
+    assert moved("consent_gateway_decision_log_written_total") == 3  # drop, drop, reject
+    assert moved("consent_gateway_decision_seconds_count") == 4
+    assert moved("consent_gateway_upstream_seconds_count", vendor="google-analytics-4") == 1
+
+
+async def test_every_metric_is_under_one_prefix_without_created_series(
+    gateway_factory: Callable[..., Any], aiohttp_client: Callable[..., Any]
+) -> None:
+    from gateway.app import OPS
+
+    client: Client = await gateway_factory(
+        hosts=["www.google-analytics.com"], extra={"server": {"admin_port": 0}}
+    )
+    # a tag request, so that labelled counters and histograms have children to expose
+    await client.get("/t/www.google-analytics.com/g/collect?v=2&tid=G-1&en=x")
+    ops: Client = await aiohttp_client(client.app[OPS])
+    text = await (await ops.get("/metrics")).text()
+    names = [line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"]
+    assert "consent_gateway_requests_total" in names
+    assert [n for n in names if not n.startswith("consent_gateway_")] == []
+    assert [n for n in names if n.endswith("_created")] == []
+    assert "_created" not in text
 
 
 # -- the consent store in the lifecycle (DESIGN §6) -------------------------------------------
@@ -197,7 +216,7 @@ async def test_metrics_on_the_public_port_need_the_admin_token(
     resp = await client.get("/metrics", headers=headers)
     assert resp.status == status
     if status == 401:
-        assert "gateway_requests" not in await resp.text()
+        assert "consent_gateway_requests" not in await resp.text()
 
 
 async def test_without_an_admin_token_public_metrics_stay_closed(

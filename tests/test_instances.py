@@ -223,7 +223,9 @@ async def _cache_hits(session: aiohttp.ClientSession, gw: GatewayProcess) -> flo
         text = await resp.text()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "gateway_consent_cache_total" and sample.labels == {"result": "hit"}:
+            if sample.name == "consent_gateway_consent_cache_total" and sample.labels == {
+                "result": "hit"
+            }:
                 return sample.value
     return 0.0
 

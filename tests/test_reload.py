@@ -47,7 +47,7 @@ def _make_collect_a_pixel(path: Path) -> None:
 
 def _metric(client: TestClient[Any, Any], result: str) -> float:
     v = client.app[GATEWAY].metrics.registry.get_sample_value(
-        "gateway_rule_reloads_total", {"result": result}
+        "consent_gateway_rule_reloads_total", {"result": result}
     )
     return v or 0.0
 

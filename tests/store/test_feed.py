@@ -70,7 +70,7 @@ async def test_sqlite_instances_learn_of_changes_by_polling(tmp_path: Path) -> N
         assert await b.lookup("s1") is not None
         await a.record(rec("s1", at=2.0, analytics=False))
         await _until(lambda: _purposes(b, "s1") == {"analytics": False})
-        assert sample(b.metrics, "gateway_consent_changes_applied_total", via="poll") >= 1
+        assert sample(b.metrics, "consent_gateway_consent_changes_applied_total", via="poll") >= 1
         # a subject B never looked up is cached too: its next request needs no lookup
         await a.erase("s1")
         await _until(lambda: _purposes(b, "s1") == {})
@@ -87,7 +87,10 @@ async def test_postgres_instances_hear_each_change_at_once() -> None:
             await _until(lambda: _purposes(b, "s1") == {"analytics": False}, timeout=5)
             await a.erase("s1")
             await _until(lambda: _purposes(b, "s1") == {}, timeout=5)
-            assert sample(b.metrics, "gateway_consent_changes_applied_total", via="notify") == 3
+            assert (
+                sample(b.metrics, "consent_gateway_consent_changes_applied_total", via="notify")
+                == 3
+            )
             assert f.seen == await a.store.last_seq()
 
 
@@ -150,7 +153,7 @@ async def test_a_lost_listener_reconnects_and_misses_nothing(
             assert [_purposes(b, f"s{i}") for i in range(5)] == [
                 {"analytics": bool(i % 2)} for i in range(5)
             ]
-            assert sample(b.metrics, "gateway_consent_feed_reconnects_total") == 1
+            assert sample(b.metrics, "consent_gateway_consent_feed_reconnects_total") == 1
             # and it hears again
             await a.record(rec("after", at=1.0))
             await _until(lambda: b.cache.get("after") is not MISS, timeout=5)
@@ -178,7 +181,10 @@ async def test_start_preloads_the_newest_changes(tmp_path: Path) -> None:
         # the four newest changes are known before any request; older ones are not
         assert [book.cache.get(f"s{i}") is MISS for i in range(10)] == [True] * 6 + [False] * 4
         assert _purposes(book, "s9") == {"analytics": False}
-        assert sample(book.metrics, "gateway_consent_changes_applied_total", via="preload") == 4
+        assert (
+            sample(book.metrics, "consent_gateway_consent_changes_applied_total", via="preload")
+            == 4
+        )
     finally:
         await follower.close()
         await book.close()
