@@ -8,6 +8,7 @@ counted by `decision_log` instead.
 
 from __future__ import annotations
 
+import platform
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from gateway import __version__
 from gateway.memo import Memo
 
 if TYPE_CHECKING:
@@ -214,6 +216,41 @@ class Metrics:
             "consent_gateway_webhook_backlog",
             "Changes not yet delivered to the webhook endpoint",
             ["endpoint"],
+            registry=r,
+        )
+
+        # What operators alert on. The state gauges are read when scraped: the app binds
+        # each to its source (`Gauge.set_function`), nothing on the request path sets them.
+        build = Gauge(
+            "consent_gateway_build_info",
+            "Always 1: the gateway's version and the Python running it, as labels",
+            ["version", "python"],
+            registry=r,
+        )
+        build.labels(__version__, platform.python_version()).set(1)
+        self.rules_loaded = Gauge(
+            "consent_gateway_rules_loaded", "Vendor rules in force", registry=r
+        )
+        self.rules_loaded_at = Gauge(
+            "consent_gateway_rules_loaded_timestamp_seconds",
+            "When the rules in force were loaded (unix time): at start, then each good reload",
+            registry=r,
+        )
+        self.rules_reload_ok = Gauge(
+            "consent_gateway_rules_last_reload_ok",
+            "1 when the last rule reload succeeded (or none was tried), 0 when it failed and "
+            "older rules stay in force",
+            registry=r,
+        )
+        self.log_depth = Gauge(
+            "consent_gateway_decision_log_queue_depth",
+            "Decision-log records waiting to be written",
+            registry=r,
+        )
+        self.store_feed_lag = Gauge(
+            "consent_gateway_consent_feed_lag_seconds",
+            "Seconds this instance may be behind the consent store's change feed: 0 while "
+            "PostgreSQL LISTEN is up, else since the feed was last read to its end",
             registry=r,
         )
 

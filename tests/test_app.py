@@ -4,6 +4,7 @@ what the visitor gets back (the consent API's own tests: tests/test_consent_api.
 from __future__ import annotations
 
 import asyncio
+import platform
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import __version__
 from gateway.app import GATEWAY, build_app
 from gateway.store.base import StoreError
 from tests.conftest import FakeVendor, cookie_for, make_config
@@ -131,6 +133,47 @@ async def test_every_metric_is_under_one_prefix_without_created_series(
     assert [n for n in names if not n.startswith("consent_gateway_")] == []
     assert [n for n in names if n.endswith("_created")] == []
     assert "_created" not in text
+
+
+async def test_the_gauges_operators_alert_on_are_read_when_scraped(
+    gateway_factory: Callable[..., Any], aiohttp_client: Callable[..., Any]
+) -> None:
+    from gateway.app import OPS
+
+    # records wait in the decision log's queue until three make a batch
+    client: Client = await gateway_factory(
+        hosts=["www.google-analytics.com"],
+        extra={
+            "server": {"admin_port": 0},
+            "decision_log": {"batch_size": 3, "flush_interval": 3600},
+        },
+    )
+    gw = client.app[GATEWAY]
+    ops: Client = await aiohttp_client(client.app[OPS])
+
+    async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return _samples(await (await ops.get("/metrics")).text())
+
+    def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
+        return samples[(name, ())]
+
+    first = await scrape()
+    labels = (("python", platform.python_version()), ("version", __version__))
+    build = ("consent_gateway_build_info", labels)
+    assert first[build] == 1
+    assert value(first, "consent_gateway_rules_loaded") == len(gw.rules.current.rules) > 0
+    assert value(first, "consent_gateway_rules_loaded_timestamp_seconds") == gw.rules.loaded_at
+    assert value(first, "consent_gateway_rules_last_reload_ok") == 1
+    assert value(first, "consent_gateway_decision_log_queue_depth") == 0
+    assert 0 <= value(first, "consent_gateway_consent_feed_lag_seconds") < 60
+
+    hit = "/t/www.google-analytics.com/g/collect?v=2&tid=G-1&en=x"
+    for _ in range(2):
+        assert (await client.get(hit)).status == 204  # dropped: one record each
+    assert value(await scrape(), "consent_gateway_decision_log_queue_depth") == 2
+    await client.get(hit)  # the third fills a batch: written
+    await gw.decision_log.drain()
+    assert value(await scrape(), "consent_gateway_decision_log_queue_depth") == 0
 
 
 # -- the consent store in the lifecycle (DESIGN §6) -------------------------------------------

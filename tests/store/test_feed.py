@@ -92,6 +92,7 @@ async def test_postgres_instances_hear_each_change_at_once() -> None:
                 == 3
             )
             assert f.seen == await a.store.last_seq()
+            assert f.lag == 0.0  # listening: each change arrives as it commits
 
 
 async def test_another_schema_is_not_heard() -> None:
@@ -185,6 +186,38 @@ async def test_start_preloads_the_newest_changes(tmp_path: Path) -> None:
             sample(book.metrics, "consent_gateway_consent_changes_applied_total", via="preload")
             == 4
         )
+    finally:
+        await follower.close()
+        await book.close()
+        await store.close()
+
+
+async def test_lag_counts_from_the_last_complete_read_of_the_feed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(tmp_path / "c.db")
+    await store.open()
+    await migrate(store)
+    book = ConsentBook(store, ConsentCache(100, 600), Metrics())
+    follower = ChangeFollower(book, 30.0)
+    assert follower.lag == float("inf")  # never read
+    await follower.start()
+    try:
+        assert 0 <= follower.lag < 30
+        # pretend the last read was 100 s ago; a failing read keeps counting from it
+        assert follower.synced_at is not None
+        follower.synced_at -= 100
+        real = store.changes_since
+
+        async def down(*args: Any) -> Any:
+            raise StoreError("sqlite: unreachable (test)")
+
+        monkeypatch.setattr(store, "changes_since", down)
+        await follower._safe_catch_up("poll")
+        assert follower.lag >= 100
+        monkeypatch.setattr(store, "changes_since", real)
+        await follower.catch_up("poll")
+        assert follower.lag < 100
     finally:
         await follower.close()
         await book.close()
