@@ -57,10 +57,12 @@ from gateway.transform_headers import truncate_ip
 
 __all__ = [
     "AIOHTTP_LOGGERS",
+    "FIELDS",
     "PRIVACY_FILTER",
     "GatewayRunner",
     "JsonAccessLogger",
     "PrivacyFilter",
+    "SUMMARY",
     "TextAccessLogger",
     "access_logger_for",
     "install_log_privacy",
@@ -68,6 +70,10 @@ __all__ = [
 ]
 
 _LOG: Final = logging.getLogger("gateway.access")
+#: a log record's attribute holding fields a JSON log line carries as its own
+FIELDS: Final = "cg_fields"
+#: a log record's attribute holding the message a JSON log line carries instead of its text
+SUMMARY: Final = "cg_summary"
 #: the admin API's subject routes carry a subject id in the path (below any base path)
 _SUBJECT_PATH: Final = re.compile(r"(/_admin/api/subjects/)[^/]*")
 #: every logger aiohttp writes to (`aiohttp.log`)
@@ -112,27 +118,28 @@ def _fields(
     }
 
 
+def _summary(f: Mapping[str, object]) -> str:
+    return "{method} {path} {status} {bytes} {ms}ms client={client}".format_map(f)
+
+
 class JsonAccessLogger(AbstractAccessLogger):
-    """One JSON object per line, for log shippers."""
+    """One JSON object per line, for log shippers.
+
+    The record also carries the fields themselves (`FIELDS`) and the text line
+    (`SUMMARY`): with `server.log_format: json` they become the log line's own fields
+    and message, instead of a JSON string inside a JSON string."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info("%s", orjson.dumps(_fields(request, response, time)).decode())
+        f = _fields(request, response, time)
+        extra = {FIELDS: f, SUMMARY: _summary(f)}
+        self.logger.info("%s", orjson.dumps(f).decode(), extra=extra)
 
 
 class TextAccessLogger(AbstractAccessLogger):
     """`METHOD /path STATUS BYTES MSms client=NET` for people."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        f = _fields(request, response, time)
-        self.logger.info(
-            "%s %s %s %s %sms client=%s",
-            f["method"],
-            f["path"],
-            f["status"],
-            f["bytes"],
-            f["ms"],
-            f["client"],
-        )
+        self.logger.info("%s", _summary(_fields(request, response, time)))
 
 
 def access_logger_for(mode: str) -> type[AbstractAccessLogger] | None:

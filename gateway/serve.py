@@ -10,13 +10,19 @@ validated `cfg` and the command-line `overrides` already.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import multiprocessing
 import os
 import signal
 import sys
+import threading
+import types
+from typing import Final
 
-from gateway.config import GatewayConfig, load_config
+import orjson
+
+from gateway.config import GatewayConfig, LogFormat, load_config
 from gateway.errors import ConfigError, StoreError
 
 __all__ = ["serve", "worker_main"]
@@ -24,21 +30,80 @@ __all__ = ["serve", "worker_main"]
 log = logging.getLogger("gateway")
 
 
-def _setup_logging(level: str) -> None:
+#: attributes every log record has: anything else on a record came from `extra=`
+_RECORD_ATTRS: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object a line: `time` (UTC, ISO 8601), `level`, `logger`, `message`, then
+    the record's own fields (`extra=`), and `exc` (the traceback) or `stack` when it has
+    them. Newlines inside a traceback are escaped: a record is always exactly one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from gateway.access_log import FIELDS, SUMMARY
+
+        at = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+        doc: dict[str, object] = {
+            "time": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": getattr(record, SUMMARY, None) or record.getMessage(),
+        }
+        own = getattr(record, FIELDS, None)
+        if isinstance(own, dict):
+            for key, value in own.items():
+                doc.setdefault(key, value)
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRS and key not in (FIELDS, SUMMARY):
+                doc.setdefault(key, value)
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            doc["exc"] = record.exc_text
+        if record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
+        # default=str: an `extra=` value JSON has no type for is still written, as text
+        return orjson.dumps(doc, default=str).decode()
+
+
+def _setup_logging(level: str, fmt: LogFormat = LogFormat.TEXT) -> None:
     from gateway.access_log import install_log_privacy
 
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    handlers = logging.getLogger().handlers
+    if fmt is LogFormat.JSON:
+        for handler in handlers:
+            handler.setFormatter(JsonLogFormatter())
+        # What would otherwise reach stderr as plain text: warnings, and exceptions that
+        # end the main thread or another thread.
+        logging.captureWarnings(True)
+        sys.excepthook = _log_uncaught
+        threading.excepthook = _log_uncaught_in_thread
     # SECURITY: aiohttp logs malformed request lines (query values) and full client
     # addresses; every record is filtered before it is written anywhere.
-    install_log_privacy(*logging.getLogger().handlers)
+    install_log_privacy(*handlers)
+
+
+def _log_uncaught(
+    kind: type[BaseException], exc: BaseException, tb: types.TracebackType | None
+) -> None:
+    log.critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is not None:
+        log.error(
+            "uncaught exception in a thread",
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
 
 
 def serve(cfg: GatewayConfig, config_path: str, overrides: dict[str, object]) -> int:
     """Serve until a signal; the exit code (1: the gateway could not start)."""
-    _setup_logging(cfg.server.log_level)
+    _setup_logging(cfg.server.log_level, cfg.server.log_format)
     if cfg.server.workers == 1:
         return _serve_one(cfg, reuse_port=False)
     # One process per core, sharing the port through SO_REUSEPORT; the parent supervises.
@@ -66,7 +131,7 @@ def worker_main(config_path: str, overrides: dict[str, object]) -> None:
     """One worker process: loads the config itself (spawned, it shares nothing)."""
     cfg = load_config(config_path)
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, **overrides))  # type: ignore[arg-type]
-    _setup_logging(cfg.server.log_level)
+    _setup_logging(cfg.server.log_level, cfg.server.log_format)
     sys.exit(_serve_one(cfg, reuse_port=True))
 
 
@@ -86,7 +151,7 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
         app = build_app(cfg)
     except ConfigError as e:
         for problem in e.problems:
-            print(problem, file=sys.stderr)
+            _refuse(cfg, str(problem))
         return 1
     server = cfg.server
     # the public routes' address, below server.base_path when there is one
@@ -127,6 +192,14 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
     except StoreError as e:
         # the gateway refuses to start without its consent store (unreachable, or a
         # schema it does not know)
-        print(f"consent store: {e}", file=sys.stderr)
+        _refuse(cfg, f"consent store: {e}")
         return 1
     return 0
+
+
+def _refuse(cfg: GatewayConfig, message: str) -> None:
+    """Why the gateway will not start: a plain line for people, a log line in JSON."""
+    if cfg.server.log_format is LogFormat.JSON:
+        log.error("%s", message)
+    else:
+        print(message, file=sys.stderr)

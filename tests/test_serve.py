@@ -5,18 +5,23 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
+import yaml
 
-from gateway.access_log import PRIVACY_FILTER
+from gateway.access_log import FIELDS, PRIVACY_FILTER, SUMMARY
+from gateway.config import LogFormat
 from gateway.decision_log.query import LogQuery, LogReader
-from gateway.serve import _setup_logging
+from gateway.serve import JsonLogFormatter, _setup_logging
 from tests.conftest import TEST_KEY, free_port, http_status
 
 GA4_HIT = "/t/www.google-analytics.com/g/collect?v=2&tid=G-TEST&cid=555.1&en=page_view"
@@ -70,6 +75,141 @@ def test_serve_runs_answers_health_and_stops_cleanly(config_file: Path, workers:
     db = config_file.parent / "data" / "decisions.db"
     stored = LogReader(db).records(LogQuery(limit=10))
     assert [(r.action, r.host) for r in stored] == [("drop", "www.google-analytics.com")]
+
+
+def _serve(config: Path, port: int, admin_port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "CONSENT_GATEWAY_COOKIE_KEY": TEST_KEY},
+    )
+
+
+def _until_ready(proc: subprocess.Popen[bytes], admin_port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert http_status(f"http://127.0.0.1:{admin_port}/readyz") == 200
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise
+            time.sleep(0.1)
+
+
+def _with_server(config: Path, **server: object) -> Path:
+    doc = yaml.safe_load(config.read_text())
+    doc["server"].update(server)
+    config.write_text(yaml.safe_dump(doc))
+    return config
+
+
+def test_json_log_format_writes_one_json_object_a_line(config_file: Path) -> None:
+    port, admin_port = free_port(), free_port()
+    config = _with_server(config_file, log_format="json", access_log="json")
+    proc = _serve(config, port, admin_port)
+    try:
+        _until_ready(proc, admin_port)
+        assert http_status(f"http://127.0.0.1:{port}{GA4_HIT}") == 204
+        # a request line aiohttp's parser refuses: logged by aiohttp.server
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"GET /x?email=alice@example.com HTTP/1.1\r\nHost\r\n\r\n")
+            conn.recv(4096)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out.decode()
+    lines = out.decode().splitlines()
+    docs = [orjson.loads(line) for line in lines]  # every line, or this raises
+    assert all(
+        isinstance(d, dict) and {"time", "level", "logger", "message"} <= d.keys() for d in docs
+    )
+    loggers = {d["logger"] for d in docs}
+    assert {"gateway", "gateway.app", "gateway.access", "aiohttp.server"} <= loggers, loggers
+    [hit] = [d for d in docs if d["logger"] == "gateway.access" and d["path"].startswith("/t/")]
+    assert hit["status"] == 204 and hit["method"] == "GET" and hit["message"].startswith("GET /t/")
+    assert "alice" not in out.decode()
+
+
+def _record(name: str, msg: str, *args: object, **extra: object) -> logging.LogRecord:
+    record = logging.getLogger(name).makeRecord(
+        name, logging.WARNING, __file__, 1, msg, args, None, extra=extra
+    )
+    record.created = 1_764_410_400.5  # 2025-11-29T10:00:00.5Z
+    return record
+
+
+def _raised() -> logging.LogRecord:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = _record("asyncio", "Task exception was never retrieved")
+        record.exc_info = sys.exc_info()
+        return record
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (
+            _record("gateway", "rules reloaded: %d vendor rules", 3),
+            {"logger": "gateway", "message": "rules reloaded: 3 vendor rules"},
+        ),
+        (
+            _record("gateway.x", "with fields", vendor="ga4", n=2),
+            {"message": "with fields", "vendor": "ga4", "n": 2},
+        ),
+        (  # the access log's fields are the line's own, its text the message
+            _record("gateway.access", "%s", "{}", **{FIELDS: {"status": 204}, SUMMARY: "GET /x"}),
+            {"logger": "gateway.access", "message": "GET /x", "status": 204},
+        ),
+        (  # an `extra` value JSON has no type for: its text
+            _record("gateway", "odd", where=Path("/tmp/x")),
+            {"where": "/tmp/x"},
+        ),
+    ],
+)
+def test_json_log_formatter_fields(record: logging.LogRecord, expected: dict[str, object]) -> None:
+    doc = orjson.loads(JsonLogFormatter().format(record))
+    assert doc["time"] == "2025-11-29T10:00:00.500Z" and doc["level"] == "WARNING"
+    assert {k: doc[k] for k in expected} == expected
+    assert not {FIELDS, SUMMARY, "args", "msg", "exc_info"} & doc.keys()
+
+
+def test_json_log_formatter_keeps_a_traceback_on_its_one_line() -> None:
+    line = JsonLogFormatter().format(_raised())
+    assert "\n" not in line
+    doc = orjson.loads(line)
+    assert doc["logger"] == "asyncio" and doc["message"] == "Task exception was never retrieved"
+    assert doc["exc"].startswith("Traceback") and "ValueError: boom" in doc["exc"]
+
+
+def test_json_setup_formats_every_root_handler() -> None:
+    root = logging.getLogger()
+    handler = logging.StreamHandler()
+    # only this handler: pytest's own capture handlers must keep their formatters
+    kept, root.handlers = root.handlers, [handler]
+    hooks = sys.excepthook, threading.excepthook
+    try:
+        _setup_logging("INFO", LogFormat.JSON)
+        assert isinstance(handler.formatter, JsonLogFormatter)
+        assert sys.excepthook is not hooks[0] and threading.excepthook is not hooks[1]
+    finally:
+        root.handlers = kept
+        sys.excepthook, threading.excepthook = hooks
+        logging.captureWarnings(False)
 
 
 def test_logging_goes_through_the_privacy_filter() -> None:
