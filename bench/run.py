@@ -132,7 +132,13 @@ def _gateway(
     port, admin = _free_port(), _free_port()
     doc = {
         "data_dir": str(home / "data"),
-        "server": {"host": LOOPBACK, "port": port, "admin_port": admin, "log_level": "WARNING"},
+        "server": {
+            "host": LOOPBACK,
+            "port": port,
+            "admin_port": admin,
+            "log_level": "WARNING",
+            "drain_delay": 0,
+        },
         "rules": {"paths": [str(ROOT / "rules")]},
         "cookie": {"keys": [{"id": "bench", "secret_env": KEY_ENV}], "secure": False},
         "upstream": {"overrides": {f"https://{h}": f"{vendor.url}/{h}" for h in VENDOR_HOSTS}},

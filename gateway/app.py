@@ -325,11 +325,10 @@ async def _readyz(request: web.Request) -> web.Response:
         "store": gw.book is not None and await gw.book.store.ping(),
         "change_feed": follower is not None and follower.healthy,
     }
-    ok = all(checks.values())
+    ok = all(checks.values()) and not gw.draining
+    status = "draining" if gw.draining else "ready" if ok else "not ready"
     return web.json_response(
-        {"status": "ready" if ok else "not ready", "checks": checks},
-        status=200 if ok else 503,
-        dumps=_dumps,
+        {"status": status, "checks": checks}, status=200 if ok else 503, dumps=_dumps
     )
 
 

@@ -18,14 +18,18 @@ import signal
 import sys
 import threading
 import types
-from typing import Final
+from functools import partial
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
 from gateway.config import GatewayConfig, LogFormat, load_config
 from gateway.errors import ConfigError, StoreError
 
-__all__ = ["serve", "worker_main"]
+if TYPE_CHECKING:
+    from gateway.state import Gateway
+
+__all__ = ["JsonLogFormatter", "serve", "worker_main"]
 
 log = logging.getLogger("gateway")
 
@@ -162,7 +166,7 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
         server.base_path,
         os.getpid(),
     )
-    from gateway.app import OPS, front_for
+    from gateway.app import GATEWAY, OPS, front_for
 
     ops_app = app.get(OPS)
     ops = None
@@ -183,7 +187,9 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
             reuse_port=reuse_port,
             access_log=logging.getLogger("gateway.access") if logger_class else None,
             access_log_class=logger_class or web_log.AccessLogger,
-            shutdown_timeout=10.0,
+            shutdown_timeout=cfg.server.shutdown_timeout,
+            drain_delay=cfg.server.drain_delay,
+            on_drain=partial(_drain, app[GATEWAY]),
             ops=ops,
             # tag requests answered locally skip aiohttp's request cycle (gateway.front);
             # with an access log, every request takes aiohttp's way, where it is written
@@ -203,3 +209,8 @@ def _refuse(cfg: GatewayConfig, message: str) -> None:
         log.error("%s", message)
     else:
         print(message, file=sys.stderr)
+
+
+def _drain(gw: Gateway) -> None:
+    # /readyz answers 503 from now on: balancers stop sending before the listeners close
+    gw.draining = True

@@ -45,3 +45,6 @@ class Gateway:
     own_cookies: frozenset[str] = field(default_factory=frozenset)
     #: the consent store behind its cache; set by the app's lifecycle once the store is open
     book: ConsentBook | None = None
+    #: a graceful stop has begun: /readyz answers 503 so balancers stop sending, while
+    #: the listeners still serve (`server.drain_delay`)
+    draining: bool = False

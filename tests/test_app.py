@@ -193,6 +193,13 @@ async def test_readyz_checks_the_store(client: Client, monkeypatch: pytest.Monke
     assert resp.status == 503 and (await resp.json())["checks"]["store"] is False
 
 
+async def test_readyz_answers_503_while_draining_and_healthz_stays_200(client: Client) -> None:
+    client.app[GATEWAY].draining = True  # what a SIGTERM does first (gateway.serve)
+    ready = await client.get("/readyz")
+    assert ready.status == 503 and (await ready.json())["status"] == "draining"
+    assert (await client.get("/healthz")).status == 200  # alive: not to be restarted
+
+
 async def test_gateway_refuses_to_start_on_a_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "data" / "consent.db"
     path.parent.mkdir(parents=True)

@@ -64,6 +64,8 @@ class GatewayProcess:
         server = {
             # these tests write consent as fast as they can: not the rate limit's business
             "consent_rate_limit": 1_000_000,
+            # no load balancer to wait for when stopped
+            "drain_delay": 0,
             **doc.get("server", {}),
             "port": self.port,
             "admin_port": self.admin_port,

@@ -143,6 +143,70 @@ def test_json_log_format_writes_one_json_object_a_line(config_file: Path) -> Non
     assert "alice" not in out.decode()
 
 
+def _readyz(admin_port: int) -> tuple[int, object]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=2) as r:
+            return int(r.status), orjson.loads(r.read())["status"]
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, orjson.loads(e.read())["status"]
+
+
+def _until_draining(proc: subprocess.Popen[bytes], admin_port: int) -> None:
+    """Until /readyz answers 503 "draining"; the process must still be running then."""
+    deadline = time.monotonic() + 10
+    while _readyz(admin_port) != (503, "draining"):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_sigterm_turns_not_ready_and_keeps_serving_for_the_drain_delay(config_file: Path) -> None:
+    port, admin_port = free_port(), free_port()
+    config = _with_server(config_file, drain_delay="2s", shutdown_timeout="3s")
+    proc = _serve(config, port, admin_port)
+    try:
+        _until_ready(proc, admin_port)
+        assert _readyz(admin_port) == (200, "ready")
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _until_draining(proc, admin_port)
+        # not ready, yet both listeners still serve: a balancer's last requests are answered
+        assert http_status(f"http://127.0.0.1:{port}/consent") == 200
+        assert http_status(f"http://127.0.0.1:{admin_port}/healthz") == 200
+        proc.wait(timeout=2 + 3 + 10)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out.decode()
+    assert took >= 2, took  # the drain delay was waited out
+    assert b"draining" in out
+
+
+@pytest.mark.parametrize("second", [None, signal.SIGTERM])
+def test_sigint_or_a_second_signal_skips_the_drain_delay(
+    config_file: Path, second: signal.Signals | None
+) -> None:
+    port, admin_port = free_port(), free_port()
+    config = _with_server(config_file, drain_delay="10m")
+    proc = _serve(config, port, admin_port)
+    try:
+        _until_ready(proc, admin_port)
+        if second is None:
+            proc.send_signal(signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+            _until_draining(proc, admin_port)
+            proc.send_signal(second)
+        proc.wait(timeout=30)  # far below the ten minutes
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out.decode()
+
+
 def _record(name: str, msg: str, *args: object, **extra: object) -> logging.LogRecord:
     record = logging.getLogger(name).makeRecord(
         name, logging.WARNING, __file__, 1, msg, args, None, extra=extra

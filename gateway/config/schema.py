@@ -196,6 +196,18 @@ class ServerConfig:
         "the previous answer on a kept-alive connection) and, separately, its body; a client "
         "slower than that is disconnected (slowloris)",
     )
+    drain_delay: float = opt(
+        5.0,
+        help="on SIGTERM, how long /readyz answers 503 while the gateway still serves, before "
+        "its listeners close: time for a load balancer to notice and stop sending (SIGINT, "
+        "or a second signal, skips it)",
+    )
+    shutdown_timeout: float = opt(
+        10.0,
+        gt=0,
+        help="once the listeners close, how long requests in flight may take to finish "
+        "before they are cut (the decision log is drained after)",
+    )
     admin_port: int | None = opt(
         9091,
         min=0,

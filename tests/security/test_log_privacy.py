@@ -460,7 +460,7 @@ async def test_serve_process_writes_no_planted_value(
     doc = yaml.safe_load(config_text(tmp_path, overrides_for(fake_vendor, HOSTS)))
     for section, values in gateway_doc(tmp_path).items():
         doc.setdefault(section, {}).update(values)
-    doc["server"].update({"port": port, "host": "127.0.0.1"})
+    doc["server"].update({"port": port, "host": "127.0.0.1", "drain_delay": 0})
     doc["decision_log"]["jsonl"] = "-"
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(doc))
