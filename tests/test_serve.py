@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import logging
 import os
 import signal
@@ -205,6 +206,94 @@ def test_sigint_or_a_second_signal_skips_the_drain_delay(
             proc.kill()
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out.decode()
+
+
+class _SlowVendor:
+    """A vendor on loopback that holds each answer `hold` seconds (set per test)."""
+
+    def __init__(self, hold: float) -> None:
+        vendor = self
+        self.arrived = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                vendor.arrived.set()
+                time.sleep(hold)
+                body = b"/* vendor script */"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/javascript")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+#: a script the gateway fetches from the vendor while the visitor waits
+_SCRIPT = "/t/www.googletagmanager.com/gtm.js?id=GTM-TEST"
+
+
+@pytest.mark.parametrize(("hold", "finished"), [(1.5, True), (30.0, False)])
+def test_requests_in_flight_have_the_shutdown_timeout_to_finish(
+    config_file: Path, hold: float, finished: bool
+) -> None:
+    vendor = _SlowVendor(hold)
+    doc = yaml.safe_load(config_file.read_text())
+    doc["upstream"]["overrides"] = {
+        "https://www.googletagmanager.com": f"{vendor.url}/www.googletagmanager.com"
+    }
+    # the gateway would wait out the vendor's 30 s: only the shutdown timeout cuts it
+    doc["upstream"]["total_timeout"] = "60s"
+    config_file.write_text(yaml.safe_dump(doc))
+    config = _with_server(config_file, drain_delay=0, shutdown_timeout="5s")
+    port, admin_port = free_port(), free_port()
+    proc = _serve(config, port, admin_port)
+    answer: list[object] = []
+
+    def fetch() -> None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{_SCRIPT}", timeout=60) as r:
+                answer.append((r.status, r.read()))
+        except Exception as e:  # the connection cut: what the visitor sees
+            answer.append(e)
+
+    client = threading.Thread(target=fetch)
+    try:
+        _until_ready(proc, admin_port)
+        client.start()
+        assert vendor.arrived.wait(10)  # in flight now
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        took = time.monotonic() - sent
+        client.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out, _ = proc.communicate(timeout=30)
+        vendor.close()
+    assert proc.returncode == 0, out.decode()
+    if finished:
+        assert answer == [(200, b"/* vendor script */")]
+    else:
+        # cut after the shutdown timeout, long before the vendor would have answered
+        [cut] = answer
+        assert isinstance(cut, Exception) and not isinstance(cut, urllib.error.HTTPError), cut
+        assert 5 <= took < 20, took
 
 
 def _record(name: str, msg: str, *args: object, **extra: object) -> logging.LogRecord:
