@@ -43,22 +43,27 @@ class JsonLogFormatter(logging.Formatter):
     the record's own fields (`extra=`), and `exc` (the traceback) or `stack` when it has
     them. Newlines inside a traceback are escaped: a record is always exactly one line."""
 
-    def format(self, record: logging.LogRecord) -> str:
+    def __init__(self) -> None:
+        super().__init__()
+        # imported here, not per record: the access log formats one per request
         from gateway.access_log import FIELDS, SUMMARY
 
+        self._fields, self._summary = FIELDS, SUMMARY
+
+    def format(self, record: logging.LogRecord) -> str:
         at = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
         doc: dict[str, object] = {
             "time": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": getattr(record, SUMMARY, None) or record.getMessage(),
+            "message": getattr(record, self._summary, None) or record.getMessage(),
         }
-        own = getattr(record, FIELDS, None)
+        own = getattr(record, self._fields, None)
         if isinstance(own, dict):
             for key, value in own.items():
                 doc.setdefault(key, value)
         for key, value in vars(record).items():
-            if key not in _RECORD_ATTRS and key not in (FIELDS, SUMMARY):
+            if key not in _RECORD_ATTRS and key not in (self._fields, self._summary):
                 doc.setdefault(key, value)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)

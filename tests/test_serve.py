@@ -31,25 +31,7 @@ GA4_HIT = "/t/www.google-analytics.com/g/collect?v=2&tid=G-TEST&cid=555.1&en=pag
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_runs_answers_health_and_stops_cleanly(config_file: Path, workers: int) -> None:
     port, admin_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "serve",
-            "--config",
-            str(config_file),
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--admin-port",
-            str(admin_port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "CONSENT_GATEWAY_COOKIE_KEY": TEST_KEY},
-    )
+    proc = _serve(config_file, port, admin_port, "--workers", str(workers))
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -78,7 +60,8 @@ def test_serve_runs_answers_health_and_stops_cleanly(config_file: Path, workers:
     assert [(r.action, r.host) for r in stored] == [("drop", "www.google-analytics.com")]
 
 
-def _serve(config: Path, port: int, admin_port: int) -> subprocess.Popen[bytes]:
+def _serve(config: Path, port: int, admin_port: int, *args: str) -> subprocess.Popen[bytes]:
+    """`consent-gateway serve` on these ports, its stdout and stderr in one pipe."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -91,6 +74,7 @@ def _serve(config: Path, port: int, admin_port: int) -> subprocess.Popen[bytes]:
             str(port),
             "--admin-port",
             str(admin_port),
+            *args,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -110,6 +94,19 @@ def _until_ready(proc: subprocess.Popen[bytes], admin_port: int) -> None:
             time.sleep(0.1)
 
 
+def _started(config: Path, **server: object) -> tuple[subprocess.Popen[bytes], int, int]:
+    """A gateway serving `config` with these `server` options, ready; its ports."""
+    port, admin_port = free_port(), free_port()
+    proc = _serve(_with_server(config, **server), port, admin_port)
+    try:
+        _until_ready(proc, admin_port)
+    except BaseException:
+        proc.kill()
+        proc.communicate(timeout=30)
+        raise
+    return proc, port, admin_port
+
+
 def _with_server(config: Path, **server: object) -> Path:
     doc = yaml.safe_load(config.read_text())
     doc["server"].update(server)
@@ -118,11 +115,8 @@ def _with_server(config: Path, **server: object) -> Path:
 
 
 def test_json_log_format_writes_one_json_object_a_line(config_file: Path) -> None:
-    port, admin_port = free_port(), free_port()
-    config = _with_server(config_file, log_format="json", access_log="json")
-    proc = _serve(config, port, admin_port)
+    proc, port, admin_port = _started(config_file, log_format="json", access_log="json")
     try:
-        _until_ready(proc, admin_port)
         assert http_status(f"http://127.0.0.1:{port}{GA4_HIT}") == 204
         # a request line aiohttp's parser refuses: logged by aiohttp.server
         with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
@@ -162,11 +156,8 @@ def _until_draining(proc: subprocess.Popen[bytes], admin_port: int) -> None:
 
 
 def test_sigterm_turns_not_ready_and_keeps_serving_for_the_drain_delay(config_file: Path) -> None:
-    port, admin_port = free_port(), free_port()
-    config = _with_server(config_file, drain_delay="2s", shutdown_timeout="3s")
-    proc = _serve(config, port, admin_port)
+    proc, port, admin_port = _started(config_file, drain_delay="2s", shutdown_timeout="3s")
     try:
-        _until_ready(proc, admin_port)
         assert _readyz(admin_port) == (200, "ready")
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -189,11 +180,8 @@ def test_sigterm_turns_not_ready_and_keeps_serving_for_the_drain_delay(config_fi
 def test_sigint_or_a_second_signal_skips_the_drain_delay(
     config_file: Path, second: signal.Signals | None
 ) -> None:
-    port, admin_port = free_port(), free_port()
-    config = _with_server(config_file, drain_delay="10m")
-    proc = _serve(config, port, admin_port)
+    proc, port, admin_port = _started(config_file, drain_delay="10m")
     try:
-        _until_ready(proc, admin_port)
         if second is None:
             proc.send_signal(signal.SIGINT)
         else:
@@ -259,9 +247,7 @@ def test_requests_in_flight_have_the_shutdown_timeout_to_finish(
     # the gateway would wait out the vendor's 30 s: only the shutdown timeout cuts it
     doc["upstream"]["total_timeout"] = "60s"
     config_file.write_text(yaml.safe_dump(doc))
-    config = _with_server(config_file, drain_delay=0, shutdown_timeout="5s")
-    port, admin_port = free_port(), free_port()
-    proc = _serve(config, port, admin_port)
+    proc, port, admin_port = _started(config_file, drain_delay=0, shutdown_timeout="5s")
     answer: list[object] = []
 
     def fetch() -> None:
@@ -273,7 +259,6 @@ def test_requests_in_flight_have_the_shutdown_timeout_to_finish(
 
     client = threading.Thread(target=fetch)
     try:
-        _until_ready(proc, admin_port)
         client.start()
         assert vendor.arrived.wait(10)  # in flight now
         sent = time.monotonic()
