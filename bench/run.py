@@ -132,7 +132,13 @@ def _gateway(
     port, admin = _free_port(), _free_port()
     doc = {
         "data_dir": str(home / "data"),
-        "server": {"host": LOOPBACK, "port": port, "admin_port": admin, "log_level": "WARNING"},
+        "server": {
+            "host": LOOPBACK,
+            "port": port,
+            "admin_port": admin,
+            "log_level": "WARNING",
+            "drain_delay": 0,
+        },
         "rules": {"paths": [str(ROOT / "rules")]},
         "cookie": {"keys": [{"id": "bench", "secret_env": KEY_ENV}], "secure": False},
         "upstream": {"overrides": {f"https://{h}": f"{vendor.url}/{h}" for h in VENDOR_HOSTS}},
@@ -250,7 +256,7 @@ def _counters(server: Proc) -> dict[str, float]:
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            name = s.name.removeprefix("consent_").removeprefix("gateway_")
+            name = s.name.removeprefix("consent_gateway_")
             if name == "requests_total":
                 key = f"action:{s.labels.get('action', '?')}"
             elif name in ("forward_queue_dropped_total", "decision_log_written_total"):

@@ -502,7 +502,9 @@ async def _drain_background() -> float:
 
 
 def _cache_count(metrics: Metrics, result: str) -> int:
-    value = metrics.registry.get_sample_value("gateway_consent_cache_total", {"result": result})
+    value = metrics.registry.get_sample_value(
+        "consent_gateway_consent_cache_total", {"result": result}
+    )
     return int(value or 0)
 
 

@@ -69,6 +69,8 @@ def demo_config(
             "port": gateway_port,
             "admin_port": admin_port,
             "allowed_origins": [shop],
+            # no load balancer to wait for: stop at once
+            "drain_delay": 0,
         },
         "rules": {"paths": [str(ROOT / "rules")]},
         # http on localhost: a Secure cookie would never be sent back

@@ -32,7 +32,7 @@ import logging
 import re
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -57,10 +57,12 @@ from gateway.transform_headers import truncate_ip
 
 __all__ = [
     "AIOHTTP_LOGGERS",
+    "FIELDS",
     "PRIVACY_FILTER",
     "GatewayRunner",
     "JsonAccessLogger",
     "PrivacyFilter",
+    "SUMMARY",
     "TextAccessLogger",
     "access_logger_for",
     "install_log_privacy",
@@ -68,6 +70,11 @@ __all__ = [
 ]
 
 _LOG: Final = logging.getLogger("gateway.access")
+_STOP_LOG: Final = logging.getLogger("gateway")
+#: a log record's attribute holding fields a JSON log line carries as its own
+FIELDS: Final = "cg_fields"
+#: a log record's attribute holding the message a JSON log line carries instead of its text
+SUMMARY: Final = "cg_summary"
 #: the admin API's subject routes carry a subject id in the path (below any base path)
 _SUBJECT_PATH: Final = re.compile(r"(/_admin/api/subjects/)[^/]*")
 #: every logger aiohttp writes to (`aiohttp.log`)
@@ -112,27 +119,28 @@ def _fields(
     }
 
 
+def _summary(f: Mapping[str, object]) -> str:
+    return "{method} {path} {status} {bytes} {ms}ms client={client}".format_map(f)
+
+
 class JsonAccessLogger(AbstractAccessLogger):
-    """One JSON object per line, for log shippers."""
+    """One JSON object per line, for log shippers.
+
+    The record also carries the fields themselves (`FIELDS`) and the text line
+    (`SUMMARY`): with `server.log_format: json` they become the log line's own fields
+    and message, instead of a JSON string inside a JSON string."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info("%s", orjson.dumps(_fields(request, response, time)).decode())
+        f = _fields(request, response, time)
+        extra = {FIELDS: f, SUMMARY: _summary(f)}
+        self.logger.info("%s", orjson.dumps(f).decode(), extra=extra)
 
 
 class TextAccessLogger(AbstractAccessLogger):
     """`METHOD /path STATUS BYTES MSms client=NET` for people."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        f = _fields(request, response, time)
-        self.logger.info(
-            "%s %s %s %s %sms client=%s",
-            f["method"],
-            f["path"],
-            f["status"],
-            f["bytes"],
-            f["ms"],
-            f["client"],
-        )
+        self.logger.info("%s", _summary(_fields(request, response, time)))
 
 
 def access_logger_for(mode: str) -> type[AbstractAccessLogger] | None:
@@ -332,12 +340,20 @@ def run_app(
     access_log: logging.Logger | None,
     access_log_class: type[AbstractAccessLogger],
     shutdown_timeout: float,
+    drain_delay: float = 0.0,
+    on_drain: Callable[[], None] | None = None,
     ops: tuple[web.Application, str, int] | None = None,
     front: tuple[Gateway, str] | None = None,
 ) -> None:
     """Serve `app` on `host:port` until SIGINT or SIGTERM, like `web.run_app`, through
     `GatewayRunner`, and `ops` (the operators' app, its host and port), if given, on its
     own listener. Exceptions from the app's startup (cleanup contexts) propagate.
+
+    The stop is graceful: `on_drain` is called first (readiness turns 503); on SIGTERM,
+    what a service manager or an orchestrator sends, the listeners keep serving for
+    `drain_delay` seconds so that a load balancer notices and stops sending (SIGINT, a
+    person at a terminal, or a second signal cuts that short). Then the listeners close
+    and requests in flight have `shutdown_timeout` seconds to finish.
 
     A signal ends the wait below, and the runners are cleaned up (the decision log
     drained) while every task still runs. aiohttp's own handling raises `GracefulExit`
@@ -347,10 +363,10 @@ def run_app(
     """
 
     async def serve() -> None:
-        stop = asyncio.Event()
+        signals: asyncio.Queue[int] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, signals.put_nowait, sig)
         runner = GatewayRunner(
             app,
             handle_signals=False,  # the handlers above
@@ -369,12 +385,23 @@ def run_app(
             await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
             if ops is not None:
                 ops_app, ops_host, ops_port = ops
-                ops_runner = GatewayRunner(ops_app, handle_signals=False, access_log=None)
+                ops_runner = GatewayRunner(
+                    ops_app,
+                    handle_signals=False,
+                    access_log=None,
+                    shutdown_timeout=shutdown_timeout,
+                )
                 await ops_runner.setup()
                 await web.TCPSite(
                     ops_runner, ops_host, ops_port, reuse_port=reuse_port or None
                 ).start()
-            await stop.wait()
+            first = await signals.get()
+            if on_drain is not None:
+                on_drain()
+            if first == signal.SIGTERM and drain_delay > 0:
+                _STOP_LOG.info("draining: not ready, closing the listeners in %gs", drain_delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(signals.get(), drain_delay)
         finally:
             if ops_runner is not None:
                 await ops_runner.cleanup()

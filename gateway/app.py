@@ -108,6 +108,7 @@ def build_app(config: GatewayConfig, rules: RuleSet | None = None) -> web.Applic
         own_cookies=frozenset({config.cookie.name}),
     )
     root[GATEWAY] = app[GATEWAY] = gw
+    _read_at_scrape(gw)
     root.cleanup_ctx.append(_lifecycle)
     cors.install(app, config.server.allowed_origins)
     app.on_response_prepare.append(edges.on_prepare)
@@ -200,6 +201,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     preload = cfg.cache_size // 2
     follower = app[FOLLOWER] = ChangeFollower(book, cfg.poll_interval, preload)
     await follower.start()
+    gw.metrics.store_feed_lag.set_function(lambda: follower.lag)
     # Webhooks follow the same feed: every change the book records or the follower hears
     # (from any instance) wakes them at once, so their own poll is only a safety net and
     # need not read the feed as often as the follower already does.
@@ -323,11 +325,10 @@ async def _readyz(request: web.Request) -> web.Response:
         "store": gw.book is not None and await gw.book.store.ping(),
         "change_feed": follower is not None and follower.healthy,
     }
-    ok = all(checks.values())
+    ok = all(checks.values()) and not gw.draining
+    status = "draining" if gw.draining else "ready" if ok else "not ready"
     return web.json_response(
-        {"status": "ready" if ok else "not ready", "checks": checks},
-        status=200 if ok else 503,
-        dumps=_dumps,
+        {"status": status, "checks": checks}, status=200 if ok else 503, dumps=_dumps
     )
 
 
@@ -347,10 +348,19 @@ async def _metrics(request: web.Request) -> web.Response:
             )
             resp.headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
             return resp
-    gw.metrics.queue_depth.set(gw.upstream.depth)
     resp = web.Response(body=gw.metrics.render())
     resp.headers[hdrs.CONTENT_TYPE] = CONTENT_TYPE_LATEST
     return resp
+
+
+def _read_at_scrape(gw: Gateway) -> None:
+    """Bind the gauges that mirror state to it: each is read when /metrics is scraped."""
+    m, rules = gw.metrics, gw.rules
+    m.queue_depth.set_function(lambda: gw.upstream.depth)
+    m.log_depth.set_function(lambda: gw.decision_log.depth)
+    m.rules_loaded.set_function(lambda: len(rules.current.rules))
+    m.rules_loaded_at.set_function(lambda: rules.loaded_at)
+    m.rules_reload_ok.set_function(lambda: 0 if rules.last_error else 1)
 
 
 def _dumps(doc: object) -> str:

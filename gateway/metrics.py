@@ -8,11 +8,19 @@ counted by `decision_log` instead.
 
 from __future__ import annotations
 
+import platform
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     HistogramMetricFamily,
@@ -20,6 +28,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from gateway import __version__
 from gateway.memo import Memo
 
 if TYPE_CHECKING:
@@ -52,14 +61,14 @@ class _Tally(Collector):
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
-            "gateway_requests",
+            "consent_gateway_requests",
             "Requests handled, by vendor, endpoint and action",
             labels=["vendor", "endpoint", "action"],
         )
         for labels, n in list(self.requests.items()):
             requests.add_metric(labels, n)
         purposes = CounterMetricFamily(
-            "gateway_consent_purpose",
+            "consent_gateway_consent_purpose",
             "Tag requests by purpose and the visitor's resolved consent for it "
             "(granted, denied, unknown): one per configured purpose per request",
             labels=["purpose", "state"],
@@ -75,7 +84,7 @@ class _Tally(Collector):
             running += n
             cumulative.append((_bound(bound), running))
         seconds = HistogramMetricFamily(
-            "gateway_decision_seconds",
+            "consent_gateway_decision_seconds",
             "Time spent in the gateway's own work (facts to transformed request)",
             buckets=cumulative,
             sum_value=self.seconds,
@@ -91,6 +100,10 @@ class Metrics:
     """Every metric the gateway exports, registered in its own `registry`."""
 
     def __init__(self) -> None:
+        # A `_created` series per counter and histogram child doubles what is scraped and
+        # stored for a timestamp no alert reads (Prometheus knows resets from the values).
+        # The switch is prometheus_client's, process-wide: every registry loses them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         r = self.registry = CollectorRegistry()
         self._tally = _Tally()
         r.register(self._tally)
@@ -98,131 +111,168 @@ class Metrics:
         #: objects, so a repeated hit counts its purposes with one lookup
         self._states: Memo[int, tuple[ConsentState, tuple[tuple[str, str], ...]]] = Memo(4096)
         self.upstream_seconds = Histogram(
-            "gateway_upstream_seconds",
+            "consent_gateway_upstream_seconds",
             "Time until the vendor answered",
             ["vendor"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.upstream_errors = Counter(
-            "gateway_upstream_errors",
+            "consent_gateway_upstream_errors",
             "Forwarding failures by kind (connect, timeout, status, refused, other)",
             ["kind"],
             registry=r,
         )
         self.client_disconnects = Counter(
-            "gateway_client_disconnects",
+            "consent_gateway_client_disconnects",
             "Visitors that went away mid-request (while sending the body, or receiving the answer)",
             ["stage"],
             registry=r,
         )
         self.queue_depth = Gauge(
-            "gateway_forward_queue_depth", "Requests waiting in the background queue", registry=r
+            "consent_gateway_forward_queue_depth",
+            "Requests waiting in the background queue",
+            registry=r,
         )
         self.queue_dropped = Counter(
-            "gateway_forward_queue_dropped",
+            "consent_gateway_forward_queue_dropped",
             "Requests not forwarded because the background queue was full",
             registry=r,
         )
         self.log_written = Counter(
-            "gateway_decision_log_written", "Decision-log records written", registry=r
+            "consent_gateway_decision_log_written", "Decision-log records written", registry=r
         )
         self.log_lost = Counter(
-            "gateway_decision_log_lost",
+            "consent_gateway_decision_log_lost",
             "Decision-log records lost (queue full or sink failure)",
             ["reason"],
             registry=r,
         )
         self.log_pruned = Counter(
-            "gateway_decision_log_pruned",
+            "consent_gateway_decision_log_pruned",
             "Decision-log rows deleted by retention (what: records, rollups, partitions)",
             ["what"],
             registry=r,
         )
         self.log_retention_runs = Counter(
-            "gateway_decision_log_retention_runs",
+            "consent_gateway_decision_log_retention_runs",
             "Retention runs by result: done, skipped (another instance held the lease), failed",
             ["result"],
             registry=r,
         )
         self.rollups_lost = Counter(
-            "gateway_decision_log_rollups_lost",
+            "consent_gateway_decision_log_rollups_lost",
             "Requests not counted in the per-minute rollups (the backend was away too long)",
             registry=r,
         )
         self.consent_rate_limited = Counter(
-            "gateway_consent_rate_limited",
+            "consent_gateway_consent_rate_limited",
             "POST/DELETE /consent answered 429: the client network's writes used up",
             registry=r,
         )
         self.consent_cookie_invalid = Counter(
-            "gateway_consent_cookie_invalid",
+            "consent_gateway_consent_cookie_invalid",
             "Consent cookies treated as absent, by reason",
             ["reason"],
             registry=r,
         )
         self.signal_invalid = Counter(
-            "gateway_consent_signal_invalid",
+            "consent_gateway_consent_signal_invalid",
             "Consent signals present but undecodable (treated as absent), by signal",
             ["signal"],
             registry=r,
         )
         self.rule_reloads = Counter(
-            "gateway_rule_reloads", "Rule reloads by result", ["result"], registry=r
+            "consent_gateway_rule_reloads", "Rule reloads by result", ["result"], registry=r
         )
         self.store_cache = Counter(
-            "gateway_consent_cache",
+            "consent_gateway_consent_cache",
             "Consent-store cache lookups on the request path: hit or miss",
             ["result"],
             registry=r,
         )
         self.store_errors = Counter(
-            "gateway_consent_store_errors",
+            "consent_gateway_consent_store_errors",
             "Consent-store operations that failed, by operation",
             ["operation"],
             registry=r,
         )
         self.store_seconds = Histogram(
-            "gateway_consent_store_seconds",
+            "consent_gateway_consent_store_seconds",
             "Time of consent-store operations, by operation",
             ["operation"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
         self.store_changes = Counter(
-            "gateway_consent_changes_applied",
+            "consent_gateway_consent_changes_applied",
             "Changes from the store's feed applied to this instance's cache, by how they "
             "arrived (own write, notify, poll, resync)",
             ["via"],
             registry=r,
         )
         self.store_feed_reconnects = Counter(
-            "gateway_consent_feed_reconnects",
+            "consent_gateway_consent_feed_reconnects",
             "Times the change-feed listener reconnected after losing its connection",
             registry=r,
         )
         self.webhook_deliveries = Counter(
-            "gateway_webhook_deliveries",
+            "consent_gateway_webhook_deliveries",
             "Webhook delivery attempts by endpoint and outcome (delivered, failed)",
             ["endpoint", "outcome"],
             registry=r,
         )
         self.bypass_reports = Counter(
-            "gateway_bypass_reports",
+            "consent_gateway_bypass_reports",
             "Reports of a page reaching around the gateway, by source (csp, router) and the "
             "vendor whose rule lists the host ('-' for a host no rule lists)",
             ["source", "vendor"],
             registry=r,
         )
         self.webhook_backlog = Gauge(
-            "gateway_webhook_backlog",
+            "consent_gateway_webhook_backlog",
             "Changes not yet delivered to the webhook endpoint",
             ["endpoint"],
             registry=r,
         )
 
+        # What operators alert on. The state gauges are read when scraped: the app binds
+        # each to its source (`Gauge.set_function`), nothing on the request path sets them.
+        build = Gauge(
+            "consent_gateway_build_info",
+            "Always 1: the gateway's version and the Python running it, as labels",
+            ["version", "python"],
+            registry=r,
+        )
+        build.labels(__version__, platform.python_version()).set(1)
+        self.rules_loaded = Gauge(
+            "consent_gateway_rules_loaded", "Vendor rules in force", registry=r
+        )
+        self.rules_loaded_at = Gauge(
+            "consent_gateway_rules_loaded_timestamp_seconds",
+            "When the rules in force were loaded (unix time): at start, then each good reload",
+            registry=r,
+        )
+        self.rules_reload_ok = Gauge(
+            "consent_gateway_rules_last_reload_ok",
+            "1 when the last rule reload succeeded (or none was tried), 0 when it failed and "
+            "older rules stay in force",
+            registry=r,
+        )
+        self.log_depth = Gauge(
+            "consent_gateway_decision_log_queue_depth",
+            "Decision-log records waiting to be written",
+            registry=r,
+        )
+        self.store_feed_lag = Gauge(
+            "consent_gateway_consent_feed_lag_seconds",
+            "Seconds this instance may be behind the consent store's change feed: 0 while "
+            "PostgreSQL LISTEN is up, else since the feed was last read to its end",
+            registry=r,
+        )
+
     def count_request(self, vendor: str, endpoint: str, action: str) -> None:
-        """One tag request handled: `gateway_requests_total{vendor, endpoint, action}`."""
+        """One tag request handled: `consent_gateway_requests_total{vendor, endpoint, action}`."""
         tally = self._tally.requests
         key = (vendor, endpoint, action)
         tally[key] = tally.get(key, 0) + 1

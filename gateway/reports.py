@@ -11,7 +11,7 @@ most `BODY_LIMIT` bytes (413) received within `server.read_timeout` (408), and
 `PER_MINUTE` reports per client network (`gateway.ratelimit`, 429). The body is parsed
 by `gateway.violations` (400 for what it cannot read), which keeps two names per report:
 the blocked host and the page's templated path. Each is counted
-(`gateway_bypass_reports_total{source, vendor}`, vendor `-` for an unlisted host: never a
+(`consent_gateway_bypass_reports_total{source, vendor}`, vendor `-` for an unlisted host: never a
 visitor-chosen label) and queued for the decision log's aggregated `bypasses` table,
 which the admin's Bypasses page shows. A well-formed body is answered 204, whatever it
 held: the endpoint tells a sender nothing back.

@@ -10,35 +10,109 @@ validated `cfg` and the command-line `overrides` already.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import multiprocessing
 import os
 import signal
 import sys
+import threading
+import types
+from functools import partial
+from typing import TYPE_CHECKING, Final
 
-from gateway.config import GatewayConfig, load_config
+import orjson
+
+from gateway.config import GatewayConfig, LogFormat, load_config
 from gateway.errors import ConfigError, StoreError
 
-__all__ = ["serve", "worker_main"]
+if TYPE_CHECKING:
+    from gateway.state import Gateway
+
+__all__ = ["JsonLogFormatter", "serve", "worker_main"]
 
 log = logging.getLogger("gateway")
 
 
-def _setup_logging(level: str) -> None:
+#: attributes every log record has: anything else on a record came from `extra=`
+_RECORD_ATTRS: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object a line: `time` (UTC, ISO 8601), `level`, `logger`, `message`, then
+    the record's own fields (`extra=`), and `exc` (the traceback) or `stack` when it has
+    them. Newlines inside a traceback are escaped: a record is always exactly one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # imported here, not per record: the access log formats one per request
+        from gateway.access_log import FIELDS, SUMMARY
+
+        self._fields, self._summary = FIELDS, SUMMARY
+
+    def format(self, record: logging.LogRecord) -> str:
+        at = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+        doc: dict[str, object] = {
+            "time": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": getattr(record, self._summary, None) or record.getMessage(),
+        }
+        own = getattr(record, self._fields, None)
+        if isinstance(own, dict):
+            for key, value in own.items():
+                doc.setdefault(key, value)
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRS and key not in (self._fields, self._summary):
+                doc.setdefault(key, value)
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            doc["exc"] = record.exc_text
+        if record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
+        # default=str: an `extra=` value JSON has no type for is still written, as text
+        return orjson.dumps(doc, default=str).decode()
+
+
+def _setup_logging(level: str, fmt: LogFormat = LogFormat.TEXT) -> None:
     from gateway.access_log import install_log_privacy
 
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    handlers = logging.getLogger().handlers
+    if fmt is LogFormat.JSON:
+        for handler in handlers:
+            handler.setFormatter(JsonLogFormatter())
+        # What would otherwise reach stderr as plain text: warnings, and exceptions that
+        # end the main thread or another thread.
+        logging.captureWarnings(True)
+        sys.excepthook = _log_uncaught
+        threading.excepthook = _log_uncaught_in_thread
     # SECURITY: aiohttp logs malformed request lines (query values) and full client
     # addresses; every record is filtered before it is written anywhere.
-    install_log_privacy(*logging.getLogger().handlers)
+    install_log_privacy(*handlers)
+
+
+def _log_uncaught(
+    kind: type[BaseException], exc: BaseException, tb: types.TracebackType | None
+) -> None:
+    log.critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is not None:
+        log.error(
+            "uncaught exception in a thread",
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
 
 
 def serve(cfg: GatewayConfig, config_path: str, overrides: dict[str, object]) -> int:
     """Serve until a signal; the exit code (1: the gateway could not start)."""
-    _setup_logging(cfg.server.log_level)
+    _setup_logging(cfg.server.log_level, cfg.server.log_format)
     if cfg.server.workers == 1:
         return _serve_one(cfg, reuse_port=False)
     # One process per core, sharing the port through SO_REUSEPORT; the parent supervises.
@@ -66,7 +140,7 @@ def worker_main(config_path: str, overrides: dict[str, object]) -> None:
     """One worker process: loads the config itself (spawned, it shares nothing)."""
     cfg = load_config(config_path)
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, **overrides))  # type: ignore[arg-type]
-    _setup_logging(cfg.server.log_level)
+    _setup_logging(cfg.server.log_level, cfg.server.log_format)
     sys.exit(_serve_one(cfg, reuse_port=True))
 
 
@@ -86,7 +160,7 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
         app = build_app(cfg)
     except ConfigError as e:
         for problem in e.problems:
-            print(problem, file=sys.stderr)
+            _refuse(cfg, str(problem))
         return 1
     server = cfg.server
     # the public routes' address, below server.base_path when there is one
@@ -97,7 +171,7 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
         server.base_path,
         os.getpid(),
     )
-    from gateway.app import OPS, front_for
+    from gateway.app import GATEWAY, OPS, front_for
 
     ops_app = app.get(OPS)
     ops = None
@@ -118,7 +192,9 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
             reuse_port=reuse_port,
             access_log=logging.getLogger("gateway.access") if logger_class else None,
             access_log_class=logger_class or web_log.AccessLogger,
-            shutdown_timeout=10.0,
+            shutdown_timeout=cfg.server.shutdown_timeout,
+            drain_delay=cfg.server.drain_delay,
+            on_drain=partial(_drain, app[GATEWAY]),
             ops=ops,
             # tag requests answered locally skip aiohttp's request cycle (gateway.front);
             # with an access log, every request takes aiohttp's way, where it is written
@@ -127,6 +203,19 @@ def _serve_one(cfg: GatewayConfig, *, reuse_port: bool) -> int:
     except StoreError as e:
         # the gateway refuses to start without its consent store (unreachable, or a
         # schema it does not know)
-        print(f"consent store: {e}", file=sys.stderr)
+        _refuse(cfg, f"consent store: {e}")
         return 1
     return 0
+
+
+def _refuse(cfg: GatewayConfig, message: str) -> None:
+    """Why the gateway will not start: a plain line for people, a log line in JSON."""
+    if cfg.server.log_format is LogFormat.JSON:
+        log.error("%s", message)
+    else:
+        print(message, file=sys.stderr)
+
+
+def _drain(gw: Gateway) -> None:
+    # /readyz answers 503 from now on: balancers stop sending before the listeners close
+    gw.draining = True

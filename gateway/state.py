@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from gateway.config import GatewayConfig
@@ -20,12 +21,15 @@ class RulesHolder:
 
     def __init__(self, rules: RuleSet) -> None:
         self.current = rules
+        #: when the rules in force were loaded (unix seconds): at start, then each good reload
+        self.loaded_at = time.time()
         #: problems of the last failed reload, shown to operators; empty when it succeeded
         self.last_error: list[str] = []
 
     def swap(self, rules: RuleSet) -> RuleSet:
         """Put `rules` in force; the set replaced (its caller decides how it is freed)."""
         old, self.current = self.current, rules
+        self.loaded_at = time.time()
         self.last_error = []
         return old
 
@@ -41,3 +45,6 @@ class Gateway:
     own_cookies: frozenset[str] = field(default_factory=frozenset)
     #: the consent store behind its cache; set by the app's lifecycle once the store is open
     book: ConsentBook | None = None
+    #: a graceful stop has begun: /readyz answers 503 so balancers stop sending, while
+    #: the listeners still serve (`server.drain_delay`)
+    draining: bool = False

@@ -268,6 +268,8 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     doc["data_dir"] = str(tmp_path / "data")
     doc["rules"]["paths"] = [str(RULES_DIR)]
     doc["decision_log"]["sqlite_path"] = str(tmp_path / "data" / "decisions.db")
+    # no load balancer to wait for when a test stops it
+    doc["server"]["drain_delay"] = 0
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(doc))
     monkeypatch.setenv("CONSENT_GATEWAY_COOKIE_KEY", TEST_KEY)
@@ -383,11 +385,13 @@ def log_config(tmp_path: Path, **kw: Any) -> DecisionLogConfig:
 
 
 def log_written(metrics: Metrics) -> float:
-    return metrics.registry.get_sample_value("gateway_decision_log_written_total") or 0.0
+    return metrics.registry.get_sample_value("consent_gateway_decision_log_written_total") or 0.0
 
 
 def log_lost(metrics: Metrics, reason: str) -> float:
-    value = metrics.registry.get_sample_value("gateway_decision_log_lost_total", {"reason": reason})
+    value = metrics.registry.get_sample_value(
+        "consent_gateway_decision_log_lost_total", {"reason": reason}
+    )
     return value or 0.0
 
 

@@ -4,6 +4,7 @@ what the visitor gets back (the consent API's own tests: tests/test_consent_api.
 from __future__ import annotations
 
 import asyncio
+import platform
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import __version__
 from gateway.app import GATEWAY, build_app
 from gateway.store.base import StoreError
 from tests.conftest import FakeVendor, cookie_for, make_config
@@ -50,8 +52,8 @@ async def test_health_ready_and_metrics(client: Client) -> None:
     families = {f.name: f for f in text_string_to_metric_families(text)}
     drops = [
         s
-        for s in families["gateway_requests"].samples
-        if s.name == "gateway_requests_total" and s.labels["action"] == "drop"
+        for s in families["consent_gateway_requests"].samples
+        if s.name == "consent_gateway_requests_total" and s.labels["action"] == "drop"
     ]
     assert drops and drops[0].labels["vendor"] == "google-analytics-4" and drops[0].value == 1
 
@@ -100,18 +102,78 @@ async def test_metrics_counters_move_with_traffic(
         return after.get(key, 0.0) - before.get(key, 0.0)
 
     ga = {"vendor": "google-analytics-4", "endpoint": "collect"}
-    assert moved("gateway_requests_total", action="drop", **ga) == 2
-    assert moved("gateway_requests_total", action="forward", **ga) == 1
-    assert moved("gateway_requests_total", vendor="-", endpoint="-", action="reject") == 1
+    assert moved("consent_gateway_requests_total", action="drop", **ga) == 2
+    assert moved("consent_gateway_requests_total", action="forward", **ga) == 1
+    assert moved("consent_gateway_requests_total", vendor="-", endpoint="-", action="reject") == 1
     assert (
-        moved("gateway_consent_cookie_invalid_total", reason="unknown-key")
-        + moved("gateway_consent_cookie_invalid_total", reason="malformed")
-        + moved("gateway_consent_cookie_invalid_total", reason="bad-signature")
+        moved("consent_gateway_consent_cookie_invalid_total", reason="unknown-key")
+        + moved("consent_gateway_consent_cookie_invalid_total", reason="malformed")
+        + moved("consent_gateway_consent_cookie_invalid_total", reason="bad-signature")
         == 1
     )
-    assert moved("gateway_decision_log_written_total") == 3  # drop, drop, reject
-    assert moved("gateway_decision_seconds_count") == 4
-    assert moved("gateway_upstream_seconds_count", vendor="google-analytics-4") == 1
+    assert moved("consent_gateway_decision_log_written_total") == 3  # drop, drop, reject
+    assert moved("consent_gateway_decision_seconds_count") == 4
+    assert moved("consent_gateway_upstream_seconds_count", vendor="google-analytics-4") == 1
+
+
+async def test_every_metric_is_under_one_prefix_without_created_series(
+    gateway_factory: Callable[..., Any], aiohttp_client: Callable[..., Any]
+) -> None:
+    from gateway.app import OPS
+
+    client: Client = await gateway_factory(
+        hosts=["www.google-analytics.com"], extra={"server": {"admin_port": 0}}
+    )
+    # a tag request, so that labelled counters and histograms have children to expose
+    await client.get("/t/www.google-analytics.com/g/collect?v=2&tid=G-1&en=x")
+    ops: Client = await aiohttp_client(client.app[OPS])
+    text = await (await ops.get("/metrics")).text()
+    names = [line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"]
+    assert "consent_gateway_requests_total" in names
+    assert [n for n in names if not n.startswith("consent_gateway_")] == []
+    assert [n for n in names if n.endswith("_created")] == []
+    assert "_created" not in text
+
+
+async def test_the_gauges_operators_alert_on_are_read_when_scraped(
+    gateway_factory: Callable[..., Any], aiohttp_client: Callable[..., Any]
+) -> None:
+    from gateway.app import OPS
+
+    # records wait in the decision log's queue until three make a batch
+    client: Client = await gateway_factory(
+        hosts=["www.google-analytics.com"],
+        extra={
+            "server": {"admin_port": 0},
+            "decision_log": {"batch_size": 3, "flush_interval": 3600},
+        },
+    )
+    gw = client.app[GATEWAY]
+    ops: Client = await aiohttp_client(client.app[OPS])
+
+    async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return _samples(await (await ops.get("/metrics")).text())
+
+    def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
+        return samples[(name, ())]
+
+    first = await scrape()
+    labels = (("python", platform.python_version()), ("version", __version__))
+    build = ("consent_gateway_build_info", labels)
+    assert first[build] == 1
+    assert value(first, "consent_gateway_rules_loaded") == len(gw.rules.current.rules) > 0
+    assert value(first, "consent_gateway_rules_loaded_timestamp_seconds") == gw.rules.loaded_at
+    assert value(first, "consent_gateway_rules_last_reload_ok") == 1
+    assert value(first, "consent_gateway_decision_log_queue_depth") == 0
+    assert 0 <= value(first, "consent_gateway_consent_feed_lag_seconds") < 60
+
+    hit = "/t/www.google-analytics.com/g/collect?v=2&tid=G-1&en=x"
+    for _ in range(2):
+        assert (await client.get(hit)).status == 204  # dropped: one record each
+    assert value(await scrape(), "consent_gateway_decision_log_queue_depth") == 2
+    await client.get(hit)  # the third fills a batch: written
+    await gw.decision_log.drain()
+    assert value(await scrape(), "consent_gateway_decision_log_queue_depth") == 0
 
 
 # -- the consent store in the lifecycle (DESIGN §6) -------------------------------------------
@@ -129,6 +191,13 @@ async def test_readyz_checks_the_store(client: Client, monkeypatch: pytest.Monke
     monkeypatch.setattr(gw.book.store, "ping", down)
     resp = await client.get("/readyz")
     assert resp.status == 503 and (await resp.json())["checks"]["store"] is False
+
+
+async def test_readyz_answers_503_while_draining_and_healthz_stays_200(client: Client) -> None:
+    client.app[GATEWAY].draining = True  # what a SIGTERM does first (gateway.serve)
+    ready = await client.get("/readyz")
+    assert ready.status == 503 and (await ready.json())["status"] == "draining"
+    assert (await client.get("/healthz")).status == 200  # alive: not to be restarted
 
 
 async def test_gateway_refuses_to_start_on_a_newer_schema(tmp_path: Path) -> None:
@@ -197,7 +266,7 @@ async def test_metrics_on_the_public_port_need_the_admin_token(
     resp = await client.get("/metrics", headers=headers)
     assert resp.status == status
     if status == 401:
-        assert "gateway_requests" not in await resp.text()
+        assert "consent_gateway_requests" not in await resp.text()
 
 
 async def test_without_an_admin_token_public_metrics_stay_closed(

@@ -239,7 +239,7 @@ async def test_consent_writes_are_limited_per_network(
     ).status == 200
     assert (await client.get("/consent", headers=net_a)).status == 200
     metrics = client.app[GATEWAY].metrics.registry
-    assert metrics.get_sample_value("gateway_consent_rate_limited_total") == 2
+    assert metrics.get_sample_value("consent_gateway_consent_rate_limited_total") == 2
 
 
 async def test_the_api_can_be_turned_off(gateway_factory: Callable[..., Any]) -> None:

@@ -516,13 +516,13 @@ async def test_a_client_gone_mid_body_is_counted_not_an_error(
         writer.close()
         await _until(
             lambda: metrics.get_sample_value(
-                "gateway_client_disconnects_total", {"stage": "request"}
+                "consent_gateway_client_disconnects_total", {"stage": "request"}
             )
         )
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert (
         metrics.get_sample_value(
-            "gateway_requests_total", {"vendor": "-", "endpoint": "-", "action": "reject"}
+            "consent_gateway_requests_total", {"vendor": "-", "endpoint": "-", "action": "reject"}
         )
         is None
     )
@@ -553,11 +553,11 @@ async def test_a_visitor_gone_while_a_script_streams_back_is_not_an_upstream_err
         writer.transport.abort()  # gone, mid-answer (a reset, not a polite close)
         await _until(
             lambda: metrics.get_sample_value(
-                "gateway_client_disconnects_total", {"stage": "response"}
+                "consent_gateway_client_disconnects_total", {"stage": "response"}
             )
         )
     for kind in ("connect", "other", "timeout"):
-        assert not metrics.get_sample_value("gateway_upstream_errors_total", {"kind": kind})
+        assert not metrics.get_sample_value("consent_gateway_upstream_errors_total", {"kind": kind})
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 

@@ -349,7 +349,7 @@ async def test_a_request_whose_answer_cannot_be_made_is_counted_once_by_aiohttp(
     records = LogReader(tmp_path / "data" / "decisions.db").records(LogQuery(limit=10))
     assert [r.action for r in records] == ["drop"]
     drops = gw.metrics.registry.get_sample_value(
-        "gateway_requests_total",
+        "consent_gateway_requests_total",
         {"vendor": "google-analytics-4", "endpoint": "collect", "action": "drop"},
     )
     assert drops == 1.0

@@ -23,11 +23,13 @@ def test_registries_are_independent_and_parse() -> None:
     for _ in range(3):
         a.count_request("v", "e", "drop")
     families = {f.name: f for f in text_string_to_metric_families(a.render().decode())}
-    [sample] = [s for s in families["gateway_requests"].samples if s.name.endswith("_total")]
+    [sample] = [
+        s for s in families["consent_gateway_requests"].samples if s.name.endswith("_total")
+    ]
     assert sample.value == 3 and sample.labels == {"vendor": "v", "endpoint": "e", "action": "drop"}
     assert (
         b.registry.get_sample_value(
-            "gateway_requests_total", {"vendor": "v", "endpoint": "e", "action": "drop"}
+            "consent_gateway_requests_total", {"vendor": "v", "endpoint": "e", "action": "drop"}
         )
         is None
     )
@@ -68,21 +70,26 @@ PURPOSE = ("purpose", "state")
         (
             _evaluation(Action.FORWARD, OPT_IN, None, ()),
             [
-                ("gateway_requests_total", REQUESTS, ("ga4", "collect", "forward"), 1),
-                ("gateway_consent_purpose_total", PURPOSE, ("analytics", "granted"), 1),
-                ("gateway_consent_purpose_total", PURPOSE, ("advertising", "denied"), 1),
-                ("gateway_consent_purpose_total", PURPOSE, ("functional", "unknown"), 1),
-                ("gateway_consent_purpose_total", PURPOSE, ("functional", "granted"), None),
+                ("consent_gateway_requests_total", REQUESTS, ("ga4", "collect", "forward"), 1),
+                ("consent_gateway_consent_purpose_total", PURPOSE, ("analytics", "granted"), 1),
+                ("consent_gateway_consent_purpose_total", PURPOSE, ("advertising", "denied"), 1),
+                ("consent_gateway_consent_purpose_total", PURPOSE, ("functional", "unknown"), 1),
+                ("consent_gateway_consent_purpose_total", PURPOSE, ("functional", "granted"), None),
             ],
         ),
         (
             _evaluation(Action.DROP, None, "bad_signature", ("tcf", "gpp")),
             [
-                ("gateway_requests_total", REQUESTS, ("ga4", "collect", "drop"), 1),
-                ("gateway_consent_cookie_invalid_total", ("reason",), ("bad_signature",), 1),
-                ("gateway_consent_signal_invalid_total", ("signal",), ("tcf",), 1),
-                ("gateway_consent_signal_invalid_total", ("signal",), ("gpp",), 1),
-                ("gateway_consent_purpose_total", PURPOSE, ("analytics", "granted"), None),
+                ("consent_gateway_requests_total", REQUESTS, ("ga4", "collect", "drop"), 1),
+                (
+                    "consent_gateway_consent_cookie_invalid_total",
+                    ("reason",),
+                    ("bad_signature",),
+                    1,
+                ),
+                ("consent_gateway_consent_signal_invalid_total", ("signal",), ("tcf",), 1),
+                ("consent_gateway_consent_signal_invalid_total", ("signal",), ("gpp",), 1),
+                ("consent_gateway_consent_purpose_total", PURPOSE, ("analytics", "granted"), None),
             ],
         ),
     ],
@@ -103,4 +110,4 @@ def test_observe_counts_an_evaluation_in_one_call(
         for name, keys, values, _ in samples
     ]
     assert seen == samples
-    assert m.registry.get_sample_value("gateway_decision_seconds_count") == 1
+    assert m.registry.get_sample_value("consent_gateway_decision_seconds_count") == 1

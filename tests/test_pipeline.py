@@ -387,7 +387,9 @@ async def test_upstream_failure_never_hangs_the_visitor(
     resp = await client.get("/t/www.googletagmanager.com/gtag/js?id=G-TEST1")
     assert resp.status == 502 and (await resp.json()) == {"error": "vendor unavailable"}
     metrics = client.app[GATEWAY].metrics.registry
-    assert metrics.get_sample_value("gateway_upstream_errors_total", {"kind": "connect"}) == 1
+    assert (
+        metrics.get_sample_value("consent_gateway_upstream_errors_total", {"kind": "connect"}) == 1
+    )
 
 
 async def test_exception_in_the_core_drops_never_forwards(

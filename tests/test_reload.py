@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,16 @@ def _make_collect_a_pixel(path: Path) -> None:
 
 def _metric(client: TestClient[Any, Any], result: str) -> float:
     v = client.app[GATEWAY].metrics.registry.get_sample_value(
-        "gateway_rule_reloads_total", {"result": result}
+        "consent_gateway_rule_reloads_total", {"result": result}
     )
     return v or 0.0
+
+
+def _gauge(client: TestClient[Any, Any], name: str) -> float:
+    """A gauge as a scrape reads it (state gauges are read from the app when collected)."""
+    v: float | None = client.app[GATEWAY].metrics.registry.get_sample_value(name)
+    assert v is not None, name
+    return v
 
 
 async def test_broken_rule_file_keeps_the_old_rules(
@@ -58,18 +66,27 @@ async def test_broken_rule_file_keeps_the_old_rules(
     client, ga4 = await _gateway(tmp_path, fake_vendor, aiohttp_client)
     gw = client.app[GATEWAY]
     before = gw.rules.current
+    loaded_at = _gauge(client, "consent_gateway_rules_loaded_timestamp_seconds")
+    assert _gauge(client, "consent_gateway_rules_last_reload_ok") == 1
+    assert _gauge(client, "consent_gateway_rules_loaded") == 1
     ga4.write_text(ga4.read_text().replace("kind: beacon", "knid: beacon", 1))
     assert await client.app[RELOADER].reload() is False
     assert gw.rules.current is before
     assert any("knid" in line and "unknown key" in line for line in gw.rules.last_error)
     assert _metric(client, "failed") == 1
+    assert _gauge(client, "consent_gateway_rules_last_reload_ok") == 0
+    assert _gauge(client, "consent_gateway_rules_loaded_timestamp_seconds") == loaded_at
     # Still serving, with the old rules: no consent -> dropped locally.
     resp = await client.get(HIT)
     assert resp.status == 204
     # Fixed: the next reload succeeds and clears the error.
     ga4.write_text(ga4.read_text().replace("knid: beacon", "kind: beacon", 1))
+    before_reload = time.time()
     assert await client.app[RELOADER].reload() is True
     assert gw.rules.last_error == [] and _metric(client, "ok") == 1
+    assert _gauge(client, "consent_gateway_rules_last_reload_ok") == 1
+    assert _gauge(client, "consent_gateway_rules_loaded_timestamp_seconds") >= loaded_at
+    assert gw.rules.loaded_at >= before_reload
 
 
 async def test_good_edit_applies_under_concurrent_load_without_failing_a_request(

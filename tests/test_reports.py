@@ -44,7 +44,7 @@ async def stored(client: Client) -> list[tuple[str, str, str | None, str, str, i
 def metric(client: Client, source: str, vendor: str) -> float:
     registry = client.app[GATEWAY].metrics.registry
     labels = {"source": source, "vendor": vendor}
-    return registry.get_sample_value("gateway_bypass_reports_total", labels) or 0.0
+    return registry.get_sample_value("consent_gateway_bypass_reports_total", labels) or 0.0
 
 
 async def test_reports_of_every_shape_are_counted_as_names(client: Client) -> None:

@@ -66,7 +66,7 @@ async def test_example(
             for a in Action
             for e in rule.endpoints
             if gw_metrics.get_sample_value(
-                "gateway_requests_total",
+                "consent_gateway_requests_total",
                 {"vendor": rule.vendor, "endpoint": e.id, "action": a.value},
             )
         }

@@ -113,7 +113,10 @@ async def test_timeout_is_mapped_and_counted(fake_vendor: FakeVendor) -> None:
     finally:
         await up.close()
     assert (
-        metrics.registry.get_sample_value("gateway_upstream_errors_total", {"kind": "timeout"}) == 1
+        metrics.registry.get_sample_value(
+            "consent_gateway_upstream_errors_total", {"kind": "timeout"}
+        )
+        == 1
     )
 
 
@@ -134,7 +137,10 @@ async def test_connect_error_is_mapped() -> None:
         await up.close()
     assert info.value.kind == "connect"
     assert (
-        metrics.registry.get_sample_value("gateway_upstream_errors_total", {"kind": "connect"}) == 1
+        metrics.registry.get_sample_value(
+            "consent_gateway_upstream_errors_total", {"kind": "connect"}
+        )
+        == 1
     )
 
 
@@ -149,7 +155,7 @@ async def test_background_queue_forwards_and_full_queue_never_blocks(
         accepted = [up.enqueue(out(query=f"n={i}"), "ga4") for i in range(10)]
         # One is being sent (or about to be), two wait; the rest are refused at once.
         assert accepted[:2] == [True, True] and not all(accepted)
-        dropped = metrics.registry.get_sample_value("gateway_forward_queue_dropped_total")
+        dropped = metrics.registry.get_sample_value("consent_gateway_forward_queue_dropped_total")
         assert dropped == accepted.count(False)
     finally:
         await up.close(drain_timeout=5)
@@ -221,7 +227,10 @@ async def test_websocket_handshake_redirect_is_not_followed(
         await up.close()
     assert canary[1:] == []  # the internal listener was never reached
     assert (
-        metrics.registry.get_sample_value("gateway_upstream_errors_total", {"kind": "refused"}) == 1
+        metrics.registry.get_sample_value(
+            "consent_gateway_upstream_errors_total", {"kind": "refused"}
+        )
+        == 1
     )
 
 

@@ -140,12 +140,12 @@ class Share:
 
 
 def purpose_shares(gw: Gateway) -> list[Share]:
-    """From `gateway_consent_purpose_total`: this process's counts since it started."""
+    """From `consent_gateway_consent_purpose_total`: this process's counts since it started."""
     registry = gw.metrics.registry
 
     def count(purpose: str, state: str) -> int:
         labels = {"purpose": purpose, "state": state}
-        return int(registry.get_sample_value("gateway_consent_purpose_total", labels) or 0)
+        return int(registry.get_sample_value("consent_gateway_consent_purpose_total", labels) or 0)
 
     return [Share(p, *(count(p, s) for s in _STATES)) for p in gw.config.consent.purposes]
 

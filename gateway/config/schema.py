@@ -37,6 +37,7 @@ __all__ = [
     "CookieKey",
     "DecisionLogConfig",
     "GatewayConfig",
+    "LogFormat",
     "LogWriter",
     "Network",
     "RulesConfig",
@@ -132,6 +133,11 @@ class AccessLog(enum.StrEnum):
     JSON = "json"
 
 
+class LogFormat(enum.StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 class LogWriter(enum.StrEnum):
     PROCESS = "process"
     THREAD = "thread"
@@ -172,6 +178,12 @@ class ServerConfig:
     )
     consent_api: bool = opt(True, help="serve GET /consent, POST /consent, DELETE /consent")
     log_level: str = opt("INFO", choices=LOG_LEVELS, convert="level_name", help="log level")
+    log_format: LogFormat = opt(
+        LogFormat.TEXT,
+        help="the application log on stderr: `text` lines for people, or `json`: one JSON "
+        "object a line (time, level, logger, message, the record's fields, a traceback as "
+        "`exc`) for log shippers, aiohttp's and asyncio's records and the access log included",
+    )
     access_log: AccessLog = opt(
         AccessLog.OFF,
         convert="off_or_choice",
@@ -183,6 +195,18 @@ class ServerConfig:
         help="seconds a client may take to send a request's headers (from connecting, or from "
         "the previous answer on a kept-alive connection) and, separately, its body; a client "
         "slower than that is disconnected (slowloris)",
+    )
+    drain_delay: float = opt(
+        5.0,
+        help="on SIGTERM, how long /readyz answers 503 while the gateway still serves, before "
+        "its listeners close: time for a load balancer to notice and stop sending (SIGINT, "
+        "or a second signal, skips it)",
+    )
+    shutdown_timeout: float = opt(
+        10.0,
+        gt=0,
+        help="once the listeners close, how long requests in flight may take to finish "
+        "before they are cut (the decision log is drained after)",
     )
     admin_port: int | None = opt(
         9091,

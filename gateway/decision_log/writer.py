@@ -6,7 +6,7 @@ DecisionLog.submit ─▶ bounded queue ─▶ batch writer task ─▶ host ─
 ```
 
 - `DecisionLog.submit` never blocks and never raises: a full queue loses the
-  record and counts it (`gateway_decision_log_lost_total{reason="queue_full"}`).
+  record and counts it (`consent_gateway_decision_log_lost_total{reason="queue_full"}`).
 - The writer takes up to `batch_size` records (waiting at most `flush_interval`
   after the first for more) and hands the batch to its host (`hosts`): a writer
   process (the default) or one dedicated thread, so neither SQLite nor file I/O ever

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -45,6 +46,8 @@ class ChangeFollower:
         #: the last seq read from the feed (notify, poll or resync): everything up to it
         #: has been applied
         self.seen = 0
+        #: monotonic time the feed was last read to its end (None: not yet)
+        self.synced_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._close_listener: Callable[[], Awaitable[None]] | None = None
         self._lost = asyncio.Event()
@@ -62,6 +65,17 @@ class ChangeFollower:
         return running and (self._listening or not self._uses_notify)
 
     @property
+    def lag(self) -> float:
+        """Seconds this instance may be behind the store's feed: 0 while LISTEN is up
+        (each change arrives as it commits), else since the feed was last read to its end
+        (polling, or the store unreachable); infinite before the first read."""
+        if self._listening:
+            return 0.0
+        if self.synced_at is None:
+            return float("inf")
+        return time.monotonic() - self.synced_at
+
+    @property
     def _uses_notify(self) -> bool:
         return isinstance(self.book.store, PostgresStore)
 
@@ -75,6 +89,7 @@ class ChangeFollower:
             with contextlib.suppress(StoreError):
                 await self._listen()
         self.seen = await self.book.store.last_seq()
+        self.synced_at = time.monotonic()
         if self.preload > 0:
             for change in await self.book.store.changes_since(
                 max(0, self.seen - self.preload), self.preload
@@ -102,6 +117,7 @@ class ChangeFollower:
                 self._apply(change, via)
             applied += len(changes)
             if len(changes) < _PAGE:
+                self.synced_at = time.monotonic()
                 return applied
 
     def _apply(self, change: Change, via: str) -> None:

@@ -97,9 +97,9 @@ async def test_retention_is_counted_in_metrics(log: Log) -> None:
     assert pruned.records == 1 and not pruned.skipped
     assert [r.request_id for r in await log.reader.records(LogQuery())] == ["new"]
     value = log.metrics.registry.get_sample_value
-    assert value("gateway_decision_log_pruned_total", {"what": "records"}) == 1
-    assert value("gateway_decision_log_retention_runs_total", {"result": "done"}) == 2
+    assert value("consent_gateway_decision_log_pruned_total", {"what": "records"}) == 1
+    assert value("consent_gateway_decision_log_retention_runs_total", {"result": "done"}) == 2
     expected_partitions = 1 if log.backend == "postgres" else 0
-    assert value("gateway_decision_log_pruned_total", {"what": "partitions"}) == (
+    assert value("consent_gateway_decision_log_pruned_total", {"what": "partitions"}) == (
         expected_partitions
     )

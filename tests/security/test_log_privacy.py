@@ -429,7 +429,9 @@ async def test_no_planted_value_reaches_any_sink(
     assert "www.facebook.com" in sinks["admin /_admin/bypasses?since=all"]
     assert '"host":"cdn.tracker.example"' in sinks["admin /_admin/api/bypasses?since=all"]
     assert "{…}" in sinks["bypasses (SQLite)"] and len(bypasses) == 3
-    assert 'gateway_bypass_reports_total{source="csp",vendor="meta-pixel"} 2.0' in metrics_text
+    assert (
+        'consent_gateway_bypass_reports_total{source="csp",vendor="meta-pixel"} 2.0' in metrics_text
+    )
     assert "{…}" in sinks["admin /_admin/api/records?since=all&limit=1000"]
     if request.node.callspec.params["live_gateway"] == "access-log":
         assert len(access) >= len(REQUESTS) + len(MALFORMED)
@@ -437,7 +439,7 @@ async def test_no_planted_value_reaches_any_sink(
     else:  # no access log: tag requests were answered by the front, the rest by aiohttp
         assert not access
     assert "bad request from a client" in sinks["every log record"]
-    assert "gateway_requests_total" in sinks["metrics"]
+    assert "consent_gateway_requests_total" in sinks["metrics"]
 
     found = leaks(sinks)
     assert not found, "\n".join(f"{what} in {sink}: …{text}…" for what, sink, text in found)
@@ -458,7 +460,7 @@ async def test_serve_process_writes_no_planted_value(
     doc = yaml.safe_load(config_text(tmp_path, overrides_for(fake_vendor, HOSTS)))
     for section, values in gateway_doc(tmp_path).items():
         doc.setdefault(section, {}).update(values)
-    doc["server"].update({"port": port, "host": "127.0.0.1"})
+    doc["server"].update({"port": port, "host": "127.0.0.1", "drain_delay": 0})
     doc["decision_log"]["jsonl"] = "-"
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(doc))

@@ -133,8 +133,8 @@ async def test_peek_never_waits_and_prefetches(book: ConsentBook) -> None:
     await _until(lambda: book.cache.get("s1") is not MISS)
     got = book.peek("s1")
     assert isinstance(got, CurrentConsent) and got.purposes == {"analytics": True}
-    assert sample(book.metrics, "gateway_consent_cache_total", result="miss") == 1
-    assert sample(book.metrics, "gateway_consent_cache_total", result="hit") == 1
+    assert sample(book.metrics, "consent_gateway_consent_cache_total", result="miss") == 1
+    assert sample(book.metrics, "consent_gateway_consent_cache_total", result="hit") == 1
     # an unknown subject is cached as known-absent
     assert book.state_now("nobody") is None
     await _until(lambda: book.cache.get("nobody") is None)
@@ -146,7 +146,7 @@ async def test_lookup_waits_on_a_miss_then_hits(book: ConsentBook) -> None:
     assert got is not None and got.purposes == {"analytics": False}
     assert await book.lookup("s1") == got
     assert await book.lookup("unknown") is None
-    assert sample(book.metrics, "gateway_consent_cache_total", result="hit") == 1
+    assert sample(book.metrics, "consent_gateway_consent_cache_total", result="hit") == 1
 
 
 async def test_record_and_erase_write_through_and_notify(book: ConsentBook) -> None:
@@ -163,7 +163,7 @@ async def test_record_and_erase_write_through_and_notify(book: ConsentBook) -> N
     got = book.peek("s1")
     assert isinstance(got, CurrentConsent) and got.purposes == {} and got.source == "erasure"
     assert [c.kind for c in heard] == [ChangeKind.CONSENT, ChangeKind.ERASURE]
-    assert sample(book.metrics, "gateway_consent_changes_applied_total", via="own") == 2
+    assert sample(book.metrics, "consent_gateway_consent_changes_applied_total", via="own") == 2
 
 
 async def test_an_older_record_changes_nothing(book: ConsentBook) -> None:
@@ -182,12 +182,18 @@ async def test_a_failing_store_reads_as_no_record_and_is_counted(tmp_path: Path)
     try:
         assert await book.lookup("s1") is None
         assert book.cache.get("s1") is MISS  # a failure is not cached as an answer
-        assert sample(book.metrics, "gateway_consent_store_errors_total", operation="current") == 1
+        assert (
+            sample(book.metrics, "consent_gateway_consent_store_errors_total", operation="current")
+            == 1
+        )
         with pytest.raises(StoreError):
             await book.record(rec())
         with pytest.raises(StoreError):
             await book.erase("s1")
-        assert sample(book.metrics, "gateway_consent_store_errors_total", operation="record") == 1
+        assert (
+            sample(book.metrics, "consent_gateway_consent_store_errors_total", operation="record")
+            == 1
+        )
     finally:
         await book.close()
 
@@ -213,7 +219,10 @@ async def test_a_failing_store_is_logged_now_and_then_not_per_request(
             assert await book.lookup(f"s{i}") is None
         warnings = [r for r in caplog.records if r.name == "gateway.store.cache"]
         assert len(warnings) == 1
-        assert sample(book.metrics, "gateway_consent_store_errors_total", operation="current") == 50
+        assert (
+            sample(book.metrics, "consent_gateway_consent_store_errors_total", operation="current")
+            == 50
+        )
     finally:
         await book.close()
 

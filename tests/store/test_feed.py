@@ -70,7 +70,7 @@ async def test_sqlite_instances_learn_of_changes_by_polling(tmp_path: Path) -> N
         assert await b.lookup("s1") is not None
         await a.record(rec("s1", at=2.0, analytics=False))
         await _until(lambda: _purposes(b, "s1") == {"analytics": False})
-        assert sample(b.metrics, "gateway_consent_changes_applied_total", via="poll") >= 1
+        assert sample(b.metrics, "consent_gateway_consent_changes_applied_total", via="poll") >= 1
         # a subject B never looked up is cached too: its next request needs no lookup
         await a.erase("s1")
         await _until(lambda: _purposes(b, "s1") == {})
@@ -87,8 +87,12 @@ async def test_postgres_instances_hear_each_change_at_once() -> None:
             await _until(lambda: _purposes(b, "s1") == {"analytics": False}, timeout=5)
             await a.erase("s1")
             await _until(lambda: _purposes(b, "s1") == {}, timeout=5)
-            assert sample(b.metrics, "gateway_consent_changes_applied_total", via="notify") == 3
+            assert (
+                sample(b.metrics, "consent_gateway_consent_changes_applied_total", via="notify")
+                == 3
+            )
             assert f.seen == await a.store.last_seq()
+            assert f.lag == 0.0  # listening: each change arrives as it commits
 
 
 async def test_another_schema_is_not_heard() -> None:
@@ -150,7 +154,7 @@ async def test_a_lost_listener_reconnects_and_misses_nothing(
             assert [_purposes(b, f"s{i}") for i in range(5)] == [
                 {"analytics": bool(i % 2)} for i in range(5)
             ]
-            assert sample(b.metrics, "gateway_consent_feed_reconnects_total") == 1
+            assert sample(b.metrics, "consent_gateway_consent_feed_reconnects_total") == 1
             # and it hears again
             await a.record(rec("after", at=1.0))
             await _until(lambda: b.cache.get("after") is not MISS, timeout=5)
@@ -178,7 +182,42 @@ async def test_start_preloads_the_newest_changes(tmp_path: Path) -> None:
         # the four newest changes are known before any request; older ones are not
         assert [book.cache.get(f"s{i}") is MISS for i in range(10)] == [True] * 6 + [False] * 4
         assert _purposes(book, "s9") == {"analytics": False}
-        assert sample(book.metrics, "gateway_consent_changes_applied_total", via="preload") == 4
+        assert (
+            sample(book.metrics, "consent_gateway_consent_changes_applied_total", via="preload")
+            == 4
+        )
+    finally:
+        await follower.close()
+        await book.close()
+        await store.close()
+
+
+async def test_lag_counts_from_the_last_complete_read_of_the_feed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(tmp_path / "c.db")
+    await store.open()
+    await migrate(store)
+    book = ConsentBook(store, ConsentCache(100, 600), Metrics())
+    follower = ChangeFollower(book, 30.0)
+    assert follower.lag == float("inf")  # never read
+    await follower.start()
+    try:
+        assert 0 <= follower.lag < 30
+        # pretend the last read was 100 s ago; a failing read keeps counting from it
+        assert follower.synced_at is not None
+        follower.synced_at -= 100
+        real = store.changes_since
+
+        async def down(*args: Any) -> Any:
+            raise StoreError("sqlite: unreachable (test)")
+
+        monkeypatch.setattr(store, "changes_since", down)
+        await follower._safe_catch_up("poll")
+        assert follower.lag >= 100
+        monkeypatch.setattr(store, "changes_since", real)
+        await follower.catch_up("poll")
+        assert follower.lag < 100
     finally:
         await follower.close()
         await book.close()

@@ -257,7 +257,7 @@ def gateway_logs(caplog: pytest.LogCaptureFixture) -> str:
 
 def delivered_metric(metrics: Metrics, name: str, outcome: str) -> float:
     value = metrics.registry.get_sample_value(
-        "gateway_webhook_deliveries_total", {"endpoint": name, "outcome": outcome}
+        "consent_gateway_webhook_deliveries_total", {"endpoint": name, "outcome": outcome}
     )
     return value or 0.0
 
@@ -333,7 +333,10 @@ async def test_delivers_every_change_in_order_signed(
     assert delivered_metric(metrics, "crm", "failed") == 0
     await eventually(
         lambda: (
-            metrics.registry.get_sample_value("gateway_webhook_backlog", {"endpoint": "crm"}) == 0
+            metrics.registry.get_sample_value(
+                "consent_gateway_webhook_backlog", {"endpoint": "crm"}
+            )
+            == 0
         ),
         "backlog gauge back to 0",
     )
@@ -365,7 +368,9 @@ async def test_poke_wakes_an_idle_loop(
     # the first round sets the backlog gauge, then waits (up to 60 s) for a poke
     await eventually(
         lambda: (
-            metrics.registry.get_sample_value("gateway_webhook_backlog", {"endpoint": "crm"})
+            metrics.registry.get_sample_value(
+                "consent_gateway_webhook_backlog", {"endpoint": "crm"}
+            )
             is not None
         ),
         "first round done",
@@ -580,7 +585,7 @@ async def test_two_dispatchers_one_deliverer_in_order(
     # only the deliverer reports a backlog (0 once it recorded the last delivery)
     def backlogs() -> list[float | None]:
         return [
-            m.registry.get_sample_value("gateway_webhook_backlog", {"endpoint": "crm"})
+            m.registry.get_sample_value("consent_gateway_webhook_backlog", {"endpoint": "crm"})
             for m in (m1, m2)
         ]
 
