@@ -12,6 +12,8 @@ the migration Job run are parsed by the gateway's own CLI parser.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -416,3 +418,54 @@ def test_migration_job_is_a_hook_running_migrate() -> None:
     mounted = volumes["config"]["configMap"]["name"]
     assert PLACEHOLDER.sub("N", mounted) == PLACEHOLDER.sub("N", config["metadata"]["name"])
     assert job.sources_in(mounted) == job.sources_in(config["metadata"]["name"])
+
+
+# -- with helm, where it is installed ------------------------------------------------------
+
+HELM = shutil.which("helm")
+needs_helm = pytest.mark.skipif(HELM is None, reason="helm is not installed")
+
+
+def _helm(*args: str) -> str:
+    assert HELM is not None
+    done = subprocess.run([HELM, *args], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@needs_helm
+def test_helm_lint() -> None:
+    _helm("lint", "--strict", str(CHART))
+
+
+@needs_helm
+def test_helm_template_renders_the_fleet(tmp_path: Path) -> None:
+    rule = "vendor: site-test\nname: Site test\n"
+    text = _helm("template", "cg", str(CHART), "--set-string", f"siteRules.site\\.yaml={rule}")
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(
+        ["ConfigMap"] * 3
+        + ["Deployment", "HorizontalPodAutoscaler", "Job", "PodDisruptionBudget"]
+        + ["Service"] * 2
+    )
+    (deployment,) = (d for d in docs if d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert {p["containerPort"] for p in container["ports"]} == {
+        CONFIG["server"]["port"],
+        CONFIG["server"]["admin_port"],
+    }
+    assert [e["name"] for e in container["env"]] == [
+        "CONSENT_GATEWAY_COOKIE_KEY",
+        "CONSENT_GATEWAY_ADMIN_TOKEN",
+        "CONSENT_GATEWAY_PG_DSN",
+    ]
+    maps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    assert maps["cg-consent-gateway-rules"] == {"site.yaml": rule}
+    rendered = yaml.safe_load(maps["cg-consent-gateway-config"]["config.yaml"])
+    assert rendered["rules"]["paths"] == ["/app/rules", "/etc/consent-gateway/rules"]
+    assert maps["cg-consent-gateway-migrate"] == maps["cg-consent-gateway-config"]
+    env = {e["name"]: TEST_DSN for e in container["env"]}
+    env["CONSENT_GATEWAY_COOKIE_KEY"] = TEST_COOKIE_KEY
+    load_deploy_config(rendered, env, tmp_path / "config.yaml")
