@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.example.yaml
 
-.PHONY: run demo test lint typecheck unit check bench bench-store clean
+.PHONY: run demo test lint typecheck unit check bench bench-store bench-log clean
 
 $(BIN)/consent-gateway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ bench: $(VENV)/.dev $(INTEROP)/node_modules/.installed
 ## bench-store: decisions/s with a valid cookie and with consent-store lookups, both backends
 bench-store: $(VENV)/.dev
 	$(BIN)/python bench/store.py
+
+## bench-log: decision-log records/s to SQLite and PostgreSQL (one instance, four at once)
+bench-log: $(VENV)/.dev
+	$(BIN)/python bench/decision_log.py
 
 clean:
 	rm -rf $(VENV) data .mypy_cache .pytest_cache .ruff_cache .hypothesis $(INTEROP)/node_modules $(SDKS)/node_modules

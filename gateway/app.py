@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway import cors, edges, pipeline
 from gateway.admin import ADMIN_PREFIX, build_admin_app
 from gateway.admin.auth import AdminAuth, client_key
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, StoreBackend
 from gateway.consent_api import BODY_LIMIT, add_consent_routes
 from gateway.decision_log.writer import DecisionLog
 from gateway.errors import RequestError
@@ -325,8 +325,17 @@ async def _readyz(request: web.Request) -> web.Response:
         "store": gw.book is not None and await gw.book.store.ping(),
         "change_feed": follower is not None and follower.healthy,
     }
-    ok = all(checks.values()) and not gw.draining
-    status = "draining" if gw.draining else "ready" if ok else "not ready"
+    gating = checks
+    if gw.config.store.backend == StoreBackend.POSTGRES:
+        # A database every instance shares is reported, not gated on: were it to make
+        # every instance not ready at once, balancers would stop all tags, where the
+        # instances decide on cookies and keep them flowing (docs/SCALING.md).
+        gating = {k: v for k, v in checks.items() if k not in ("store", "change_feed")}
+    ok = all(gating.values()) and not gw.draining
+    degraded = ok and not all(checks.values())
+    status = (
+        "draining" if gw.draining else "degraded" if degraded else "ready" if ok else "not ready"
+    )
     return web.json_response(
         {"status": status, "checks": checks}, status=200 if ok else 503, dumps=_dumps
     )

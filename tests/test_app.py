@@ -7,6 +7,7 @@ import asyncio
 import platform
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
 from gateway.app import GATEWAY, build_app
+from gateway.config import StoreBackend
 from gateway.store.base import StoreError
 from tests.conftest import FakeVendor, cookie_for, make_config
 
@@ -191,6 +193,13 @@ async def test_readyz_checks_the_store(client: Client, monkeypatch: pytest.Monke
     monkeypatch.setattr(gw.book.store, "ping", down)
     resp = await client.get("/readyz")
     assert resp.status == 503 and (await resp.json())["checks"]["store"] is False
+    # A PostgreSQL store is every instance's: its outage is reported, and the instance
+    # stays in its balancer, deciding on cookies, rather than the whole fleet leaving it.
+    shared = replace(gw.config, store=replace(gw.config.store, backend=StoreBackend.POSTGRES))
+    monkeypatch.setattr(gw, "config", shared)
+    resp = await client.get("/readyz")
+    doc = await resp.json()
+    assert resp.status == 200 and doc["status"] == "degraded" and doc["checks"]["store"] is False
 
 
 async def test_readyz_answers_503_while_draining_and_healthz_stays_200(client: Client) -> None:
