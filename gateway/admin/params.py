@@ -192,7 +192,9 @@ class Filters:
     action: str | None
     regime: str | None
 
-    def query(self, limit: int, **cursor: int | None) -> LogQuery:
+    def query(
+        self, limit: int, *, before_id: int | None = None, newer_than_id: int | None = None
+    ) -> LogQuery:
         return LogQuery(
             since=self.since_ts,
             vendor=self.vendor,
@@ -200,7 +202,8 @@ class Filters:
             action=self.action,
             regime=self.regime,
             limit=limit,
-            **cursor,
+            before_id=before_id,
+            newer_than_id=newer_than_id,
         )
 
     def matches(self, r: DecisionRecord) -> bool:

@@ -3,7 +3,8 @@
 Every sink method runs in the decision log's one writer thread (`writer.DecisionLog`),
 never on the event loop. The `decisions` table is defined here, with its
 `SCHEMA_VERSION`; `query.LogReader` reads the same `COLUMNS` back. `SqliteSink` also
-keeps the aggregated `bypasses` table (`bypasses`) in the same file.
+keeps the aggregated `bypasses` table (`bypasses`) in the same file, and creates the
+per-minute `rollups` table (`rollups_query.ROLLUPS_TABLE`) so readers always find it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,18 @@ from gateway.config import DecisionLogConfig
 from gateway.decision_log.bypasses import TABLE as BYPASS_TABLE
 from gateway.decision_log.bypasses import Seen, write_sightings
 from gateway.decision_log.record import DecisionRecord, record_to_dict
+from gateway.decision_log.rollups_query import ROLLUPS_TABLE
 
-__all__ = ["COLUMNS", "SCHEMA_VERSION", "JsonlSink", "Row", "Sink", "SqliteSink", "sinks_for"]
+__all__ = [
+    "COLUMNS",
+    "SCHEMA_VERSION",
+    "JsonlSink",
+    "Row",
+    "Sink",
+    "SqliteSink",
+    "json_text",
+    "sinks_for",
+]
 
 #: `PRAGMA user_version` of the decision log's tables this module writes (and `query`
 #: reads through the `decisions` view). 1: one wide `decisions` table; 2: rows and kinds.
@@ -191,6 +202,10 @@ def _json_text(value: object) -> str:
         return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
 
 
+#: a JSON column's text as the sink writes it (readers match `missing` against it)
+json_text: Final = _json_text
+
+
 #: a record as the writer process receives it (`hosts`): every field of `DecisionRecord`
 #: but `id`, in its order, with `sources` as a tuple of (purpose, source) pairs
 Row = tuple[Any, ...]
@@ -274,7 +289,7 @@ class SqliteSink:
                     f"BEGIN IMMEDIATE; {script} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 )
             # Not versioned: a file from before it gains it, and older readers ignore it.
-            conn.executescript(f"BEGIN IMMEDIATE; {BYPASS_TABLE} COMMIT;")
+            conn.executescript(f"BEGIN IMMEDIATE; {BYPASS_TABLE} {ROLLUPS_TABLE} COMMIT;")
             if sqlite3.sqlite_version_info < (3, 32):
                 self._rows = 999 // 3
         except BaseException:
