@@ -8,6 +8,7 @@ that never echoes the value. The API shares its queries and documents with the p
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 
@@ -19,7 +20,9 @@ from gateway.admin.params import (
     MAX_ID,
     MAX_SUBJECT,
     PAGE_SIZE,
+    TIMELINE_POINTS,
     UNKNOWN_LIMIT,
+    WINDOWS,
     BadParameter,
     host_param,
     int_param,
@@ -32,6 +35,7 @@ from gateway.admin.present import (
     bypasses_doc,
     overview_doc,
     purpose_shares,
+    rollups_doc,
     rules_doc,
     unknown_doc,
     unknown_draft,
@@ -44,6 +48,7 @@ from gateway.admin.queries import (
     read_counts,
     read_hosts,
     read_paths,
+    read_rollups,
 )
 from gateway.decision_log.record import record_to_dict
 from gateway.store.base import StoreError, subject_export
@@ -91,9 +96,12 @@ async def api_overview(request: web.Request) -> web.Response:
     except BadParameter as e:
         return bad_parameter(e)
     counts = await read_counts(request, since)
-    return json_response(
-        overview_doc(window, since, counts, purpose_shares(state.gw), state.started)
-    )
+    doc = overview_doc(window, since, counts, purpose_shares(state.gw), state.started)
+    until = time.time()
+    start = since if since is not None else until - WINDOWS["1d"]
+    r = await read_rollups(request, start, until, TIMELINE_POINTS)
+    doc["rollups"] = rollups_doc(start, until, r.timeline, r.vendors, r.consent)
+    return json_response(doc)
 
 
 async def api_rules(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ parameter is a 400 page naming the parameter, never echoing its value.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from urllib.parse import quote, urlencode
 
@@ -25,6 +26,7 @@ from gateway.admin.params import (
     MAX_ID,
     MAX_SUBJECT,
     PAGE_SIZE,
+    TIMELINE_POINTS,
     UNKNOWN_LIMIT,
     WINDOWS,
     BadParameter,
@@ -37,16 +39,19 @@ from gateway.admin.params import (
     window_param,
 )
 from gateway.admin.present import (
+    ACTION_LABELS,
     bypass_row,
     charts,
     consent_row,
+    consent_share_rows,
     current_view,
     erase_command,
     format_time,
-    purpose_shares,
     record_row,
     rules_doc,
+    timeline_svg,
     unknown_draft,
+    vendor_share_rows,
 )
 from gateway.admin.queries import (
     db_path,
@@ -56,6 +61,7 @@ from gateway.admin.queries import (
     read_counts,
     read_hosts,
     read_paths,
+    read_rollups,
 )
 from gateway.errors import RequestError
 from gateway.explain import explain, render_text, subjects_of
@@ -126,6 +132,10 @@ async def overview_page(request: web.Request) -> web.Response:
         return _bad_page(request, e)
     counts = await read_counts(request, since)
     by_vendor, by_purpose = charts(counts, state.gw.config.consent.purposes)
+    until = time.time()
+    start = since if since is not None else until - WINDOWS["1d"]
+    rolled = await read_rollups(request, start, until, TIMELINE_POINTS)
+    totals = {a: sum(b.counts.get(a, 0) for b in rolled.timeline.buckets) for a in ACTIONS}
     return render(
         request,
         "overview.html",
@@ -134,10 +144,14 @@ async def overview_page(request: web.Request) -> web.Response:
             "window": window,
             "windows": list(WINDOWS),
             "total": counts.total,
+            "requests": rolled.timeline.total,
+            "action_totals": [(a, ACTION_LABELS[a], totals[a]) for a in ACTIONS],
+            "chart_timeline": timeline_svg(rolled.timeline),
+            "bucket_minutes": rolled.timeline.width // 60,
+            "vendor_shares": vendor_share_rows(rolled.vendors),
+            "consent_shares": consent_share_rows(rolled.consent),
             "chart_vendor": by_vendor,
             "chart_purpose": by_purpose,
-            "shares": purpose_shares(state.gw),
-            "started": format_time(state.started),
             "log_off": db_path(request) is None,
         },
     )

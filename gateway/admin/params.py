@@ -32,6 +32,7 @@ __all__ = [
     "MAX_ID",
     "MAX_SUBJECT",
     "PAGE_SIZE",
+    "TIMELINE_POINTS",
     "UNKNOWN_LIMIT",
     "WINDOWS",
     "WINDOW_NAMES",
@@ -58,6 +59,8 @@ DRAFT_PATHS: Final = 100
 BYPASS_LIMIT: Final = 200
 #: what a Bypasses row is: a listed vendor host reached directly, or a host no rule lists
 BYPASS_KINDS: Final = ("bypass", "unlisted")
+#: about how many points the overview's time series has over its window
+TIMELINE_POINTS: Final = 60
 #: time windows offered by the pages (the API also takes any `parse_since` value)
 WINDOWS: Final = MappingProxyType({"1h": 3600.0, "1d": 86400.0, "1w": 604800.0})
 WINDOW_NAMES: Final = MappingProxyType(

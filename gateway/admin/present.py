@@ -14,14 +14,18 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Final
 
-from gateway.admin.charts import Bar, bar_chart
+from markupsafe import Markup
+
+from gateway.admin.charts import Bar, Point, bar_chart, share_bar, timeline_chart
 from gateway.admin.params import ACTIONS
 from gateway.config import ConsentConfig
 from gateway.decision_log.bypasses import Bypass
 from gateway.decision_log.query import DecisionCounts, UnknownHost, UnknownPath
 from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.rollups_query import PurposeShare, Timeline, VendorShare
 from gateway.model import ConsentValue
 from gateway.ruleset.draft import draft_rule, sighting_from_template
 from gateway.ruleset.schema import EndpointSpec, VendorRule
@@ -29,23 +33,36 @@ from gateway.state import Gateway
 from gateway.store.base import ERASURE_SOURCE, ConsentRecord, CurrentConsent
 
 __all__ = [
+    "ACTION_CLASSES",
+    "ACTION_LABELS",
     "Share",
     "bypass_row",
     "bypasses_doc",
     "charts",
     "consent_row",
+    "consent_share_rows",
     "current_view",
     "erase_command",
     "format_time",
     "overview_doc",
     "purpose_shares",
     "record_row",
+    "rollups_doc",
     "rules_doc",
+    "timeline_svg",
     "unknown_doc",
     "unknown_draft",
+    "vendor_share_rows",
 ]
 
 _STATES: Final = tuple(s.value for s in ConsentValue)
+#: each action's colour class, the same on every page (admin.css: forward grey-blue,
+#: strip amber, drop red, reject grey), always next to its name: never colour alone
+ACTION_CLASSES: Final = tuple(f"action-{a}" for a in ACTIONS)
+#: each action as the charts' legends name it
+ACTION_LABELS: Final = MappingProxyType(
+    {"forward": "forwarded", "strip": "stripped", "drop": "dropped", "reject": "rejected"}
+)
 _UNKNOWN_VENDOR: Final = "(unknown destination)"
 #: hex digits of a notice hash the Consent records page shows (the full value in a title)
 _HASH_SHOWN: Final = 12
@@ -203,7 +220,13 @@ def charts(counts: DecisionCounts, purposes: Sequence[str]) -> tuple[str, str]:
         Bar(v if v is not None else _UNKNOWN_VENDOR, tuple(vals))
         for v, vals in sorted(vendors.items(), key=lambda i: (-sum(i[1]), i[0] or ""))
     ]
-    by_vendor = bar_chart("chart-vendor-action", "Requests by vendor and action", ACTIONS, bars)
+    by_vendor = bar_chart(
+        "chart-vendor-action",
+        "Requests by vendor and action",
+        ACTIONS,
+        bars,
+        classes=ACTION_CLASSES,
+    )
     names = list(purposes) + sorted(set(counts.by_purpose) - set(purposes))
     purpose_bars = [Bar(p, (counts.by_purpose.get(p, 0),)) for p in names]
     by_purpose = bar_chart(
@@ -342,4 +365,109 @@ def consent_row(r: ConsentRecord, configured: Sequence[str]) -> dict[str, object
         "notice_hash": notice or None,
         "notice_short": short,
         "request_id": r.request_id or None,
+    }
+
+
+def _tick_format(width: int, count: int) -> str:
+    return "%H:%M" if width * count <= 86400 else "%m-%d %H:%M"
+
+
+def timeline_svg(t: Timeline) -> Markup:
+    """The overview's time series: requests by action per bucket, stacked columns."""
+    n = len(t.buckets)
+    every = max(1, n // 6)
+    fmt = _tick_format(t.width, n)
+    points = []
+    for i, b in enumerate(t.buckets):
+        when = datetime.fromtimestamp(b.start, UTC)
+        points.append(
+            Point(
+                f"{when:%Y-%m-%d %H:%M} UTC, {t.width // 60} min",
+                when.strftime(fmt) if i % every == 0 else "",
+                tuple(b.counts.get(a, 0) for a in ACTIONS),
+            )
+        )
+    return timeline_chart(
+        "chart-timeline",
+        "Tag requests by action over time",
+        [ACTION_LABELS[a] for a in ACTIONS],
+        points,
+        classes=ACTION_CLASSES,
+    )
+
+
+def _pct(share: float | None) -> str:
+    return "–" if share is None else f"{share * 100:.1f} %"
+
+
+def vendor_share_rows(shares: Sequence[VendorShare]) -> list[dict[str, object]]:
+    """The overview's blocked-share table: a row per vendor, its bar in action colours."""
+    series = ("forwarded", "stripped", "blocked")
+    classes = ("action-forward", "action-strip", "action-drop")
+    rows = []
+    for v in shares:
+        forwarded = v.total - v.blocked - v.stripped
+        name = v.vendor or _UNKNOWN_VENDOR
+        rows.append(
+            {
+                "vendor": name,
+                "total": v.total,
+                "blocked": v.blocked,
+                "stripped": v.stripped,
+                "share": _pct(v.blocked_share),
+                "bar": share_bar(
+                    f"{name}: {_pct(v.blocked_share)} blocked",
+                    series,
+                    (max(forwarded, 0), v.stripped, v.blocked),
+                    classes,
+                ),
+            }
+        )
+    return rows
+
+
+def consent_share_rows(shares: Sequence[PurposeShare]) -> list[dict[str, object]]:
+    return [
+        {
+            "purpose": s.purpose,
+            "total": s.total,
+            "missing": s.missing,
+            "with_consent": s.total - s.missing,
+            "share": _pct(s.share),
+        }
+        for s in shares
+    ]
+
+
+def rollups_doc(
+    since: float,
+    until: float,
+    t: Timeline,
+    vendors: Sequence[VendorShare],
+    consent: Sequence[PurposeShare],
+) -> dict[str, object]:
+    """The overview API's `rollups`: every tag request over the window (forwards too)."""
+    return {
+        "since": _iso(since),
+        "until": _iso(until),
+        "total": t.total,
+        "bucket_seconds": t.width,
+        "timeline": [
+            {"start": _iso(b.start), "counts": {a: b.counts.get(a, 0) for a in ACTIONS}}
+            for b in t.buckets
+        ],
+        "vendors": [
+            {
+                "vendor": v.vendor or None,
+                "total": v.total,
+                "blocked": v.blocked,
+                "stripped": v.stripped,
+                "blocked_share": v.blocked_share,
+            }
+            for v in vendors
+        ],
+        "consent_share": [
+            {"purpose": s.purpose, "total": s.total, "missing": s.missing, "share": s.share}
+            for s in consent
+        ],
     }

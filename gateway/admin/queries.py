@@ -19,18 +19,30 @@ from aiohttp import web
 from gateway.admin.answers import ADMIN
 from gateway.admin.params import Filters
 from gateway.decision_log.bypasses import Bypass
-from gateway.decision_log.query import DecisionCounts, LogReader, UnknownHost, UnknownPath
+from gateway.decision_log.query import (
+    DecisionCounts,
+    LogQuery,
+    LogReader,
+    RecordGroup,
+    UnknownHost,
+    UnknownPath,
+)
 from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.rollups_query import PurposeShare, Timeline, VendorShare, timeline
 
 __all__ = [
     "Page",
+    "Rollups",
     "db_path",
     "load_page",
     "read",
     "read_bypasses",
     "read_counts",
+    "read_groups",
     "read_hosts",
     "read_paths",
+    "read_record",
+    "read_rollups",
 ]
 
 T = TypeVar("T")
@@ -104,3 +116,44 @@ async def read_bypasses(
     if db is None:
         return []
     return await read(LogReader(db).bypasses, since, limit, kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Rollups:
+    """What the overview shows from the rollups over one window."""
+
+    timeline: Timeline
+    vendors: list[VendorShare]
+    consent: list[PurposeShare]
+
+
+def _rollups(
+    db: Path | None, since: float, until: float, buckets: int, purposes: tuple[str, ...]
+) -> Rollups:
+    if db is None:
+        return Rollups(timeline(None, since, until, buckets), [], [])
+    reader = LogReader(db)
+    return Rollups(
+        reader.timeline(since, until, buckets),
+        reader.vendor_shares(since, until),
+        reader.consent_shares(since, until, purposes),
+    )
+
+
+async def read_rollups(request: web.Request, since: float, until: float, buckets: int) -> Rollups:
+    purposes = tuple(request.app[ADMIN].gw.config.consent.purposes)
+    return await read(_rollups, db_path(request), since, until, buckets, purposes)
+
+
+async def read_groups(request: web.Request, q: LogQuery) -> list[RecordGroup]:
+    db = db_path(request)
+    if db is None:
+        return []
+    return await read(LogReader(db).groups, q)
+
+
+async def read_record(request: web.Request, record_id: int) -> DecisionRecord | None:
+    db = db_path(request)
+    if db is None:
+        return None
+    return await read(LogReader(db).record, record_id)
