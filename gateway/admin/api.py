@@ -1,4 +1,4 @@
-"""The admin's JSON API: records, overview, rules, unknown hosts, bypasses, and a
+"""The admin's JSON API: records, their groups, overview, rules, unknown hosts, bypasses, and a
 subject's consent records and erasure.
 
 Every answer is a JSON object; a bad parameter is a 400 `{"error": "<parameter>: ..."}`
@@ -17,6 +17,7 @@ from gateway.admin.params import (
     API_MAX_LIMIT,
     BYPASS_LIMIT,
     DRAFT_PATHS,
+    GROUP_LIMIT,
     MAX_ID,
     MAX_SUBJECT,
     PAGE_SIZE,
@@ -33,6 +34,7 @@ from gateway.admin.params import (
 )
 from gateway.admin.present import (
     bypasses_doc,
+    groups_doc,
     overview_doc,
     purpose_shares,
     rollups_doc,
@@ -46,6 +48,7 @@ from gateway.admin.queries import (
     read,
     read_bypasses,
     read_counts,
+    read_groups,
     read_hosts,
     read_paths,
     read_rollups,
@@ -56,6 +59,7 @@ from gateway.store.cache import ConsentBook
 
 __all__ = [
     "api_bypasses",
+    "api_groups",
     "api_overview",
     "api_records",
     "api_rules",
@@ -87,6 +91,16 @@ async def api_records(request: web.Request) -> web.Response:
             "next_before_id": page.next_before_id,
         }
     )
+
+
+async def api_groups(request: web.Request) -> web.Response:
+    """`{"groups": [...]}`: identical records grouped, as the Blocked page shows them."""
+    try:
+        f = record_filters(request, any_time=True)
+        limit = int_param(request.query, "limit", 1, API_MAX_LIMIT) or GROUP_LIMIT
+    except BadParameter as e:
+        return bad_parameter(e)
+    return json_response({"groups": groups_doc(await read_groups(request, f.query(limit)))})
 
 
 async def api_overview(request: web.Request) -> web.Response:

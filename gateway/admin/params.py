@@ -17,7 +17,7 @@ from typing import Final
 from aiohttp import web
 
 from gateway.admin.answers import ADMIN
-from gateway.decision_log.query import LogQuery, parse_since
+from gateway.decision_log.query import GroupKey, LogQuery, parse_since
 from gateway.decision_log.record import DecisionRecord
 from gateway.explain import ExplainRequest, parse_consent, parse_header
 from gateway.model import Action
@@ -29,11 +29,14 @@ __all__ = [
     "BYPASS_KINDS",
     "BYPASS_LIMIT",
     "DRAFT_PATHS",
+    "GROUP_LIMIT",
+    "GROUP_PARAMS",
     "MAX_ID",
     "MAX_SUBJECT",
     "PAGE_SIZE",
     "TIMELINE_POINTS",
     "UNKNOWN_LIMIT",
+    "VIEWS",
     "WINDOWS",
     "WINDOW_NAMES",
     "EXPLAIN_FIELDS",
@@ -41,11 +44,14 @@ __all__ = [
     "BadParameter",
     "Filters",
     "explain_form",
+    "group_params",
     "host_param",
     "int_param",
     "kind_param",
     "record_filters",
+    "record_id_param",
     "since_param",
+    "view_param",
     "window_param",
 ]
 
@@ -61,6 +67,15 @@ BYPASS_LIMIT: Final = 200
 BYPASS_KINDS: Final = ("bypass", "unlisted")
 #: about how many points the overview's time series has over its window
 TIMELINE_POINTS: Final = 60
+#: groups the Blocked page shows (and the API's default `limit` for groups)
+GROUP_LIMIT: Final = 200
+#: the Blocked page's views: identical records grouped, or the records themselves
+VIEWS: Final = ("groups", "records")
+#: the query parameters naming one group exactly (`Filters.group`)
+GROUP_PARAMS: Final = ("group_vendor", "group_endpoint", "group_action", "group_missing")
+_GROUP_REASON: Final = "group_reason"
+_REASON_CAP: Final = 300
+_NAME_CAP: Final = 128
 #: time windows offered by the pages (the API also takes any `parse_since` value)
 WINDOWS: Final = MappingProxyType({"1h": 3600.0, "1d": 86400.0, "1w": 604800.0})
 WINDOW_NAMES: Final = MappingProxyType(
@@ -194,6 +209,8 @@ class Filters:
     purpose: str | None
     action: str | None
     regime: str | None
+    #: one group's records only (the Blocked page's link from a group to its rows)
+    group: GroupKey | None = None
 
     def query(
         self, limit: int, *, before_id: int | None = None, newer_than_id: int | None = None
@@ -207,14 +224,21 @@ class Filters:
             limit=limit,
             before_id=before_id,
             newer_than_id=newer_than_id,
+            group=self.group,
         )
 
     def matches(self, r: DecisionRecord) -> bool:
+        g = self.group
         return (
             (self.vendor is None or r.vendor == self.vendor)
             and (self.action is None or r.action == self.action)
             and (self.purpose is None or self.purpose in r.missing)
             and (self.regime is None or r.regime == self.regime)
+            and (
+                g is None
+                or (r.vendor, r.endpoint, r.action, r.missing, r.reason)
+                == (g.vendor, g.endpoint, g.action, g.missing, g.reason)
+            )
         )
 
     def params(self) -> dict[str, str]:
@@ -224,7 +248,59 @@ class Filters:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.group is not None:
+            out.update(group_params(self.group))
         return out
+
+
+def group_params(g: GroupKey) -> dict[str, str]:
+    """The query parameters naming group `g` (`record_filters` reads them back)."""
+    return {
+        "group_vendor": g.vendor or "",
+        "group_endpoint": g.endpoint or "",
+        "group_action": g.action,
+        "group_missing": ",".join(g.missing),
+        _GROUP_REASON: g.reason,
+    }
+
+
+def _group(q: Mapping[str, str]) -> GroupKey | None:
+    """The group `group_*` parameters name, None without `group_action`. An empty vendor
+    or endpoint is none (an unknown destination); `group_missing` is comma-joined."""
+    action = q.get("group_action")
+    if action is None:
+        return None
+    if action not in ACTIONS:
+        raise BadParameter("group_action: one of " + ", ".join(ACTIONS))
+    vendor = q.get("group_vendor") or None
+    if vendor is not None and check_vendor_id(vendor) is not None:
+        raise BadParameter("group_vendor: a vendor id (lower-case slug)")
+    endpoint = q.get("group_endpoint") or None
+    missing = tuple(p for p in q.get("group_missing", "").split(",") if p)
+    if endpoint is not None and len(endpoint) > _NAME_CAP:
+        raise BadParameter(f"group_endpoint: at most {_NAME_CAP} characters")
+    if any(len(p) > _NAME_CAP for p in missing) or list(missing) != sorted(missing):
+        raise BadParameter("group_missing: purposes, sorted, separated by commas")
+    reason = q.get(_GROUP_REASON, "")
+    if len(reason) > _REASON_CAP:
+        raise BadParameter(f"{_GROUP_REASON}: at most {_REASON_CAP} characters")
+    return GroupKey(vendor, endpoint, action, missing, reason)
+
+
+def view_param(query: Mapping[str, str]) -> str:
+    """The Blocked page's `view`: `groups` (the default) or `records`."""
+    view = query.get("view") or VIEWS[0]
+    if view not in VIEWS:
+        raise BadParameter("view: groups or records")
+    return view
+
+
+def record_id_param(query: Mapping[str, str]) -> int:
+    """The `id` of the record a detail view shows."""
+    found = int_param(query, "id", 1, MAX_ID)
+    if found is None:
+        raise BadParameter(f"id: a whole number from 1 to {MAX_ID}")
+    return found
 
 
 def record_filters(request: web.Request, *, any_time: bool) -> Filters:
@@ -243,4 +319,4 @@ def record_filters(request: web.Request, *, any_time: bool) -> Filters:
     regime = q.get("regime") or None
     if regime is not None and regime not in {r.name for r in cfg.consent.regimes}:
         raise BadParameter("regime: one of the configured regimes")
-    return Filters(since, since_ts, vendor, purpose, action, regime)
+    return Filters(since, since_ts, vendor, purpose, action, regime, _group(q))

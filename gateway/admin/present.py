@@ -17,13 +17,19 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Final
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from gateway.admin.charts import Bar, Point, bar_chart, share_bar, timeline_chart
 from gateway.admin.params import ACTIONS
 from gateway.config import ConsentConfig
 from gateway.decision_log.bypasses import Bypass
-from gateway.decision_log.query import DecisionCounts, UnknownHost, UnknownPath
+from gateway.decision_log.query import (
+    DecisionCounts,
+    GroupKey,
+    RecordGroup,
+    UnknownHost,
+    UnknownPath,
+)
 from gateway.decision_log.record import DecisionRecord
 from gateway.decision_log.rollups_query import PurposeShare, Timeline, VendorShare
 from gateway.model import ConsentValue
@@ -44,8 +50,12 @@ __all__ = [
     "current_view",
     "erase_command",
     "format_time",
+    "group_row",
+    "groups_doc",
+    "host_html",
     "overview_doc",
     "purpose_shares",
+    "record_detail",
     "record_row",
     "rollups_doc",
     "rules_doc",
@@ -100,6 +110,66 @@ def record_row(r: DecisionRecord) -> dict[str, object]:
         "stripped": ", ".join(r.stripped),
         "reason": r.reason,
     }
+
+
+def group_row(g: GroupKey) -> dict[str, object]:
+    """A group of identical records as the Blocked page's grouped view shows it."""
+    target = g.vendor or _UNKNOWN_VENDOR
+    if g.vendor and g.endpoint:
+        target += f"/{g.endpoint}"
+    return {
+        "action": g.action,
+        "vendor": target,
+        "missing": ", ".join(g.missing),
+        "reason": g.reason,
+    }
+
+
+def groups_doc(groups: Sequence[RecordGroup]) -> list[dict[str, object]]:
+    """The API's groups: each group's key, as records hold it, and its counts."""
+    return [
+        {
+            "vendor": g.key.vendor,
+            "endpoint": g.key.endpoint,
+            "action": g.key.action,
+            "missing": list(g.key.missing),
+            "reason": g.key.reason,
+            "count": g.count,
+            "first_seen": _iso(g.first_seen),
+            "last_seen": _iso(g.last_seen),
+            "first_seen_epoch": g.first_seen,
+            "last_seen_epoch": g.last_seen,
+        }
+        for g in groups
+    ]
+
+
+def record_detail(r: DecisionRecord, purposes: Sequence[str]) -> dict[str, object]:
+    """A record in full for its detail view: every field, the consent sources per
+    purpose (configured purposes first, then the rest, `vendor:` answers last)."""
+    row = record_row(r)
+    order = {p: i for i, p in enumerate(purposes)}
+    sources = sorted(
+        r.sources.items(),
+        key=lambda i: (i[0].startswith("vendor:"), order.get(i[0], len(order)), i[0]),
+    )
+    return {
+        **row,
+        "request_id": r.request_id,
+        "vendor_id": r.vendor,
+        "endpoint": r.endpoint,
+        "missing_list": list(r.missing),
+        "stripped_list": list(r.stripped),
+        "sources": [(p, s, p in r.missing) for p, s in sources],
+    }
+
+
+def host_html(host: str) -> Markup:
+    """`host` escaped for a page, each dot-separated label kept whole (a nowrap span)
+    with a line break allowed only after a dot (`<wbr>`): a host name never wraps
+    inside a label, at a hyphen or anywhere else. The text is the host, unchanged."""
+    labels = [f'<span class="label">{escape(label)}</span>' for label in host.split(".")]
+    return Markup('<span class="host">' + ".<wbr>".join(labels) + "</span>")
 
 
 def _rule_doc(rule: VendorRule) -> dict[str, object]:

@@ -176,7 +176,7 @@ class Node:
         return found
 
 
-_VOID = {"meta", "link", "input", "br", "img", "hr", "rect"}
+_VOID = {"meta", "link", "input", "br", "img", "hr", "rect", "wbr"}
 
 
 class _TreeBuilder(HTMLParser):

@@ -62,7 +62,7 @@ async def test_record_cells(gateway_factory: Callable[..., Any]) -> None:
             record("r2", vendor=None, endpoint=None, action="reject", report_only=True, age=20),
         ],
     )
-    doc = await page(client, "/_admin/")
+    doc = await page(client, "/_admin/?view=records")
     first, second = doc.all("tr", "record")
     cells = {
         c: first.one("td", c).text.strip()
