@@ -29,6 +29,7 @@ from gateway.admin.params import (
     int_param,
     kind_param,
     record_filters,
+    search_param,
     since_param,
     window_param,
 )
@@ -119,7 +120,11 @@ async def api_overview(request: web.Request) -> web.Response:
 
 
 async def api_rules(request: web.Request) -> web.Response:
-    return json_response(rules_doc(request.app[ADMIN].gw))
+    try:
+        q = search_param(request.query)
+    except BadParameter as e:
+        return bad_parameter(e)
+    return json_response(rules_doc(request.app[ADMIN].gw, q))
 
 
 async def api_unknown(request: web.Request) -> web.Response:

@@ -39,6 +39,7 @@ from gateway.admin.params import (
     kind_param,
     record_filters,
     record_id_param,
+    search_param,
     since_param,
     view_param,
     window_param,
@@ -210,9 +211,23 @@ async def overview_page(request: web.Request) -> web.Response:
 
 
 async def rules_page(request: web.Request) -> web.Response:
+    """The rules in force, searchable (`q`: vendor, host or purpose), with the hosts the
+    config adds and when the rules were last (re)loaded."""
     gw = request.app[ADMIN].gw
-    doc = rules_doc(gw)
-    return render(request, "rules.html", {"title": "Rules", **doc})
+    try:
+        q = search_param(request.query)
+    except BadParameter as e:
+        return _bad_page(request, e)
+    doc = rules_doc(gw, q)
+    last = gw.rules.last_reload
+    context = {
+        **doc,
+        "title": "Rules",
+        "q": q,
+        "loaded": format_time(gw.rules.loaded_at),
+        "reload": None if last is None else (format_time(last[0]), last[1]),
+    }
+    return render(request, "rules.html", context)
 
 
 async def unknown_page(request: web.Request) -> web.Response:

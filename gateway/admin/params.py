@@ -50,6 +50,7 @@ __all__ = [
     "kind_param",
     "record_filters",
     "record_id_param",
+    "search_param",
     "since_param",
     "view_param",
     "window_param",
@@ -285,6 +286,18 @@ def _group(q: Mapping[str, str]) -> GroupKey | None:
     if len(reason) > _REASON_CAP:
         raise BadParameter(f"{_GROUP_REASON}: at most {_REASON_CAP} characters")
     return GroupKey(vendor, endpoint, action, missing, reason)
+
+
+#: the longest Rules search
+_SEARCH_CAP: Final = 200
+
+
+def search_param(query: Mapping[str, str]) -> str:
+    """The Rules search `q`: words to find in a rule's vendor, hosts or purposes."""
+    q = query.get("q", "").strip()
+    if len(q) > _SEARCH_CAP:
+        raise BadParameter(f"q: at most {_SEARCH_CAP} characters")
+    return q
 
 
 def view_param(query: Mapping[str, str]) -> str:

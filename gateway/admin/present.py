@@ -58,6 +58,7 @@ __all__ = [
     "record_detail",
     "record_row",
     "rollups_doc",
+    "rule_matches",
     "rules_doc",
     "timeline_svg",
     "unknown_doc",
@@ -204,9 +205,37 @@ def _endpoint_doc(e: EndpointSpec) -> dict[str, object]:
     }
 
 
-def rules_doc(gw: Gateway) -> dict[str, object]:
+def rules_doc(gw: Gateway, q: str = "") -> dict[str, object]:
+    """The rules in force (those `rule_matches` `q`, when given), the last reload's
+    errors, when the rules were loaded and the last reload attempt's time and result."""
     rules = sorted(gw.rules.current.rules, key=lambda r: r.vendor)
-    return {"rules": [_rule_doc(r) for r in rules], "load_errors": list(gw.rules.last_error)}
+    docs = [_rule_doc(r) for r in rules]
+    last = gw.rules.last_reload
+    return {
+        "rules": [d for d in docs if rule_matches(d, q)],
+        "load_errors": list(gw.rules.last_error),
+        "total": len(docs),
+        "loaded_at": _iso(gw.rules.loaded_at),
+        "last_reload": None if last is None else {"at": _iso(last[0]), "ok": last[1]},
+    }
+
+
+def rule_matches(doc: Mapping[str, object], q: str) -> bool:
+    """Whether a rule's document matches the Rules search `q` (case-insensitive, every
+    word somewhere): its vendor id or name, a host (its own or from config), a purpose
+    (the rule's or an endpoint's), its route. An empty `q` matches every rule."""
+    words = q.lower().split()
+    if not words:
+        return True
+    endpoints = doc.get("endpoints")
+    fields: list[object] = [doc.get("vendor"), doc.get("name"), doc.get("route")]
+    for key in ("hosts", "added_hosts", "purposes"):
+        value = doc.get(key)
+        fields += value if isinstance(value, list) else []
+    if isinstance(endpoints, list):
+        fields += [p for e in endpoints for p in e.get("purposes", ())]
+    text = "\n".join(str(f).lower() for f in fields if f)
+    return all(w in text for w in words)
 
 
 @dataclass(frozen=True, slots=True)

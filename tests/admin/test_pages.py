@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
 from yarl import URL
@@ -462,6 +462,75 @@ async def test_rules_page_shows_the_hosts_the_config_adds(
     assert not meta.all("dd", "added-hosts")
 
 
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("", ["google-analytics-4", "meta-pixel"]),
+        ("facebook.com", ["meta-pixel"]),
+        ("GOOGLE-analytics-4", ["google-analytics-4"]),
+        ("www.shop.example", ["google-analytics-4"]),  # a host from config
+        ("meta facebook", ["meta-pixel"]),  # every word
+        ("meta google", []),
+        ("nothing.example", []),
+    ],
+)
+async def test_rules_search(
+    gateway_factory: Callable[..., Any], q: str, expected: list[str]
+) -> None:
+    added = {"vendor_hosts": {"google-analytics-4": ["www.shop.example/metrics"]}}
+    client = await admin_client(gateway_factory, rules={"paths": RULE_FILES, **added})
+    doc = await page(client, "/_admin/rules?" + urlencode({"q": q}))
+    assert [s.one("h2").text for s in doc.all("section", "rule")] == expected
+    form = doc.one("form", id="rule-search")
+    assert form.attrs["method"] == "get"
+    assert next(i for i in form.all("input") if i.attrs["name"] == "q").attrs["value"] == q
+    assert bool(doc.all(id="no-rules")) is (not expected)
+    if q:
+        assert doc.one(id="rule-count").text.startswith(f"{len(expected)} of 2 ")
+    body = await api(client, "/_admin/api/rules?" + urlencode({"q": q}))
+    assert [r["vendor"] for r in body["rules"]] == expected and body["total"] == 2
+
+
+async def test_rules_search_by_purpose(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    rules = client.app[GATEWAY].rules.current.rules
+    for purpose in ("analytics", "advertising"):
+        doc = await page(client, f"/_admin/rules?q={purpose}")
+        wanted = sorted(
+            r.vendor
+            for r in rules
+            if purpose in r.purposes or any(purpose in e.purposes for e in r.endpoints)
+        )
+        assert wanted and [s.one("h2").text for s in doc.all("section", "rule")] == wanted
+    await page(client, "/_admin/rules?q=" + "x" * 201, status=400)
+
+
+async def test_rules_page_shows_the_config_hosts_and_the_last_reload(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    added = {"vendor_hosts": {"google-analytics-4": ["www.shop.example/metrics"]}}
+    client = await admin_client(gateway_factory, rules={"paths": RULE_FILES, **added})
+    holder = client.app[GATEWAY].rules
+    doc = await page(client, "/_admin/rules")
+    [row] = doc.one("table", id="config-hosts").all("tr", "config-host")
+    assert row.one("td", "vendor").text == "google-analytics-4"
+    assert row.one("td", "hosts").text == "www.shop.example/metrics"
+    assert "Not reloaded since the gateway started" in doc.one(id="reload-status").text
+    assert (await api(client, "/_admin/api/rules"))["last_reload"] is None
+
+    holder.failed(["rules/x.yaml: broken"], now=1767225600.0)
+    doc = await page(client, "/_admin/rules")
+    status = doc.one(id="reload-status")
+    assert "2026-01-01 00:00:00" in status.text and status.one("span", "result").text == "failed"
+    body = await api(client, "/_admin/api/rules")
+    assert body["last_reload"] == {"at": "2026-01-01T00:00:00Z", "ok": False}
+
+    holder.swap(holder.current, now=1767229200.0)
+    doc = await page(client, "/_admin/rules")
+    assert doc.one(id="reload-status").one("span", "result").text == "succeeded"
+    assert (await api(client, "/_admin/api/rules"))["loaded_at"] == "2026-01-01T01:00:00Z"
+
+
 async def test_rules_page_shows_load_errors(gateway_factory: Callable[..., Any]) -> None:
     client = await admin_client(gateway_factory)
     client.app[GATEWAY].rules.last_error = [
@@ -493,6 +562,7 @@ async def test_rules_page_shows_load_errors(gateway_factory: Callable[..., Any])
         "consent_params",
         "endpoints",
     }
+    assert {"total", "loaded_at", "last_reload"} <= set(body)
     assert set(ga4["endpoints"][0]) == {
         "id",
         "match",
