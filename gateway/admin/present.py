@@ -91,11 +91,16 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else format_time(ts)[0]
 
 
+def _target(vendor: str | None, endpoint: str | None) -> str:
+    """`vendor/endpoint` as a table cell shows it, or `(unknown destination)`."""
+    if not vendor:
+        return _UNKNOWN_VENDOR
+    return f"{vendor}/{endpoint}" if endpoint else vendor
+
+
 def record_row(r: DecisionRecord) -> dict[str, object]:
     iso, shown = format_time(r.ts)
-    target = r.vendor or _UNKNOWN_VENDOR
-    if r.vendor and r.endpoint:
-        target += f"/{r.endpoint}"
+    target = _target(r.vendor, r.endpoint)
     return {
         "id": r.id,
         "iso": iso,
@@ -115,12 +120,9 @@ def record_row(r: DecisionRecord) -> dict[str, object]:
 
 def group_row(g: GroupKey) -> dict[str, object]:
     """A group of identical records as the Blocked page's grouped view shows it."""
-    target = g.vendor or _UNKNOWN_VENDOR
-    if g.vendor and g.endpoint:
-        target += f"/{g.endpoint}"
     return {
         "action": g.action,
-        "vendor": target,
+        "vendor": _target(g.vendor, g.endpoint),
         "missing": ", ".join(g.missing),
         "reason": g.reason,
     }

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -391,31 +392,22 @@ def test_parse_since_rejects(text: str) -> None:
 GA_DROP = GroupKey("ga4", "collect", "drop", ("analytics",), "analytics not granted")
 META_DROP = GroupKey("meta", "collect", "drop", ("advertising", "analytics"), "ads")
 UNKNOWN = GroupKey(None, None, "reject", (), "no rule")
+#: a reject for an unknown destination
+NO_RULE: dict[str, Any] = {
+    "vendor": None,
+    "endpoint": None,
+    "action": "reject",
+    "missing": (),
+    "regime": None,
+    "reason": "no rule",
+}
 #: three groups: GA4 drops at T0 and T0+30, a Meta drop at T0+10, rejects at T0+20 and T0+40
 GROUP_ROWS = [
     make_record("g1", ts=T0, vendor="ga4"),
     make_record("m1", ts=T0 + 10, vendor="meta", missing=META_DROP.missing, reason="ads"),
-    make_record(
-        "u1",
-        ts=T0 + 20,
-        vendor=None,
-        endpoint=None,
-        action="reject",
-        missing=(),
-        regime=None,
-        reason="no rule",
-    ),
+    make_record("u1", ts=T0 + 20, **NO_RULE),
     make_record("g2", ts=T0 + 30, vendor="ga4", regime="us"),
-    make_record(
-        "u2",
-        ts=T0 + 40,
-        vendor=None,
-        endpoint=None,
-        action="reject",
-        missing=(),
-        regime=None,
-        reason="no rule",
-    ),
+    make_record("u2", ts=T0 + 40, **NO_RULE),
     # the same vendor and action, another reason: a group of its own
     make_record("g3", ts=T0 + 5, vendor="ga4", reason="analytics denied by gpc"),
 ]
