@@ -207,17 +207,20 @@ class LogReader:
         with self._connect() as conn:
             if conn is None:
                 return []
-            where, args = _where(q)
-            sql = (
-                "SELECT vendor, endpoint, action, missing, reason, COUNT(*) AS n,"
-                " MIN(ts), MAX(ts) AS last FROM decisions"
-            )
-            if where:
-                sql += " WHERE " + " AND ".join(where)
-            sql += (
-                " GROUP BY vendor, endpoint, action, missing, reason"
-                " ORDER BY last DESC, n DESC LIMIT ?"
-            )
+            if _has_kinds(conn):
+                sql, args = _groups_of_kinds(q)
+            else:
+                where, args = _where(q)
+                sql = (
+                    "SELECT vendor, endpoint, action, missing, reason, COUNT(*) AS n,"
+                    " MIN(ts), MAX(ts) AS last FROM decisions"
+                )
+                if where:
+                    sql += " WHERE " + " AND ".join(where)
+                sql += (
+                    " GROUP BY vendor, endpoint, action, missing, reason"
+                    " ORDER BY last DESC, n DESC LIMIT ?"
+                )
             rows = conn.execute(sql, [*args, q.limit]).fetchall()
         return [
             RecordGroup(GroupKey(v, e, str(a), _str_tuple(m), str(r)), int(n), float(lo), float(hi))
@@ -376,8 +379,38 @@ class LogReader:
             raise LogUnavailable(f"{self.path}: {type(e).__name__}: {e}") from e
 
 
-def _where(q: LogQuery) -> tuple[list[str], list[object]]:
-    """The WHERE conditions of `q` over `decisions`, and their arguments."""
+def _groups_of_kinds(q: LogQuery) -> tuple[str, list[object]]:
+    """`groups` over schema 2: each kind that passes `q`'s filters counted over its range
+    of the (kind, ts) index, then kinds summed into groups. Grouping the `decisions`
+    view's rows instead took 5.6 s for a day of a million records; this, a quarter
+    second (a site has a few hundred kinds)."""
+    where, args = _where(replace(q, since=None, until=None), table="k")
+    span: list[str] = ["r.kind = k.id"]
+    times: list[object] = []
+    for clause, value in (("r.ts >= ?", q.since), ("r.ts < ?", q.until)):
+        if value is not None:
+            span.append(clause)
+            times.append(value)
+    rows = " FROM decision_rows AS r WHERE " + " AND ".join(span)
+    sql = (
+        "SELECT vendor, endpoint, action, missing, reason, SUM(n) AS n, MIN(lo),"
+        " MAX(hi) AS last FROM (SELECT k.vendor AS vendor, k.endpoint AS endpoint,"
+        " k.action AS action, k.missing AS missing, k.reason AS reason,"
+        f" (SELECT COUNT(*){rows}) AS n, (SELECT MIN(r.ts){rows}) AS lo,"
+        f" (SELECT MAX(r.ts){rows}) AS hi FROM decision_kinds AS k"
+    )
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += (
+        ") AS t WHERE n > 0 GROUP BY vendor, endpoint, action, missing, reason"
+        " ORDER BY last DESC, n DESC LIMIT ?"
+    )
+    return sql, [*times, *times, *times, *args]
+
+
+def _where(q: LogQuery, table: str = "decisions") -> tuple[list[str], list[object]]:
+    """The WHERE conditions of `q` over `decisions` (or, without times and cursors,
+    over `table` with the same columns), and their arguments."""
     where: list[str] = []
     args: list[object] = []
     for clause, value in (
@@ -389,7 +422,7 @@ def _where(q: LogQuery) -> tuple[list[str], list[object]]:
         ("id > ?", q.after_id),
         ("(ts, id) < (SELECT ts, id FROM decisions WHERE id = ?)", q.before_id),
         ("(ts, id) > (SELECT ts, id FROM decisions WHERE id = ?)", q.newer_than_id),
-        ("EXISTS (SELECT 1 FROM json_each(decisions.missing) WHERE value = ?)", q.purpose),
+        (f"EXISTS (SELECT 1 FROM json_each({table}.missing) WHERE value = ?)", q.purpose),
     ):
         if value is not None:
             where.append(clause)

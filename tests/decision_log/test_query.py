@@ -3,6 +3,7 @@ error mapping), `LogQuery` and `parse_since`."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
@@ -435,9 +436,18 @@ GROUP_ROWS = [
         (LogQuery(group=UNKNOWN, before_id=5), [RecordGroup(UNKNOWN, 2, T0 + 20, T0 + 40)]),
     ],
 )
-def test_groups(tmp_path: Path, query: LogQuery, expected: list[RecordGroup]) -> None:
+@pytest.mark.parametrize("wide", [False, True], ids=["kinds", "wide"])
+def test_groups(tmp_path: Path, query: LogQuery, expected: list[RecordGroup], wide: bool) -> None:
+    """Schema 2 counts kinds over their index; a wide table (schema 1) groups its rows:
+    the same groups."""
     db = tmp_path / "decisions.db"
     store_records(db, GROUP_ROWS)
+    if wide:
+        flat = tmp_path / "wide.db"
+        with contextlib.closing(sqlite3.connect(flat)) as conn, conn:
+            conn.execute("ATTACH DATABASE ? AS src", (str(db),))
+            conn.execute("CREATE TABLE decisions AS SELECT * FROM src.decisions")
+        db = flat
     assert LogReader(db).groups(query) == expected
 
 
