@@ -8,7 +8,6 @@ that never echoes the value. The API shares its queries and documents with the p
 from __future__ import annotations
 
 import logging
-import time
 
 from aiohttp import web
 
@@ -23,7 +22,6 @@ from gateway.admin.params import (
     PAGE_SIZE,
     TIMELINE_POINTS,
     UNKNOWN_LIMIT,
-    WINDOWS,
     BadParameter,
     host_param,
     int_param,
@@ -107,15 +105,13 @@ async def api_groups(request: web.Request) -> web.Response:
 async def api_overview(request: web.Request) -> web.Response:
     state = request.app[ADMIN]
     try:
-        window, since = window_param(request)
+        window, since, until = window_param(request)
     except BadParameter as e:
         return bad_parameter(e)
     counts = await read_counts(request, since)
     doc = overview_doc(window, since, counts, purpose_shares(state.gw), state.started)
-    until = time.time()
-    start = since if since is not None else until - WINDOWS["1d"]
-    r = await read_rollups(request, start, until, TIMELINE_POINTS)
-    doc["rollups"] = rollups_doc(start, until, r.timeline, r.vendors, r.consent)
+    r = await read_rollups(request, since, until, TIMELINE_POINTS)
+    doc["rollups"] = rollups_doc(since, until, r.timeline, r.vendors, r.consent)
     return json_response(doc)
 
 

@@ -9,7 +9,6 @@ parameter is a 400 page naming the parameter, never echoing its value.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import replace
 from urllib.parse import quote, urlencode
 
@@ -26,6 +25,7 @@ from gateway.admin.params import (
     GROUP_LIMIT,
     MAX_ID,
     MAX_SUBJECT,
+    OVERVIEW_WINDOWS,
     PAGE_SIZE,
     TIMELINE_POINTS,
     UNKNOWN_LIMIT,
@@ -180,14 +180,12 @@ async def record_page(request: web.Request) -> web.Response:
 async def overview_page(request: web.Request) -> web.Response:
     state = request.app[ADMIN]
     try:
-        window, since = window_param(request)
+        window, since, until = window_param(request)
     except BadParameter as e:
         return _bad_page(request, e)
     counts = await read_counts(request, since)
     by_vendor, by_purpose = charts(counts, state.gw.config.consent.purposes)
-    until = time.time()
-    start = since if since is not None else until - WINDOWS["1d"]
-    rolled = await read_rollups(request, start, until, TIMELINE_POINTS)
+    rolled = await read_rollups(request, since, until, TIMELINE_POINTS)
     totals = {a: sum(b.counts.get(a, 0) for b in rolled.timeline.buckets) for a in ACTIONS}
     return render(
         request,
@@ -195,7 +193,7 @@ async def overview_page(request: web.Request) -> web.Response:
         {
             "title": "Overview",
             "window": window,
-            "windows": list(WINDOWS),
+            "windows": list(OVERVIEW_WINDOWS),
             "total": counts.total,
             "requests": rolled.timeline.total,
             "action_totals": [(a, ACTION_LABELS[a], totals[a]) for a in ACTIONS],

@@ -33,6 +33,7 @@ __all__ = [
     "GROUP_PARAMS",
     "MAX_ID",
     "MAX_SUBJECT",
+    "OVERVIEW_WINDOWS",
     "PAGE_SIZE",
     "TIMELINE_POINTS",
     "UNKNOWN_LIMIT",
@@ -79,8 +80,17 @@ _REASON_CAP: Final = 300
 _NAME_CAP: Final = 128
 #: time windows offered by the pages (the API also takes any `parse_since` value)
 WINDOWS: Final = MappingProxyType({"1h": 3600.0, "1d": 86400.0, "1w": 604800.0})
+#: the overview's windows: also a month, which the rollups (kept longer than records)
+#: answer as cheaply as an hour
+OVERVIEW_WINDOWS: Final = MappingProxyType({**WINDOWS, "30d": 30 * 86400.0})
 WINDOW_NAMES: Final = MappingProxyType(
-    {"1h": "last hour", "1d": "last day", "1w": "last week", "all": "all time"}
+    {
+        "1h": "last hour",
+        "1d": "last day",
+        "1w": "last week",
+        "30d": "last 30 days",
+        "all": "all time",
+    }
 )
 ACTIONS: Final = tuple(a.value for a in Action)
 MAX_ID: Final = 2**63 - 1
@@ -114,12 +124,14 @@ def since_param(
     raise BadParameter(f"{name}: use 1h, 1d, 1w, all{also}")
 
 
-def window_param(request: web.Request) -> tuple[str, float | None]:
-    """The overview's `window`: `1h`, `1d` (the default) or `1w`."""
-    window, since = since_param(request.query.get("window"), "1d", any_time=False, name="window")
-    if window == "all":
-        raise BadParameter("window: use 1h, 1d or 1w")
-    return window, since
+def window_param(request: web.Request) -> tuple[str, float, float]:
+    """The overview's `window` (`1h`, `1d`: the default, `1w` or `30d`) and the epoch
+    seconds it starts and ends at (now)."""
+    window = request.query.get("window") or "1d"
+    if window not in OVERVIEW_WINDOWS:
+        raise BadParameter("window: use 1h, 1d, 1w or 30d")
+    until = time.time()
+    return window, until - OVERVIEW_WINDOWS[window], until
 
 
 def int_param(query: Mapping[str, str], name: str, lo: int, hi: int) -> int | None:

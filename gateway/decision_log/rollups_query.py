@@ -131,11 +131,14 @@ def _has_rollups(conn: sqlite3.Connection) -> bool:
 def timeline(conn: sqlite3.Connection | None, since: float, until: float, buckets: int) -> Timeline:
     """Requests by action in `[since, until)`, in about `buckets` buckets: the width is
     the window over `buckets` rounded up to whole minutes (at least one minute), the
-    first bucket starts at `since`'s minute. `conn` None (no log yet): every bucket empty.
+    first bucket starts at `since`'s minute, and buckets run until `until`'s minute is
+    covered (one more than `buckets` when the window is not on minute boundaries).
+    `conn` None (no log yet): every bucket empty.
     """
     lo, hi = _minutes(since, until)
     n = min(max(buckets, 1), MAX_BUCKETS)
-    width = max(1, -(-(hi - lo) // (n * _MINUTE))) * _MINUTE
+    # from the window asked for, not its widened minutes: a day in 60 is 24 min, not 25
+    width = max(1, math.ceil((until - since) / (n * _MINUTE))) * _MINUTE
     count = -(-(hi - lo) // width)
     found: dict[int, dict[str, int]] = {}
     if conn is not None and _has_rollups(conn):

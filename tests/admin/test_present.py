@@ -150,7 +150,7 @@ async def test_overview(gateway_factory: Callable[..., Any]) -> None:
     colours = {r.attrs["class"] for r in charts[1].all("rect") if "bar" in r.classes}
     assert colours == {"bar action-drop", "bar action-reject", "bar action-strip"}
     windows = {a.attrs["href"] for a in doc.all("a", "window")}
-    assert windows == {f"/_admin/overview?window={w}" for w in ("1h", "1d", "1w")}
+    assert windows == {f"/_admin/overview?window={w}" for w in ("1h", "1d", "1w", "30d")}
     assert doc.one(id="total").text.startswith("4 ")
     assert not doc.all(id="no-rollups")
 
@@ -164,7 +164,7 @@ async def test_overview(gateway_factory: Callable[..., Any]) -> None:
         "reject": "1 rejected",
     }
     columns = charts[0].all("g", "col")
-    assert 30 <= len(columns) <= 60
+    assert 60 <= len(columns) <= 61  # a day in 24 min columns, from the minute it began
     stacked = [r.attrs["class"] for g in columns for r in g.all("rect") if "bar" in r.classes]
     assert set(stacked) == {
         "bar action-forward",
@@ -229,6 +229,14 @@ async def test_overview(gateway_factory: Callable[..., Any]) -> None:
     }
     one_hour = await api(client, "/_admin/api/overview?window=1h")
     assert one_hour["total"] == 3 and one_hour["rollups"]["total"] == 14
+    # a month, from the rollups as cheaply
+    month = await api(client, "/_admin/api/overview?window=30d")
+    assert month["window"] == "30d" and month["rollups"]["total"] == 64
+    assert month["rollups"]["bucket_seconds"] == 12 * 3600  # 60 columns
+    doc = await page(client, "/_admin/overview?window=30d")
+    current = [a.attrs["href"] for a in doc.all("a", "window") if "aria-current" in a.attrs]
+    assert current == ["/_admin/overview?window=30d"]
+    assert "last 30 days" in doc.one(id="requests-total").text
 
 
 async def test_overview_without_records(gateway_factory: Callable[..., Any]) -> None:
