@@ -359,6 +359,9 @@ def test_live_record_appears(
     row = page.locator("table#records tr.record.live").first
     expect(row.locator("td.vendor")).to_have_text(_vendor_cell(TIKTOK))
     expect(row.locator("td.action")).to_have_text("drop")
+    # the host as the server renders it: whole labels, a break only after a dot
+    assert row.locator("td.host .label").all_inner_texts() == ["analytics", "tiktok", "com"]
+    assert row.locator("td").count() == page.locator("table#records thead th").count()
     # prepended, in the same document (no reload)
     expect(page.locator("table#records tbody tr.record").first).to_have_class(
         re.compile(r"\blive\b")
