@@ -484,7 +484,8 @@ def timeline_svg(t: Timeline) -> Markup:
         points.append(
             Point(
                 f"{when:%Y-%m-%d %H:%M} UTC, {t.width // 60} min",
-                when.strftime(fmt) if i % every == 0 else "",
+                # no tick in the last half step: it would be cut at the chart's edge
+                when.strftime(fmt) if i % every == 0 and i + every // 2 < n else "",
                 tuple(b.counts.get(a, 0) for a in ACTIONS),
             )
         )
