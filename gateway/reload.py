@@ -151,7 +151,7 @@ class RuleReloader:
                     # A bug in the loader must not leave reloads stuck: report, keep serving.
                     log.exception("rule reload: unexpected error")
                     problems = [f"rules could not be loaded: {type(e).__name__} (see the log)"]
-                self._gw.rules.last_error = problems
+                self._gw.rules.failed(problems)
                 self._gw.metrics.rule_reloads.labels("failed").inc()
                 log.error(
                     "rule reload failed, keeping the %d rules in force:\n%s",

@@ -19,19 +19,27 @@ class RulesHolder:
     """The rule set in force. Swapped whole on reload, so a request in flight keeps the
     set it started with (it reads `current` once)."""
 
-    def __init__(self, rules: RuleSet) -> None:
+    def __init__(self, rules: RuleSet, now: float | None = None) -> None:
         self.current = rules
-        #: when the rules in force were loaded (unix seconds): at start, then each good reload
-        self.loaded_at = time.time()
         #: problems of the last failed reload, shown to operators; empty when it succeeded
         self.last_error: list[str] = []
+        #: epoch seconds the rules in force were loaded at (startup, or the last good reload)
+        self.loaded_at = time.time() if now is None else now
+        #: (epoch seconds, succeeded) of the last reload attempt; None before any
+        self.last_reload: tuple[float, bool] | None = None
 
-    def swap(self, rules: RuleSet) -> RuleSet:
+    def swap(self, rules: RuleSet, now: float | None = None) -> RuleSet:
         """Put `rules` in force; the set replaced (its caller decides how it is freed)."""
         old, self.current = self.current, rules
-        self.loaded_at = time.time()
         self.last_error = []
+        self.loaded_at = time.time() if now is None else now
+        self.last_reload = (self.loaded_at, True)
         return old
+
+    def failed(self, problems: list[str], now: float | None = None) -> None:
+        """Record a reload that failed with `problems`; the rules in force stay."""
+        self.last_error = problems
+        self.last_reload = (time.time() if now is None else now, False)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The admin's JSON API: records, overview, rules, unknown hosts, bypasses, and a
+"""The admin's JSON API: records, their groups, overview, rules, unknown hosts, bypasses, and a
 subject's consent records and erasure.
 
 Every answer is a JSON object; a bad parameter is a 400 `{"error": "<parameter>: ..."}`
@@ -16,22 +16,27 @@ from gateway.admin.params import (
     API_MAX_LIMIT,
     BYPASS_LIMIT,
     DRAFT_PATHS,
+    GROUP_LIMIT,
     MAX_ID,
     MAX_SUBJECT,
     PAGE_SIZE,
+    TIMELINE_POINTS,
     UNKNOWN_LIMIT,
     BadParameter,
     host_param,
     int_param,
     kind_param,
     record_filters,
+    search_param,
     since_param,
     window_param,
 )
 from gateway.admin.present import (
     bypasses_doc,
+    groups_doc,
     overview_doc,
     purpose_shares,
+    rollups_doc,
     rules_doc,
     unknown_doc,
     unknown_draft,
@@ -41,8 +46,10 @@ from gateway.admin.queries import (
     log_reader,
     read_bypasses,
     read_counts,
+    read_groups,
     read_hosts,
     read_paths,
+    read_rollups,
 )
 from gateway.decision_log.record import record_to_dict
 from gateway.store.base import StoreError, subject_export
@@ -50,6 +57,7 @@ from gateway.store.cache import ConsentBook
 
 __all__ = [
     "api_bypasses",
+    "api_groups",
     "api_overview",
     "api_records",
     "api_rules",
@@ -83,20 +91,35 @@ async def api_records(request: web.Request) -> web.Response:
     )
 
 
+async def api_groups(request: web.Request) -> web.Response:
+    """`{"groups": [...]}`: identical records grouped, as the Blocked page shows them."""
+    try:
+        f = record_filters(request, any_time=True)
+        limit = int_param(request.query, "limit", 1, API_MAX_LIMIT) or GROUP_LIMIT
+    except BadParameter as e:
+        return bad_parameter(e)
+    return json_response({"groups": groups_doc(await read_groups(request, f.query(limit)))})
+
+
 async def api_overview(request: web.Request) -> web.Response:
     state = request.app[ADMIN]
     try:
-        window, since = window_param(request)
+        window, since, until = window_param(request)
     except BadParameter as e:
         return bad_parameter(e)
     counts = await read_counts(request, since)
-    return json_response(
-        overview_doc(window, since, counts, purpose_shares(state.gw), state.started)
-    )
+    doc = overview_doc(window, since, counts, purpose_shares(state.gw), state.started)
+    r = await read_rollups(request, since, until, TIMELINE_POINTS)
+    doc["rollups"] = rollups_doc(since, until, r.timeline, r.vendors, r.consent)
+    return json_response(doc)
 
 
 async def api_rules(request: web.Request) -> web.Response:
-    return json_response(rules_doc(request.app[ADMIN].gw))
+    try:
+        q = search_param(request.query)
+    except BadParameter as e:
+        return bad_parameter(e)
+    return json_response(rules_doc(request.app[ADMIN].gw, q))
 
 
 async def api_unknown(request: web.Request) -> web.Response:

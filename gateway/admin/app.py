@@ -5,7 +5,9 @@
 | GET  /_admin/login            | the login form (public)                                    |
 | POST /_admin/login            | check the token, set the session cookie, 303 to /_admin/   |
 | POST /_admin/logout           | end the session (CSRF-checked), 303 to /_admin/login       |
-| GET  /_admin/                 | blocked requests: filtered, paged records and a live tail  |
+| GET  /_admin/                 | blocked requests: identical ones grouped, or (`view=records`) |
+|                               | filtered, paged records and a live tail                    |
+| GET  /_admin/record           | one record in full (`?id=`): consent sources, removed fields |
 | GET  /_admin/overview         | counts by vendor x action and by missing purpose; consent  |
 | GET  /_admin/rules            | the vendor rules in force, and the last reload's errors    |
 | GET  /_admin/unknown          | unknown destinations: rejected hosts, most requests first  |
@@ -15,6 +17,7 @@
 | POST /_admin/explain          | what `consent-gateway explain` prints (CSRF-checked)       |
 | GET  /_admin/subjects         | consent records: one subject's current state and history   |
 | GET  /_admin/api/records      | JSON: records, newest first, keyset-paged                  |
+| GET  /_admin/api/groups       | JSON: identical records grouped, most recently seen first  |
 | GET  /_admin/api/overview     | JSON: the overview's counts                                |
 | GET  /_admin/api/rules        | JSON: the rules and load errors                            |
 | GET  /_admin/api/unknown      | JSON: unknown hosts                                        |
@@ -64,6 +67,7 @@ from gateway.admin.answers import (
 )
 from gateway.admin.api import (
     api_bypasses,
+    api_groups,
     api_overview,
     api_records,
     api_rules,
@@ -78,12 +82,14 @@ from gateway.admin.pages import (
     bypasses_page,
     explain_page,
     overview_page,
+    record_page,
     rules_page,
     subjects_page,
     unknown_draft_page,
     unknown_page,
 )
 from gateway.admin.params import WINDOW_NAMES
+from gateway.admin.present import host_html
 from gateway.admin.stream import api_stream, stop_streams
 from gateway.decision_log.readers import reader_for
 from gateway.errors import LogUnavailable
@@ -130,6 +136,7 @@ def build_admin_app(
     r.add_get("/static/{name}", _static, name="admin-static")
     r.add_post("/logout", _logout)
     r.add_get("/", blocked_page)
+    r.add_get("/record", record_page)
     r.add_get("/overview", overview_page)
     r.add_get("/rules", rules_page)
     r.add_get("/unknown", unknown_page)
@@ -139,6 +146,7 @@ def build_admin_app(
     r.add_post("/explain", explain_page)
     r.add_get("/subjects", subjects_page)
     r.add_get("/api/records", api_records)
+    r.add_get("/api/groups", api_groups)
     r.add_get("/api/overview", api_overview)
     r.add_get("/api/rules", api_rules)
     r.add_get("/api/unknown", api_unknown)
@@ -163,6 +171,7 @@ def _templates(prefix: str, base_path: str = "") -> jinja2.Environment:
     # a rule's first-party route as the public port serves it (server.base_path)
     env.globals["base_path"] = base_path
     env.globals["window_names"] = WINDOW_NAMES
+    env.filters["host"] = host_html
     return env
 
 

@@ -22,31 +22,44 @@ from gateway.admin.params import (
     DRAFT_PATHS,
     EXPLAIN_FIELDS,
     EXPLAIN_METHODS,
+    GROUP_LIMIT,
     MAX_ID,
     MAX_SUBJECT,
+    OVERVIEW_WINDOWS,
     PAGE_SIZE,
+    TIMELINE_POINTS,
     UNKNOWN_LIMIT,
+    VIEWS,
     WINDOWS,
     BadParameter,
     explain_form,
+    group_params,
     host_param,
     int_param,
     kind_param,
     record_filters,
+    record_id_param,
+    search_param,
     since_param,
+    view_param,
     window_param,
 )
 from gateway.admin.present import (
+    ACTION_LABELS,
     bypass_row,
     charts,
     consent_row,
+    consent_share_rows,
     current_view,
     erase_command,
     format_time,
-    purpose_shares,
+    group_row,
+    record_detail,
     record_row,
     rules_doc,
+    timeline_svg,
     unknown_draft,
+    vendor_share_rows,
 )
 from gateway.admin.queries import (
     load_page,
@@ -54,8 +67,11 @@ from gateway.admin.queries import (
     log_reader,
     read_bypasses,
     read_counts,
+    read_groups,
     read_hosts,
     read_paths,
+    read_record,
+    read_rollups,
 )
 from gateway.errors import RequestError
 from gateway.explain import explain, render_text, subjects_of
@@ -68,6 +84,7 @@ __all__ = [
     "bypasses_page",
     "explain_page",
     "overview_page",
+    "record_page",
     "rules_page",
     "subjects_page",
     "unknown_draft_page",
@@ -82,71 +99,133 @@ def _bad_page(request: web.Request, e: BadParameter) -> web.Response:
 
 
 async def blocked_page(request: web.Request) -> web.Response:
+    """Blocked requests: identical records grouped (the default view) or the records
+    themselves, newest first and paged, with a live tail on the newest page. A group
+    links to its records (`group_*` parameters, which also select the records view)."""
     gw = request.app[ADMIN].gw
+    prefix = request.app[ADMIN].prefix
     try:
-        f = record_filters(request, any_time=False)
+        f = record_filters(request, any_time=True)
+        view = "records" if f.group is not None else view_param(request.query)
         before_id = int_param(request.query, "before_id", 1, MAX_ID)
     except BadParameter as e:
         return _bad_page(request, e)
+    cfg = gw.config
+    context: dict[str, object] = {
+        "title": "Blocked requests",
+        "view": view,
+        "filters": f,
+        "windows": [*WINDOWS, "all"],
+        # A vendor filtered on may be gone from the rules; its records are not.
+        "vendors": sorted({r.vendor for r in gw.rules.current.rules} | {f.vendor or ""} - {""}),
+        "purposes": cfg.consent.purposes,
+        "actions": ACTIONS,
+        "regimes": [r.name for r in cfg.consent.regimes],
+        "log_off": log_off(request),
+        "group": group_row(f.group) if f.group is not None else None,
+        "view_urls": {
+            v: f"{prefix}/?{urlencode({**replace(f, group=None).params(), 'view': v})}"
+            for v in VIEWS
+        },
+    }
+    if view == "groups":
+        groups = await read_groups(request, f.query(GROUP_LIMIT))
+        plain = replace(f, group=None).params()
+        context["groups"] = [
+            {
+                **group_row(g.key),
+                "count": g.count,
+                "first": format_time(g.first_seen),
+                "last": format_time(g.last_seen),
+                "records_url": f"{prefix}/?"
+                + urlencode({**plain, "view": "records", **group_params(g.key)}),
+            }
+            for g in groups
+        ]
+        context["group_limit"] = GROUP_LIMIT
+        return render(request, "blocked.html", context)
     page = await load_page(log_reader(request), f, PAGE_SIZE, before_id, True)
 
     def link(cursor: int | None) -> str:
-        params = f.params()
+        params = {**f.params(), "view": "records"}
         if cursor is not None:
             params["before_id"] = str(cursor)
-        return f"{request.app[ADMIN].prefix}/?{urlencode(params)}"
+        return f"{prefix}/?{urlencode(params)}"
 
-    cfg = gw.config
-    return render(
-        request,
-        "blocked.html",
-        {
-            "title": "Blocked requests",
-            "filters": f,
-            "windows": [*WINDOWS, "all"],
-            # A vendor filtered on may be gone from the rules; its records are not.
-            "vendors": sorted({r.vendor for r in gw.rules.current.rules} | {f.vendor or ""} - {""}),
-            "purposes": cfg.consent.purposes,
-            "actions": ACTIONS,
-            "regimes": [r.name for r in cfg.consent.regimes],
-            "rows": [record_row(r) for r in page.records],
-            "next_url": link(page.next_before_id) if page.next_before_id is not None else None,
-            "prev_url": link(page.prev_before_id) if page.has_prev else None,
-            "live": before_id is None,
-            "log_off": log_off(request),
-        },
-    )
+    context |= {
+        "rows": [record_row(r) for r in page.records],
+        "next_url": link(page.next_before_id) if page.next_before_id is not None else None,
+        "prev_url": link(page.prev_before_id) if page.has_prev else None,
+        # the tail matches the filter form's fields; a group's rows are not live
+        "live": before_id is None and f.group is None,
+    }
+    return render(request, "blocked.html", context)
+
+
+async def record_page(request: web.Request) -> web.Response:
+    """One record in full (`?id=`): per-purpose consent sources, regime, request id and
+    the fields actually removed. 404 when no record has that id."""
+    gw = request.app[ADMIN].gw
+    try:
+        record_id = record_id_param(request.query)
+    except BadParameter as e:
+        return _bad_page(request, e)
+    found = await read_record(request, record_id)
+    if found is None:
+        return error(request, 404, "no record with this id (it may have expired)", api=False)
+    detail = record_detail(found, gw.config.consent.purposes)
+    return render(request, "record.html", {"title": f"Record {record_id}", "r": detail})
 
 
 async def overview_page(request: web.Request) -> web.Response:
     state = request.app[ADMIN]
     try:
-        window, since = window_param(request)
+        window, since, until = window_param(request)
     except BadParameter as e:
         return _bad_page(request, e)
     counts = await read_counts(request, since)
     by_vendor, by_purpose = charts(counts, state.gw.config.consent.purposes)
+    rolled = await read_rollups(request, since, until, TIMELINE_POINTS)
+    totals = {a: sum(b.counts.get(a, 0) for b in rolled.timeline.buckets) for a in ACTIONS}
     return render(
         request,
         "overview.html",
         {
             "title": "Overview",
             "window": window,
-            "windows": list(WINDOWS),
+            "windows": list(OVERVIEW_WINDOWS),
             "total": counts.total,
+            "requests": rolled.timeline.total,
+            "action_totals": [(a, ACTION_LABELS[a], totals[a]) for a in ACTIONS],
+            "chart_timeline": timeline_svg(rolled.timeline),
+            "bucket_minutes": rolled.timeline.width // 60,
+            "vendor_shares": vendor_share_rows(rolled.vendors),
+            "consent_shares": consent_share_rows(rolled.consent),
             "chart_vendor": by_vendor,
             "chart_purpose": by_purpose,
-            "shares": purpose_shares(state.gw),
-            "started": format_time(state.started),
             "log_off": log_off(request),
         },
     )
 
 
 async def rules_page(request: web.Request) -> web.Response:
+    """The rules in force, searchable (`q`: vendor, host or purpose), with the hosts the
+    config adds and when the rules were last (re)loaded."""
     gw = request.app[ADMIN].gw
-    doc = rules_doc(gw)
-    return render(request, "rules.html", {"title": "Rules", **doc})
+    try:
+        q = search_param(request.query)
+    except BadParameter as e:
+        return _bad_page(request, e)
+    doc = rules_doc(gw, q)
+    last = gw.rules.last_reload
+    context = {
+        **doc,
+        "title": "Rules",
+        "q": q,
+        "loaded": format_time(gw.rules.loaded_at),
+        "reload": None if last is None else (format_time(last[0]), last[1]),
+    }
+    return render(request, "rules.html", context)
 
 
 async def unknown_page(request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ from typing import Final
 from aiohttp import web
 
 from gateway.admin.answers import ADMIN
-from gateway.decision_log.query import LogQuery, parse_since
+from gateway.decision_log.query import GroupKey, LogQuery, parse_since
 from gateway.decision_log.record import DecisionRecord
 from gateway.explain import ExplainRequest, parse_consent, parse_header
 from gateway.model import Action
@@ -29,10 +29,15 @@ __all__ = [
     "BYPASS_KINDS",
     "BYPASS_LIMIT",
     "DRAFT_PATHS",
+    "GROUP_LIMIT",
+    "GROUP_PARAMS",
     "MAX_ID",
     "MAX_SUBJECT",
+    "OVERVIEW_WINDOWS",
     "PAGE_SIZE",
+    "TIMELINE_POINTS",
     "UNKNOWN_LIMIT",
+    "VIEWS",
     "WINDOWS",
     "WINDOW_NAMES",
     "EXPLAIN_FIELDS",
@@ -40,11 +45,15 @@ __all__ = [
     "BadParameter",
     "Filters",
     "explain_form",
+    "group_params",
     "host_param",
     "int_param",
     "kind_param",
     "record_filters",
+    "record_id_param",
+    "search_param",
     "since_param",
+    "view_param",
     "window_param",
 ]
 
@@ -58,10 +67,30 @@ DRAFT_PATHS: Final = 100
 BYPASS_LIMIT: Final = 200
 #: what a Bypasses row is: a listed vendor host reached directly, or a host no rule lists
 BYPASS_KINDS: Final = ("bypass", "unlisted")
+#: about how many points the overview's time series has over its window
+TIMELINE_POINTS: Final = 60
+#: groups the Blocked page shows (and the API's default `limit` for groups)
+GROUP_LIMIT: Final = 200
+#: the Blocked page's views: identical records grouped, or the records themselves
+VIEWS: Final = ("groups", "records")
+#: the query parameters naming one group exactly (`Filters.group`)
+GROUP_PARAMS: Final = ("group_vendor", "group_endpoint", "group_action", "group_missing")
+_GROUP_REASON: Final = "group_reason"
+_REASON_CAP: Final = 300
+_NAME_CAP: Final = 128
 #: time windows offered by the pages (the API also takes any `parse_since` value)
 WINDOWS: Final = MappingProxyType({"1h": 3600.0, "1d": 86400.0, "1w": 604800.0})
+#: the overview's windows: also a month, which the rollups (kept longer than records)
+#: answer as cheaply as an hour
+OVERVIEW_WINDOWS: Final = MappingProxyType({**WINDOWS, "30d": 30 * 86400.0})
 WINDOW_NAMES: Final = MappingProxyType(
-    {"1h": "last hour", "1d": "last day", "1w": "last week", "all": "all time"}
+    {
+        "1h": "last hour",
+        "1d": "last day",
+        "1w": "last week",
+        "30d": "last 30 days",
+        "all": "all time",
+    }
 )
 ACTIONS: Final = tuple(a.value for a in Action)
 MAX_ID: Final = 2**63 - 1
@@ -95,12 +124,14 @@ def since_param(
     raise BadParameter(f"{name}: use 1h, 1d, 1w, all{also}")
 
 
-def window_param(request: web.Request) -> tuple[str, float | None]:
-    """The overview's `window`: `1h`, `1d` (the default) or `1w`."""
-    window, since = since_param(request.query.get("window"), "1d", any_time=False, name="window")
-    if window == "all":
-        raise BadParameter("window: use 1h, 1d or 1w")
-    return window, since
+def window_param(request: web.Request) -> tuple[str, float, float]:
+    """The overview's `window` (`1h`, `1d`: the default, `1w` or `30d`) and the epoch
+    seconds it starts and ends at (now)."""
+    window = request.query.get("window") or "1d"
+    if window not in OVERVIEW_WINDOWS:
+        raise BadParameter("window: use 1h, 1d, 1w or 30d")
+    until = time.time()
+    return window, until - OVERVIEW_WINDOWS[window], until
 
 
 def int_param(query: Mapping[str, str], name: str, lo: int, hi: int) -> int | None:
@@ -191,8 +222,12 @@ class Filters:
     purpose: str | None
     action: str | None
     regime: str | None
+    #: one group's records only (the Blocked page's link from a group to its rows)
+    group: GroupKey | None = None
 
-    def query(self, limit: int, **cursor: int | None) -> LogQuery:
+    def query(
+        self, limit: int, *, before_id: int | None = None, newer_than_id: int | None = None
+    ) -> LogQuery:
         return LogQuery(
             since=self.since_ts,
             vendor=self.vendor,
@@ -200,15 +235,23 @@ class Filters:
             action=self.action,
             regime=self.regime,
             limit=limit,
-            **cursor,
+            before_id=before_id,
+            newer_than_id=newer_than_id,
+            group=self.group,
         )
 
     def matches(self, r: DecisionRecord) -> bool:
+        g = self.group
         return (
             (self.vendor is None or r.vendor == self.vendor)
             and (self.action is None or r.action == self.action)
             and (self.purpose is None or self.purpose in r.missing)
             and (self.regime is None or r.regime == self.regime)
+            and (
+                g is None
+                or (r.vendor, r.endpoint, r.action, r.missing, r.reason)
+                == (g.vendor, g.endpoint, g.action, g.missing, g.reason)
+            )
         )
 
     def params(self) -> dict[str, str]:
@@ -218,7 +261,71 @@ class Filters:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.group is not None:
+            out.update(group_params(self.group))
         return out
+
+
+def group_params(g: GroupKey) -> dict[str, str]:
+    """The query parameters naming group `g` (`record_filters` reads them back)."""
+    return {
+        "group_vendor": g.vendor or "",
+        "group_endpoint": g.endpoint or "",
+        "group_action": g.action,
+        "group_missing": ",".join(g.missing),
+        _GROUP_REASON: g.reason,
+    }
+
+
+def _group(q: Mapping[str, str]) -> GroupKey | None:
+    """The group `group_*` parameters name, None without `group_action`. An empty vendor
+    or endpoint is none (an unknown destination); `group_missing` is comma-joined."""
+    action = q.get("group_action")
+    if action is None:
+        return None
+    if action not in ACTIONS:
+        raise BadParameter("group_action: one of " + ", ".join(ACTIONS))
+    vendor = q.get("group_vendor") or None
+    if vendor is not None and check_vendor_id(vendor) is not None:
+        raise BadParameter("group_vendor: a vendor id (lower-case slug)")
+    endpoint = q.get("group_endpoint") or None
+    missing = tuple(p for p in q.get("group_missing", "").split(",") if p)
+    if endpoint is not None and len(endpoint) > _NAME_CAP:
+        raise BadParameter(f"group_endpoint: at most {_NAME_CAP} characters")
+    if any(len(p) > _NAME_CAP for p in missing) or list(missing) != sorted(missing):
+        raise BadParameter("group_missing: purposes, sorted, separated by commas")
+    reason = q.get(_GROUP_REASON, "")
+    if len(reason) > _REASON_CAP:
+        raise BadParameter(f"{_GROUP_REASON}: at most {_REASON_CAP} characters")
+    return GroupKey(vendor, endpoint, action, missing, reason)
+
+
+#: the longest Rules search
+_SEARCH_CAP: Final = 200
+
+
+def search_param(query: Mapping[str, str]) -> str:
+    """The Rules search `q`: words to find in a rule's vendor, hosts or purposes."""
+    q = query.get("q", "").strip()
+    if len(q) > _SEARCH_CAP:
+        raise BadParameter(f"q: at most {_SEARCH_CAP} characters")
+    return q
+
+
+def view_param(query: Mapping[str, str]) -> str:
+    """The Blocked page's `view`: `groups` (the default) or `records`."""
+    view = query.get("view") or VIEWS[0]
+    if view not in VIEWS:
+        raise BadParameter("view: groups or records")
+    return view
+
+
+def record_id_param(query: Mapping[str, str]) -> int:
+    """The `id` of the record a detail view shows."""
+    found = int_param(query, "id", 1, MAX_ID)
+    if found is None:
+        raise BadParameter(f"id: a whole number from 1 to {MAX_ID}")
+    return found
 
 
 def record_filters(request: web.Request, *, any_time: bool) -> Filters:
@@ -237,4 +344,4 @@ def record_filters(request: web.Request, *, any_time: bool) -> Filters:
     regime = q.get("regime") or None
     if regime is not None and regime not in {r.name for r in cfg.consent.regimes}:
         raise BadParameter("regime: one of the configured regimes")
-    return Filters(since, since_ts, vendor, purpose, action, regime)
+    return Filters(since, since_ts, vendor, purpose, action, regime, _group(q))

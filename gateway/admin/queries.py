@@ -17,19 +17,30 @@ from aiohttp import web
 from gateway.admin.answers import ADMIN
 from gateway.admin.params import Filters
 from gateway.decision_log.bypasses import Bypass
-from gateway.decision_log.query import DecisionCounts, UnknownHost, UnknownPath
+from gateway.decision_log.query import (
+    DecisionCounts,
+    LogQuery,
+    RecordGroup,
+    UnknownHost,
+    UnknownPath,
+)
 from gateway.decision_log.readers import Reader
 from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.rollups_query import PurposeShare, Timeline, VendorShare, timeline
 
 __all__ = [
     "Page",
+    "Rollups",
     "load_page",
     "log_off",
     "log_reader",
     "read_bypasses",
     "read_counts",
+    "read_groups",
     "read_hosts",
     "read_paths",
+    "read_record",
+    "read_rollups",
 ]
 
 
@@ -95,3 +106,34 @@ async def read_bypasses(
 ) -> list[Bypass]:
     reader = log_reader(request)
     return [] if reader is None else await reader.bypasses(since, limit, kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Rollups:
+    """What the overview shows from the rollups over one window."""
+
+    timeline: Timeline
+    vendors: list[VendorShare]
+    consent: list[PurposeShare]
+
+
+async def read_rollups(request: web.Request, since: float, until: float, buckets: int) -> Rollups:
+    reader = log_reader(request)
+    if reader is None:
+        return Rollups(timeline(None, since, until, buckets), [], [])
+    purposes = tuple(request.app[ADMIN].gw.config.consent.purposes)
+    return Rollups(
+        await reader.timeline(since, until, buckets),
+        await reader.vendor_shares(since, until),
+        await reader.consent_shares(since, until, purposes),
+    )
+
+
+async def read_groups(request: web.Request, q: LogQuery) -> list[RecordGroup]:
+    reader = log_reader(request)
+    return [] if reader is None else await reader.groups(q)
+
+
+async def read_record(request: web.Request, record_id: int) -> DecisionRecord | None:
+    reader = log_reader(request)
+    return None if reader is None else await reader.record(record_id)

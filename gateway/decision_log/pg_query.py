@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
@@ -27,12 +28,25 @@ from gateway.decision_log.postgres import channel_for, describe_error
 from gateway.decision_log.query import (
     MAX_QUERY_LIMIT,
     DecisionCounts,
+    GroupKey,
     LogQuery,
+    RecordGroup,
     UnknownHost,
     UnknownPath,
     record_of,
 )
 from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.rollups_query import (
+    PurposeShare,
+    Timeline,
+    VendorShare,
+    consent_shares_of,
+    consent_shares_query,
+    timeline_of,
+    timeline_query,
+    vendor_shares_of,
+    vendor_shares_query,
+)
 from gateway.errors import LogUnavailable
 
 __all__ = ["PgLogReader", "PgTail", "record_from_pg"]
@@ -46,6 +60,7 @@ _SELECT: Final = (
     "missing, sources::text AS sources, regime, method, host, path, stripped, reason, "
     "report_only FROM cg_decisions"
 )
+_ROLLUPS: Final = "cg_decision_rollups"
 _ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 #: seconds between two attempts to reconnect a lost tail
 _RETRY: Final = 2.0
@@ -53,6 +68,35 @@ _RETRY: Final = 2.0
 
 def record_from_pg(row: Any) -> DecisionRecord:
     return record_of(row, tuple(row["missing"]), tuple(row["stripped"]))
+
+
+def _where(q: LogQuery) -> tuple[list[str], list[object]]:
+    """`q`'s conditions over `cg_decisions` (numbered placeholders) and their arguments."""
+    where: list[str] = []
+    args: list[object] = []
+    for clause, value in (
+        ("ts >= to_timestamp(${})", q.since),
+        ("ts < to_timestamp(${})", q.until),
+        ("vendor = ${}", q.vendor),
+        ("action = ${}", q.action),
+        ("regime = ${}", q.regime),
+        ("id > ${}", q.after_id),
+        ("(ts, id) < (SELECT ts, id FROM cg_decisions WHERE id = ${})", q.before_id),
+        ("(ts, id) > (SELECT ts, id FROM cg_decisions WHERE id = ${})", q.newer_than_id),
+        ("${} = ANY(missing)", q.purpose),
+    ):
+        if value is not None:
+            args.append(value)
+            where.append(clause.format(len(args)))
+    g = q.group
+    if g is not None:
+        args += [g.vendor, g.endpoint, g.action, list(g.missing), g.reason]
+        n = len(args)
+        where.append(
+            f"vendor IS NOT DISTINCT FROM ${n - 4} AND endpoint IS NOT DISTINCT FROM ${n - 3}"
+            f" AND action = ${n - 2} AND missing = ${n - 1}::text[] AND reason = ${n}"
+        )
+    return where, args
 
 
 def _limit(limit: int) -> int:
@@ -92,22 +136,7 @@ class PgLogReader:
     async def records(self, q: LogQuery) -> list[DecisionRecord]:
         """As `LogReader.records`: newest first; `after_id` oldest first by id;
         `newer_than_id` oldest first by time, then id."""
-        where: list[str] = []
-        args: list[object] = []
-        for clause, value in (
-            ("ts >= to_timestamp(${})", q.since),
-            ("ts < to_timestamp(${})", q.until),
-            ("vendor = ${}", q.vendor),
-            ("action = ${}", q.action),
-            ("regime = ${}", q.regime),
-            ("id > ${}", q.after_id),
-            ("(ts, id) < (SELECT ts, id FROM cg_decisions WHERE id = ${})", q.before_id),
-            ("(ts, id) > (SELECT ts, id FROM cg_decisions WHERE id = ${})", q.newer_than_id),
-            ("${} = ANY(missing)", q.purpose),
-        ):
-            if value is not None:
-                args.append(value)
-                where.append(clause.format(len(args)))
+        where, args = _where(q)
         sql = _SELECT
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -122,6 +151,69 @@ class PgLogReader:
 
         async def run(conn: Any) -> list[DecisionRecord]:
             return [record_from_pg(r) for r in await conn.fetch(sql, *args)]
+
+        return await self._run(run, [])
+
+    async def record(self, record_id: int) -> DecisionRecord | None:
+        async def run(conn: Any) -> DecisionRecord | None:
+            row = await conn.fetchrow(_SELECT + " WHERE id = $1", record_id)
+            return None if row is None else record_from_pg(row)
+
+        return await self._run(run, None)
+
+    async def groups(self, q: LogQuery) -> list[RecordGroup]:
+        """As `LogReader.groups`: identical records grouped, the most recently seen first."""
+        where, args = _where(replace(q, after_id=None, before_id=None, newer_than_id=None))
+        args.append(q.limit)
+        sql = (
+            "SELECT vendor, endpoint, action, missing, reason, count(*) AS n, "
+            "extract(epoch FROM min(ts))::float8 AS first, "
+            "extract(epoch FROM max(ts))::float8 AS last FROM cg_decisions"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " GROUP BY vendor, endpoint, action, missing, reason"
+            f" ORDER BY last DESC, n DESC LIMIT ${len(args)}"
+        )
+
+        async def run(conn: Any) -> list[RecordGroup]:
+            return [
+                RecordGroup(
+                    GroupKey(
+                        r["vendor"],
+                        r["endpoint"],
+                        str(r["action"]),
+                        tuple(r["missing"]),
+                        str(r["reason"]),
+                    ),
+                    int(r["n"]),
+                    float(r["first"]),
+                    float(r["last"]),
+                )
+                for r in await conn.fetch(sql, *args)
+            ]
+
+        return await self._run(run, [])
+
+    async def timeline(self, since: float, until: float, buckets: int) -> Timeline:
+        (sql, args), lo, width, count = timeline_query(since, until, buckets, _ROLLUPS)
+        return timeline_of(await self._rows(sql, args), lo, width, count)
+
+    async def vendor_shares(self, since: float, until: float) -> list[VendorShare]:
+        return vendor_shares_of(await self._rows(*vendor_shares_query(since, until, _ROLLUPS)))
+
+    async def consent_shares(
+        self, since: float, until: float, purposes: Sequence[str] = ()
+    ) -> list[PurposeShare]:
+        rows = await self._rows(*consent_shares_query(since, until, _ROLLUPS))
+        return consent_shares_of(rows, purposes)
+
+    async def _rows(self, sql: str, args: list[object]) -> list[Any]:
+        """A statement written for SQLite (`?` placeholders, integer division of
+        integers: PostgreSQL's too) run here."""
+        parts = sql.split("?")
+        numbered = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+
+        async def run(conn: Any) -> list[Any]:
+            return list(await conn.fetch(numbered, *args))
 
         return await self._run(run, [])
 

@@ -10,7 +10,7 @@ read.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -21,10 +21,12 @@ from gateway.decision_log.query import (
     DecisionCounts,
     LogQuery,
     LogReader,
+    RecordGroup,
     UnknownHost,
     UnknownPath,
 )
 from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.rollups_query import PurposeShare, Timeline, VendorShare
 
 __all__ = ["Reader", "SqliteReader", "reader_for"]
 
@@ -46,6 +48,13 @@ class Reader(Protocol):
         self, since: float | None = None, limit: int = 100, kind: str | None = None
     ) -> list[Bypass]: ...
     async def max_id(self) -> int: ...
+    async def record(self, record_id: int) -> DecisionRecord | None: ...
+    async def groups(self, q: LogQuery) -> list[RecordGroup]: ...
+    async def timeline(self, since: float, until: float, buckets: int) -> Timeline: ...
+    async def vendor_shares(self, since: float, until: float) -> list[VendorShare]: ...
+    async def consent_shares(
+        self, since: float, until: float, purposes: Sequence[str] = ()
+    ) -> list[PurposeShare]: ...
     async def close(self) -> None: ...
 
 
@@ -81,6 +90,23 @@ class SqliteReader:
 
     async def max_id(self) -> int:
         return await self._run(self.sync.max_id)
+
+    async def record(self, record_id: int) -> DecisionRecord | None:
+        return await self._run(self.sync.record, record_id)
+
+    async def groups(self, q: LogQuery) -> list[RecordGroup]:
+        return await self._run(self.sync.groups, q)
+
+    async def timeline(self, since: float, until: float, buckets: int) -> Timeline:
+        return await self._run(self.sync.timeline, since, until, buckets)
+
+    async def vendor_shares(self, since: float, until: float) -> list[VendorShare]:
+        return await self._run(self.sync.vendor_shares, since, until)
+
+    async def consent_shares(
+        self, since: float, until: float, purposes: Sequence[str] = ()
+    ) -> list[PurposeShare]:
+        return await self._run(self.sync.consent_shares, since, until, purposes)
 
     async def close(self) -> None:
         return None  # a connection per query: nothing held

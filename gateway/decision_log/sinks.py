@@ -3,7 +3,8 @@
 Every sink method runs in the decision log's one writer thread (`writer.DecisionLog`),
 never on the event loop. The `decisions` table is defined here, with its
 `SCHEMA_VERSION`; `query.LogReader` reads the same `COLUMNS` back. `SqliteSink` also
-keeps the aggregated `bypasses` table (`bypasses`) in the same file.
+keeps the aggregated `bypasses` table (`bypasses`) in the same file, and creates the
+per-minute `rollups` table (`rollups_query.ROLLUPS_TABLE`) so readers always find it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "Row",
     "Sink",
     "SqliteSink",
+    "json_text",
     "sinks_for",
 ]
 
@@ -201,6 +203,10 @@ def _json_text(value: object) -> str:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:  # text orjson refuses (a lone surrogate): escaped
         return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+
+
+#: a JSON column's text as the sink writes it (readers match `missing` against it)
+json_text: Final = _json_text
 
 
 #: a record as the writer process receives it (`hosts`): every field of `DecisionRecord`

@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,9 @@ import orjson
 import pytest
 
 from gateway.app import GATEWAY
-from tests.conftest import ROOT
+from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.sinks import SqliteSink
+from tests.conftest import ROOT, store_records
 from tests.harness import LiveGateway
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -100,6 +104,29 @@ class LiveAdminGateway(LiveGateway):
             return [r.vendor for r in self.app[GATEWAY].rules.current.rules]
 
         return self.run(_read(), timeout=10)
+
+    @property
+    def log_path(self) -> Path:
+        """The gateway's SQLite decision log."""
+        path = self.app[GATEWAY].config.decision_log.sqlite_path
+        assert path is not None
+        return path
+
+    def add_records(self, records: Sequence[DecisionRecord]) -> None:
+        """Store records in the gateway's log as its writer would (WAL: both may write)."""
+        store_records(self.log_path, records)
+
+    def add_rollups(self, rows: Sequence[tuple[float, str, str, str, str, int]]) -> None:
+        """Insert rollup rows, (age in seconds, vendor, action, missing, regime, n)."""
+        sink = SqliteSink(self.log_path)
+        sink.open()  # the tables, should the writer not have opened the file yet
+        sink.close()
+        now = time.time()
+        with contextlib.closing(sqlite3.connect(self.log_path, timeout=5.0)) as conn, conn:
+            conn.executemany(
+                "INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?)",
+                [(int(now - age) // 60 * 60, v, a, m, r, n) for age, v, a, m, r, n in rows],
+            )
 
     def send(self, target: str) -> int:
         """A visitor's tag request (no consent cookie, no country: the opt-in default)."""

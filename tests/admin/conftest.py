@@ -7,6 +7,7 @@ The admin is mounted at /_admin in the gateway's own app, as in production.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +82,21 @@ def seed(client: Client, records: Sequence[DecisionRecord]) -> None:
     db = state_of(client).gw.config.decision_log.sqlite_path
     assert db is not None
     store_records(db, records)
+
+
+def seed_rollups(client: Client, rows: Sequence[tuple[float, str, str, str, str, int]]) -> None:
+    """Insert rollup rows (age in seconds, vendor, action, missing, regime, n) into the
+    gateway's log file, as the gateway's writer would count them."""
+    db = state_of(client).gw.config.decision_log.sqlite_path
+    assert db is not None
+    SqliteSink(db).close()  # creates the file and its tables
+    now = time.time()
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?)",
+            [(int(now - age) // 60 * 60, v, a, m, r, n) for age, v, a, m, r, n in rows],
+        )
+    conn.close()
 
 
 def seed_bypasses(client: Client, seen: Sequence[tuple[Sighting, float]]) -> None:
@@ -160,7 +176,7 @@ class Node:
         return found
 
 
-_VOID = {"meta", "link", "input", "br", "img", "hr", "rect"}
+_VOID = {"meta", "link", "input", "br", "img", "hr", "rect", "wbr"}
 
 
 class _TreeBuilder(HTMLParser):

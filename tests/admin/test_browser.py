@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from tests.admin.browser_harness import (
     require_browser,
     screenshot_path,
 )
+from tests.conftest import make_record
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -284,7 +286,7 @@ def test_login(anon: Tab, gateway: LiveAdminGateway) -> None:
     cookies = page.context.cookies()
     assert len(cookies) == 1 and cookies[0]["httpOnly"], cookies
     assert cookies[0]["path"].startswith("/_admin"), cookies
-    expect(page.locator("table#records")).to_be_visible()
+    expect(page.locator("table#groups")).to_be_visible()
     expect(page.locator("form#filters")).to_be_visible()
     for href in (
         "/_admin/",
@@ -307,7 +309,7 @@ def test_filter_blocked_by_vendor(admin: Tab, seeded: list[dict[str, Any]]) -> N
     from playwright.sync_api import expect
 
     page = admin.page
-    page.goto("/_admin/")
+    page.goto("/_admin/?view=records")
     rows = page.locator("table#records tbody tr.record")
     expect(rows.first).to_be_visible()
     vendors = _vendors(page)
@@ -316,7 +318,7 @@ def test_filter_blocked_by_vendor(admin: Tab, seeded: list[dict[str, Any]]) -> N
     assert "drop" in actions and "reject" in actions, actions
 
     form = page.locator("form#filters")
-    expect(form.locator("select[name=since]")).to_be_visible()
+    expect(form.locator("input[name=since]")).to_be_visible()
     form.locator("select[name=vendor]").select_option(META)
     with page.expect_navigation():
         form.locator("button[type=submit], input[type=submit]").first.click()
@@ -346,7 +348,7 @@ def test_live_record_appears(
     from playwright.sync_api import expect
 
     page = admin.page
-    page.goto("/_admin/")
+    page.goto("/_admin/?view=records")
     expect(page.locator("#live-status")).to_have_text(LIVE)
     assert page.locator("tr.record.live").count() == 0
     page.evaluate("() => { window.__sameDocument = true; }")
@@ -357,6 +359,9 @@ def test_live_record_appears(
     row = page.locator("table#records tr.record.live").first
     expect(row.locator("td.vendor")).to_have_text(_vendor_cell(TIKTOK))
     expect(row.locator("td.action")).to_have_text("drop")
+    # the host as the server renders it: whole labels, a break only after a dot
+    assert row.locator("td.host .label").all_inner_texts() == ["analytics", "tiktok", "com"]
+    assert row.locator("td").count() == page.locator("table#records thead th").count()
     # prepended, in the same document (no reload)
     expect(page.locator("table#records tbody tr.record").first).to_have_class(
         re.compile(r"\blive\b")
@@ -390,7 +395,6 @@ def test_overview_and_rules(
     page = admin.page
     page.goto("/_admin/overview")
     expect(page.locator("svg.chart").first).to_be_visible()
-    expect(page.locator("table#purpose-share")).to_be_visible()
     admin.shot("overview")
 
     page.goto("/_admin/rules")
@@ -410,7 +414,7 @@ def test_markup_in_path_is_shown_as_text(
     from playwright.sync_api import expect
 
     page = admin.page
-    page.goto("/_admin/?action=reject")
+    page.goto("/_admin/?view=records&action=reject")
     expect(page.locator("table#records td.path", has_text=SCRIPT).first).to_be_visible()
     assert SCRIPT in page.locator("table#records").inner_text()
 
@@ -481,3 +485,216 @@ def test_consent_records(admin: Tab, gateway: LiveAdminGateway, consented: Conse
     expect(page.locator("#current-none")).to_be_visible()
     page.wait_for_timeout(300)  # an onerror handler, had one been parsed, fires by now
     assert page.locator("main img, main script").count() == 0
+
+
+# -- the admin read at a glance: Overview, grouped Blocked, Rules search, two widths -------
+
+#: a desktop and a phone
+WIDTHS = (1280, 375)
+#: what the stripped record (below) says was removed, by name
+REMOVED = ("query:fbclid", "cookie:_fbp")
+STRIP_REASON = "advertising not granted: identifiers stripped (browser test)"
+
+
+@pytest.fixture(scope="module")
+def at_a_glance(gateway: LiveAdminGateway, seeded: list[dict[str, Any]]) -> None:
+    """Rollups for the overview (as the gateway's writer counts them) and one stripped
+    Meta record with the fields it removed, next to the drops `seeded` sent."""
+    gateway.add_rollups(
+        [
+            (300.0, GA4, "forward", "", "opt-out", 40),
+            (300.0, GA4, "drop", "analytics", "opt-in", 12),
+            (200.0, META, "strip", "advertising", "opt-in", 6),
+            (200.0, META, "drop", "advertising", "opt-in", 6),
+            (100.0, "", "reject", "", "", 3),
+        ]
+    )
+    gateway.add_records(
+        [
+            make_record(
+                "strip-1",
+                ts=time.time() - 5,
+                vendor=META,
+                endpoint="pixel",
+                action="strip",
+                missing=("advertising",),
+                sources={"advertising": "cookie", "analytics": "default:opt-in"},
+                regime="opt-in",
+                host="www.facebook.com",
+                path="/tr",
+                stripped=REMOVED,
+                reason=STRIP_REASON,
+            )
+        ]
+    )
+
+
+def _sized(tab: Tab, width: int) -> Page:
+    tab.page.set_viewport_size({"width": width, "height": 900})
+    return tab.page
+
+
+def _no_page_scroll(page: Page) -> None:
+    """Nothing wider than the window: tables scroll inside their container instead."""
+    sizes = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert sizes[0] <= sizes[1], f"the page scrolls sideways: {sizes} at {page.url}"
+
+
+def _tab_to(page: Page, selector: str, presses: int = 60) -> int:
+    """Press Tab from the top of the page until `selector` has the focus; how many."""
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    for n in range(1, presses + 1):
+        page.keyboard.press("Tab")
+        if page.evaluate("(s) => document.activeElement.matches(s)", selector):
+            return n
+    raise AssertionError(f"Tab never reached {selector} in {presses} presses on {page.url}")
+
+
+def _focus_ring(page: Page) -> str:
+    return str(page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle"))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_overview_at_a_glance(admin: Tab, at_a_glance: None, width: int) -> None:
+    from playwright.sync_api import expect
+
+    page = _sized(admin, width)
+    page.goto("/_admin/overview")
+    # the first Tab stop skips the navigation, and its target takes the focus
+    assert _tab_to(page, "a.skip") == 1
+    expect(page.locator("a.skip")).to_be_visible()
+    assert _focus_ring(page) != "none"
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => document.activeElement.id") == "main"
+
+    timeline = page.locator("svg#chart-timeline")
+    expect(timeline).to_be_visible()
+    assert timeline.bounding_box()["width"] <= width  # type: ignore[index]
+    # each action in its own colour, and named in text beside the chart
+    colours = {
+        a: page.locator(f"svg#chart-timeline rect.action-{a}").first.evaluate(
+            "e => getComputedStyle(e).fill"
+        )
+        for a in ("forward", "strip", "drop", "reject")
+    }
+    assert len(set(colours.values())) == 4, colours
+    # (at least: once the gateway writes rollups, the requests `seeded` sent count too)
+    named = [t.split(" ", 1) for t in _texts(page, "#requests-total span.action")]
+    assert [label for _, label in named] == ["forwarded", "stripped", "dropped", "rejected"]
+    assert [int(n) >= least for (n, _), least in zip(named, (40, 6, 18, 3), strict=True)]
+
+    # the largest blocked share first: every unknown destination is rejected
+    vendors = _texts(page, "table#vendor-share tr.vendor td.vendor")
+    order = [vendors.index(v) for v in ("(unknown destination)", META, GA4)]
+    assert order == sorted(order), vendors
+    assert _texts(page, "table#vendor-share tr.vendor td.share")[0] == "100.0 %"
+    expect(page.locator("table#purpose-share")).to_be_visible()
+    shares = dict(
+        zip(
+            _texts(page, "table#purpose-share td.purpose"),
+            _texts(page, "table#purpose-share td.share"),
+            strict=True,
+        )
+    )
+    assert shares["necessary"] == "100.0 %", shares
+    assert 0 < float(shares["analytics"].rstrip(" %")) < 100, shares
+    # the windows are reachable from the keyboard
+    _tab_to(page, "nav.windows a.window")
+    _no_page_scroll(page)
+    admin.shot(f"test_overview_at_a_glance-{width}")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_blocked_groups_and_record_detail(admin: Tab, at_a_glance: None, width: int) -> None:
+    from playwright.sync_api import expect
+
+    page = _sized(admin, width)
+    page.goto("/_admin/")
+    groups = page.locator("table#groups tbody tr.group")
+    expect(groups.first).to_be_visible()
+    ga4 = groups.filter(has=page.locator("td.vendor", has_text=_vendor_cell(GA4)))
+    expect(ga4).to_have_count(1)
+    assert int(ga4.locator("td.count").inner_text()) >= SENT[GA4]
+    _tab_to(page, "form#filters input[name=since]")
+    _tab_to(page, "table#groups a.records-link")
+    _no_page_scroll(page)
+    admin.shot(f"test_blocked_groups_and_record_detail-{width}")
+
+    # a group's raw rows, one click away: the stripped Meta request
+    group = groups.filter(has=page.locator("td.reason", has_text=STRIP_REASON))
+    with page.expect_navigation():
+        group.locator("a.records-link").click()
+    rows = page.locator("table#records tbody tr.record")
+    expect(rows).to_have_count(1)
+    expect(page.locator("#group-scope")).to_contain_text(STRIP_REASON)
+    expect(rows.first.locator("td.action")).to_have_text("strip")
+    # the host wraps after a dot at most, never inside a label
+    host = rows.first.locator("td.host .label")
+    assert host.all_inner_texts() == ["www", "facebook", "com"]
+    _no_page_scroll(page)
+    admin.shot(f"test_blocked_groups_and_record_detail-{width}-records")
+
+    # its detail: the consent sources per purpose, the regime, the request id, what was removed
+    with page.expect_navigation():
+        rows.first.locator("a.detail-link").click()
+    expect(page.locator("dd.request-id")).to_have_text("strip-1")
+    expect(page.locator("dd.regime")).to_have_text("opt-in")
+    assert _texts(page, "#stripped-fields li") == list(REMOVED)
+    sources = dict(
+        zip(
+            _texts(page, "table#sources td.purpose"),
+            _texts(page, "table#sources td.source"),
+            strict=True,
+        )
+    )
+    assert sources == {"analytics": "default:opt-in", "advertising": "cookie"}, sources
+    _no_page_scroll(page)
+    admin.shot(f"test_blocked_groups_and_record_detail-{width}-detail")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_rules_search(admin: Tab, gateway: LiveAdminGateway, width: int) -> None:
+    from playwright.sync_api import expect
+
+    page = _sized(admin, width)
+    page.goto("/_admin/rules")
+    expect(page.locator("#reload-status")).to_contain_text("Rules in force since")
+    assert page.locator("section.rule").count() == len(gateway.rule_vendors())
+    # from the keyboard: Tab to the search field, type, submit with Enter
+    _tab_to(page, "form#rule-search input[name=q]")
+    assert _focus_ring(page) != "none"
+    page.keyboard.type("facebook.com")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert "q=facebook.com" in page.url, page.url
+    vendors = _texts(page, "section.rule h2")
+    assert vendors and META in vendors and GA4 not in vendors, vendors
+    assert all("facebook.com" in t for t in _texts(page, "section.rule dd.hosts")), vendors
+    expect(page.locator("#rule-count")).to_contain_text(f"{len(vendors)} of ")
+    _no_page_scroll(page)
+    admin.shot(f"test_rules_search-{width}")
+
+    # by purpose, through the form again
+    page.locator("form#rule-search input[name=q]").fill("analytics")
+    with page.expect_navigation():
+        page.locator("form#rule-search button[type=submit]").click()
+    assert GA4 in _texts(page, "section.rule h2")
+    _no_page_scroll(page)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_page_fits_the_window(admin: Tab, at_a_glance: None, width: int) -> None:
+    """No page of the admin scrolls sideways, on a desktop or a phone; the skip link
+    comes first on each."""
+    page = _sized(admin, width)
+    for path in (
+        "/_admin/?view=records&since=all",
+        "/_admin/unknown",
+        "/_admin/bypasses",
+        "/_admin/explain",
+        "/_admin/subjects",
+        "/_admin/record?id=1",
+    ):
+        page.goto(path)
+        _no_page_scroll(page)
+        assert _tab_to(page, "a.skip") == 1, path

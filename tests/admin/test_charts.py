@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from markupsafe import Markup
 
-from gateway.admin.charts import Bar, bar_chart
+from gateway.admin.charts import Bar, Point, bar_chart, share_bar, timeline_chart
 
 SVG = "{http://www.w3.org/2000/svg}"
 SERIES = ("forward", "strip", "drop", "reject")
@@ -126,3 +126,68 @@ def test_empty_data(data: list[Bar]) -> None:
 def test_rejects_bad_input(chart_id: str, series: tuple[str, ...], data: list[Bar]) -> None:
     with pytest.raises(ValueError):
         bar_chart(chart_id, "t", series, data)
+
+
+CLASSES = tuple(f"action-{a}" for a in SERIES)
+
+
+def test_classes_colour_series_by_name() -> None:
+    root = parse(bar_chart("c", "t", SERIES, [Bar("a", (1, 0, 2, 0))], classes=CLASSES))
+    assert [r.get("class") for r in bars(root)] == ["bar action-forward", "bar action-drop"]
+    swatches = [
+        r.get("class") for r in root.iter(f"{SVG}rect") if "swatch" in (r.get("class") or "")
+    ]
+    assert swatches == [f"swatch {c}" for c in CLASSES]
+    with pytest.raises(ValueError):
+        bar_chart("c", "t", SERIES, [], classes=("x",))
+    with pytest.raises(ValueError):
+        bar_chart("c", "t", ("n",), [], classes=('a" onload="x',))
+
+
+def test_timeline_stacks_columns_in_order() -> None:
+    points = [
+        Point("10:00", "10:00", (4, 0, 4, 0)),
+        Point("10:01", "", (0, 0, 0, 0)),
+        Point("10:02 <b>", "10:02", (1, 1, 0, 2)),
+    ]
+    root = parse(timeline_chart("chart-t", "Requests", SERIES, points, classes=CLASSES))
+    cols = [g for g in root.iter(f"{SVG}g") if g.get("class") == "col"]
+    assert len(cols) == 3
+    tips = ["".join(t.itertext()) for c in cols for t in c.findall(f"{SVG}title")]
+    assert tips[2] == "10:02 <b>: forward 1, strip 1, drop 0, reject 2"
+    stacked = [
+        [r.get("class") for r in c.iter(f"{SVG}rect") if "bar" in (r.get("class") or "")]
+        for c in cols
+    ]
+    assert stacked == [
+        ["bar action-forward", "bar action-drop"],
+        [],
+        ["bar action-forward", "bar action-strip", "bar action-reject"],
+    ]
+    # the tallest column (8) reaches the top; heights are proportional
+    first = [
+        float(r.get("height") or 0)
+        for r in cols[0].iter(f"{SVG}rect")
+        if "bar" in (r.get("class") or "")
+    ]
+    assert first[0] == pytest.approx(first[1])
+    assert texts(root, "tick") == ["10:00", "10:02"]
+    assert "8" in texts(root, "value")
+
+
+def test_timeline_without_data_says_so() -> None:
+    root = parse(timeline_chart("c", "t", SERIES, [Point("a", "a", (0, 0, 0, 0))]))
+    assert texts(root, "empty") == ["No data for this period"]
+    assert not bars(root)
+    with pytest.raises(ValueError):
+        timeline_chart("c", "t", SERIES, [Point("a", "a", (1,))])
+
+
+def test_share_bar_splits_its_width() -> None:
+    root = parse(share_bar("ga4 <x>: 50 %", ("a", "b", "c"), (1, 0, 1), ("s-a", "s-b", "s-c")))
+    assert root.get("aria-label") == "ga4 <x>: 50 %"
+    widths = [(r.get("class"), float(r.get("width") or 0)) for r in bars(root)]
+    assert widths == [("bar s-a", 60.0), ("bar s-c", 60.0)]
+    assert not bars(parse(share_bar("none", ("a",), (0,), ("s-a",))))
+    with pytest.raises(ValueError):
+        share_bar("t", ("a", "b"), (1,), ("s-a", "s-b"))

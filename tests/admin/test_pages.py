@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
 from yarl import URL
@@ -19,6 +19,7 @@ from gateway.admin.answers import CSP
 from gateway.admin.present import erase_command
 from gateway.app import GATEWAY
 from gateway.config import DEFAULT_PURPOSES
+from gateway.decision_log.record import DecisionRecord
 from gateway.ruleset.parse import parse_rule
 from gateway.store.base import ConsentRecord, StoreError
 from tests.admin.conftest import (
@@ -47,6 +48,7 @@ from tests.admin.conftest import (
     seed_bypasses,
     subjects_path,
 )
+from tests.conftest import make_record
 
 # --- Blocked requests -----------------------------------------------------------------
 
@@ -55,7 +57,9 @@ async def test_filter_form_shows_the_choices_and_the_current_values(
     gateway_factory: Callable[..., Any],
 ) -> None:
     client = await admin_client(gateway_factory)
-    doc = await page(client, "/_admin/?since=1w&vendor=meta-pixel&purpose=analytics&regime=us")
+    doc = await page(
+        client, "/_admin/?view=records&since=1w&vendor=meta-pixel&purpose=analytics&regime=us"
+    )
     form = doc.one("form", id="filters")
     assert form.attrs["method"] == "get"
 
@@ -66,7 +70,13 @@ async def test_filter_form_shows_the_choices_and_the_current_values(
             o.attrs["value"] for o in opts if "selected" in o.attrs
         ]
 
-    assert options("since") == (["1h", "1d", "1w", "all"], ["1w"])
+    # any duration or time, with the windows offered
+    since = next(i for i in form.all("input") if i.attrs["name"] == "since")
+    assert since.attrs["value"] == "1w" and since.attrs["type"] == "text"
+    offered = doc.one("datalist", id=since.attrs["list"]).all("option")
+    assert [o.attrs["value"] for o in offered] == ["1h", "1d", "1w", "all"]
+    view = next(i for i in form.all("input") if i.attrs["name"] == "view")
+    assert view.attrs["value"] == "records"  # filtering keeps the view
     assert options("vendor") == (["", "google-analytics-4", "meta-pixel"], ["meta-pixel"])
     assert options("purpose") == (
         ["", "necessary", "functional", "analytics", "advertising", "personalization"],
@@ -75,12 +85,14 @@ async def test_filter_form_shows_the_choices_and_the_current_values(
     assert options("action") == (["", "forward", "strip", "drop", "reject"], [])
     assert options("regime") == (["", "opt-in", "us"], ["us"])
     assert form.all("button")
-    # The default window is a day.
+    # The default window is a day, the default view the groups.
     doc = await page(client, "/_admin/")
-    since = next(
-        s for s in doc.one("form", id="filters").all("select") if s.attrs["name"] == "since"
+    form = doc.one("form", id="filters")
+    assert next(i for i in form.all("input") if i.attrs["name"] == "since").attrs["value"] == "1d"
+    assert (
+        next(i for i in form.all("input") if i.attrs["name"] == "view").attrs["value"] == "groups"
     )
-    assert [o.attrs["value"] for o in since.all("option") if "selected" in o.attrs] == ["1d"]
+    assert doc.all("table", id="groups") and not doc.all("table", id="records")
 
 
 def _params(href: str) -> dict[str, list[str]]:
@@ -94,11 +106,12 @@ async def test_pagination(gateway_factory: Callable[..., Any]) -> None:
     rows += [record(f"x{i}", age=10.5 + i, action="strip") for i in range(0, 120, 7)]
     seed(client, rows)
 
-    doc = await page(client, "/_admin/?action=drop&since=1d")
+    doc = await page(client, "/_admin/?view=records&action=drop&since=1d")
     assert reasons(doc) == [f"r{i:03}" for i in range(50)]
     assert not doc.all("a", "prev")
     next_href = doc.one("a", "next").attrs["href"]
     assert _params(next_href)["action"] == ["drop"] and _params(next_href)["since"] == ["1d"]
+    assert _params(next_href)["view"] == ["records"]
     assert doc.one("table", id="records").attrs["data-live"] == "on"
 
     doc2 = await page(client, next_href)
@@ -135,7 +148,11 @@ async def test_injected_markup_is_escaped(gateway_factory: Callable[..., Any]) -
             )
         ],
     )
-    for path in ("/_admin/?since=all", "/_admin/unknown?since=all"):
+    for path in (
+        "/_admin/?since=all",
+        "/_admin/unknown?since=all",
+        "/_admin/?view=records&since=all",
+    ):
         resp = await client.get(path, headers=BEARER)
         html = await resp.text()
         assert "&lt;script&gt;" in html
@@ -161,6 +178,142 @@ async def test_a_real_request_with_markup_is_shown_escaped(
         # markup never reaches a page as markup (the path is stored as a template now, so
         # it is usually not there at all; where any of it is, it is escaped)
         assert "<script>alert" not in html, path
+
+
+def _rec(request_id: str, age: float, **kw: Any) -> DecisionRecord:
+    return make_record(request_id, **{"ts": time.time() - age, "host": GA, **kw})
+
+
+#: two GA4 drops, one of them older; a Meta strip; two rejects to an unknown host
+GROUPED = [
+    _rec("g1", 100, reason="analytics not granted"),
+    _rec("g2", 40, reason="analytics not granted", regime="us"),
+    _rec(
+        "m1",
+        30,
+        vendor="meta-pixel",
+        endpoint="pixel",
+        action="strip",
+        missing=("advertising",),
+        reason="advertising stripped",
+        stripped=("query:fbclid", "cookie:_fbp"),
+        sources={"advertising": "cookie", "analytics": "default:opt-in"},
+    ),
+    _rec("u1", 20, vendor=None, endpoint=None, action="reject", missing=(), reason="no rule"),
+    _rec("u2", 10, vendor=None, endpoint=None, action="reject", missing=(), reason="no rule"),
+]
+
+
+async def test_blocked_groups_identical_records(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    seed(client, GROUPED)
+    doc = await page(client, "/_admin/")
+    rows = [
+        tuple(
+            tr.one("td", c).text.strip() for c in ("action", "vendor", "missing", "reason", "count")
+        )
+        for tr in doc.one("table", id="groups").all("tr", "group")
+    ]
+    assert rows == [  # the most recently seen first
+        ("reject", "(unknown destination)", "", "no rule", "2"),
+        ("strip", "meta-pixel/pixel", "advertising", "advertising stripped", "1"),
+        ("drop", "google-analytics-4/collect", "analytics", "analytics not granted", "2"),
+    ]
+    ga = doc.one("table", id="groups").all("tr", "group")[2]
+    first = ga.one("td", "first-seen").one("time").attrs["datetime"]
+    last = ga.one("td", "last-seen").one("time").attrs["datetime"]
+    assert first < last
+
+    # each group links to its raw rows: the records view, filtered to exactly that group
+    href = ga.one("a", "records-link").attrs["href"]
+    assert _params(href)["view"] == ["records"]
+    rows_doc = await page(client, href)
+    assert reasons(rows_doc) == ["analytics not granted", "analytics not granted"]
+    assert [tr.attrs["data-id"] for tr in rows_doc.all("tr", "record")] == ["2", "1"]
+    assert "analytics not granted" in rows_doc.one(id="group-scope").text
+    assert rows_doc.one("table", id="records").attrs["data-live"] == "off"
+    unknown = doc.one("table", id="groups").all("tr", "group")[0].one("a", "records-link")
+    rows_doc = await page(client, unknown.attrs["href"])
+    assert [tr.attrs["data-id"] for tr in rows_doc.all("tr", "record")] == ["5", "4"]
+
+    # the filters apply to groups too, and the API has them
+    doc = await page(client, "/_admin/?regime=us")
+    assert [tr.one("td", "count").text for tr in doc.all("tr", "group")] == ["1"]
+    body = await api(client, "/_admin/api/groups?vendor=meta-pixel")
+    assert [(g["vendor"], g["action"], g["missing"], g["count"]) for g in body["groups"]] == [
+        ("meta-pixel", "strip", ["advertising"], 1)
+    ]
+    assert body["groups"][0]["first_seen"].endswith("Z")
+    body = await api(client, "/_admin/api/records?" + urlsplit(unknown.attrs["href"]).query)
+    assert [r["request_id"] for r in body["records"]] == ["u2", "u1"]
+
+
+async def test_record_detail(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    seed(client, GROUPED)
+    doc = await page(client, "/_admin/?view=records")
+    link = next(
+        tr.one("a", "detail-link").attrs["href"]
+        for tr in doc.all("tr", "record")
+        if tr.one("td", "action").text == "strip"
+    )
+    assert link == "/_admin/record?id=3"
+    detail = await page(client, link)
+    dl = detail.one("dl", id="record-detail")
+    assert dl.one("dd", "request-id").text.strip() == "m1"
+    assert dl.one("dd", "regime").text.strip() == "opt-in"
+    assert dl.one("dd", "host").text.strip() == GA
+    assert [li.text for li in detail.one("ul", id="stripped-fields").all("li")] == [
+        "query:fbclid",
+        "cookie:_fbp",
+    ]
+    sources = [
+        tuple(tr.one("td", c).text.strip() for c in ("purpose", "source", "missing"))
+        for tr in detail.one("table", id="sources").all("tr", "source")
+    ]
+    assert sources == [  # configured purposes in config order
+        ("analytics", "default:opt-in", ""),
+        ("advertising", "cookie", "missing"),
+    ]
+    assert_no_inline_code(detail)
+    await page(client, "/_admin/record?id=99", status=404)
+    for bad in ("", "?id=0", "?id=x"):
+        await page(client, f"/_admin/record{bad}", status=400)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "group_action=allow",
+        "group_action=drop&group_vendor=Not_A_Vendor!",
+        "group_action=drop&group_missing=b,a",
+        "group_action=drop&group_reason=" + "x" * 301,
+        "view=table",
+    ],
+)
+async def test_blocked_refuses_bad_group_or_view(
+    gateway_factory: Callable[..., Any], query: str
+) -> None:
+    client = await admin_client(gateway_factory)
+    doc = await page(client, f"/_admin/?{query}", status=400)
+    assert doc.one(id="error-message").text.split(":")[0] in (
+        "group_action",
+        "group_vendor",
+        "group_missing",
+        "group_reason",
+        "view",
+    )
+
+
+async def test_host_names_break_only_after_dots(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    seed(client, [record("r", host="region1.google-analytics.com")])
+    doc = await page(client, "/_admin/?view=records")
+    cell = doc.one("td", "host")
+    assert cell.text == "region1.google-analytics.com"  # the text is unchanged
+    labels = [n.text for n in cell.all("span", "label")]
+    assert labels == ["region1", "google-analytics", "com"]  # each label kept whole
+    assert len(cell.all("wbr")) == 2  # a break allowed after each dot, nowhere else
 
 
 # --- Unknown destinations -------------------------------------------------------------
@@ -309,6 +462,75 @@ async def test_rules_page_shows_the_hosts_the_config_adds(
     assert not meta.all("dd", "added-hosts")
 
 
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("", ["google-analytics-4", "meta-pixel"]),
+        ("facebook.com", ["meta-pixel"]),
+        ("GOOGLE-analytics-4", ["google-analytics-4"]),
+        ("www.shop.example", ["google-analytics-4"]),  # a host from config
+        ("meta facebook", ["meta-pixel"]),  # every word
+        ("meta google", []),
+        ("nothing.example", []),
+    ],
+)
+async def test_rules_search(
+    gateway_factory: Callable[..., Any], q: str, expected: list[str]
+) -> None:
+    added = {"vendor_hosts": {"google-analytics-4": ["www.shop.example/metrics"]}}
+    client = await admin_client(gateway_factory, rules={"paths": RULE_FILES, **added})
+    doc = await page(client, "/_admin/rules?" + urlencode({"q": q}))
+    assert [s.one("h2").text for s in doc.all("section", "rule")] == expected
+    form = doc.one("form", id="rule-search")
+    assert form.attrs["method"] == "get"
+    assert next(i for i in form.all("input") if i.attrs["name"] == "q").attrs["value"] == q
+    assert bool(doc.all(id="no-rules")) is (not expected)
+    if q:
+        assert doc.one(id="rule-count").text.startswith(f"{len(expected)} of 2 ")
+    body = await api(client, "/_admin/api/rules?" + urlencode({"q": q}))
+    assert [r["vendor"] for r in body["rules"]] == expected and body["total"] == 2
+
+
+async def test_rules_search_by_purpose(gateway_factory: Callable[..., Any]) -> None:
+    client = await admin_client(gateway_factory)
+    rules = client.app[GATEWAY].rules.current.rules
+    for purpose in ("analytics", "advertising"):
+        doc = await page(client, f"/_admin/rules?q={purpose}")
+        wanted = sorted(
+            r.vendor
+            for r in rules
+            if purpose in r.purposes or any(purpose in e.purposes for e in r.endpoints)
+        )
+        assert wanted and [s.one("h2").text for s in doc.all("section", "rule")] == wanted
+    await page(client, "/_admin/rules?q=" + "x" * 201, status=400)
+
+
+async def test_rules_page_shows_the_config_hosts_and_the_last_reload(
+    gateway_factory: Callable[..., Any],
+) -> None:
+    added = {"vendor_hosts": {"google-analytics-4": ["www.shop.example/metrics"]}}
+    client = await admin_client(gateway_factory, rules={"paths": RULE_FILES, **added})
+    holder = client.app[GATEWAY].rules
+    doc = await page(client, "/_admin/rules")
+    [row] = doc.one("table", id="config-hosts").all("tr", "config-host")
+    assert row.one("td", "vendor").text == "google-analytics-4"
+    assert row.one("td", "hosts").text == "www.shop.example/metrics"
+    assert "Not reloaded since the gateway started" in doc.one(id="reload-status").text
+    assert (await api(client, "/_admin/api/rules"))["last_reload"] is None
+
+    holder.failed(["rules/x.yaml: broken"], now=1767225600.0)
+    doc = await page(client, "/_admin/rules")
+    status = doc.one(id="reload-status")
+    assert "2026-01-01 00:00:00" in status.text and status.one("span", "result").text == "failed"
+    body = await api(client, "/_admin/api/rules")
+    assert body["last_reload"] == {"at": "2026-01-01T00:00:00Z", "ok": False}
+
+    holder.swap(holder.current, now=1767229200.0)
+    doc = await page(client, "/_admin/rules")
+    assert doc.one(id="reload-status").one("span", "result").text == "succeeded"
+    assert (await api(client, "/_admin/api/rules"))["loaded_at"] == "2026-01-01T01:00:00Z"
+
+
 async def test_rules_page_shows_load_errors(gateway_factory: Callable[..., Any]) -> None:
     client = await admin_client(gateway_factory)
     client.app[GATEWAY].rules.last_error = [
@@ -340,6 +562,7 @@ async def test_rules_page_shows_load_errors(gateway_factory: Callable[..., Any])
         "consent_params",
         "endpoints",
     }
+    assert {"total", "loaded_at", "last_reload"} <= set(body)
     assert set(ga4["endpoints"][0]) == {
         "id",
         "match",

@@ -14,12 +14,14 @@ import pytest
 from gateway.admin.params import (
     BadParameter,
     Filters,
+    _group,
     explain_form,
     int_param,
     kind_param,
     since_param,
 )
 from gateway.config import DEFAULT_PURPOSES
+from gateway.decision_log.query import GroupKey
 from tests.admin.conftest import (
     DAY,
     FILTER_ROWS,
@@ -58,7 +60,7 @@ async def test_records_are_filtered_server_side(
 ) -> None:
     client = await admin_client(gateway_factory)
     seed(client, FILTER_ROWS)
-    doc = await page(client, f"/_admin/?{query}")
+    doc = await page(client, f"/_admin/?view=records&{query}")
     got = "".join(r.removeprefix("report-only").strip() for r in reasons(doc))
     assert got == expected
     if not expected:
@@ -96,19 +98,24 @@ async def test_api_records_bad_parameters(
     value = query.partition("=")[2]
     assert len(value) < 3 or value not in body["error"]  # never echoed
     if not query.startswith("limit"):
-        doc = await page(client, f"/_admin/?{query}", status=400)
+        doc = await page(client, f"/_admin/?view=records&{query}", status=400)
         assert doc.one(id="error-message").text.startswith(message + ":")
 
 
-@pytest.mark.parametrize("since", ["90m", "2d", "2026-01-01T00:00:00Z"])
-async def test_api_takes_any_duration_or_time(
+@pytest.mark.parametrize("since", ["90m", "2d", "2026-01-01T00:00:00Z", "2026-01-01"])
+async def test_api_and_blocked_page_take_any_duration_or_time(
     gateway_factory: Callable[..., Any], since: str
 ) -> None:
     client = await admin_client(gateway_factory)
     seed(client, [record("r")])
     body = await api(client, f"/_admin/api/records?since={since}")
     assert [r["request_id"] for r in body["records"]] == ["r"]
-    await page(client, f"/_admin/?since={since}", status=400)  # pages offer their windows
+    doc = await page(client, f"/_admin/?view=records&since={since}")
+    assert reasons(doc) == ["r"]
+    groups = await page(client, f"/_admin/?since={since}")
+    assert groups.one("tr", "group").one("td", "count").text == "1"
+    # the other pages offer their windows
+    await page(client, f"/_admin/unknown?since={since}", status=400)
 
 
 @pytest.mark.parametrize(
@@ -221,6 +228,16 @@ def test_int_param_refuses(value: str) -> None:
 
 
 ANY = Filters("all", None, None, None, None, None)
+GA_GROUP = GroupKey("google-analytics-4", "collect", "drop", ("analytics",), "r")
+
+
+def test_group_parameters_round_trip() -> None:
+    """A group's link names it exactly; `record_filters` reads the same group back."""
+    for g in (GA_GROUP, GroupKey(None, None, "reject", (), "no rule: x.example")):
+        params = replace(ANY, group=g).params()
+        assert params["group_action"] == g.action
+        assert _group(params) == g
+    assert _group({}) is None
 
 
 @pytest.mark.parametrize(
@@ -259,6 +276,12 @@ def test_filters_reproduce_their_parameters(filters: Filters, params: dict[str, 
         ({"regime": "opt-in"}, {}, True),
         ({"regime": "us"}, {"regime": None}, False),
         ({"vendor": "google-analytics-4", "action": "drop", "regime": "us"}, {}, False),
+        ({"group": GA_GROUP}, {}, True),
+        ({"group": GA_GROUP}, {"regime": "us"}, True),  # a group spans regimes
+        ({"group": replace(GA_GROUP, reason="other")}, {}, False),
+        ({"group": GA_GROUP}, {"missing": ("advertising", "analytics")}, False),
+        ({"group": GA_GROUP}, {"endpoint": None}, False),
+        ({"group": replace(GA_GROUP, vendor=None, endpoint=None)}, {"vendor": None}, False),
     ],
 )
 def test_filters_match_records_as_the_query_does(

@@ -24,6 +24,7 @@ from gateway.app import GATEWAY
 from gateway.decision_log.bypasses import Bypass
 from gateway.store.base import ConsentRecord
 from tests.admin.conftest import (
+    DAY,
     FILTER_ROWS,
     GA,
     STATE_IDS,
@@ -37,6 +38,7 @@ from tests.admin.conftest import (
     record,
     records_path,
     seed,
+    seed_rollups,
     state_of,
     subjects_path,
 )
@@ -60,7 +62,7 @@ async def test_record_cells(gateway_factory: Callable[..., Any]) -> None:
             record("r2", vendor=None, endpoint=None, action="reject", report_only=True, age=20),
         ],
     )
-    doc = await page(client, "/_admin/")
+    doc = await page(client, "/_admin/?view=records")
     first, second = doc.all("tr", "record")
     cells = {
         c: first.one("td", c).text.strip()
@@ -120,18 +122,81 @@ def test_record_row_names_the_destination(
     assert record_row(record("r", vendor=vendor, endpoint=endpoint))["vendor"] == cell
 
 
+#: rollups: (age in seconds, vendor, action, missing, regime, n)
+ROLLUP_ROWS = [
+    (120.0, "google-analytics-4", "forward", "", "opt-out", 6),
+    (120.0, "google-analytics-4", "drop", "analytics", "opt-in", 3),
+    (60.0, "meta-pixel", "strip", "advertising", "opt-in", 2),
+    (60.0, "meta-pixel", "drop", "advertising,analytics", "opt-in", 2),
+    (30.0, "", "reject", "", "", 1),
+    (2 * DAY, "google-analytics-4", "forward", "", "", 50),  # outside the day
+]
+
+
 async def test_overview(gateway_factory: Callable[..., Any]) -> None:
     client = await admin_client(gateway_factory)
     seed(client, FILTER_ROWS)
+    seed_rollups(client, ROLLUP_ROWS)
     doc = await page(client, "/_admin/overview")
     charts = [s for s in doc.all("svg") if "chart" in s.classes]
-    assert [c.attrs["id"] for c in charts] == ["chart-vendor-action", "chart-purpose"]
-    labels = [t.text for t in charts[0].all("text", "label")]
+    assert [c.attrs["id"] for c in charts] == [
+        "chart-timeline",
+        "chart-vendor-action",
+        "chart-purpose",
+    ]
+    labels = [t.text for t in charts[1].all("text", "label")]
     assert labels == ["google-analytics-4", "(unknown destination)", "meta-pixel"]
+    # each action in its colour class, wherever it is drawn
+    colours = {r.attrs["class"] for r in charts[1].all("rect") if "bar" in r.classes}
+    assert colours == {"bar action-drop", "bar action-reject", "bar action-strip"}
     windows = {a.attrs["href"] for a in doc.all("a", "window")}
-    assert windows == {f"/_admin/overview?window={w}" for w in ("1h", "1d", "1w")}
+    assert windows == {f"/_admin/overview?window={w}" for w in ("1h", "1d", "1w", "30d")}
     assert doc.one(id="total").text.startswith("4 ")
+    assert not doc.all(id="no-rollups")
+
+    # the time series: every request of the day, by action, with each action named
+    assert doc.one(id="requests-total").text.split()[0] == "14"
+    named = {s.attrs["data-action"]: s.text for s in doc.one(id="requests-total").all("span")}
+    assert named == {
+        "forward": "6 forwarded",
+        "strip": "2 stripped",
+        "drop": "5 dropped",
+        "reject": "1 rejected",
+    }
+    columns = charts[0].all("g", "col")
+    assert 60 <= len(columns) <= 61  # a day in 24 min columns, from the minute it began
+    stacked = [r.attrs["class"] for g in columns for r in g.all("rect") if "bar" in r.classes]
+    assert set(stacked) == {
+        "bar action-forward",
+        "bar action-drop",
+        "bar action-strip",
+        "bar action-reject",
+    }
+
+    # blocked share by vendor: the largest share first
+    vendors = [
+        (
+            r.one("td", "vendor").text,
+            r.one("td", "total").text,
+            r.one("td", "blocked").text,
+            r.one("td", "share").text,
+        )
+        for r in doc.one("table", id="vendor-share").all("tr", "vendor")
+    ]
+    assert vendors == [
+        ("(unknown destination)", "1", "1", "100.0 %"),
+        ("meta-pixel", "4", "2", "50.0 %"),
+        ("google-analytics-4", "9", "3", "33.3 %"),
+    ]
+    # consent per purpose, from the rollups
     assert doc.one(id="share-scope").text  # says what the share is measured over
+    shares = {
+        r.one("td", "purpose").text: r.one("td", "share").text.strip()
+        for r in doc.one("table", id="purpose-share").all("tr", "purpose")
+    }
+    assert shares["analytics"] == "64.3 %"  # 9 of 14 not missing it
+    assert shares["advertising"] == "71.4 %"  # 10 of 14
+    assert shares["necessary"] == "100.0 %"
 
     body = await api(client, "/_admin/api/overview?window=1w")
     assert body["window"] == "1w" and body["total"] == 5
@@ -145,8 +210,33 @@ async def test_overview(gateway_factory: Callable[..., Any]) -> None:
         {"purpose": "advertising", "count": 3},
         {"purpose": "analytics", "count": 2},
     ]
+    rollups = body["rollups"]
+    assert rollups["total"] == 64 and rollups["bucket_seconds"] % 60 == 0
+    assert sum(b["counts"]["forward"] for b in rollups["timeline"]) == 56
+    assert rollups["vendors"][0] == {
+        "vendor": None,
+        "total": 1,
+        "blocked": 1,
+        "stripped": 0,
+        "blocked_share": 1.0,
+    }
+    share = {s["purpose"]: s for s in rollups["consent_share"]}
+    assert share["analytics"] == {
+        "purpose": "analytics",
+        "total": 64,
+        "missing": 5,
+        "share": 59 / 64,
+    }
     one_hour = await api(client, "/_admin/api/overview?window=1h")
-    assert one_hour["total"] == 3
+    assert one_hour["total"] == 3 and one_hour["rollups"]["total"] == 14
+    # a month, from the rollups as cheaply
+    month = await api(client, "/_admin/api/overview?window=30d")
+    assert month["window"] == "30d" and month["rollups"]["total"] == 64
+    assert month["rollups"]["bucket_seconds"] == 12 * 3600  # 60 columns
+    doc = await page(client, "/_admin/overview?window=30d")
+    current = [a.attrs["href"] for a in doc.all("a", "window") if "aria-current" in a.attrs]
+    assert current == ["/_admin/overview?window=30d"]
+    assert "last 30 days" in doc.one(id="requests-total").text
 
 
 async def test_overview_without_records(gateway_factory: Callable[..., Any]) -> None:
@@ -154,6 +244,9 @@ async def test_overview_without_records(gateway_factory: Callable[..., Any]) -> 
     doc = await page(client, "/_admin/overview?window=1h")
     assert len([s for s in doc.all("svg") if "chart" in s.classes]) == 2
     assert doc.all("text", "empty")
+    # no rollups yet: one notice instead of the time series and the share tables
+    assert "No tag requests counted" in doc.one(id="no-rollups").text
+    assert not doc.all(id="vendor-share") and not doc.all(id="purpose-share")
 
 
 async def test_purpose_share_counts_tag_requests(gateway_factory: Callable[..., Any]) -> None:
@@ -176,21 +269,15 @@ async def test_purpose_share_counts_tag_requests(gateway_factory: Callable[..., 
     assert share["necessary"]["granted_share"] == 1.0
     assert set(share) == set(state_of(client).gw.config.consent.purposes)
     assert body["purpose_share"]["since"].endswith("Z") and body["purpose_share"]["measured"]
-    doc = await page(client, "/_admin/overview")
-    rows = {
-        r.one("td", "purpose").text: r.one("td", "share").text.strip()
-        for r in doc.one("table", id="purpose-share").all("tr", "purpose")
-    }
-    assert rows["analytics"] == "25.0 %" and rows["necessary"] == "100.0 %"
 
 
 async def test_purpose_share_before_any_request(gateway_factory: Callable[..., Any]) -> None:
     client = await admin_client(gateway_factory)
     body = await api(client, "/_admin/api/overview")
     assert all(p["granted_share"] is None for p in body["purpose_share"]["purposes"])
-    doc = await page(client, "/_admin/overview")
-    shares = [r.one("td", "share").text.strip() for r in doc.all("tr", "purpose")]
-    assert shares and set(shares) == {"–"}
+    assert body["rollups"]["consent_share"] and all(
+        p["share"] is None for p in body["rollups"]["consent_share"]
+    )
 
 
 # --- consent records ------------------------------------------------------------------

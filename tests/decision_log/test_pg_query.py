@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from gateway.decision_log.pg_query import PgLogReader, PgTail
 from gateway.decision_log.postgres import PostgresHost
 from gateway.decision_log.query import LogQuery, LogReader
 from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.rollups import RollupRow
+from gateway.decision_log.sinks import SqliteSink
 from gateway.errors import LogUnavailable
 from gateway.violations import Sighting
 from tests.conftest import LOG_ROWS, PATH_ROWS, T0, UNKNOWN_ROWS, make_record, store_records
@@ -161,3 +164,50 @@ async def test_the_tail_hears_every_instance_once_each(both: Both) -> None:
         await tail.close()
         await a.close()
         await b.close()
+
+
+@pytest.mark.parametrize(
+    "query", [LogQuery(), LogQuery(limit=1), LogQuery(vendor="ga4"), LogQuery(since=T0 + 20)]
+)
+async def test_groups_and_their_records_agree(both: Both, query: LogQuery) -> None:
+    await both.write([*LOG_ROWS, *(replace(r, request_id=r.request_id * 2) for r in LOG_ROWS)])
+    groups = both.sqlite.groups(query)
+    assert groups and await both.pg.groups(query) == groups
+    for g in groups:
+        q = LogQuery(group=g.key)
+        assert await both.pg.records(q) == both.sqlite.records(q), g.key
+        assert len(both.sqlite.records(q)) == g.count
+
+
+async def test_a_record_by_id(both: Both) -> None:
+    await both.write(LOG_ROWS)
+    assert await both.pg.record(3) == both.sqlite.record(3) is not None
+    assert await both.pg.record(99) is None
+
+
+async def test_rollup_views_agree(both: Both) -> None:
+    minute = int(T0) // 60 * 60
+    rows = [
+        RollupRow(minute, "ga4", "forward", "", "opt-in", 6),
+        RollupRow(minute, "ga4", "drop", "analytics", "opt-in", 2),
+        RollupRow(minute + 60, "meta", "strip", "advertising", "us", 3),
+        RollupRow(minute + 180, "", "reject", "", "", 2),
+    ]
+    sink = SqliteSink(both.db)
+    sink.write_rollups(rows)
+    sink.close()
+    host = PostgresHost(pg_log_config(both.schema))
+    try:
+        assert (await host.write_rollups(rows)).failure is None
+    finally:
+        await host.close()
+    for since, until, buckets in ((minute, minute + 240, 4), (minute + 30, minute + 90, 60)):
+        assert await both.pg.timeline(since, until, buckets) == both.sqlite.timeline(
+            since, until, buckets
+        )
+        assert await both.pg.vendor_shares(since, until) == both.sqlite.vendor_shares(since, until)
+        purposes = ("analytics", "advertising", "functional")
+        assert await both.pg.consent_shares(since, until, purposes) == (
+            both.sqlite.consent_shares(since, until, purposes)
+        )
+    assert (await both.pg.timeline(minute, minute + 240, 4)).total == 13

@@ -3,21 +3,26 @@ error mapping), `LogQuery` and `parse_since`."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.decision_log.query import (
     MAX_QUERY_LIMIT,
+    GroupKey,
     LogQuery,
     LogReader,
+    RecordGroup,
     UnknownHost,
     UnknownPath,
     parse_since,
 )
+from gateway.decision_log.rollups_query import PurposeShare, VendorShare
 from gateway.errors import GatewayError, LogUnavailable
 from tests.conftest import LOG_ROWS, PATH_ROWS, T0, UNKNOWN_ROWS, make_record, store_records
 
@@ -354,3 +359,124 @@ def test_parse_since(text: str, expected: float) -> None:
 def test_parse_since_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_since(text, NOW)
+
+
+GA_DROP = GroupKey("ga4", "collect", "drop", ("analytics",), "analytics not granted")
+META_DROP = GroupKey("meta", "collect", "drop", ("advertising", "analytics"), "ads")
+UNKNOWN = GroupKey(None, None, "reject", (), "no rule")
+#: a reject for an unknown destination
+NO_RULE: dict[str, Any] = {
+    "vendor": None,
+    "endpoint": None,
+    "action": "reject",
+    "missing": (),
+    "regime": None,
+    "reason": "no rule",
+}
+#: three groups: GA4 drops at T0 and T0+30, a Meta drop at T0+10, rejects at T0+20 and T0+40
+GROUP_ROWS = [
+    make_record("g1", ts=T0, vendor="ga4"),
+    make_record("m1", ts=T0 + 10, vendor="meta", missing=META_DROP.missing, reason="ads"),
+    make_record("u1", ts=T0 + 20, **NO_RULE),
+    make_record("g2", ts=T0 + 30, vendor="ga4", regime="us"),
+    make_record("u2", ts=T0 + 40, **NO_RULE),
+    # the same vendor and action, another reason: a group of its own
+    make_record("g3", ts=T0 + 5, vendor="ga4", reason="analytics denied by gpc"),
+]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (
+            LogQuery(),
+            [
+                RecordGroup(UNKNOWN, 2, T0 + 20, T0 + 40),
+                RecordGroup(GA_DROP, 2, T0, T0 + 30),
+                RecordGroup(META_DROP, 1, T0 + 10, T0 + 10),
+                RecordGroup(replace(GA_DROP, reason="analytics denied by gpc"), 1, T0 + 5, T0 + 5),
+            ],
+        ),
+        (LogQuery(limit=1), [RecordGroup(UNKNOWN, 2, T0 + 20, T0 + 40)]),
+        (LogQuery(since=T0 + 25, vendor="ga4"), [RecordGroup(GA_DROP, 1, T0 + 30, T0 + 30)]),
+        (LogQuery(regime="us"), [RecordGroup(GA_DROP, 1, T0 + 30, T0 + 30)]),
+        (LogQuery(purpose="advertising"), [RecordGroup(META_DROP, 1, T0 + 10, T0 + 10)]),
+        (LogQuery(action="reject", until=T0 + 30), [RecordGroup(UNKNOWN, 1, T0 + 20, T0 + 20)]),
+        (LogQuery(group=GA_DROP), [RecordGroup(GA_DROP, 2, T0, T0 + 30)]),
+        # cursors are for records, not groups
+        (LogQuery(group=UNKNOWN, before_id=5), [RecordGroup(UNKNOWN, 2, T0 + 20, T0 + 40)]),
+    ],
+)
+@pytest.mark.parametrize("wide", [False, True], ids=["kinds", "wide"])
+def test_groups(tmp_path: Path, query: LogQuery, expected: list[RecordGroup], wide: bool) -> None:
+    """Schema 2 counts kinds over their index; a wide table (schema 1) groups its rows:
+    the same groups."""
+    db = tmp_path / "decisions.db"
+    store_records(db, GROUP_ROWS)
+    if wide:
+        flat = tmp_path / "wide.db"
+        with contextlib.closing(sqlite3.connect(flat)) as conn, conn:
+            conn.execute("ATTACH DATABASE ? AS src", (str(db),))
+            conn.execute("CREATE TABLE decisions AS SELECT * FROM src.decisions")
+        db = flat
+    assert LogReader(db).groups(query) == expected
+
+
+@pytest.mark.parametrize(
+    ("group", "expected"),
+    [
+        (GA_DROP, "g2 g1"),
+        (UNKNOWN, "u2 u1"),
+        (META_DROP, "m1"),
+        (replace(META_DROP, missing=("advertising",)), ""),
+        (replace(GA_DROP, endpoint=None), ""),
+        (replace(UNKNOWN, vendor="ga4"), ""),
+        (replace(GA_DROP, reason="analytics"), ""),
+    ],
+)
+def test_records_of_a_group(tmp_path: Path, group: GroupKey, expected: str) -> None:
+    """A group's raw rows: exact on every key field, NULL matching NULL only."""
+    db = tmp_path / "decisions.db"
+    store_records(db, GROUP_ROWS)
+    found = LogReader(db).records(LogQuery(group=group))
+    assert " ".join(r.request_id for r in found) == expected
+
+
+def test_record_by_id(log_db: Path, tmp_path: Path) -> None:
+    reader = LogReader(log_db)
+    found = reader.record(3)
+    assert found is not None and found.request_id == "c" and found.id == 3
+    assert dict(found.sources) == {"analytics": "default:opt-in"}
+    assert reader.record(99) is None
+    assert LogReader(tmp_path / "none.db").record(1) is None
+    assert LogReader(tmp_path / "none.db").groups(LogQuery()) == []
+
+
+def test_reader_reads_rollups_in_the_log_file(tmp_path: Path) -> None:
+    """The sink creates the rollups table next to `decisions`; the reader reads it."""
+    db = tmp_path / "decisions.db"
+    store_records(db, LOG_ROWS)
+    minute = int(T0) // 60 * 60
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (minute, "ga4", "forward", "", "", 6),
+                (minute, "ga4", "drop", "analytics", "opt-in", 2),
+                (minute + 60, "", "reject", "", "", 2),
+            ],
+        )
+    conn.close()
+    reader = LogReader(db)
+    t = reader.timeline(minute, minute + 120, 2)
+    assert [dict(b.counts) for b in t.buckets] == [{"forward": 6, "drop": 2}, {"reject": 2}]
+    assert reader.vendor_shares(minute, minute + 120) == [
+        VendorShare("", 2, 2, 0),
+        VendorShare("ga4", 8, 2, 0),
+    ]
+    assert reader.consent_shares(minute, minute + 120, ["analytics"]) == [
+        PurposeShare("analytics", 10, 2)
+    ]
+    missing = LogReader(tmp_path / "none.db")
+    assert missing.vendor_shares(minute, minute + 120) == []
+    assert missing.timeline(minute, minute + 120, 2).total == 0

@@ -79,7 +79,7 @@
     tr.appendChild(cell("missing", rec.missing));
     tr.appendChild(cell("regime", rec.regime));
     tr.appendChild(cell("method", rec.method));
-    tr.appendChild(cell("host", rec.host));
+    tr.appendChild(hostCell(rec.host));
     tr.appendChild(cell("path", rec.path));
     tr.appendChild(cell("stripped", rec.stripped));
 
@@ -92,7 +92,37 @@
       reason.insertBefore(badge, reason.firstChild);
     }
     tr.appendChild(reason);
+    // A live record is not stored yet (no id): its details link comes with a reload.
+    tr.appendChild(cell("open", ""));
+    if (rec.id) {
+      var link = document.createElement("a");
+      link.className = "detail-link";
+      link.href = "record?id=" + encodeURIComponent(String(rec.id));
+      link.textContent = "Details";
+      tr.lastChild.appendChild(link);
+    }
     return tr;
+  }
+
+  // As the server renders it: each dot-separated label kept whole, a break allowed only
+  // after a dot, so a host name never wraps inside a label.
+  function hostCell(value) {
+    var td = document.createElement("td");
+    td.className = "host";
+    var host = document.createElement("span");
+    host.className = "host";
+    text(value).split(".").forEach(function (label, i) {
+      if (i > 0) {
+        host.appendChild(document.createTextNode("."));
+        host.appendChild(document.createElement("wbr"));
+      }
+      var span = document.createElement("span");
+      span.className = "label";
+      span.textContent = label;
+      host.appendChild(span);
+    });
+    td.appendChild(host);
+    return td;
   }
 
   function prepend(rec) {
