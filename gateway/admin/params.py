@@ -80,15 +80,18 @@ _REASON_CAP: Final = 300
 _NAME_CAP: Final = 128
 #: time windows offered by the pages (the API also takes any `parse_since` value)
 WINDOWS: Final = MappingProxyType({"1h": 3600.0, "1d": 86400.0, "1w": 604800.0})
-#: the overview's windows: also a month, which the rollups (kept longer than records)
-#: answer as cheaply as an hour
-OVERVIEW_WINDOWS: Final = MappingProxyType({**WINDOWS, "30d": 30 * 86400.0})
+#: the overview's windows: also a month and a year, which the rollups answer (kept
+#: `decision_log.rollup_retention`, 400 days by default, where records go after 30)
+OVERVIEW_WINDOWS: Final = MappingProxyType(
+    {**WINDOWS, "30d": 30 * 86400.0, "1y": 365 * 86400.0}
+)
 WINDOW_NAMES: Final = MappingProxyType(
     {
         "1h": "last hour",
         "1d": "last day",
         "1w": "last week",
         "30d": "last 30 days",
+        "1y": "last year",
         "all": "all time",
     }
 )
@@ -125,11 +128,11 @@ def since_param(
 
 
 def window_param(request: web.Request) -> tuple[str, float, float]:
-    """The overview's `window` (`1h`, `1d`: the default, `1w` or `30d`) and the epoch
+    """The overview's `window` (`1h`, `1d`: the default, `1w`, `30d` or `1y`) and the epoch
     seconds it starts and ends at (now)."""
     window = request.query.get("window") or "1d"
     if window not in OVERVIEW_WINDOWS:
-        raise BadParameter("window: use 1h, 1d, 1w or 30d")
+        raise BadParameter("window: use 1h, 1d, 1w, 30d or 1y")
     until = time.time()
     return window, until - OVERVIEW_WINDOWS[window], until
 

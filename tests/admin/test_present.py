@@ -150,7 +150,7 @@ async def test_overview(gateway_factory: Callable[..., Any]) -> None:
     colours = {r.attrs["class"] for r in charts[1].all("rect") if "bar" in r.classes}
     assert colours == {"bar action-drop", "bar action-reject", "bar action-strip"}
     windows = {a.attrs["href"] for a in doc.all("a", "window")}
-    assert windows == {f"/_admin/overview?window={w}" for w in ("1h", "1d", "1w", "30d")}
+    assert windows == {f"/_admin/overview?window={w}" for w in ("1h", "1d", "1w", "30d", "1y")}
     assert doc.one(id="total").text.startswith("4 ")
     assert not doc.all(id="no-rollups")
 
