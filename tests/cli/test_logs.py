@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from gateway.cli.logs import format_record, run_logs
+from gateway.cli.logs import format_record, run_logs, run_pg_logs
+from gateway.decision_log.postgres import PostgresHost
 from gateway.decision_log.record import DecisionRecord
 from tests.conftest import LOG_ROWS, T0, make_record, store_records
+from tests.stores import fresh_pg_schema, pg_dsn_in, pg_log_config
 
 
 @pytest.mark.parametrize(
@@ -185,3 +189,74 @@ def test_run_logs_on_a_file_that_is_not_a_log(
         f"consent-gateway logs: cannot read the decision log: {db}: "
         "DatabaseError: file is not a database\n"
     )
+
+
+# -- the PostgreSQL log: every instance's records ------------------------------------------
+
+
+async def _pg_write(schema: str, records: list[DecisionRecord]) -> None:
+    host = PostgresHost(pg_log_config(schema))
+    try:
+        assert [o.failure for o in await host.write(records)] == [None]
+    finally:
+        await host.close()
+
+
+def _pg_logs(schema: str, out: io.StringIO, **kw: Any) -> int:
+    args: dict[str, Any] = {
+        "since": None,
+        "vendor": None,
+        "action": None,
+        "purpose": None,
+        "as_json": True,
+        "follow": False,
+        "limit": 100,
+    }
+    args.update(kw)
+    return run_pg_logs(pg_dsn_in(schema), out=out, **args)
+
+
+async def test_pg_logs_print_and_follow_every_instances_records() -> None:
+    async with fresh_pg_schema() as schema:
+        await _pg_write(schema, LOG_ROWS)
+        out = io.StringIO()
+        assert await asyncio.to_thread(_pg_logs, schema, out, action="drop") == 0
+        printed = [orjson.loads(line)["request_id"] for line in out.getvalue().splitlines()]
+        assert printed == [r.request_id for r in LOG_ROWS if r.action == "drop"]
+
+        # --follow: what any instance commits from now on, filtered, after the first page
+        follow = io.StringIO()
+        task = asyncio.get_running_loop().run_in_executor(
+            None, partial(_pg_logs, schema, follow, follow=True, vendor="meta", max_follow=1)
+        )
+        n = 0
+        while not task.done():  # until the tail (started in the thread) has heard one
+            await _pg_write(schema, [make_record(f"other{n}", vendor="ga4")])
+            await _pg_write(schema, [make_record(f"new{n}", vendor="meta", ts=time.time())])
+            n += 1
+            await asyncio.wait({task}, timeout=0.2)
+            assert n < 100, "logs --follow never printed a new record"
+        assert task.result() == 0
+        lines = [orjson.loads(line) for line in follow.getvalue().splitlines()]
+        assert [r["vendor"] for r in lines] == ["meta"] * len(lines)
+        assert lines[-1]["request_id"].startswith("new")
+        assert len({r["request_id"] for r in lines}) == len(lines)  # none twice
+
+
+def test_pg_logs_refuse_bad_filters_and_name_no_dsn(capsys: pytest.CaptureFixture[str]) -> None:
+    out = io.StringIO()
+    assert _pg_logs("x", out, action="explode") == 2
+    code = run_pg_logs(
+        "postgresql://gw:s3cret@127.0.0.1:1/db",
+        since=None,
+        vendor=None,
+        action=None,
+        purpose=None,
+        as_json=False,
+        follow=False,
+        limit=10,
+        out=out,
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "cannot read the decision log" in err and "s3cret" not in err

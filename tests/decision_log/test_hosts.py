@@ -32,6 +32,7 @@ from gateway.decision_log.hosts import (
 )
 from gateway.decision_log.query import MAX_QUERY_LIMIT, LogQuery, LogReader
 from gateway.decision_log.record import DecisionRecord
+from gateway.decision_log.rollups import Pruned, RollupRow
 from gateway.decision_log.writer import DecisionLog
 from gateway.metrics import Metrics
 from gateway.violations import Sighting
@@ -102,6 +103,9 @@ async def _session(host: Host, blocked: Path, db: Path, jsonl: Path) -> list[obj
     blocked.unlink()  # the destination comes back
     out.append(await host.write(LATE))
     out.append(await host.write_sightings([Seen(sighting, T0)]))
+    out.append(await host.write_rollups([RollupRow(int(T0) // 60 * 60, "ga4", "drop", "", "", 2)]))
+    # retention: the records before T0 + 2.5 ("c") and rollups of minutes before T0's go
+    out.append(await host.prune(T0 + 2.5, int(T0) // 60 * 60))
     out.append(await host.close())
     out.append([replace(r, id=None) for r in reversed(stored(db))])
     out.append(jsonl.read_text())
@@ -123,13 +127,14 @@ async def test_a_thread_and_a_process_give_the_same_outcomes(tmp_path: Path) -> 
     # the failures name each run's own file
     thread, process = (repr(runs[w]).replace(str(tmp_path / w), "~") for w in runs)
     assert thread == process
-    opened, first, second, seen, closed, records, lines = runs["process"]
+    opened, first, second, seen, rolled, pruned, closed, records, lines = runs["process"]
     failure = f"FileExistsError: [Errno 17] File exists: '{tmp_path / 'process' / 'data'}'"
     assert opened == first == [Outcome("sqlite", failure), Outcome("jsonl")]
     assert second == [Outcome("sqlite"), Outcome("jsonl")]
-    assert seen == Outcome("sqlite")
+    assert seen == rolled == Outcome("sqlite")
+    assert pruned == (Outcome("sqlite"), Pruned(records=1))
     assert closed == [Outcome("sqlite"), Outcome("jsonl")]
-    assert records == LATE
+    assert records == LATE[1:]
     assert isinstance(lines, str) and len(lines.splitlines()) == 5
 
 
