@@ -187,6 +187,11 @@ class PrivacyFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "aiohttp.access":
             return False
+        # A record passes the filter on its logger and again on each handler: scrubbing
+        # what was already scrubbed would hide the exception class it kept.
+        if getattr(record, _FILTERED, False):
+            return True
+        setattr(record, _FILTERED, True)
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, _CLIENT_ERRORS):
             # SECURITY: the parser's message quotes the bytes it choked on.
@@ -207,6 +212,9 @@ class PrivacyFilter(logging.Filter):
                 record.args = tuple(_scrub(a) for a in args)
         return True
 
+
+#: set on a record once `PrivacyFilter` has rewritten it
+_FILTERED: Final = "cg_private"
 
 #: the one filter every logger and handler shares
 PRIVACY_FILTER: Final = PrivacyFilter()
@@ -249,7 +257,14 @@ class _PrivateRequestHandler(RequestHandler):
             status = HTTPStatus.BAD_REQUEST
             # A scanner or TLS on the plain port: noise, as aiohttp treats it.
             level = logging.DEBUG if isinstance(exc, BadHttpMethod) else logging.INFO
-            self.logger.log(level, "bad request from a client: %s", type(exc).__name__)
+            # Already what the privacy filter makes of such a record: the class name is
+            # the gateway's, not the client's (scrubbed again, it would read `{…}`).
+            self.logger.log(
+                level,
+                "bad request from a client: %s",
+                type(exc).__name__,
+                extra={_FILTERED: True},
+            )
         else:
             self.logger.error("error answering a request", exc_info=exc)
         if request.writer.output_size > 0:

@@ -248,6 +248,16 @@ def test_privacy_filter_rewrites_aiohttp_records(
     assert (record.exc_info is not None) is traceback
 
 
+@pytest.mark.parametrize(("record", "message", "level", "traceback"), FILTER_CASES)
+def test_privacy_filter_rewrites_a_record_once(
+    record: logging.LogRecord, message: str, level: int, traceback: bool
+) -> None:
+    # once on its logger, again on each handler: the second pass changes nothing
+    assert PRIVACY_FILTER.filter(record) is True
+    assert PRIVACY_FILTER.filter(record) is True
+    assert record.getMessage() == message
+
+
 def test_privacy_filter_drops_aiohttp_access_records() -> None:
     record = _record("aiohttp.access", f'203.0.113.77 "{RAW_LINE}" 200', level=logging.INFO)
     assert PRIVACY_FILTER.filter(record) is False
