@@ -82,9 +82,7 @@ _NAME_CAP: Final = 128
 WINDOWS: Final = MappingProxyType({"1h": 3600.0, "1d": 86400.0, "1w": 604800.0})
 #: the overview's windows: also a month and a year, which the rollups answer (kept
 #: `decision_log.rollup_retention`, 400 days by default, where records go after 30)
-OVERVIEW_WINDOWS: Final = MappingProxyType(
-    {**WINDOWS, "30d": 30 * 86400.0, "1y": 365 * 86400.0}
-)
+OVERVIEW_WINDOWS: Final = MappingProxyType({**WINDOWS, "30d": 30 * 86400.0, "1y": 365 * 86400.0})
 WINDOW_NAMES: Final = MappingProxyType(
     {
         "1h": "last hour",
