@@ -19,7 +19,8 @@ DecisionLog ─▶ PostgresHost ─▶ COPY (one batch, one transaction) ─▶ 
 - Ids come from one sequence, taken for the whole batch before the COPY, so the batch's
   NOTIFY names its id range: a tail fetches exactly those rows, whichever instance wrote
   them, even though batches of several instances commit out of id order.
-- Retention runs in one instance at a time: `pg_try_advisory_xact_lock`; the others skip.
+- Retention runs in one instance at a time (`pg_try_advisory_lock`; the others skip) and
+  detaches a day `CONCURRENTLY` before dropping it, so no writer or reader waits on it.
 - Errors are outages (`Outcome` with the error's class and SQLSTATE, never its message:
   PostgreSQL quotes rejected values in messages). The DSN is never logged.
 """
@@ -62,7 +63,10 @@ NAME: Final = "postgres"
 PARTITION_LOCK: Final = 0x6367_0001
 RETENTION_LOCK: Final = 0x6367_0002
 _LOCK: Final = "SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))"
-_TRY_LOCK: Final = "SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))"
+_TRY_SESSION_LOCK: Final = "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))"
+_UNLOCK: Final = "SELECT pg_advisory_unlock($1, hashtext(current_schema()))"
+#: a partition an interrupted DETACH ... CONCURRENTLY left half detached
+_DETACH_PENDING: Final = "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass($1)"
 DAY: Final = 86400
 
 SCHEMA: Final = """
@@ -356,31 +360,41 @@ class PostgresHost:
 
     async def _prune(self, records_before: float, rollups_before: int) -> Pruned:
         pool = await self._connect()
-        async with pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval(_TRY_LOCK, RETENTION_LOCK):
+        async with pool.acquire() as conn:
+            # A session lock, not a transaction's: DETACH ... CONCURRENTLY runs outside one.
+            if not await conn.fetchval(_TRY_SESSION_LOCK, RETENTION_LOCK):
                 return Pruned(skipped=True)  # another instance is at it
-            names = [r[0] for r in await conn.fetch(_PARTITIONS)]
-            days = sorted(d for d in map(_day_of, names) if d is not None)
-            expired = [d for d in days if d + DAY <= records_before]
-            records = 0
-            for day in expired:
-                name = partition_name(day)
-                # The planner's estimate: counting a day of rows would read them all. A
-                # table never analysed (-1) is one autovacuum never saw: a small one.
-                estimate = await conn.fetchval(
-                    "SELECT reltuples::bigint FROM pg_class WHERE relname = $1", name
-                )
-                if estimate is None or estimate < 0:
-                    estimate = await conn.fetchval(f"SELECT count(*) FROM {name}")
-                records += int(estimate)
-                await conn.execute(f"DROP TABLE {name}")
-            status = await conn.execute(
-                "DELETE FROM cg_decision_rollups WHERE minute < $1", rollups_before
+            try:
+                return await self._prune_locked(conn, records_before, rollups_before)
+            finally:
+                await conn.execute(_UNLOCK, RETENTION_LOCK)
+
+    async def _prune_locked(self, conn: Any, records_before: float, rollups_before: int) -> Pruned:
+        names = [r[0] for r in await conn.fetch(_PARTITIONS)]
+        days = sorted(d for d in map(_day_of, names) if d is not None)
+        expired = [d for d in days if d + DAY <= records_before]
+        records = 0
+        for day in expired:
+            name = partition_name(day)
+            # The planner's estimate: counting a day of rows would read them all. A table
+            # never analysed (-1) is one autovacuum never saw: a small one.
+            estimate = await conn.fetchval(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)", name
             )
-            await conn.execute(
-                "DELETE FROM cg_decision_bypasses WHERE last_seen < $1", records_before
-            )
-        self._days.difference_update(expired)
+            if estimate is None or estimate < 0:
+                estimate = await conn.fetchval(f"SELECT count(*) FROM {name}")
+            records += int(estimate)
+            # Detached first, without the lock on the whole table that DROP takes: writers
+            # and readers of today's partition never queue behind the retention run.
+            pending = await conn.fetchval(_DETACH_PENDING, name)
+            how = "FINALIZE" if pending else "CONCURRENTLY"
+            await conn.execute(f"ALTER TABLE cg_decisions DETACH PARTITION {name} {how}")
+            await conn.execute(f"DROP TABLE {name}")
+            self._days.discard(day)
+        status = await conn.execute(
+            "DELETE FROM cg_decision_rollups WHERE minute < $1", rollups_before
+        )
+        await conn.execute("DELETE FROM cg_decision_bypasses WHERE last_seen < $1", records_before)
         return Pruned(records, int(status.rsplit(" ", 1)[1]), len(expired))
 
 
