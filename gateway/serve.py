@@ -63,7 +63,9 @@ class JsonLogFormatter(logging.Formatter):
             for key, value in own.items():
                 doc.setdefault(key, value)
         for key, value in vars(record).items():
-            if key not in _RECORD_ATTRS and key not in (self._fields, self._summary):
+            # `cg_*`: the gateway's own bookkeeping on a record (its fields, its summary,
+            # the privacy filter's mark), not fields of the line
+            if key not in _RECORD_ATTRS and not key.startswith("cg_"):
                 doc.setdefault(key, value)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)

@@ -317,13 +317,17 @@ def _raised() -> logging.LogRecord:
             _record("gateway", "odd", where=Path("/tmp/x")),
             {"where": "/tmp/x"},
         ),
+        (  # the privacy filter's mark is bookkeeping, not a field
+            _record("aiohttp.server", "bad request from a client: %s", "X", cg_private=True),
+            {"message": "bad request from a client: X"},
+        ),
     ],
 )
 def test_json_log_formatter_fields(record: logging.LogRecord, expected: dict[str, object]) -> None:
     doc = orjson.loads(JsonLogFormatter().format(record))
     assert doc["time"] == "2025-11-29T10:00:00.500Z" and doc["level"] == "WARNING"
     assert {k: doc[k] for k in expected} == expected
-    assert not {FIELDS, SUMMARY, "args", "msg", "exc_info"} & doc.keys()
+    assert not {FIELDS, SUMMARY, "cg_private", "args", "msg", "exc_info"} & doc.keys()
 
 
 def test_json_log_formatter_keeps_a_traceback_on_its_one_line() -> None:
