@@ -150,7 +150,8 @@ class Metrics:
         )
         self.log_pruned = Counter(
             "consent_gateway_decision_log_pruned",
-            "Decision-log rows deleted by retention (what: records, rollups, partitions)",
+            "Decision-log rows deleted by retention (what: records, rollups, partitions; "
+            "compacted: minute rollups summed into their hour)",
             ["what"],
             registry=r,
         )

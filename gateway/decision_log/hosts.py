@@ -50,7 +50,7 @@ from typing import Any, Final, NamedTuple, Protocol
 from gateway.config import DecisionLogConfig, StoreBackend
 from gateway.decision_log.bypasses import Seen
 from gateway.decision_log.record import DecisionRecord
-from gateway.decision_log.rollups import Pruned, RollupRow
+from gateway.decision_log.rollups import Cutoffs, Pruned, RollupRow
 from gateway.decision_log.sinks import Row, Sink, SqliteSink, sinks_for
 
 __all__ = ["Host", "Outcome", "ProcessHost", "Pruning", "ThreadHost", "host_for"]
@@ -81,7 +81,7 @@ class Host(Protocol):
     async def write(self, records: Sequence[DecisionRecord]) -> list[Outcome]: ...
     async def write_sightings(self, seen: Sequence[Seen]) -> Outcome: ...
     async def write_rollups(self, rows: Sequence[RollupRow]) -> Outcome: ...
-    async def prune(self, records_before: float, rollups_before: int) -> Pruning: ...
+    async def prune(self, cut: Cutoffs) -> Pruning: ...
     async def close(self) -> list[Outcome]: ...
 
 
@@ -142,14 +142,14 @@ class _Sinks:
             return Outcome("sqlite")  # no table to keep them in: nothing to lose
         return _call(sink, partial(sink.write_rollups, rows))
 
-    def prune(self, records_before: float, rollups_before: int) -> Pruning:
+    def prune(self, cut: Cutoffs) -> Pruning:
         sink, pruned = self.sqlite, Pruned()
         if sink is None:
             return Outcome("sqlite"), pruned
 
         def run() -> None:
             nonlocal pruned
-            pruned = sink.prune(records_before, rollups_before)
+            pruned = sink.prune(cut)
 
         return _call(sink, run), pruned
 
@@ -188,8 +188,8 @@ class ThreadHost:
         out: Outcome = await self._run(self._sinks.write_rollups, rows)
         return out
 
-    async def prune(self, records_before: float, rollups_before: int) -> Pruning:
-        out: Pruning = await self._run(self._sinks.prune, records_before, rollups_before)
+    async def prune(self, cut: Cutoffs) -> Pruning:
+        out: Pruning = await self._run(self._sinks.prune, cut)
         return out
 
     async def close(self) -> list[Outcome]:
@@ -357,9 +357,9 @@ class ProcessHost:
             return Outcome("sqlite", str(e))
         return out
 
-    async def prune(self, records_before: float, rollups_before: int) -> Pruning:
+    async def prune(self, cut: Cutoffs) -> Pruning:
         try:
-            out: Pruning = await self._ask(("prune", records_before, rollups_before))
+            out: Pruning = await self._ask(("prune", tuple(cut)))
         except WriterGone as e:
             return Outcome("sqlite", str(e)), Pruned()
         return out
@@ -423,7 +423,7 @@ def _answer(sinks: _Sinks | None, message: tuple[Any, ...]) -> tuple[_Sinks | No
     if op == "rollups":
         return sinks, sinks.write_rollups([RollupRow(*r) for r in message[1]])
     if op == "prune":
-        return sinks, sinks.prune(message[1], message[2])
+        return sinks, sinks.prune(Cutoffs(*message[1]))
     if op == "close":
         return sinks, sinks.close()
     raise ValueError(f"unknown request {op!r}")

@@ -41,7 +41,7 @@ from gateway.config import DecisionLogConfig
 from gateway.decision_log.bypasses import MAX_ROWS, OVERFLOW, Seen
 from gateway.decision_log.hosts import Host, Outcome, ProcessHost, Pruning, ThreadHost
 from gateway.decision_log.record import DecisionRecord
-from gateway.decision_log.rollups import Pruned, RollupRow
+from gateway.decision_log.rollups import COMPACT, COMPACTED, Cutoffs, Pruned, RollupRow
 from gateway.decision_log.sinks import KIND_COLUMNS, sinks_for
 
 __all__ = [
@@ -139,6 +139,8 @@ JOIN pg_namespace AS n ON n.oid = p.relnamespace
 WHERE p.relname = 'cg_decisions' AND n.nspname = current_schema()
 """
 
+_COMPACT: Final = COMPACT.format(table="cg_decision_rollups").replace("?", "$1")
+_COMPACTED: Final = COMPACTED.format(table="cg_decision_rollups").replace("?", "$1")
 _DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
@@ -349,30 +351,30 @@ class PostgresHost:
 
     # -- retention -------------------------------------------------------------------------
 
-    async def prune(self, records_before: float, rollups_before: int) -> Pruning:
+    async def prune(self, cut: Cutoffs) -> Pruning:
         pruned = Pruned()
 
         async def run() -> None:
             nonlocal pruned
-            pruned = await self._prune(records_before, rollups_before)
+            pruned = await self._prune(cut)
 
         return await self._try(run), pruned
 
-    async def _prune(self, records_before: float, rollups_before: int) -> Pruned:
+    async def _prune(self, cut: Cutoffs) -> Pruned:
         pool = await self._connect()
         async with pool.acquire() as conn:
             # A session lock, not a transaction's: DETACH ... CONCURRENTLY runs outside one.
             if not await conn.fetchval(_TRY_SESSION_LOCK, RETENTION_LOCK):
                 return Pruned(skipped=True)  # another instance is at it
             try:
-                return await self._prune_locked(conn, records_before, rollups_before)
+                return await self._prune_locked(conn, cut)
             finally:
                 await conn.execute(_UNLOCK, RETENTION_LOCK)
 
-    async def _prune_locked(self, conn: Any, records_before: float, rollups_before: int) -> Pruned:
+    async def _prune_locked(self, conn: Any, cut: Cutoffs) -> Pruned:
         names = [r[0] for r in await conn.fetch(_PARTITIONS)]
         days = sorted(d for d in map(_day_of, names) if d is not None)
-        expired = [d for d in days if d + DAY <= records_before]
+        expired = [d for d in days if d + DAY <= cut.records]
         records = 0
         for day in expired:
             name = partition_name(day)
@@ -392,10 +394,23 @@ class PostgresHost:
             await conn.execute(f"DROP TABLE {name}")
             self._days.discard(day)
         status = await conn.execute(
-            "DELETE FROM cg_decision_rollups WHERE minute < $1", rollups_before
+            "DELETE FROM cg_decision_rollups WHERE minute < $1", cut.rollups
         )
-        await conn.execute("DELETE FROM cg_decision_bypasses WHERE last_seen < $1", records_before)
-        return Pruned(records, int(status.rsplit(" ", 1)[1]), len(expired))
+        await conn.execute("DELETE FROM cg_decision_bypasses WHERE last_seen < $1", cut.records)
+        async with conn.transaction():
+            await conn.execute(_COMPACT, cut.hours)
+            compacted = await conn.execute(_COMPACTED, cut.hours)
+        return Pruned(
+            records,
+            _count(status),
+            len(expired),
+            compacted=_count(compacted),
+        )
+
+
+def _count(status: str) -> int:
+    """The row count of a command's status (`DELETE 12`)."""
+    return int(status.rsplit(" ", 1)[1])
 
 
 def postgres_host(cfg: DecisionLogConfig) -> PostgresHost:

@@ -23,7 +23,9 @@ from typing import Final, NamedTuple
 
 __all__ = [
     "MAX_KEYS",
+    "MINUTES_KEPT",
     "ROLLUP_TABLE",
+    "Cutoffs",
     "Pruned",
     "RollupRow",
     "Tally",
@@ -127,14 +129,41 @@ class Pruned(NamedTuple):
     partitions: int = 0
     #: another instance held the retention lease: this run did nothing
     skipped: bool = False
+    #: minute rows summed into their hour's row
+    compacted: int = 0
 
 
-def cutoffs(
-    retention: float, rollup_retention: float, now: float | None = None
-) -> tuple[float, int]:
-    """(records before this time go, rollup minutes before this go)."""
+class Cutoffs(NamedTuple):
+    """What one retention run deletes or compacts."""
+
+    #: records (and bypass sightings last seen) before this time go
+    records: float
+    #: rollups of minutes before this go
+    rollups: int
+    #: rollups of minutes before this (an hour boundary) are summed into their hour
+    hours: int
+
+
+def cutoffs(retention: float, rollup_retention: float, now: float | None = None) -> Cutoffs:
     now = time.time() if now is None else now
-    return now - retention, int(now - rollup_retention) // 60 * 60
+    hours = int(now - MINUTES_KEPT) // 3600 * 3600
+    return Cutoffs(now - retention, int(now - rollup_retention) // 60 * 60, hours)
+
+
+#: how long rollups stay per minute; older ones are summed per hour (60 times fewer rows:
+#: an overview of months reads hours, of the last day minutes)
+MINUTES_KEPT: Final = 2 * 86400
+
+#: rollups of minutes before `?` (an hour boundary) added to their hour's row, then deleted;
+#: the hour's own first minute is that row, so it is never added to itself
+COMPACT: Final = (
+    "INSERT INTO {table} (minute, vendor, action, missing, regime, n) "
+    "SELECT minute / 3600 * 3600, vendor, action, missing, regime, SUM(n) FROM {table} "
+    "WHERE minute < ? AND minute % 3600 <> 0 GROUP BY minute / 3600 * 3600, vendor, action, "
+    "missing, regime "
+    "ON CONFLICT (minute, vendor, action, missing, regime) DO UPDATE SET n = {table}.n + excluded.n"
+)
+COMPACTED: Final = "DELETE FROM {table} WHERE minute < ? AND minute % 3600 <> 0"
 
 
 _UPSERT: Final = (
@@ -154,30 +183,39 @@ def write_rollups(conn: sqlite3.Connection, rows: Sequence[RollupRow]) -> None:
     conn.execute("COMMIT")
 
 
-def prune(conn: sqlite3.Connection, records_before: float, rollups_before: int) -> Pruned:
-    """Delete records older than `records_before` (and bypass sightings last seen
-    before it) and rollups of minutes before `rollups_before`, `PRUNE_BATCH` rows per
-    transaction. Kinds stay: they are few, and their ids must not be reused."""
+def prune(conn: sqlite3.Connection, cut: Cutoffs) -> Pruned:
+    """Delete records older than `cut.records` (and bypass sightings last seen before
+    it) and rollups of minutes before `cut.rollups`, `PRUNE_BATCH` rows per transaction;
+    sum the minutes before `cut.hours` into their hours, in one. Kinds stay: they are
+    few, and their ids must not be reused."""
     records = _in_batches(
         conn,
         "DELETE FROM decision_rows WHERE id IN "
         "(SELECT id FROM decision_rows WHERE ts < ? ORDER BY ts LIMIT ?)",
-        records_before,
+        cut.records,
     )
     _in_batches(
         conn,
         "DELETE FROM bypasses WHERE rowid IN "
         "(SELECT rowid FROM bypasses WHERE last_seen < ? LIMIT ?)",
-        records_before,
+        cut.records,
     )
     rollups = _in_batches(
         conn,
         "DELETE FROM rollups WHERE (minute, vendor, action, missing, regime) IN "
         "(SELECT minute, vendor, action, missing, regime FROM rollups WHERE minute < ? "
         "LIMIT ?)",
-        rollups_before,
+        cut.rollups,
     )
-    return Pruned(records, rollups)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(COMPACT.format(table="rollups"), (cut.hours,))
+        compacted = conn.execute(COMPACTED.format(table="rollups"), (cut.hours,)).rowcount
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return Pruned(records, rollups, compacted=compacted)
 
 
 def _in_batches(conn: sqlite3.Connection, sql: str, before: float) -> int:

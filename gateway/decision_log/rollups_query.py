@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from gateway.decision_log.rollups import ROLLUP_TABLE
+from gateway.decision_log.rollups import MINUTES_KEPT, ROLLUP_TABLE
 
 __all__ = [
     "BLOCKED_ACTIONS",
@@ -49,6 +49,7 @@ ROLLUPS_TABLE: Final = ROLLUP_TABLE
 #: actions that kept a request from its vendor altogether
 BLOCKED_ACTIONS: Final = ("drop", "reject")
 _MINUTE: Final = 60
+_HOUR: Final = 3600
 #: the most points a timeline has (a caller's `buckets` is clamped to 1..this)
 MAX_BUCKETS: Final = 1440
 
@@ -114,8 +115,11 @@ class PurposeShare:
 
 
 def _minutes(since: float, until: float) -> tuple[int, int]:
-    """The window as whole minutes: `since` rounded down, `until` rounded up."""
-    lo = math.floor(since / _MINUTE) * _MINUTE
+    """The window as whole minutes: `since` rounded down, `until` rounded up; a window
+    longer than the rollups stay per minute (`MINUTES_KEPT`) starts on an hour, since its
+    oldest rows are hours (an hour's row holds its whole hour)."""
+    step = _HOUR if until - since > MINUTES_KEPT else _MINUTE
+    lo = math.floor(since / step) * step
     hi = math.ceil(until / _MINUTE) * _MINUTE
     return lo, max(hi, lo + _MINUTE)
 
@@ -140,6 +144,9 @@ def timeline_query(
     n = min(max(buckets, 1), MAX_BUCKETS)
     # from the window asked for, not its widened minutes: a day in 60 is 24 min, not 25
     width = max(1, math.ceil((until - since) / (n * _MINUTE))) * _MINUTE
+    if until - since > MINUTES_KEPT:
+        # whole hours, so that no hour's row straddles two buckets
+        width = math.ceil(width / _HOUR) * _HOUR
     count = -(-(hi - lo) // width)
     sql = (
         "SELECT b, action, SUM(n) FROM "

@@ -24,7 +24,14 @@ from gateway.config import DecisionLogConfig, StoreBackend
 from gateway.decision_log.bypasses import TABLE as BYPASS_TABLE
 from gateway.decision_log.bypasses import Seen, write_sightings
 from gateway.decision_log.record import DecisionRecord, record_to_dict
-from gateway.decision_log.rollups import ROLLUP_TABLE, Pruned, RollupRow, prune, write_rollups
+from gateway.decision_log.rollups import (
+    ROLLUP_TABLE,
+    Cutoffs,
+    Pruned,
+    RollupRow,
+    prune,
+    write_rollups,
+)
 
 _T = TypeVar("_T")
 
@@ -381,9 +388,9 @@ class SqliteSink:
         """Add per-minute counts to `rollups`, in one transaction."""
         self._with_conn(lambda conn: write_rollups(conn, rows))
 
-    def prune(self, records_before: float, rollups_before: int) -> Pruned:
+    def prune(self, cut: Cutoffs) -> Pruned:
         """Retention: delete what is older than the cutoffs, in bounded transactions."""
-        return self._with_conn(lambda conn: prune(conn, records_before, rollups_before))
+        return self._with_conn(lambda conn: prune(conn, cut))
 
     def _with_conn(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         self.open()

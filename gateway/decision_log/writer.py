@@ -327,10 +327,8 @@ class DecisionLog:
         instance held the lease."""
         if self._host is None:
             return Pruned()
-        records_before, rollups_before = cutoffs(
-            self._cfg.retention, self._cfg.rollup_retention, now
-        )
-        outcome, pruned = await self._host.prune(records_before, rollups_before)
+        cut = cutoffs(self._cfg.retention, self._cfg.rollup_retention, now)
+        outcome, pruned = await self._host.prune(cut)
         m = self._metrics
         if outcome.failure is not None:
             m.log_retention_runs.labels("failed").inc()
@@ -342,6 +340,7 @@ class DecisionLog:
             m.log_pruned.labels("records").inc(pruned.records)
             m.log_pruned.labels("rollups").inc(pruned.rollups)
             m.log_pruned.labels("partitions").inc(pruned.partitions)
+            m.log_pruned.labels("compacted").inc(pruned.compacted)
         return pruned
 
     async def close(self) -> None:

@@ -32,7 +32,7 @@ from gateway.decision_log.hosts import (
 )
 from gateway.decision_log.query import MAX_QUERY_LIMIT, LogQuery, LogReader
 from gateway.decision_log.record import DecisionRecord
-from gateway.decision_log.rollups import Pruned, RollupRow
+from gateway.decision_log.rollups import Cutoffs, Pruned, RollupRow
 from gateway.decision_log.writer import DecisionLog
 from gateway.metrics import Metrics
 from gateway.violations import Sighting
@@ -105,7 +105,7 @@ async def _session(host: Host, blocked: Path, db: Path, jsonl: Path) -> list[obj
     out.append(await host.write_sightings([Seen(sighting, T0)]))
     out.append(await host.write_rollups([RollupRow(int(T0) // 60 * 60, "ga4", "drop", "", "", 2)]))
     # retention: the records before T0 + 2.5 ("c") and rollups of minutes before T0's go
-    out.append(await host.prune(T0 + 2.5, int(T0) // 60 * 60))
+    out.append(await host.prune(Cutoffs(T0 + 2.5, int(T0) // 60 * 60, 0)))
     out.append(await host.close())
     out.append([replace(r, id=None) for r in reversed(stored(db))])
     out.append(jsonl.read_text())

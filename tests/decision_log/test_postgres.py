@@ -24,7 +24,7 @@ from gateway.decision_log.postgres import (
     partition_name,
     postgres_host,
 )
-from gateway.decision_log.rollups import Pruned, RollupRow
+from gateway.decision_log.rollups import Cutoffs, Pruned, RollupRow
 from gateway.violations import Sighting
 from tests.conftest import PG_DSN, T0, make_record
 from tests.stores import fresh_pg_schema, pg_dsn_in, pg_log_config, pg_partitions, pg_sql
@@ -154,7 +154,7 @@ async def test_retention_drops_expired_days_and_keeps_the_rollups(
         ]
     )
     # records: 30 days; rollups: 400 days (the defaults)
-    outcome, pruned = await host.prune(DAY0 - 30 * DAY, DAY0 - 400 * DAY)
+    outcome, pruned = await host.prune(Cutoffs(DAY0 - 30 * DAY, DAY0 - 400 * DAY, 0))
     assert outcome.failure is None
     assert pruned == Pruned(records=5, rollups=1, partitions=1)
     assert await pg_partitions(schema) == [partition_name(kept)]
@@ -175,11 +175,11 @@ async def test_retention_runs_in_one_instance_at_a_time(host: PostgresHost, sche
         await holder.execute(
             "SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))", RETENTION_LOCK
         )
-        outcome, pruned = await host.prune(DAY0 - 30 * DAY, 0)
+        outcome, pruned = await host.prune(Cutoffs(DAY0 - 30 * DAY, 0, 0))
         assert (outcome.failure, pruned) == (None, Pruned(skipped=True))
         assert len(await pg_partitions(schema)) == 1
         await tx.rollback()
-        _, pruned = await host.prune(DAY0 - 30 * DAY, 0)
+        _, pruned = await host.prune(Cutoffs(DAY0 - 30 * DAY, 0, 0))
         assert pruned.partitions == 1
     finally:
         await holder.close()
@@ -195,7 +195,7 @@ async def test_another_schemas_lease_is_not_ours(host: PostgresHost, schema: str
                     "SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))",
                     RETENTION_LOCK,
                 )
-                _, pruned = await host.prune(DAY0 - 30 * DAY, 0)
+                _, pruned = await host.prune(Cutoffs(DAY0 - 30 * DAY, 0, 0))
                 assert pruned.partitions == 1
         finally:
             await holder.close()
@@ -210,7 +210,7 @@ async def test_an_unreachable_server_is_an_outage_that_names_no_dsn() -> None:
     [written] = await h.write([make_record("a")])
     assert written.failure == out[0].failure
     assert (await h.write_rollups([RollupRow(0, "", "drop", "", "", 1)])).failure is not None
-    outcome, pruned = await h.prune(0, 0)
+    outcome, pruned = await h.prune(Cutoffs(0, 0, 0))
     assert outcome.failure is not None and pruned == Pruned()
     await h.close()
 
@@ -234,3 +234,19 @@ async def test_json_lines_ride_along_in_a_host_of_their_own(schema: str, tmp_pat
     assert (await pg_sql(schema, "SELECT request_id FROM cg_decisions"))[0][0] == "a"
     assert postgres_host(replace(pg_log_config(schema), jsonl=None)).names == ("postgres",)
     assert PG_DSN  # the server the other tests reach
+
+
+async def test_old_minutes_are_summed_into_their_hours(host: PostgresHost, schema: str) -> None:
+    hour = DAY0 - 10 * DAY
+    await host.write_rollups(
+        [
+            RollupRow(hour, "ga4", "drop", "analytics", "opt-in", 1),
+            RollupRow(hour + 60, "ga4", "drop", "analytics", "opt-in", 2),
+            RollupRow(hour + 3540, "ga4", "drop", "analytics", "opt-in", 3),
+            RollupRow(hour + 3660, "ga4", "drop", "analytics", "opt-in", 4),  # a recent hour
+        ]
+    )
+    outcome, pruned = await host.prune(Cutoffs(0, 0, hour + 3600))
+    assert (outcome.failure, pruned) == (None, Pruned(compacted=2))
+    rows = await pg_sql(schema, "SELECT minute, n FROM cg_decision_rollups ORDER BY minute")
+    assert [tuple(r) for r in rows] == [(hour, 6), (hour + 3660, 4)]

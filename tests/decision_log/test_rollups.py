@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from gateway.decision_log import rollups
-from gateway.decision_log.rollups import Pruned, RollupRow, Tally, cutoffs, prune, write_rollups
+from gateway.decision_log.rollups import (
+    Cutoffs,
+    Pruned,
+    RollupRow,
+    Tally,
+    cutoffs,
+    prune,
+    write_rollups,
+)
 from gateway.decision_log.sinks import SqliteSink
 from tests.conftest import T0, make_record, store_records
 
@@ -62,7 +70,10 @@ def test_rows_given_back_are_added_to_what_came_since(monkeypatch: pytest.Monkey
 
 
 def test_cutoffs() -> None:
-    assert cutoffs(86400, 400 * 86400, now=T0) == (T0 - 86400, int(T0 - 400 * 86400) // 60 * 60)
+    hours = int(T0 - 2 * 86400) // 3600 * 3600
+    assert cutoffs(86400, 400 * 86400, now=T0) == Cutoffs(
+        T0 - 86400, int(T0 - 400 * 86400) // 60 * 60, hours
+    )
 
 
 def _sink(tmp_path: Path) -> tuple[SqliteSink, sqlite3.Connection]:
@@ -114,11 +125,11 @@ def test_retention_deletes_in_bounded_batches_and_keeps_the_rest(
             "INSERT INTO bypasses VALUES ('router', 'bypass', 'ga4', 'h', '/', 1, ?, ?)",
             (T0 - 500, T0 - 500),
         )
-        assert sink.prune(T0 - 50, MINUTE - 60) == Pruned(records=8, rollups=1)
+        assert sink.prune(Cutoffs(T0 - 50, MINUTE - 60, 0)) == Pruned(records=8, rollups=1)
         assert [r[0] for r in conn.execute("SELECT request_id FROM decisions")] == ["new"]
         assert [r[0] for r in _rollups(conn)] == [MINUTE - 60, MINUTE]
         assert conn.execute("SELECT count(*) FROM bypasses").fetchone()[0] == 0
-        assert sink.prune(T0 - 50, MINUTE - 60) == Pruned()  # nothing left to delete
+        assert sink.prune(Cutoffs(T0 - 50, MINUTE - 60, 0)) == Pruned()  # nothing left to delete
     finally:
         sink.close()
         conn.close()
@@ -135,6 +146,36 @@ def test_write_rollups_is_one_transaction(tmp_path: Path) -> None:
                 [RollupRow(MINUTE, "a", "drop", "", "", 1), (MINUTE, "b")],  # type: ignore[list-item]
             )
         assert _rollups(conn) == []
-        assert prune(conn, T0, MINUTE) == Pruned()
+        assert prune(conn, Cutoffs(T0, MINUTE, 0)) == Pruned()
     finally:
+        conn.close()
+
+
+HOUR = MINUTE // 3600 * 3600
+
+
+def test_minutes_older_than_two_days_are_summed_into_their_hours(tmp_path: Path) -> None:
+    sink, conn = _sink(tmp_path)
+    try:
+        sink.write_rollups(
+            [
+                RollupRow(HOUR, "ga4", "drop", "analytics", "opt-in", 1),  # the hour's row
+                RollupRow(HOUR + 60, "ga4", "drop", "analytics", "opt-in", 2),
+                RollupRow(HOUR + 3540, "ga4", "drop", "analytics", "opt-in", 3),
+                RollupRow(HOUR + 120, "meta", "strip", "", "us", 4),  # a key of its own
+                RollupRow(HOUR + 3600, "ga4", "drop", "analytics", "opt-in", 5),  # next hour
+                RollupRow(HOUR + 3660, "ga4", "drop", "analytics", "opt-in", 6),
+            ]
+        )
+        pruned = sink.prune(Cutoffs(0, 0, HOUR + 3600))  # the first hour is old enough
+        assert pruned == Pruned(compacted=3)
+        assert _rollups(conn) == [
+            (HOUR, "ga4", "drop", "analytics", "opt-in", 6),
+            (HOUR, "meta", "strip", "", "us", 4),
+            (HOUR + 3600, "ga4", "drop", "analytics", "opt-in", 5),
+            (HOUR + 3660, "ga4", "drop", "analytics", "opt-in", 6),
+        ]
+        assert sink.prune(Cutoffs(0, 0, HOUR + 3600)) == Pruned()  # already hours
+    finally:
+        sink.close()
         conn.close()

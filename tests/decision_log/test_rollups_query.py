@@ -134,3 +134,17 @@ def test_consent_shares(conn: sqlite3.Connection) -> None:
         "analytics",
     ]
     assert consent_shares(conn, M0 + 3600, M0 + 7200, ["analytics"])[0].share is None
+
+
+def test_a_window_longer_than_the_minutes_kept_counts_in_whole_hours() -> None:
+    """Past two days the rollups are hours (an hour's row holds all of it): the window
+    starts on an hour and no bucket splits one."""
+    c = sqlite3.connect(":memory:")
+    c.executescript(ROLLUPS_TABLE)
+    hour = 1_764_000_000 // 3600 * 3600
+    c.execute("INSERT INTO rollups VALUES (?, 'ga4', 'drop', '', '', 7)", (hour,))
+    since = hour + 1800 - 7 * 86400  # a week, starting mid-hour
+    t = timeline(c, since, since + 7 * 86400, 60)
+    assert t.width % 3600 == 0 and t.buckets[0].start % 3600 == 0
+    assert t.total == 7 and sum(1 for b in t.buckets if b.total) == 1
+    assert vendor_shares(c, hour + 1800 - 3 * 86400, hour + 1800)[0].total == 7
