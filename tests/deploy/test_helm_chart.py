@@ -299,6 +299,12 @@ def test_the_config_loads_with_the_gateway_loader(tmp_path: Path) -> None:
     assert cfg.server.workers == 1
     assert cfg.data_dir == Path(CONFIG["data_dir"])
     assert CONFIG["decision_log"]["backend"] == "postgres"
+    assert cfg.decision_log.postgres_dsn == TEST_DSN  # the same secret, the same database
+    # Kubernetes kills the pod after its grace period: the drain (not ready while the
+    # balancer notices, then the answers in flight) must end before it, with room to
+    # hand the last records to the log.
+    drain = cfg.server.drain_delay + cfg.server.shutdown_timeout
+    assert drain + 5 <= VALUES["terminationGracePeriodSeconds"]
 
 
 @pytest.mark.parametrize(
