@@ -114,6 +114,10 @@ def test_the_config_loads_with_each_services_environment(name: str, tmp_path: Pa
     assert cfg.admin.token is not None
     assert [k.id for k in cfg.cookie.keys] == ["k1"]
     assert CONFIG["decision_log"]["backend"] == "postgres"
+    if name in GATEWAYS:  # compose stops a container with SIGKILL after its grace period
+        grace = SERVICES[name]["stop_grace_period"]
+        assert grace.endswith("s")
+        assert cfg.server.drain_delay + cfg.server.shutdown_timeout + 5 <= float(grace[:-1])
 
 
 def test_without_the_dsn_the_config_is_refused(tmp_path: Path) -> None:
