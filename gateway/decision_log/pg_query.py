@@ -26,13 +26,13 @@ import asyncpg
 from gateway.decision_log.bypasses import Bypass
 from gateway.decision_log.postgres import channel_for, describe_error
 from gateway.decision_log.query import (
-    MAX_QUERY_LIMIT,
     DecisionCounts,
     GroupKey,
     LogQuery,
     RecordGroup,
     UnknownHost,
     UnknownPath,
+    check_limit,
     record_of,
 )
 from gateway.decision_log.record import DecisionRecord
@@ -97,12 +97,6 @@ def _where(q: LogQuery) -> tuple[list[str], list[object]]:
             f" AND action = ${n - 2} AND missing = ${n - 1}::text[] AND reason = ${n}"
         )
     return where, args
-
-
-def _limit(limit: int) -> int:
-    if not 1 <= limit <= MAX_QUERY_LIMIT:
-        raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
-    return limit
 
 
 class PgLogReader:
@@ -244,7 +238,7 @@ class PgLogReader:
     async def unknown_hosts(
         self, since: float | None = None, limit: int = 100
     ) -> list[UnknownHost]:
-        _limit(limit)
+        check_limit(limit)
         window = " AND ts >= to_timestamp($2)" if since is not None else ""
         sql = (
             "SELECT host, count(*) AS n, extract(epoch FROM min(ts))::float8 AS first, "
@@ -265,7 +259,7 @@ class PgLogReader:
     async def unknown_paths(
         self, host: str, since: float | None = None, limit: int = 100
     ) -> list[UnknownPath]:
-        _limit(limit)
+        check_limit(limit)
         window = " AND ts >= to_timestamp($3)" if since is not None else ""
         sql = (
             "SELECT method, path, count(*) AS n FROM cg_decisions "
@@ -285,7 +279,7 @@ class PgLogReader:
     async def bypasses(
         self, since: float | None = None, limit: int = 100, kind: str | None = None
     ) -> list[Bypass]:
-        _limit(limit)
+        check_limit(limit)
         where: list[str] = []
         args: list[object] = [limit]
         for clause, value in (("last_seen >= ${}", since), ("kind = ${}", kind)):

@@ -50,12 +50,20 @@ __all__ = [
     "RecordGroup",
     "UnknownHost",
     "UnknownPath",
+    "check_limit",
     "parse_since",
     "record_of",
 ]
 
 #: the largest `LogQuery.limit` (the admin API passes visitor-chosen limits through).
 MAX_QUERY_LIMIT: Final = 10_000
+
+
+def check_limit(limit: int) -> None:
+    """The one bound on how many rows a query returns (the admin API passes visitor-chosen
+    limits through): `ValueError` outside 1..`MAX_QUERY_LIMIT`."""
+    if not 1 <= limit <= MAX_QUERY_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +120,7 @@ class LogQuery:
     group: GroupKey | None = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.limit <= MAX_QUERY_LIMIT:
-            raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
+        check_limit(self.limit)
         cursors = (self.after_id, self.before_id, self.newer_than_id)
         if sum(c is not None for c in cursors) > 1:
             raise ValueError("at most one of after_id, before_id, newer_than_id")
@@ -294,8 +301,7 @@ class LogReader:
 
         No file or table yet -> `[]`. Raises `ValueError` for a bad `limit`.
         """
-        if not 1 <= limit <= MAX_QUERY_LIMIT:
-            raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
+        check_limit(limit)
         sql = (
             "SELECT host, COUNT(*) AS n, MIN(ts), MAX(ts) AS last FROM decisions"
             " WHERE action = 'reject' AND vendor IS NULL"
@@ -315,8 +321,7 @@ class LogReader:
 
         No file or table yet -> `[]`. Raises `ValueError` for a bad `limit`.
         """
-        if not 1 <= limit <= MAX_QUERY_LIMIT:
-            raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
+        check_limit(limit)
         sql = (
             "SELECT method, path, COUNT(*) AS n FROM decisions"
             " WHERE action = 'reject' AND vendor IS NULL AND host = ?"
@@ -349,8 +354,7 @@ class LogReader:
 
         No file or table yet -> `[]`. Raises `ValueError` for a bad `limit`.
         """
-        if not 1 <= limit <= MAX_QUERY_LIMIT:
-            raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
+        check_limit(limit)
         with self._connect() as conn:
             if conn is None:
                 return []
