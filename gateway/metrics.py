@@ -276,13 +276,17 @@ class Metrics:
         """One tag request handled: `consent_gateway_requests_total{vendor, endpoint, action}`."""
         tally = self._tally.requests
         key = (vendor, endpoint, action)
-        tally[key] = tally.get(key, 0) + 1
+        n = tally.get(key)
+        if n is not None:
+            tally[key] = n + 1
+        else:  # an `Action` is its value: kept as a plain string, found by either
+            tally[(vendor, endpoint, str(action))] = 1
 
     def observe(self, ev: Evaluation, purposes: Iterable[str], seconds: float) -> None:
         """Everything one tag request's evaluation counts, in one call: its action, the
         consent per purpose, an unreadable cookie or signal, and the time it took."""
         decision = ev.decision
-        self.count_request(decision.vendor or "-", decision.endpoint or "-", decision.action.value)
+        self.count_request(decision.vendor or "-", decision.endpoint or "-", decision.action)
         tally = self._tally
         consent = ev.consent
         if consent is not None:

@@ -440,29 +440,31 @@ class Decision:
     strips: StripSpec
     reason: str
     report_only: bool = False
+    #: what the gateway does, which `action` names only outside report-only mode: there a
+    #: STRIP or DROP is logged as such and forwarded with the `always` strips. Set once,
+    #: with `sends`: both are read several times for each request.
+    effective: Action = field(init=False, compare=False, repr=False)
+    #: does anything of this request leave the gateway? The one answer to it.
+    sends: bool = field(init=False, compare=False, repr=False)
 
-    @property
-    def effective(self) -> Action:
-        """What the gateway does, which `action` names only outside report-only mode:
-        there a STRIP or DROP is logged as such and forwarded with the `always` strips."""
+    def __post_init__(self) -> None:
+        effective: Action
         match self.action:
             case Action.FORWARD | Action.REJECT:
-                return self.action
+                effective = self.action
             case Action.STRIP | Action.DROP:
-                return Action.FORWARD if self.report_only else self.action
+                effective = Action.FORWARD if self.report_only else self.action
             case unreachable:
                 assert_never(unreachable)
-
-    @property
-    def sends(self) -> bool:
-        """Does anything of this request leave the gateway? The one answer to it."""
-        match self.effective:
+        match effective:
             case Action.FORWARD | Action.STRIP:
-                return True
+                sends = True
             case Action.DROP | Action.REJECT:
-                return False
+                sends = False
             case unreachable:
                 assert_never(unreachable)
+        object.__setattr__(self, "effective", effective)
+        object.__setattr__(self, "sends", sends)
 
 
 @dataclass(frozen=True, slots=True)

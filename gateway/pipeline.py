@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import assert_never
 
 from aiohttp import web
@@ -36,6 +35,10 @@ from gateway.transform import removed_fields
 __all__ = ["LocalAnswer", "answer_locally", "local_answer_for", "run"]
 
 log = logging.getLogger(__name__)
+
+# Enum members read on every request, bound once: `Action.X` goes through the enum
+# metaclass's attribute hook each time.
+_FORWARD, _DROP, _REJECT = Action.FORWARD, Action.DROP, Action.REJECT
 
 
 async def run(gw: Gateway, request: web.Request, host: str | None, path: str) -> web.StreamResponse:
@@ -64,17 +67,28 @@ async def run(gw: Gateway, request: web.Request, host: str | None, path: str) ->
     return await _answer(gw, request, ev)
 
 
-@dataclass(frozen=True, slots=True)
 class LocalAnswer:
     """A request `answer_locally` found answerable at once, not yet counted: `commit` it
     once its answer is ready to be sent, so a request whose answer could not be made
-    (handed to `run`) is never counted, logged or forwarded twice."""
+    (handed to `run`) is never counted, logged or forwarded twice. (A plain class, not a
+    frozen dataclass: one is built for most tag requests, and a frozen dataclass's
+    `__init__` costs several times as much.)"""
 
-    gw: Gateway
-    request: edges.RequestHead
-    facts: Facts
-    ev: Evaluation
-    started: float
+    __slots__ = ("ev", "facts", "gw", "request", "started")
+
+    def __init__(
+        self,
+        gw: Gateway,
+        request: edges.RequestHead,
+        facts: Facts,
+        ev: Evaluation,
+        started: float,
+    ) -> None:
+        self.gw = gw
+        self.request = request
+        self.facts = facts
+        self.ev = ev
+        self.started = started
 
     @property
     def request_id(self) -> str:
@@ -148,11 +162,10 @@ def _account(
     consent, match, decision, outgoing = ev.consent, ev.match, ev.decision, ev.outgoing
     gw.metrics.observe(ev, gw.config.consent.purposes, time.perf_counter() - started)
     regime = consent.regime if consent is not None else None
-    gw.decision_log.count(
-        facts.now, decision.vendor, decision.action.value, decision.missing, regime
-    )
+    # (an `Action` is its value: `.value` would cost an enum descriptor call per request)
+    gw.decision_log.count(facts.now, decision.vendor, decision.action, decision.missing, regime)
     # 6. decision log: every non-FORWARD, and everything in report-only mode
-    if decision.action is not Action.FORWARD or decision.report_only:
+    if decision.action is not _FORWARD or decision.report_only:
         removed: tuple[str, ...] | None = None  # report-only: what the strips would remove
         if not decision.report_only:
             removed = (
@@ -181,7 +194,10 @@ async def _answer(gw: Gateway, request: web.Request, ev: Evaluation) -> web.Stre
 def _answered_now(request: edges.RequestHead, ev: Evaluation) -> bool:
     """Whether the visitor's answer is local and given at once: a REJECT, a DROP, a refused
     upgrade, or a forward in the background (async endpoints: beacons, pixels)."""
-    match ev.decision.effective:
+    effective = ev.decision.effective
+    if effective is _DROP or effective is _REJECT:  # the common case first
+        return True
+    match effective:
         case Action.REJECT | Action.DROP:
             return True
         case Action.FORWARD | Action.STRIP:

@@ -237,8 +237,11 @@ SignalInputs = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]
 def signal_inputs(facts: Facts) -> SignalInputs:
     """Everything of `facts` that `read_signals` reads, and nothing else: the key of any
     cache of what it answers."""
-    cookies = tuple((n, v) for n, v in facts.cookies.items() if n in _SIGNAL_COOKIES)
-    return tuple(query_params(facts.query).items()), cookies
+    # most hits carry no cookie, or no query: skip building what would be empty
+    jar = facts.cookies
+    cookies = tuple((n, v) for n, v in jar.items() if n in _SIGNAL_COOKIES) if jar else ()
+    query = facts.query
+    return (tuple(query_params(query).items()) if query else ()), cookies
 
 
 def read_signals(facts: Facts, cfg: SignalsConfig) -> Signals:

@@ -91,7 +91,8 @@ class Tally:
         if n is not None:
             counts[key] = n + 1
         elif len(counts) < MAX_KEYS:
-            counts[key] = 1
+            # an `Action` is its value (a StrEnum): kept as a plain string, found by either
+            counts[(key[0], key[1], str(action), missing, key[4])] = 1
         else:
             self.lost += 1
 
