@@ -468,7 +468,10 @@ def forget() -> None:
 
 
 def _size(inputs: SignalInputs) -> int:
-    return sum(len(v) for _, v in inputs[0]) + sum(len(v) for _, v in inputs[1])
+    query, cookies = inputs
+    if not query and not cookies:  # most hits: no signal at all
+        return 0
+    return sum(len(v) for _, v in query) + sum(len(v) for _, v in cookies)
 
 
 def gcm_states(state: ConsentState, cfg: SignalsConfig) -> dict[str, ConsentValue]:
