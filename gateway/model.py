@@ -242,33 +242,52 @@ _EMPTY = StripSpec()
 class Headers(Mapping[str, str]):
     """A read-only, case-insensitive view of request headers (first value wins).
 
-    The core cannot import aiohttp's CIMultiDict, and needs nothing more than this.
+    The core cannot import aiohttp's CIMultiDict, and needs nothing more than this. The
+    edge may hand over `lookup`, a case-insensitive mapping of the same headers whose
+    item is the first value (aiohttp's own): lookups then go to it, in C. Otherwise the
+    index of lower-cased names is built at the first lookup (a browser's hit carries
+    about fifteen headers, and most requests look up two or three).
     """
 
-    __slots__ = ("_items", "_index")
+    __slots__ = ("_index", "_items", "_lookup")
 
-    def __init__(self, items: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(
+        self, items: tuple[tuple[str, str], ...] = (), lookup: Mapping[str, str] | None = None
+    ) -> None:
         self._items = items
-        index: dict[str, str] = {}
-        for k, v in items:
-            index.setdefault(k.lower(), v)
-        self._index = index
+        self._lookup = lookup
+        self._index: dict[str, str] | None = None
 
     @classmethod
     def of(cls, mapping: Mapping[str, str]) -> Headers:
         return cls(tuple(mapping.items()))
 
+    def _by_name(self) -> dict[str, str]:
+        index = self._index
+        if index is None:
+            index = {}
+            for k, v in self._items:
+                index.setdefault(k.lower(), v)
+            self._index = index
+        return index
+
     def __getitem__(self, key: str) -> str:
-        return self._index[key.lower()]
+        if self._lookup is not None:
+            return self._lookup[key]
+        return self._by_name()[key.lower()]
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.lower() in self._index
+        if not isinstance(key, str):
+            return False
+        if self._lookup is not None:
+            return key in self._lookup
+        return key.lower() in self._by_name()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
+        return iter(self._by_name())
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._by_name())
 
     def items_all(self) -> tuple[tuple[str, str], ...]:
         """Every header as received, repeated names included."""
@@ -276,7 +295,7 @@ class Headers(Mapping[str, str]):
 
     def __repr__(self) -> str:
         # SECURITY: header values carry cookies and identifiers; never show them.
-        return f"Headers(names={sorted(self._index)!r})"
+        return f"Headers(names={sorted(self._by_name())!r})"
 
 
 _T = TypeVar("_T")

@@ -84,6 +84,28 @@ def test_headers_are_case_insensitive_and_never_shown() -> None:
     assert "secret" not in repr(h)
 
 
+_HEADER_NAMES = st.sampled_from(["Cookie", "cookie", "X-A", "x-a", "Sec-GPC", "sec-gpc", "Host"])
+
+
+@given(
+    st.lists(st.tuples(_HEADER_NAMES, st.sampled_from(["1", "2", " 1 ", ""])), max_size=6),
+    _HEADER_NAMES,
+)
+def test_headers_answer_alike_with_aiohttps_lookup(items: list[tuple[str, str]], name: str) -> None:
+    """The edge hands aiohttp's case-insensitive multidict over as the lookup: every
+    answer is the one the index built from the same items gives."""
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    given_items = tuple(items)
+    plain = Headers(given_items)
+    backed = Headers(given_items, CIMultiDictProxy(CIMultiDict(given_items)))
+    assert (name in backed) == (name in plain)
+    assert backed.get(name) == plain.get(name)
+    assert len(backed) == len(plain) and sorted(backed) == sorted(plain)
+    assert backed.items_all() == plain.items_all() and repr(backed) == repr(plain)
+    assert object() not in backed
+
+
 def test_facts_repr_hides_personal_data() -> None:
     f = Facts("r", "GET", "h.example", "/p", "email=a@b.c", client_ip="203.0.113.9", body=b"x")
     assert "a@b.c" not in repr(f) and "203.0.113.9" not in repr(f)

@@ -298,11 +298,37 @@ def test_vendor_consent_params(
         ),
         ("gcs", {"gcs": ""}),
         ("", {}),
+        ("gdpr_consent=CQ&gdpr=0", {"gdpr_consent": "CQ", "gdpr": "0"}),  # not a prefix
+        ("gcsx=1&xgcs=2&gcs%20=3&g+cs=4", {}),  # near names are not the name
+        ("%67cs=G100&gcs=G111", {"gcs": "G100"}),  # first, encoded or not
+        ("gcs=a=b&&npa", {"gcs": "a=b", "npa": ""}),
+        ("%26gcs=1&%3Dgcs=2", {}),  # a name that decodes to a separator and more
     ],
 )
 def test_query_params(raw: str, expected: dict[str, str]) -> None:
     from gateway.consent.signals import query_params
 
+    assert query_params(raw) == expected
+
+
+_QUERY_PARTS = st.sampled_from(
+    ["gcs", "gcd", "npa", "gdpr", "gdpr_consent", "gpp", "gpp_sid", "us_privacy", "%67cs"]
+    + ["%67%63%73", "gc%73", "g+cs", "x", "gcsx", "=", "&", "%", "+", "%3D", "%26", "1", "G1"]
+)
+
+
+@given(st.lists(_QUERY_PARTS, max_size=12).map("".join))
+def test_query_params_read_as_parse_qsl_does(raw: str) -> None:
+    """The first value of each wanted name, as the standard library's reading of the
+    query gives it (pairs split on `&`, names and values percent- and plus-decoded)."""
+    from urllib.parse import parse_qsl
+
+    from gateway.consent.signals import SIGNAL_PARAMS, query_params
+
+    expected: dict[str, str] = {}
+    for name, value in parse_qsl(raw, keep_blank_values=True):
+        if name in SIGNAL_PARAMS:
+            expected.setdefault(name, value)
     assert query_params(raw) == expected
 
 
