@@ -81,7 +81,7 @@ async def _consent_preflight(request: web.Request) -> web.Response:
 
 
 def _consent_facts(request: web.Request, gw: Gateway, cookies: Mapping[str, str]) -> Facts:
-    headers = Headers(tuple(request.headers.items()), request.headers)
+    headers = Headers.over(request.headers)
     return Facts(
         request_id=edges.request_id(request),
         method=request.method,

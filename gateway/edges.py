@@ -207,7 +207,7 @@ def facts_from(
 ) -> Facts:
     """Facts for a tag request whose body (`b""`: none) has been read. Raises
     RequestError subclasses for a body that does not decode."""
-    headers = Headers(tuple(request.headers.items()), request.headers)
+    headers = Headers.over(request.headers)
     codings = bodies.encodings(headers.items_all()) if body else ()
     # Decoded once, here: a body that is not what its header says is the client's error
     # (400), a compression bomb is refused (413) before any stage looks at it.

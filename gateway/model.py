@@ -243,30 +243,37 @@ class Headers(Mapping[str, str]):
     """A read-only, case-insensitive view of request headers (first value wins).
 
     The core cannot import aiohttp's CIMultiDict, and needs nothing more than this. The
-    edge may hand over `lookup`, a case-insensitive mapping of the same headers whose
-    item is the first value (aiohttp's own): lookups then go to it, in C. Otherwise the
-    index of lower-cased names is built at the first lookup (a browser's hit carries
-    about fifteen headers, and most requests look up two or three).
+    edge builds it `over` aiohttp's multidict: lookups then go to it, in C, and the items
+    are copied only when something walks them (a forward). Otherwise the index of
+    lower-cased names is built at the first lookup (a browser's hit carries about fifteen
+    headers, and most requests look up two or three).
     """
 
     __slots__ = ("_index", "_items", "_lookup")
 
-    def __init__(
-        self, items: tuple[tuple[str, str], ...] = (), lookup: Mapping[str, str] | None = None
-    ) -> None:
-        self._items = items
-        self._lookup = lookup
+    def __init__(self, items: tuple[tuple[str, str], ...] = ()) -> None:
+        self._items: tuple[tuple[str, str], ...] | None = items
+        self._lookup: Mapping[str, str] | None = None
         self._index: dict[str, str] | None = None
 
     @classmethod
     def of(cls, mapping: Mapping[str, str]) -> Headers:
         return cls(tuple(mapping.items()))
 
+    @classmethod
+    def over(cls, multidict: Mapping[str, str]) -> Headers:
+        """Headers over a case-insensitive multidict (aiohttp's request headers): its
+        item is a name's first value, its `items()` every header as received."""
+        headers = cls()
+        headers._items = None
+        headers._lookup = multidict
+        return headers
+
     def _by_name(self) -> dict[str, str]:
         index = self._index
         if index is None:
             index = {}
-            for k, v in self._items:
+            for k, v in self.items_all():
                 index.setdefault(k.lower(), v)
             self._index = index
         return index
@@ -291,7 +298,11 @@ class Headers(Mapping[str, str]):
 
     def items_all(self) -> tuple[tuple[str, str], ...]:
         """Every header as received, repeated names included."""
-        return self._items
+        items = self._items
+        if items is None:
+            assert self._lookup is not None
+            items = self._items = tuple(self._lookup.items())
+        return items
 
     def __repr__(self) -> str:
         # SECURITY: header values carry cookies and identifiers; never show them.
