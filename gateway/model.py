@@ -243,11 +243,8 @@ class Headers(Mapping[str, str]):
     """A read-only, case-insensitive view of request headers (first value wins).
 
     The core cannot import aiohttp's CIMultiDict, and needs nothing more than this. The
-    edge builds it `over` aiohttp's multidict: lookups then go to it, in C, and the items
-    are copied only when something walks them (a forward). Otherwise the index of
-    lower-cased names is built at the first lookup (a browser's hit carries about fifteen
-    headers, and most requests look up two or three).
-    """
+    edge builds it `over` aiohttp's multidict, which then answers lookups, in C; items are
+    copied, and the index of lower-cased names built, only when something needs them."""
 
     __slots__ = ("_index", "_items", "_lookup")
 
@@ -478,14 +475,9 @@ class Decision:
     sends: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        effective: Action
-        match self.action:
-            case Action.FORWARD | Action.REJECT:
-                effective = self.action
-            case Action.STRIP | Action.DROP:
-                effective = Action.FORWARD if self.report_only else self.action
-            case unreachable:
-                assert_never(unreachable)
+        effective = self.action
+        if self.report_only and effective in (Action.STRIP, Action.DROP):
+            effective = Action.FORWARD
         match effective:
             case Action.FORWARD | Action.STRIP:
                 sends = True
