@@ -33,6 +33,8 @@ def load_rules(
     known_purposes: frozenset[str],
     vendor_hosts: Sequence[VendorHost] = (),
     router_vendors: Sequence[VendorRef] = (),
+    *,
+    examples: bool = True,
 ) -> RuleSet:
     """Load rule files into an indexed `RuleSet`, with the hosts the config adds to them.
 
@@ -42,6 +44,8 @@ def load_rules(
     between files (a vendor id, host or route claimed twice), if there is any;
     a host `vendor_hosts` adds is held to the same rules, and reported where the
     config names it, as is a vendor `router_vendors` names that no rule has.
+    `examples=False` leaves every rule's examples out, unread and unchecked (see
+    `configured_rules`).
     """
     problems: list[Problem] = []
     claims: dict[str, dict[str, tuple[str, int | None]]] = {}
@@ -51,7 +55,7 @@ def load_rules(
         if isinstance(text, Problem):
             problems.append(text)
             continue
-        parsed = RuleParser(str(path), known_purposes).parse(text)
+        parsed = RuleParser(str(path), known_purposes, examples=examples).parse(text)
         problems += parsed.problems
         if parsed.rule is not None:
             rules.append(parsed.rule)
@@ -87,14 +91,19 @@ def configured_rules(config: GatewayConfig, paths: Sequence[Path] = ()) -> RuleS
 
     With `paths`, the rules there instead (a rule file being written: `explain --rules`),
     with the hosts the config adds to their vendors; entries for other vendors are left
-    out, not problems."""
+    out, not problems.
+
+    Without the rules' examples: they are each rule's own tests, which `check` runs,
+    and nothing served reads them; reading and checking them was 40 % of loading a
+    1,000-rule catalogue (bench/PROFILE.md). A rule whose example is wrong therefore
+    serves, and `check` refuses it."""
     purposes = frozenset(config.consent.purposes)
     if not paths:
         r = config.rules
-        return load_rules(r.paths, purposes, r.vendor_hosts, r.router_vendors)
-    rules = load_rules(paths, purposes)
+        return load_rules(r.paths, purposes, r.vendor_hosts, r.router_vendors, examples=False)
+    rules = load_rules(paths, purposes, examples=False)
     added = [h for h in config.rules.vendor_hosts if rules.vendor(h.vendor) is not None]
-    return load_rules(paths, purposes, added) if added else rules
+    return load_rules(paths, purposes, added, examples=False) if added else rules
 
 
 # ---------------------------------------------------------------------------

@@ -108,9 +108,11 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 class RuleParser:
     """Walks one rule document; every problem lands in `src.problems` with its line."""
 
-    def __init__(self, file: str, known_purposes: frozenset[str]) -> None:
+    def __init__(self, file: str, known_purposes: frozenset[str], *, examples: bool = True) -> None:
         self.file = file
         self.known = known_purposes
+        #: read and check the rule's `examples` (False: the rule is built without them)
+        self.examples = examples
         self.claims: dict[str, tuple[str, int | None]] = {}
 
     def parse(self, text: str) -> Parsed:
@@ -138,7 +140,11 @@ class RuleParser:
         for wd in when_denied:
             if endpoints_ok and wd.purpose not in required:
                 wd.node.problem(f"no endpoint requires {wd.purpose!r}: this strip never applies")
-        examples = self._examples(top["examples"], hosts, endpoints if endpoints_ok else None)
+        examples = (
+            self._examples(top["examples"], hosts, endpoints if endpoints_ok else None)
+            if self.examples
+            else []
+        )
         RuleKeys.notes.read(top)
         problems = [_prefixed(p, vendor) for p in src.problems]
         if problems:

@@ -267,6 +267,23 @@ def test_configured_rules_or_the_rules_at_paths_with_the_hosts_added_to_them(
     assert [r.vendor for r in b.rules] == ["b"] and b.rules[0].added_hosts == ()
 
 
+def test_what_the_gateway_serves_is_loaded_without_the_examples(tmp_path: Path) -> None:
+    """Examples are a rule's own tests: `check` (load_rules) reads and holds them, the
+    gateway's rules (configured_rules: serve, reload, explain) leave them out, so a wrong
+    example costs `check`, never a start or a reload."""
+    good = write(tmp_path, "a.yaml", rule_text("a", ["a.example"]))
+    assert len(load_rules([good], KNOWN).rules[0].examples) == 1
+    wrong = rule_text("b", ["b.example"]).replace("https://b.example/", "https://c.example/")
+    (tmp_path / "wrong").mkdir()
+    path = write(tmp_path / "wrong", "b.yaml", wrong)
+    with pytest.raises(RuleError, match="not one of this rule's hosts"):
+        load_rules([path], KNOWN)
+    cfg = make_config(tmp_path)
+    cfg = dataclasses.replace(cfg, rules=dataclasses.replace(cfg.rules, paths=(good, path)))
+    served = configured_rules(cfg)
+    assert [(r.vendor, r.examples) for r in served.rules] == [("a", ()), ("b", ())]
+
+
 def test_a_routed_vendor_no_rule_has_is_refused_at_its_line(two_rules: Path) -> None:
     # a typo would leave that vendor's tags unrouted by /cg.js, so unenforced
     refs = [VendorRef("a", "gw.yaml", 9, "rules.router_vendors[0]")]
