@@ -256,8 +256,9 @@ class _Connection(asyncio.Protocol):
                 return
 
 
-#: what a job's sender hears: the vendor's status, or the error that stopped it
-Done = Callable[[int | None, UpstreamError | None], None]
+#: what a job's sender hears: its context (`submit`), then the vendor's status, or the
+#: error that stopped it
+Done = Callable[..., None]
 
 
 @dataclass(slots=True)
@@ -265,6 +266,9 @@ class _Job:
     data: bytes
     method: str
     done: Done
+    #: what `done` is called with before the outcome: plain values, so that an in-flight
+    #: beacon is one object for the cyclic collector to walk, not a closure's four
+    context: tuple[object, ...] = ()
 
 
 class BeaconPool:
@@ -311,14 +315,17 @@ class BeaconPool:
         """Jobs queued for a free connection."""
         return self._pending_count
 
-    def submit(self, out: Outgoing, url: yarl.URL, done: Done) -> bool:
-        """Send `out` to `url` (from `Upstream.url_for`) and call `done` with the outcome.
+    def submit(
+        self, out: Outgoing, url: yarl.URL, done: Done, context: tuple[object, ...] = ()
+    ) -> bool:
+        """Send `out` to `url` (from `Upstream.url_for`) and call `done(*context, status,
+        error)` with the outcome.
 
         False, and `done` never called, when the job cannot even wait (the pending
         bound is reached). Raises UpstreamRefused, before anything is sent, for a
         request that would not be one clean HTTP/1.1 request or a destination that is
         not http(s)."""
-        job = _Job(request_bytes(out, url), out.method, done)
+        job = _Job(request_bytes(out, url), out.method, done, context)
         origin = _origin(url)
         conn = self._reuse(origin)
         if conn is not None:
@@ -494,7 +501,7 @@ def _report(job: _Job, status: int | None, error: UpstreamError | None) -> None:
     # A sender's callback failing must not stop the pool (it runs inside a protocol
     # callback, where an exception would end the connection's bookkeeping).
     try:
-        job.done(status, error)
+        job.done(*job.context, status, error)
     except Exception:
         log.exception("beacon outcome callback failed")
 

@@ -241,16 +241,18 @@ async def test_jobs_wait_for_a_free_connection_within_their_bound(
     pool = BeaconPool(
         connect_timeout=2.0, total_timeout=5.0, max_busy=1, max_pending=2, max_idle=10
     )
-    outcomes: list[tuple[int | None, UpstreamError | None]] = []
+    outcomes: list[tuple[object, ...]] = []
     try:
         accepted = [
-            pool.submit(out(), _url(server), lambda s, e: outcomes.append((s, e))) for _ in range(4)
+            # each job's context comes back before its outcome, to the one callback
+            pool.submit(out(), _url(server), lambda *a: outcomes.append(a), ("job", k))
+            for k in range(4)
         ]
         assert accepted == [True, True, True, False] and pool.waiting == 2
         await pool.quiet()
     finally:
         pool.close()
-    assert outcomes == [(200, None)] * 3
+    assert outcomes == [("job", k, 200, None) for k in range(3)]
     # one connection carried them all, one after the other
     assert server.connections == 1 and len(server.requests) == 3
 
