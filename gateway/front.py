@@ -151,9 +151,10 @@ class FrontServer:
 
     def answer(
         self, parser: HttpRequestParser, head: bytes, peer: str | None
-    ) -> tuple[bytes, bool] | None:
+    ) -> tuple[bytes, bool, pipeline.LocalAnswer] | None:
         """(the bytes answering one complete request head, whether the connection closes
-        after it), or None: aiohttp's to serve."""
+        after it, the decision to `commit` once they are written), or None: aiohttp's to
+        serve."""
         if not head.startswith(self._heads):
             return None
         messages, upgraded, tail = parser.feed_data(head)
@@ -198,10 +199,10 @@ class FrontServer:
             )
         else:
             data = b"".join((before_id, rfc822_formatted_time().encode(), rest))
-        # Only now, with the answer made: counted, logged, its forward queued (an answer
-        # that could not be made hands the request to aiohttp, which does all of it once).
-        answered.commit()
-        return data, close
+        # Committed (counted, logged, its forward queued) only once the answer is made and
+        # written: an answer that could not be made hands the request to aiohttp, which
+        # does all of it once.
+        return data, close, answered
 
     def _template(
         self, response: web.Response, decision: str, origin: str | None, close: bool
@@ -310,7 +311,15 @@ class _Front(asyncio.Protocol):
                 answer = None
             if answer is None:
                 break
+            # The visitor's answer first: a forward's request to the vendor is built and
+            # written after it, not on the visitor's time.
             transport.write(answer[0])
+            try:
+                answer[2].commit()
+            except Exception:
+                # Answered already: nothing to hand over. Whatever was not done (a count,
+                # the record, the forward) fails closed: nothing left for the vendor.
+                log.exception("front: committing an answered request failed")
             pos = end
             if answer[1]:  # the client asked to close after this answer
                 self.close()

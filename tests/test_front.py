@@ -353,3 +353,32 @@ async def test_a_request_whose_answer_cannot_be_made_is_counted_once_by_aiohttp(
         {"vendor": "google-analytics-4", "endpoint": "collect", "action": "drop"},
     )
     assert drops == 1.0
+
+
+async def test_the_answer_is_written_before_the_decision_is_committed(
+    tmp_path: Path,
+    fake_vendor: FakeVendor,
+    rules: RuleSet,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A beacon's visitor does not wait for its forward to be built and written: the
+    front writes the answer, then commits. A commit that fails after the answer went out
+    is logged, and the request is not handed to aiohttp (it would be answered twice)."""
+    order: list[str] = []
+
+    def failing(self: pipeline.LocalAnswer) -> None:
+        order.append("commit")
+        raise RuntimeError("a commit that fails")
+
+    monkeypatch.setattr(pipeline.LocalAnswer, "commit", failing)
+    app = build_app(_config(tmp_path, fake_vendor), rules)
+    async with served(app, True) as (port, _front):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(req("GET", GA4) + req("GET", GA4))
+        async with asyncio.timeout(10):
+            answers = [await _read_answer(reader), await _read_answer(reader)]
+        writer.close()
+    assert [a.status_line for a in answers] == ["HTTP/1.1 204 No Content"] * 2
+    assert order == ["commit", "commit"]
+    assert caplog.text.count("committing an answered request failed") == 2
