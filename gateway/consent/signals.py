@@ -157,7 +157,7 @@ def _pairs_named(names: frozenset[str]) -> re.Pattern[str]:
         if len(_NAMED_PAIRS) >= 16:  # callers pass module constants: a few sets in all
             _NAMED_PAIRS.clear()
         alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-        pattern = re.compile(rf"&(?:({alternatives})|([^&=]*%[^&=]*))(?:=([^&]*))?(?=&|$)")
+        pattern = re.compile(rf"&(?:({alternatives})|([^&=]*%[^&=]*))(?:=([^&]*))?(?=&|\Z)")
         _NAMED_PAIRS[names] = pattern
     return pattern
 

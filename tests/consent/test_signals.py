@@ -303,6 +303,8 @@ def test_vendor_consent_params(
         ("%67cs=G100&gcs=G111", {"gcs": "G100"}),  # first, encoded or not
         ("gcs=a=b&&npa", {"gcs": "a=b", "npa": ""}),
         ("%26gcs=1&%3Dgcs=2", {}),  # a name that decodes to a separator and more
+        ("gcs\n", {}),  # not the name: the newline is part of it
+        ("gcs=G1\n", {"gcs": "G1\n"}),
     ],
 )
 def test_query_params(raw: str, expected: dict[str, str]) -> None:
@@ -314,6 +316,7 @@ def test_query_params(raw: str, expected: dict[str, str]) -> None:
 _QUERY_PARTS = st.sampled_from(
     ["gcs", "gcd", "npa", "gdpr", "gdpr_consent", "gpp", "gpp_sid", "us_privacy", "%67cs"]
     + ["%67%63%73", "gc%73", "g+cs", "x", "gcsx", "=", "&", "%", "+", "%3D", "%26", "1", "G1"]
+    + ["\n", "%0A", " "]
 )
 
 
