@@ -14,6 +14,7 @@ traceback, never a forward.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import assert_never
@@ -182,7 +183,9 @@ def _account(
 async def _answer(gw: Gateway, request: web.Request, ev: Evaluation) -> web.StreamResponse:
     """The visitor's answer for what the core decided: every action handled, none forgotten."""
     if _answered_now(request, ev):
-        _send_in_background(gw, request, ev)
+        # The visitor's answer first (as `gateway.front` does): the forward is built and
+        # written in the loop's next round, after aiohttp has written this answer.
+        asyncio.get_running_loop().call_soon(_send_soon, gw, request, ev)
         return local_answer_for(request, ev)
     match, decision, outgoing = ev.match, ev.decision, ev.outgoing
     assert match is not None and outgoing is not None  # `sends`: the core built it
@@ -221,6 +224,14 @@ def _send_in_background(gw: Gateway, request: edges.RequestHead, ev: Evaluation)
         and _upgrade_refused(request, match) is None
     ):
         gw.upstream.enqueue(outgoing, decision.vendor or "-")
+
+
+def _send_soon(gw: Gateway, request: edges.RequestHead, ev: Evaluation) -> None:
+    try:
+        _send_in_background(gw, request, ev)
+    except Exception:
+        # Not the loop's handler: it would print this callback's arguments, the request.
+        log.exception("queueing a background forward failed (not forwarded)")
 
 
 def local_answer_for(request: edges.RequestHead, ev: Evaluation) -> web.Response:

@@ -125,6 +125,31 @@ async def test_consent_granted_forwards_query_intact_except_always_strips(
     assert seen.headers["x-forwarded-for"].endswith(".0")  # IP truncated, never the visitor's
 
 
+async def test_a_background_forward_is_queued_after_the_answer_is_written(
+    example_gateway: TestClient[Any, Any], fake_vendor: FakeVendor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp's way (the test client has no front): a beacon's visitor does not wait for
+    its forward to be built and written."""
+    from gateway import pipeline
+
+    written_before: list[int] = []
+    real = pipeline._send_in_background
+
+    def spy(gw: Any, request: Any, ev: Any) -> None:
+        # the bytes aiohttp's writer has sent for this request's answer so far
+        written_before.append(request._payload_writer.output_size)
+        real(gw, request, ev)
+
+    monkeypatch.setattr(pipeline, "_send_in_background", spy)
+    grant = {"purposes": {"analytics": True, "advertising": True}}
+    assert (await example_gateway.post("/consent", json=grant)).status == 200
+    resp = await raw_get(example_gateway, GA4_HIT, _cookies(example_gateway))
+    assert resp.status == 204
+    [seen] = await fake_vendor.wait_for(1)
+    assert seen.path == "/g/collect"
+    assert len(written_before) == 1 and written_before[0] > 0
+
+
 async def test_every_request_is_counted_in_the_rollups_forwarded_ones_too(
     example_gateway: TestClient[Any, Any], fake_vendor: FakeVendor, tmp_path: Path
 ) -> None:
