@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import assert_never
 
 from aiohttp import web
 
@@ -37,9 +36,9 @@ __all__ = ["LocalAnswer", "answer_locally", "local_answer_for", "run"]
 
 log = logging.getLogger(__name__)
 
-# Enum members read on every request, bound once: `Action.X` goes through the enum
+# An enum member read on every request, bound once: `Action.X` goes through the enum
 # metaclass's attribute hook each time.
-_FORWARD, _DROP, _REJECT = Action.FORWARD, Action.DROP, Action.REJECT
+_FORWARD = Action.FORWARD
 
 
 async def run(gw: Gateway, request: web.Request, host: str | None, path: str) -> web.StreamResponse:
@@ -197,21 +196,14 @@ async def _answer(gw: Gateway, request: web.Request, ev: Evaluation) -> web.Stre
 def _answered_now(request: edges.RequestHead, ev: Evaluation) -> bool:
     """Whether the visitor's answer is local and given at once: a REJECT, a DROP, a refused
     upgrade, or a forward in the background (async endpoints: beacons, pixels)."""
-    effective = ev.decision.effective
-    if effective is _DROP or effective is _REJECT:  # the common case first
+    if not ev.decision.sends:  # REJECT or DROP (`Decision.sends` names every action)
         return True
-    match effective:
-        case Action.REJECT | Action.DROP:
-            return True
-        case Action.FORWARD | Action.STRIP:
-            match_ = ev.match
-            assert match_ is not None and ev.outgoing is not None  # `sends`: the core built it
-            return (
-                _upgrade_refused(request, match_) is not None
-                or match_.endpoint.forward_mode is ForwardMode.ASYNC
-            )
-        case unreachable:
-            assert_never(unreachable)
+    match_ = ev.match
+    assert match_ is not None and ev.outgoing is not None  # `sends`: the core built it
+    return (
+        _upgrade_refused(request, match_) is not None
+        or match_.endpoint.forward_mode is ForwardMode.ASYNC
+    )
 
 
 def _send_in_background(gw: Gateway, request: edges.RequestHead, ev: Evaluation) -> None:
